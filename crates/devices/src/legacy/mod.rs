@@ -1,0 +1,9 @@
+//! Legacy PC devices.
+
+pub mod acpi;
+pub mod i8042;
+pub mod serial;
+
+pub use acpi::AcpiPower;
+pub use i8042::I8042;
+pub use serial::{IrqTrigger, Serial};

@@ -1,0 +1,16 @@
+//! `devices`: the port-I/O bus and the devices on it.
+//!
+//! - [`bus`]: maps port ranges to devices; the vCPU threads dispatch exits through it;
+//! - [`legacy`]: the 8250 UART (vm-superio), the i8042 reset line (vm-superio)
+//!   and the ACPI sleep/reset registers;
+//! - [`power`]: how a device asks the VMM to power off or reset the VM.
+//!
+//! Every device method takes guest-controlled values (offsets, data sizes)
+//! and must not panic on any of them.
+
+pub mod bus;
+pub mod legacy;
+pub mod power;
+
+pub use bus::{PioBus, PioDevice};
+pub use power::{PowerRequest, PowerSignal};

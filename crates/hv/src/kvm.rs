@@ -1,0 +1,146 @@
+//! The hypervisor handle and the VM.
+
+use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES};
+use kvm_ioctls::{Cap, Kvm, VmFd};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::{Error, Result, Vcpu};
+
+/// Where `/dev/kvm` gets its virtualization from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HypervisorKind {
+    /// Hardware virtualization (VT-x or AMD-V).
+    Hardware,
+    /// PVM: software virtualization, enough for small guests only.
+    Pvm,
+}
+
+impl HypervisorKind {
+    /// Detects the kind of the host's KVM.
+    pub fn detect() -> Self {
+        if std::path::Path::new("/sys/module/kvm_pvm").exists() {
+            HypervisorKind::Pvm
+        } else {
+            HypervisorKind::Hardware
+        }
+    }
+}
+
+/// An open `/dev/kvm`.
+pub struct Hypervisor {
+    kvm: Kvm,
+}
+
+/// Address KVM uses for the TSS on Intel; must not overlap guest RAM or MMIO.
+pub const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
+/// Address of the identity-map page KVM needs on Intel (just below the TSS).
+pub const KVM_IDENTITY_MAP_ADDRESS: u64 = 0xfffb_c000;
+
+impl Hypervisor {
+    /// Opens `/dev/kvm` and checks what VT System relies on.
+    pub fn open() -> Result<Self> {
+        let kvm = Kvm::new().map_err(Error::OpenKvm)?;
+        let version = kvm.get_api_version();
+        if version != 12 {
+            return Err(Error::ApiVersion(version));
+        }
+        for (cap, name) in [
+            (Cap::Irqchip, "KVM_CAP_IRQCHIP"),
+            (Cap::UserMemory, "KVM_CAP_USER_MEMORY"),
+            (Cap::SetTssAddr, "KVM_CAP_SET_TSS_ADDR"),
+            (Cap::Pit2, "KVM_CAP_PIT2"),
+            (Cap::Irqfd, "KVM_CAP_IRQFD"),
+            (Cap::ImmediateExit, "KVM_CAP_IMMEDIATE_EXIT"),
+        ] {
+            if !kvm.check_extension(cap) {
+                return Err(Error::MissingCap(name));
+            }
+        }
+        Ok(Hypervisor { kvm })
+    }
+
+    /// The most vCPUs one VM may have on this host.
+    pub fn max_vcpus(&self) -> u32 {
+        u32::try_from(self.kvm.get_max_vcpus()).unwrap_or(1)
+    }
+
+    /// CPUID leaves KVM can expose to a guest.
+    pub fn supported_cpuid(&self) -> Result<CpuId> {
+        self.kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(|e| Error::Ioctl("KVM_GET_SUPPORTED_CPUID", e))
+    }
+
+    /// Creates a VM with an in-kernel irqchip (PIC, IOAPIC, LAPICs) and PIT.
+    pub fn create_vm(&self) -> Result<Vm> {
+        let fd = self
+            .kvm
+            .create_vm()
+            .map_err(|e| Error::Ioctl("KVM_CREATE_VM", e))?;
+        fd.set_tss_address(KVM_TSS_ADDRESS)
+            .map_err(|e| Error::Ioctl("KVM_SET_TSS_ADDR", e))?;
+        // Only needed (and only meaningful) on Intel; harmless elsewhere, but
+        // PVM rejects it, so a failure here is not fatal.
+        let _ = fd.set_identity_map_address(KVM_IDENTITY_MAP_ADDRESS);
+        fd.create_irq_chip()
+            .map_err(|e| Error::Ioctl("KVM_CREATE_IRQCHIP", e))?;
+        let pit = kvm_pit_config {
+            // KVM_PIT_SPEAKER_DUMMY: port 0x61 reads work without a speaker.
+            flags: kvm_bindings::KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        fd.create_pit2(pit)
+            .map_err(|e| Error::Ioctl("KVM_CREATE_PIT2", e))?;
+        Ok(Vm { fd, slots: 0 })
+    }
+}
+
+/// One KVM virtual machine.
+pub struct Vm {
+    fd: VmFd,
+    slots: u32,
+}
+
+impl Vm {
+    /// Maps `size` bytes of host memory at `host_addr` into the guest at `guest_addr`.
+    ///
+    /// # Safety
+    ///
+    /// `host_addr..host_addr + size` must be a mapping owned by the caller that
+    /// stays valid and mapped for as long as this VM exists.
+    pub unsafe fn add_memory(&mut self, guest_addr: u64, size: u64, host_addr: u64) -> Result<()> {
+        let region = kvm_userspace_memory_region {
+            slot: self.slots,
+            flags: 0,
+            guest_phys_addr: guest_addr,
+            memory_size: size,
+            userspace_addr: host_addr,
+        };
+        // SAFETY: the caller guarantees the host range outlives the VM.
+        unsafe { self.fd.set_user_memory_region(region) }
+            .map_err(|e| Error::Ioctl("KVM_SET_USER_MEMORY_REGION", e))?;
+        self.slots += 1;
+        Ok(())
+    }
+
+    /// Connects `evt` so that writing to it raises interrupt line `gsi`.
+    pub fn register_irqfd(&self, evt: &EventFd, gsi: u32) -> Result<()> {
+        self.fd
+            .register_irqfd(evt, gsi)
+            .map_err(|e| Error::Ioctl("KVM_IRQFD", e))
+    }
+
+    /// Creates vCPU `id`; its APIC ID is `id` too.
+    pub fn create_vcpu(&self, id: u8) -> Result<Vcpu> {
+        let fd = self
+            .fd
+            .create_vcpu(u64::from(id))
+            .map_err(|e| Error::Ioctl("KVM_CREATE_VCPU", e))?;
+        Ok(Vcpu::new(fd, id))
+    }
+
+    /// The raw VM file descriptor, for device set-up not wrapped here.
+    pub fn fd(&self) -> &VmFd {
+        &self.fd
+    }
+}

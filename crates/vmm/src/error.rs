@@ -1,0 +1,64 @@
+//! Errors building or running a VM.
+
+/// Why a VM could not be built or run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid configuration: {0}")]
+    Config(#[from] api::ConfigError),
+    #[error("cannot open {what} {path}")]
+    Open {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}")]
+    Kernel {
+        path: String,
+        #[source]
+        source: arch::boot::Error,
+    },
+    #[error("memory of {asked} MiB exceeds the host's {host} MiB")]
+    MemoryExceedsHost { asked: u64, host: u64 },
+    #[error("cannot map {0} MiB of guest memory")]
+    MapMemory(u64, #[source] std::io::Error),
+    #[error("{0} vCPUs requested but this host's KVM allows at most {1}")]
+    TooManyVcpus(u32, u32),
+    #[error("KVM")]
+    Hv(#[from] hv::Error),
+    #[error("cannot write ACPI tables")]
+    Acpi(#[from] arch::acpi::Error),
+    #[error("cannot set up devices")]
+    Bus(#[from] devices::bus::Error),
+    #[error("cannot write boot data to guest memory")]
+    GuestMemory(#[source] vm_memory::GuestMemoryError),
+    #[error("{0}")]
+    Io(&'static str, #[source] std::io::Error),
+    #[error("cannot start vCPU thread")]
+    Thread(#[source] std::io::Error),
+}
+
+impl Error {
+    /// True when the error is the user's input (exit status 2), false when
+    /// the host or KVM failed (exit status 1).
+    pub fn is_user_error(&self) -> bool {
+        matches!(
+            self,
+            Error::Config(_)
+                | Error::Open { .. }
+                | Error::Kernel { .. }
+                | Error::MemoryExceedsHost { .. }
+                | Error::MapMemory(..)
+                | Error::TooManyVcpus(..)
+        )
+    }
+
+    /// The process exit status for this error.
+    pub fn exit_code(&self) -> i32 {
+        if self.is_user_error() {
+            2
+        } else {
+            1
+        }
+    }
+}

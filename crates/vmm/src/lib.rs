@@ -1,0 +1,44 @@
+//! `vmm`: builds one VM from a [`VmConfig`] and runs it to its end.
+//!
+//! Threads and how they talk:
+//!
+//! - the **main thread** builds the VM, then sits in [`vm::Vm::run`]'s epoll
+//!   loop waiting for: a power request from a device ([`devices::PowerSignal`]),
+//!   an event from a vCPU ([`vcpu::VcpuEvent`] over a channel plus an eventfd),
+//!   or SIGTERM/SIGINT (a signalfd; those signals are blocked in every thread);
+//! - one **vCPU thread** per vCPU ([`vcpu`]), a state machine driven by
+//!   [`vcpu::VcpuMessage`]s; a message is followed by a kick signal that makes
+//!   `KVM_RUN` return;
+//! - one **console input thread** ([`console`]) copying stdin into the UART.
+//!
+//! When the loop sees the end of the VM it stops every vCPU, joins them, and
+//! returns a [`VmExit`].
+
+pub mod console;
+mod error;
+pub mod memory;
+mod setup;
+mod signals;
+pub mod vcpu;
+pub mod vm;
+
+pub use api::VmConfig;
+pub use error::Error;
+pub use vm::VmExit;
+
+use api::OnReboot;
+
+/// Runs the VM described by `config` until it powers off, reboots (with
+/// [`OnReboot::Exit`]), crashes or is stopped by a signal.
+pub fn run(config: &VmConfig) -> Result<VmExit, Error> {
+    config.validate().map_err(Error::Config)?;
+    signals::init()?;
+    let console = console::Console::new(&config.serial)?;
+    loop {
+        let vm = vm::Vm::build(config, &console)?;
+        match vm.run()? {
+            VmExit::Reboot if config.on_reboot == OnReboot::Restart => continue,
+            exit => return Ok(exit),
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! vCPU threads as typed state machines.
+//!
+//! Protocol: the VMM sends a [`VcpuMessage`] on the vCPU's channel, then kicks
+//! the thread with [`crate::signals::kick_signal`]. The kick sets
+//! `kvm_run.immediate_exit`, so KVM_RUN returns (now, or at its next entry)
+//! and the thread reads its messages. The thread reports what happened as
+//! [`VcpuEvent`]s on the shared event channel and writes the shared eventfd.
+//!
+//! ```text
+//!   Running ──Pause──► Paused ──Resume──► Running
+//!      │                  │
+//!      └──Stop / guest exit / error──► Exited (thread ends)
+//! ```
+
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use devices::PioBus;
+use hv::{Vcpu, VcpuExit};
+use vmm_sys_util::eventfd::EventFd;
+use vmm_sys_util::signal::Killable;
+
+use crate::signals;
+
+/// KVM_SYSTEM_EVENT types.
+const SYSTEM_EVENT_SHUTDOWN: u32 = 1;
+const SYSTEM_EVENT_RESET: u32 = 2;
+
+/// Messages from the VMM to one vCPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VcpuMessage {
+    Pause,
+    Resume,
+    Stop,
+}
+
+/// The vCPU's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VcpuState {
+    Running,
+    Paused,
+    Exited,
+}
+
+/// Why a vCPU stopped running the guest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VcpuExitReason {
+    /// The VMM asked it to stop.
+    Stopped,
+    /// The guest asked KVM for a power-off (KVM_SYSTEM_EVENT_SHUTDOWN).
+    PowerOff,
+    /// The guest asked KVM for a reset (KVM_SYSTEM_EVENT_RESET).
+    Reset,
+    /// The guest or KVM failed; the text says how.
+    Crashed(String),
+}
+
+/// Reports from vCPU threads to the VMM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VcpuEvent {
+    Paused(u8),
+    Resumed(u8),
+    Exited(u8, VcpuExitReason),
+}
+
+/// Where a vCPU thread reports.
+#[derive(Clone)]
+pub struct EventSink {
+    pub tx: Sender<VcpuEvent>,
+    pub evt: Arc<EventFd>,
+}
+
+impl EventSink {
+    fn send(&self, e: VcpuEvent) {
+        // The VMM may already be gone during teardown; nothing to report to then.
+        let _ = self.tx.send(e);
+        let _ = self.evt.write(1);
+    }
+}
+
+/// The VMM's handle on a running vCPU thread.
+pub struct VcpuHandle {
+    tx: Sender<VcpuMessage>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl VcpuHandle {
+    /// Starts `vcpu` on its own thread.
+    pub fn spawn(vcpu: Vcpu, bus: Arc<PioBus>, events: EventSink) -> std::io::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let name = format!("vcpu{}", vcpu.id());
+        let thread = std::thread::Builder::new()
+            .name(name)
+            .spawn(move || VcpuThread { vcpu, bus, rx, events }.run())?;
+        Ok(VcpuHandle {
+            tx,
+            thread: Some(thread),
+        })
+    }
+
+    /// Sends `msg` and kicks the thread out of the guest.
+    pub fn send(&self, msg: VcpuMessage) {
+        if self.tx.send(msg).is_ok() {
+            if let Some(t) = &self.thread {
+                let _ = t.kill(signals::kick_signal());
+            }
+        }
+    }
+
+    /// Stops the thread and waits for it.
+    pub fn stop(mut self) {
+        self.send(VcpuMessage::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct VcpuThread {
+    vcpu: Vcpu,
+    bus: Arc<PioBus>,
+    rx: Receiver<VcpuMessage>,
+    events: EventSink,
+}
+
+impl VcpuThread {
+    fn run(mut self) {
+        signals::set_immediate_exit_ptr(self.vcpu.immediate_exit_ptr());
+        let reason = self.run_loop();
+        signals::set_immediate_exit_ptr(std::ptr::null_mut());
+        self.events.send(VcpuEvent::Exited(self.vcpu.id(), reason));
+    }
+
+    /// Handles pending messages; returns the new state.
+    fn handle_messages(&mut self, mut state: VcpuState) -> VcpuState {
+        loop {
+            let msg = if state == VcpuState::Paused {
+                self.rx.recv().unwrap_or(VcpuMessage::Stop)
+            } else {
+                match self.rx.try_recv() {
+                    Ok(m) => m,
+                    Err(std::sync::mpsc::TryRecvError::Empty) => return state,
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => VcpuMessage::Stop,
+                }
+            };
+            let id = self.vcpu.id();
+            state = match (msg, state) {
+                (VcpuMessage::Stop, _) => return VcpuState::Exited,
+                (VcpuMessage::Pause, VcpuState::Running) => {
+                    self.events.send(VcpuEvent::Paused(id));
+                    VcpuState::Paused
+                }
+                (VcpuMessage::Resume, VcpuState::Paused) => {
+                    self.events.send(VcpuEvent::Resumed(id));
+                    VcpuState::Running
+                }
+                (_, s) => s,
+            };
+        }
+    }
+
+    fn run_loop(&mut self) -> VcpuExitReason {
+        let id = self.vcpu.id();
+        let mut state = VcpuState::Running;
+        loop {
+            state = self.handle_messages(state);
+            if state == VcpuState::Exited {
+                return VcpuExitReason::Stopped;
+            }
+            match self.vcpu.run() {
+                Ok(exit) => match handle_exit(id, exit, &self.bus) {
+                    Handled::Continue => {}
+                    Handled::End(reason) => return reason,
+                    Handled::InternalError => {
+                        let (sub, data) = self.vcpu.internal_error();
+                        return VcpuExitReason::Crashed(format!(
+                            "KVM internal error on vCPU {id}: suberror {sub}, data {data:x?}"
+                        ));
+                    }
+                },
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                    self.vcpu.set_immediate_exit(false);
+                }
+                Err(e) => {
+                    return VcpuExitReason::Crashed(format!("KVM_RUN failed on vCPU {id}: {e}"))
+                }
+            }
+        }
+    }
+}
+
+/// What to do after one exit.
+enum Handled {
+    Continue,
+    End(VcpuExitReason),
+    /// KVM_EXIT_INTERNAL_ERROR: the caller reads the details from `kvm_run`.
+    InternalError,
+}
+
+/// Handles one exit.
+fn handle_exit(id: u8, exit: VcpuExit<'_>, bus: &PioBus) -> Handled {
+    let crashed = |msg: String| Handled::End(VcpuExitReason::Crashed(msg));
+    match exit {
+        VcpuExit::IoIn(port, data) => {
+            bus.read(port, data);
+            Handled::Continue
+        }
+        VcpuExit::IoOut(port, data) => {
+            bus.write(port, data);
+            Handled::Continue
+        }
+        VcpuExit::MmioRead(_, data) => {
+            data.fill(0xff);
+            Handled::Continue
+        }
+        VcpuExit::MmioWrite(..) | VcpuExit::Intr => Handled::Continue,
+        VcpuExit::Shutdown => crashed(format!("triple fault on vCPU {id} (KVM_EXIT_SHUTDOWN)")),
+        VcpuExit::Hlt => crashed(format!("vCPU {id} halted with no way to wake up")),
+        VcpuExit::InternalError => Handled::InternalError,
+        VcpuExit::FailEntry(reason, cpu) => crashed(format!(
+            "VM entry failed on vCPU {id} (host CPU {cpu}): hardware reason {reason:#x}"
+        )),
+        VcpuExit::SystemEvent(SYSTEM_EVENT_SHUTDOWN, _) => Handled::End(VcpuExitReason::PowerOff),
+        VcpuExit::SystemEvent(SYSTEM_EVENT_RESET, _) => Handled::End(VcpuExitReason::Reset),
+        other => crashed(format!("unexpected exit on vCPU {id}: {other:?}")),
+    }
+}

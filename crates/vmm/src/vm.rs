@@ -1,0 +1,169 @@
+//! One VM: built from a config, run until it ends.
+
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, Mutex};
+
+use api::VmConfig;
+use arch::acpi;
+use devices::legacy::{AcpiPower, Serial, I8042};
+use devices::{PioBus, PowerRequest, PowerSignal};
+use hv::{Hypervisor, Vcpu};
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::console::Console;
+use crate::vcpu::{EventSink, VcpuEvent, VcpuExitReason, VcpuHandle};
+use crate::{memory, setup, signals, Error};
+
+const I8042_PORT: u16 = 0x60;
+const I8042_PORTS: u16 = 5;
+const COM1_PORTS: u16 = 8;
+const ACPI_PORTS: u16 = 3;
+
+/// How a VM ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmExit {
+    /// The guest powered off (ACPI S5 or KVM shutdown event).
+    PowerOff,
+    /// The guest rebooted (ACPI reset register, i8042, KVM reset event).
+    Reboot,
+    /// SIGTERM or SIGINT (the number) stopped the VM.
+    Stopped(i32),
+    /// The guest or KVM failed: triple fault, internal error, failed entry.
+    Crashed(String),
+}
+
+/// A built VM, ready to run.
+pub struct Vm {
+    vcpus: Vec<Vcpu>,
+    bus: Arc<PioBus>,
+    power: Arc<PowerSignal>,
+    // Dropped in this order: the VM fd before the memory it maps.
+    _vm: hv::Vm,
+    _mem: GuestMemoryMmap,
+}
+
+impl Vm {
+    /// Builds the VM: memory, kernel, ACPI, devices, vCPUs.
+    pub fn build(config: &VmConfig, console: &Console) -> Result<Self, Error> {
+        let hv = Hypervisor::open()?;
+        if config.cpus > hv.max_vcpus() {
+            return Err(Error::TooManyVcpus(config.cpus, hv.max_vcpus()));
+        }
+        let mem = memory::create(config.memory_mib)?;
+        let mut vm = hv.create_vm()?;
+        memory::register(&mut vm, &mem)?;
+        let boot_cpu = setup::load_guest(&mem, config)?;
+
+        let power = Arc::new(PowerSignal::new().map_err(|e| Error::Io("eventfd", e))?);
+        let mut bus = PioBus::new();
+        let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| Error::Io("eventfd", e))?;
+        vm.register_irqfd(&serial_irq, acpi::COM1_IRQ)?;
+        let serial = Arc::new(Mutex::new(Serial::new(serial_irq, console.output()?)));
+        console.attach(serial.clone());
+        bus.insert(acpi::COM1_PORT, COM1_PORTS, serial)?;
+        bus.insert(
+            I8042_PORT,
+            I8042_PORTS,
+            Arc::new(Mutex::new(I8042::new(power.clone()))),
+        )?;
+        bus.insert(
+            acpi::SLEEP_CONTROL_PORT,
+            ACPI_PORTS,
+            Arc::new(Mutex::new(AcpiPower::new(
+                power.clone(),
+                acpi::S5_SLEEP_TYPE,
+                acpi::RESET_VALUE,
+            ))),
+        )?;
+
+        let count = u8::try_from(config.cpus).map_err(|_| Error::TooManyVcpus(config.cpus, 254))?;
+        let vcpus = setup::create_vcpus(&hv, &vm, count, &boot_cpu)?;
+        Ok(Vm {
+            vcpus,
+            bus: Arc::new(bus),
+            power,
+            _vm: vm,
+            _mem: mem,
+        })
+    }
+
+    /// Runs the VM until it ends; all vCPU threads are joined on return.
+    pub fn run(mut self) -> Result<VmExit, Error> {
+        let io = |what| move |e| Error::Io(what, e);
+        let vcpu_evt = Arc::new(EventFd::new(libc::EFD_NONBLOCK).map_err(io("eventfd"))?);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = EventSink {
+            tx,
+            evt: vcpu_evt.clone(),
+        };
+        let term = signals::termination_fd()?;
+        let epoll = Epoll::new().map_err(io("epoll"))?;
+        const POWER: u64 = 0;
+        const VCPU: u64 = 1;
+        const SIGNAL: u64 = 2;
+        for (fd, token) in [
+            (self.power.event_fd().as_raw_fd(), POWER),
+            (vcpu_evt.as_raw_fd(), VCPU),
+            (term.as_raw_fd(), SIGNAL),
+        ] {
+            epoll
+                .ctl(ControlOperation::Add, fd, EpollEvent::new(EventSet::IN, token))
+                .map_err(io("epoll_ctl"))?;
+        }
+
+        let mut handles = Vec::with_capacity(self.vcpus.len());
+        for vcpu in self.vcpus.drain(..) {
+            match VcpuHandle::spawn(vcpu, self.bus.clone(), sink.clone()) {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    handles.into_iter().for_each(VcpuHandle::stop);
+                    return Err(Error::Thread(e));
+                }
+            }
+        }
+
+        let mut events = vec![EpollEvent::default(); 4];
+        let exit = 'outer: loop {
+            let n = match epoll.wait(-1, &mut events) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => break Err(Error::Io("epoll_wait", e)),
+            };
+            for ev in &events[..n] {
+                match ev.data() {
+                    POWER => match self.power.take() {
+                        Some(PowerRequest::PowerOff) => break 'outer Ok(VmExit::PowerOff),
+                        Some(PowerRequest::Reset) => break 'outer Ok(VmExit::Reboot),
+                        None => {}
+                    },
+                    VCPU => {
+                        let _ = vcpu_evt.read();
+                        while let Ok(e) = rx.try_recv() {
+                            if let VcpuEvent::Exited(_, reason) = e {
+                                match reason {
+                                    VcpuExitReason::PowerOff => break 'outer Ok(VmExit::PowerOff),
+                                    VcpuExitReason::Reset => break 'outer Ok(VmExit::Reboot),
+                                    VcpuExitReason::Crashed(m) => {
+                                        break 'outer Ok(VmExit::Crashed(m))
+                                    }
+                                    VcpuExitReason::Stopped => {}
+                                }
+                            }
+                        }
+                    }
+                    _ => {
+                        if let Some(sig) = signals::read_signal(&term) {
+                            break 'outer Ok(VmExit::Stopped(sig));
+                        }
+                    }
+                }
+            }
+        };
+        for h in handles {
+            h.stop();
+        }
+        exit
+    }
+}

@@ -1,0 +1,110 @@
+//! Command-line flags of `vt-vmm`.
+
+use std::path::PathBuf;
+
+use api::{OnReboot, SerialConfig, VmConfig};
+use clap::{Parser, ValueEnum};
+
+/// Run one virtual machine.
+#[derive(Debug, Parser)]
+#[command(name = "vt-vmm", version, about)]
+pub struct Args {
+    /// Kernel to boot: a bzImage or an ELF vmlinux (PVH entry used when present).
+    #[arg(long, value_name = "PATH")]
+    pub kernel: PathBuf,
+    /// Initramfs to load.
+    #[arg(long, value_name = "PATH")]
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line.
+    #[arg(long, value_name = "STR", default_value = "console=ttyS0")]
+    pub cmdline: String,
+    /// Number of vCPUs (1-254).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub cpus: u32,
+    /// Guest memory in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 256)]
+    pub memory: u64,
+    /// Serial console: `stdio`, `file=PATH` or `null`.
+    #[arg(long, value_name = "SPEC", default_value = "stdio")]
+    pub serial: String,
+    /// What a guest reboot does.
+    #[arg(long, value_enum, default_value_t = RebootArg::Exit)]
+    pub on_reboot: RebootArg,
+}
+
+/// `--on-reboot` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RebootArg {
+    Exit,
+    Restart,
+}
+
+/// Parses a `--serial` value.
+pub fn parse_serial(s: &str) -> Result<SerialConfig, String> {
+    match s {
+        "stdio" => Ok(SerialConfig::Stdio),
+        "null" => Ok(SerialConfig::Null),
+        _ => match s.strip_prefix("file=") {
+            Some(p) if !p.is_empty() => Ok(SerialConfig::File(p.into())),
+            _ => Err(format!(
+                "invalid --serial '{s}': expected stdio, null or file=PATH"
+            )),
+        },
+    }
+}
+
+impl Args {
+    /// The VM configuration these flags describe.
+    pub fn into_config(self) -> Result<VmConfig, String> {
+        let config = VmConfig {
+            kernel: self.kernel,
+            initrd: self.initrd,
+            cmdline: self.cmdline,
+            cpus: self.cpus,
+            memory_mib: self.memory,
+            serial: parse_serial(&self.serial)?,
+            on_reboot: match self.on_reboot {
+                RebootArg::Exit => OnReboot::Exit,
+                RebootArg::Restart => OnReboot::Restart,
+            },
+        };
+        config.validate().map_err(|e| e.to_string())?;
+        Ok(config)
+    }
+}
+
+/// `error: cause: cause` on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        src = cause.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serial_specs() {
+        assert_eq!(parse_serial("stdio"), Ok(SerialConfig::Stdio));
+        assert_eq!(parse_serial("null"), Ok(SerialConfig::Null));
+        assert_eq!(parse_serial("file=/x"), Ok(SerialConfig::File("/x".into())));
+        assert!(parse_serial("file=").is_err());
+        assert!(parse_serial("tcp:1").is_err());
+    }
+
+    #[test]
+    fn flags_become_a_config() {
+        let a = Args::parse_from(["vt-vmm", "--kernel", "/k", "--cpus", "2", "--memory", "1024"]);
+        let c = a.into_config().unwrap();
+        assert_eq!((c.cpus, c.memory_mib), (2, 1024));
+        assert_eq!(c.cmdline, "console=ttyS0");
+        let a = Args::parse_from(["vt-vmm", "--kernel", "/k", "--cpus", "0"]);
+        assert!(a.into_config().unwrap_err().contains("between 1 and 254"));
+    }
+}
