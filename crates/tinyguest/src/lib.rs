@@ -33,8 +33,26 @@ pub const DEFAULT_MESSAGE: &str = "VT tiny guest: hello\n";
 const CODE_FILE_OFFSET: usize = 0x1000;
 const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
 
+/// What the guest does after printing its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// ACPI S5 power-off (then QEMU's isa-debug-exit).
+    PowerOff,
+    /// i8042 CPU reset (0xFE to port 0x64).
+    Reboot,
+    /// Loads an empty IDT and executes `ud2`: a triple fault.
+    TripleFault,
+    /// Spins forever.
+    Spin,
+}
+
 /// The guest's machine code followed by its NUL-terminated message.
 pub fn code(message: &str) -> Vec<u8> {
+    code_with(message, Ending::PowerOff)
+}
+
+/// The guest's machine code with a chosen ending.
+pub fn code_with(message: &str, ending: Ending) -> Vec<u8> {
     let mut c = Vec::new();
     c.extend_from_slice(&[0x66, 0xba, 0xf8, 0x03]); // mov dx, 0x3f8
     let mov_esi_at = c.len();
@@ -46,9 +64,32 @@ pub fn code(message: &str) -> Vec<u8> {
         0xee, // out dx, al
         0xeb, 0xf8, // jmp next (-8)
     ]);
-    c.extend_from_slice(&[0x66, 0xba, 0x00, 0x06, 0xb0, 0x34, 0xee]); // ACPI S5
-    c.extend_from_slice(&[0x66, 0xba, 0xf4, 0x00, 0x30, 0xc0, 0xee]); // isa-debug-exit
+    let mut idtr_patch = None;
+    match ending {
+        Ending::PowerOff => {
+            c.extend_from_slice(&[0x66, 0xba, 0x00, 0x06, 0xb0, 0x34, 0xee]); // ACPI S5
+            c.extend_from_slice(&[0x66, 0xba, 0xf4, 0x00, 0x30, 0xc0, 0xee]); // isa-debug-exit
+        }
+        Ending::Reboot => c.extend_from_slice(&[0xb0, 0xfe, 0xe6, 0x64]), // mov al, 0xfe; out 0x64, al
+        Ending::TripleFault => {
+            idtr_patch = Some(c.len() + 1);
+            c.extend_from_slice(&[0xbe, 0, 0, 0, 0]); // mov esi, idtr
+            c.extend_from_slice(&[0x0f, 0x01, 0x1e]); // lidt [esi]
+            c.extend_from_slice(&[0x0f, 0x0b]); // ud2
+        }
+        Ending::Spin => {}
+    }
     c.extend_from_slice(&[0xf4, 0xeb, 0xfd]); // halt: hlt; jmp halt
+    if ending == Ending::Spin {
+        // Spin without halting: jmp $
+        let n = c.len();
+        c[n - 3..].copy_from_slice(&[0x90, 0xeb, 0xfe]);
+    }
+    if let Some(at) = idtr_patch {
+        let idtr = LOAD_ADDR + c.len() as u32;
+        c[at..at + 4].copy_from_slice(&idtr.to_le_bytes());
+        c.extend_from_slice(&[0u8; 10]); // limit 0, base 0
+    }
     let msg_addr = LOAD_ADDR + c.len() as u32;
     c[mov_esi_at + 1..mov_esi_at + 5].copy_from_slice(&msg_addr.to_le_bytes());
     c.extend_from_slice(message.as_bytes());
@@ -58,7 +99,12 @@ pub fn code(message: &str) -> Vec<u8> {
 
 /// An ELF64 image of the guest; with `pvh`, it carries the Xen PVH entry note.
 pub fn elf(message: &str, pvh: bool) -> Vec<u8> {
-    let code = code(message);
+    elf_with(message, pvh, Ending::PowerOff)
+}
+
+/// An ELF64 image of the guest with a chosen ending.
+pub fn elf_with(message: &str, pvh: bool, ending: Ending) -> Vec<u8> {
+    let code = code_with(message, ending);
     let phnum: u16 = if pvh { 2 } else { 1 };
     let mut f = vec![0u8; CODE_FILE_OFFSET];
     // ELF header.
@@ -121,10 +167,12 @@ mod tests {
 
     #[test]
     fn message_is_addressed_correctly() {
-        let c = code("hi");
-        let addr = u32::from_le_bytes(c[5..9].try_into().unwrap());
-        let off = (addr - LOAD_ADDR) as usize;
-        assert_eq!(&c[off..], b"hi\0");
+        for ending in [Ending::PowerOff, Ending::Reboot, Ending::TripleFault, Ending::Spin] {
+            let c = code_with("hi", ending);
+            let addr = u32::from_le_bytes(c[5..9].try_into().unwrap());
+            let off = (addr - LOAD_ADDR) as usize;
+            assert_eq!(&c[off..], b"hi\0");
+        }
     }
 
     #[test]
