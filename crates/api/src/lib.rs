@@ -5,4 +5,6 @@
 
 mod vm;
 
-pub use vm::{ConfigError, OnReboot, SerialConfig, VmConfig, MAX_VCPUS, MAX_MEMORY_MIB, MIN_MEMORY_MIB};
+pub use vm::{
+    ConfigError, OnReboot, SerialConfig, VmConfig, MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB,
+};

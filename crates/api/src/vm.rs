@@ -141,9 +141,10 @@ mod tests {
         assert_eq!(c, VmConfig::new("/k"));
         let e = serde_json::from_str::<VmConfig>(r#"{"kernel":"/k","cpu":2}"#).unwrap_err();
         assert!(e.to_string().contains("unknown field"));
-        let c: VmConfig =
-            serde_json::from_str(r#"{"kernel":"/k","serial":{"file":"/tmp/x"},"on_reboot":"restart"}"#)
-                .unwrap();
+        let c: VmConfig = serde_json::from_str(
+            r#"{"kernel":"/k","serial":{"file":"/tmp/x"},"on_reboot":"restart"}"#,
+        )
+        .unwrap();
         assert_eq!(c.serial, SerialConfig::File("/tmp/x".into()));
         assert_eq!(c.on_reboot, OnReboot::Restart);
     }

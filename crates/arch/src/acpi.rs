@@ -5,13 +5,15 @@
 //! sleep-control and reset registers, which are I/O ports handled by the
 //! VMM's ACPI device (see [`SLEEP_CONTROL_PORT`] and [`RESET_PORT`]).
 
-use acpi_tables::{aml, Aml};
 use acpi_tables::fadt::{FADTBuilder, Flags};
 use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
-use acpi_tables::madt::{EnabledStatus, IoApic, LocalInterruptController, ProcessorLocalApic, MADT};
+use acpi_tables::madt::{
+    EnabledStatus, IoApic, LocalInterruptController, ProcessorLocalApic, MADT,
+};
 use acpi_tables::rsdp::Rsdp;
 use acpi_tables::sdt::Sdt;
 use acpi_tables::xsdt::XSDT;
+use acpi_tables::{aml, Aml};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::layout::{ACPI_END, ACPI_START, IOAPIC_ADDR, LAPIC_ADDR};
@@ -84,7 +86,15 @@ pub fn fadt(dsdt_addr: u64) -> Vec<u8> {
         .flag(Flags::SlpButton)
         .dsdt_64(dsdt_addr);
     f.iapc_boot_arch = (IAPC_VGA_NOT_PRESENT | IAPC_CMOS_RTC_NOT_PRESENT).into();
-    let port = |p: u16| GAS::new(AddressSpace::SystemIo, 8, 0, AccessSize::ByteAccess, p.into());
+    let port = |p: u16| {
+        GAS::new(
+            AddressSpace::SystemIo,
+            8,
+            0,
+            AccessSize::ByteAccess,
+            p.into(),
+        )
+    };
     f.sleep_control_reg = port(SLEEP_CONTROL_PORT);
     f.sleep_status_reg = port(SLEEP_STATUS_PORT);
     f.reset_reg = port(RESET_PORT);
@@ -118,7 +128,8 @@ pub fn write_tables(mem: &GuestMemoryMmap, cpus: u8) -> Result<GuestAddress, Err
         if end > ACPI_END {
             return Err(Error::TooLarge);
         }
-        mem.write_slice(table, GuestAddress(addr)).map_err(Error::Write)?;
+        mem.write_slice(table, GuestAddress(addr))
+            .map_err(Error::Write)?;
         next = align8(end);
         Ok(addr)
     };
@@ -175,12 +186,21 @@ mod tests {
         assert_ne!(flags & (1 << 10), 0, "RESET_REG_SUP");
         // reset_reg GAS at 116: space id 1 (I/O), address at +4.
         assert_eq!(f[116], 1);
-        assert_eq!(u64::from_le_bytes(f[120..128].try_into().unwrap()), RESET_PORT as u64);
+        assert_eq!(
+            u64::from_le_bytes(f[120..128].try_into().unwrap()),
+            RESET_PORT as u64
+        );
         assert_eq!(f[128], RESET_VALUE);
         // X_DSDT at 140.
-        assert_eq!(u64::from_le_bytes(f[140..148].try_into().unwrap()), 0xdead_beef);
+        assert_eq!(
+            u64::from_le_bytes(f[140..148].try_into().unwrap()),
+            0xdead_beef
+        );
         // sleep control register at 244.
-        assert_eq!(u64::from_le_bytes(f[248..256].try_into().unwrap()), SLEEP_CONTROL_PORT as u64);
+        assert_eq!(
+            u64::from_le_bytes(f[248..256].try_into().unwrap()),
+            SLEEP_CONTROL_PORT as u64
+        );
     }
 
     #[test]

@@ -8,14 +8,16 @@ use kvm_bindings::{kvm_regs, kvm_sregs};
 use linux_loader::configurator::pvh::PvhBootConfigurator;
 use linux_loader::configurator::{BootConfigurator, BootParams};
 use linux_loader::loader::bootparam::{boot_params, setup_header};
-use linux_loader::loader::elf::start_info::{hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info};
+use linux_loader::loader::elf::start_info::{
+    hvm_memmap_table_entry, hvm_modlist_entry, hvm_start_info,
+};
 use linux_loader::loader::{BzImage, Elf, KernelLoader, PvhBootCapability};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::gdt;
 use crate::layout::{
     self, BOOT_STACK_TOP, CMDLINE_MAX, CMDLINE_START, GDT_START, HIMEM_START, PVH_INFO_START,
-    PVH_MEMMAP_START, PVH_MODLIST_START, ZERO_PAGE_START,
+    PVH_MEMMAP_START, PVH_MODLIST_START, RESET_VECTOR, ZERO_PAGE_START,
 };
 use crate::paging;
 
@@ -201,6 +203,8 @@ pub fn write_boot_info(
             .map_err(Error::Memory)?;
     }
     let cr3 = paging::write_identity_tables(mem).map_err(Error::Memory)?;
+    mem.write_slice(&reset_stub(), GuestAddress(RESET_VECTOR))
+        .map_err(Error::Memory)?;
     match kernel.mode {
         EntryMode::Linux64 => write_zero_page(mem, mem_size, kernel, cmdline_len, initrd)?,
         EntryMode::Pvh => write_pvh_info(mem, mem_size, initrd, rsdp)?,
@@ -210,6 +214,26 @@ pub fn write_boot_info(
         mode: kernel.mode,
         cr3,
     })
+}
+
+/// Real-mode code for the reset vector. There is no BIOS: a guest that
+/// jumps there (Linux's "BIOS" reboot method, which it picks on
+/// hardware-reduced ACPI platforms, or a CPU put through INIT) writes the
+/// ACPI reset register, so the VMM sees a reboot instead of a CPU running
+/// through zeroed memory forever.
+pub fn reset_stub() -> Vec<u8> {
+    let [lo, hi] = crate::acpi::RESET_PORT.to_le_bytes();
+    vec![
+        0xb0,
+        crate::acpi::RESET_VALUE, // mov al, RESET_VALUE
+        0xba,
+        lo,
+        hi,   // mov dx, RESET_PORT
+        0xee, // out dx, al
+        0xf4, // hlt
+        0xeb,
+        0xfd, // jmp hlt
+    ]
 }
 
 fn write_zero_page(
@@ -472,6 +496,20 @@ mod tests {
         let regs = boot_regs(&cpu);
         assert_eq!(regs.rsi, ZERO_PAGE_START);
         assert_eq!(regs.rip, HIMEM_START + 0x200);
+    }
+
+    #[test]
+    fn reset_vector_holds_the_reset_stub() {
+        let m = mem(16 << 20);
+        let mut kf = temp_file(&fake_bzimage(0x020f, XLF_KERNEL_64, 2047));
+        let k = load_kernel(&m, &mut kf).unwrap();
+        write_boot_info(&m, 16 << 20, &k, 0, None, GuestAddress(0)).unwrap();
+        let mut code = [0u8; 9];
+        m.read_slice(&mut code, GuestAddress(RESET_VECTOR)).unwrap();
+        assert_eq!(code.to_vec(), reset_stub());
+        assert!(RESET_VECTOR + reset_stub().len() as u64 <= 0x10_0000);
+        // out dx, al with dx = the FADT reset port and al = its value.
+        assert_eq!(&code[..6], &[0xb0, 1, 0xba, 0x02, 0x06, 0xee]);
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub const EBDA_START: u64 = 0x9fc00;
 pub const ACPI_START: u64 = 0xe0000;
 pub const ACPI_END: u64 = 0x100000;
 pub const HIMEM_START: u64 = 0x100000;
+/// Where a reset CPU starts (F000:FFF0); holds a stub that asks the VMM for a reset.
+pub const RESET_VECTOR: u64 = 0xffff0;
 /// Start of the 32-bit MMIO hole; RAM beyond this moves above 4 GiB.
 pub const MMIO_HOLE_START: u64 = 0xc000_0000;
 pub const MMIO_HOLE_END: u64 = 0x1_0000_0000;
@@ -113,7 +115,10 @@ mod tests {
     fn large_guest_splits_around_the_hole() {
         let r = ram_regions(4 << 30);
         assert_eq!(r[0], (GuestAddress(0), MMIO_HOLE_START));
-        assert_eq!(r[1], (GuestAddress(MMIO_HOLE_END), (4 << 30) - MMIO_HOLE_START));
+        assert_eq!(
+            r[1],
+            (GuestAddress(MMIO_HOLE_END), (4 << 30) - MMIO_HOLE_START)
+        );
     }
 
     #[test]

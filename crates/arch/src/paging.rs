@@ -39,7 +39,9 @@ mod tests {
         let cr3 = write_identity_tables(&mem).unwrap();
         // Walk 0x1_2345_6789 (GiB 4 is not mapped) and 0xb234_5678 (GiB 2).
         let va: u64 = 0xb234_5678;
-        let pml4e: u64 = mem.read_obj(GuestAddress(cr3 + ((va >> 39) & 0x1ff) * 8)).unwrap();
+        let pml4e: u64 = mem
+            .read_obj(GuestAddress(cr3 + ((va >> 39) & 0x1ff) * 8))
+            .unwrap();
         let pdpte: u64 = mem
             .read_obj(GuestAddress((pml4e & !0xfff) + ((va >> 30) & 0x1ff) * 8))
             .unwrap();

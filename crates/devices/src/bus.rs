@@ -137,11 +137,23 @@ mod tests {
         let mut bus = PioBus::new();
         let d = || Arc::new(Mutex::new(Recorder::default()));
         bus.insert(0x60, 5, d()).unwrap();
-        assert!(matches!(bus.insert(0x64, 1, d()), Err(Error::Overlap { .. })));
-        assert!(matches!(bus.insert(0x5c, 5, d()), Err(Error::Overlap { .. })));
+        assert!(matches!(
+            bus.insert(0x64, 1, d()),
+            Err(Error::Overlap { .. })
+        ));
+        assert!(matches!(
+            bus.insert(0x5c, 5, d()),
+            Err(Error::Overlap { .. })
+        ));
         bus.insert(0x5c, 4, d()).unwrap();
-        assert!(matches!(bus.insert(0xffff, 2, d()), Err(Error::BadRange { .. })));
-        assert!(matches!(bus.insert(0x10, 0, d()), Err(Error::BadRange { .. })));
+        assert!(matches!(
+            bus.insert(0xffff, 2, d()),
+            Err(Error::BadRange { .. })
+        ));
+        assert!(matches!(
+            bus.insert(0x10, 0, d()),
+            Err(Error::BadRange { .. })
+        ));
         bus.insert(0xffff, 1, d()).unwrap();
         let mut b = [0u8; 4];
         assert!(bus.read(0xffff, &mut b));

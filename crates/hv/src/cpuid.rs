@@ -113,7 +113,11 @@ fn patch_cache_leaf(e: &mut kvm_cpuid_entry2, count: u32) {
     }
     let level = (e.eax >> 5) & 0x7;
     let cores_minus_one = (count - 1).min(63);
-    let sharing_minus_one = if level >= 3 { (count - 1).min(0xfff) } else { 0 };
+    let sharing_minus_one = if level >= 3 {
+        (count - 1).min(0xfff)
+    } else {
+        0
+    };
     e.eax = (e.eax & 0x3fff) | (sharing_minus_one << 14) | (cores_minus_one << 26);
 }
 
@@ -241,7 +245,13 @@ mod tests {
     #[test]
     fn max_cpus_fit_the_fields() {
         let mut c = table(b"GenuineIntel");
-        patch_cpuid(&mut c, CpuTopology { index: 253, count: 254 });
+        patch_cpuid(
+            &mut c,
+            CpuTopology {
+                index: 253,
+                count: 254,
+            },
+        );
         assert_eq!(find(&c, 1, 0).ebx >> 24, 253);
         assert_eq!(find(&c, 0xb, 1).eax, 8);
     }

@@ -65,7 +65,10 @@ impl Vcpu {
             .fd
             .get_lapic()
             .map_err(|e| Error::Ioctl("KVM_GET_LAPIC", e))?;
-        for (reg, mode) in [(APIC_LVT_LINT0, APIC_MODE_EXTINT), (APIC_LVT_LINT1, APIC_MODE_NMI)] {
+        for (reg, mode) in [
+            (APIC_LVT_LINT0, APIC_MODE_EXTINT),
+            (APIC_LVT_LINT1, APIC_MODE_NMI),
+        ] {
             let old = read_apic_reg(&lapic.regs, reg);
             let new = (old & !0x700) | (mode << 8);
             write_apic_reg(&mut lapic.regs, reg, new);

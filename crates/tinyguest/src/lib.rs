@@ -167,7 +167,12 @@ mod tests {
 
     #[test]
     fn message_is_addressed_correctly() {
-        for ending in [Ending::PowerOff, Ending::Reboot, Ending::TripleFault, Ending::Spin] {
+        for ending in [
+            Ending::PowerOff,
+            Ending::Reboot,
+            Ending::TripleFault,
+            Ending::Spin,
+        ] {
             let c = code_with("hi", ending);
             let addr = u32::from_le_bytes(c[5..9].try_into().unwrap());
             let off = (addr - LOAD_ADDR) as usize;
@@ -180,7 +185,10 @@ mod tests {
         let e = elf("x", true);
         assert_eq!(&e[0..4], b"\x7fELF");
         assert_eq!(u16::from_le_bytes([e[56], e[57]]), 2);
-        assert_eq!(&e[CODE_FILE_OFFSET..CODE_FILE_OFFSET + 4], &[0x66, 0xba, 0xf8, 0x03]);
+        assert_eq!(
+            &e[CODE_FILE_OFFSET..CODE_FILE_OFFSET + 4],
+            &[0x66, 0xba, 0xf8, 0x03]
+        );
         assert_eq!(u16::from_le_bytes([elf("x", false)[56], 0]), 1);
     }
 }

@@ -39,12 +39,12 @@ pub fn load_guest(mem: &GuestMemoryMmap, config: &VmConfig) -> Result<BootCpu, E
         Some(path) => {
             let mut f = open("initramfs", path)?;
             Some(
-                boot::load_initrd(mem, config.memory_bytes(), &kernel, &mut f).map_err(|source| {
-                    Error::Kernel {
+                boot::load_initrd(mem, config.memory_bytes(), &kernel, &mut f).map_err(
+                    |source| Error::Kernel {
                         path: path.display().to_string(),
                         source,
-                    }
-                })?,
+                    },
+                )?,
             )
         }
         None => None,

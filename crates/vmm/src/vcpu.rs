@@ -90,9 +90,15 @@ impl VcpuHandle {
     pub fn spawn(vcpu: Vcpu, bus: Arc<PioBus>, events: EventSink) -> std::io::Result<Self> {
         let (tx, rx) = std::sync::mpsc::channel();
         let name = format!("vcpu{}", vcpu.id());
-        let thread = std::thread::Builder::new()
-            .name(name)
-            .spawn(move || VcpuThread { vcpu, bus, rx, events }.run())?;
+        let thread = std::thread::Builder::new().name(name).spawn(move || {
+            VcpuThread {
+                vcpu,
+                bus,
+                rx,
+                events,
+            }
+            .run()
+        })?;
         Ok(VcpuHandle {
             tx,
             thread: Some(thread),

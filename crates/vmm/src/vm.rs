@@ -109,7 +109,11 @@ impl Vm {
             (term.as_raw_fd(), SIGNAL),
         ] {
             epoll
-                .ctl(ControlOperation::Add, fd, EpollEvent::new(EventSet::IN, token))
+                .ctl(
+                    ControlOperation::Add,
+                    fd,
+                    EpollEvent::new(EventSet::IN, token),
+                )
                 .map_err(io("epoll_ctl"))?;
         }
 

@@ -100,7 +100,9 @@ mod tests {
 
     #[test]
     fn flags_become_a_config() {
-        let a = Args::parse_from(["vt-vmm", "--kernel", "/k", "--cpus", "2", "--memory", "1024"]);
+        let a = Args::parse_from([
+            "vt-vmm", "--kernel", "/k", "--cpus", "2", "--memory", "1024",
+        ]);
         let c = a.into_config().unwrap();
         assert_eq!((c.cpus, c.memory_mib), (2, 1024));
         assert_eq!(c.cmdline, "console=ttyS0");

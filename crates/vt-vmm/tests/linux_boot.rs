@@ -50,7 +50,10 @@ const CASES: [Case; 4] = [
 ];
 
 fn cmdline(c: &Case) -> String {
-    format!("console=ttyS0 quiet vt.case={} vt.action={}", c.name, c.action)
+    format!(
+        "console=ttyS0 quiet vt.case={} vt.action={}",
+        c.name, c.action
+    )
 }
 
 fn script() -> String {
@@ -58,7 +61,7 @@ fn script() -> String {
     for c in &CASES {
         s.push_str(&format!(
             "echo '=== CASE {name}'\n\
-             timeout 120 \"$R/vt/vt-vmm\" --kernel \"$R/guest/{kernel}\" \
+             timeout -s KILL 120 \"$R/vt/vt-vmm\" --kernel \"$R/guest/{kernel}\" \
              --initrd \"$R/guest/initramfs.cpio.gz\" --cpus {cpus} --memory {mem} \
              --cmdline '{cmdline}' </dev/null\n\
              echo \"=== RC $?\"\n",
@@ -74,7 +77,9 @@ fn script() -> String {
 
 /// The lines between `=== CASE name` and the next `=== ` marker, and the RC.
 fn case_output<'a>(all: &'a str, name: &str) -> (Vec<&'a str>, Option<i32>) {
-    let mut lines = all.lines().skip_while(|l| l.trim_end() != format!("=== CASE {name}"));
+    let mut lines = all
+        .lines()
+        .skip_while(|l| l.trim_end() != format!("=== CASE {name}"));
     lines.next();
     let mut body = Vec::new();
     for l in lines {
@@ -112,8 +117,18 @@ fn stock_linux_boots_as_bzimage_and_elf_with_1_and_2_vcpus() {
         let (body, rc) = case_output(&out.stdout, c.name);
         let ctx = || format!("case {}:\n{}", c.name, body.join("\n"));
         assert_eq!(rc, Some(0), "VMM exit status, {}", ctx());
-        assert_eq!(guest_value(&body, "nproc"), Some(c.cpus.to_string().as_str()), "{}", ctx());
-        assert_eq!(guest_value(&body, "cmdline"), Some(cmdline(c).as_str()), "{}", ctx());
+        assert_eq!(
+            guest_value(&body, "nproc"),
+            Some(c.cpus.to_string().as_str()),
+            "{}",
+            ctx()
+        );
+        assert_eq!(
+            guest_value(&body, "cmdline"),
+            Some(cmdline(c).as_str()),
+            "{}",
+            ctx()
+        );
         let mem_kb: u64 = guest_value(&body, "memtotal_kb")
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no memtotal, {}", ctx()));
@@ -125,11 +140,19 @@ fn stock_linux_boots_as_bzimage_and_elf_with_1_and_2_vcpus() {
             ctx()
         );
         assert!(guest_value(&body, "init-reached").is_none());
-        assert!(body.iter().any(|l| l.contains("VT-GUEST init-reached")), "{}", ctx());
+        assert!(
+            body.iter().any(|l| l.contains("VT-GUEST init-reached")),
+            "{}",
+            ctx()
+        );
         let last = match c.action {
             "reboot" => "reboot: Restarting system",
             _ => "reboot: Power down",
         };
-        assert!(body.iter().any(|l| l.contains(last)), "want '{last}', {}", ctx());
+        assert!(
+            body.iter().any(|l| l.contains(last)),
+            "want '{last}', {}",
+            ctx()
+        );
     }
 }

@@ -61,7 +61,12 @@ fn prints_and_powers_off_from_pvh_and_64_bit_entries() {
         let k = guest(&format!("hello-{pvh}-{cpus}"), &msg, pvh, Ending::PowerOff);
         let out = run(&k, &["--cpus", cpus]);
         assert_eq!(String::from_utf8_lossy(&out.stdout), msg);
-        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -77,7 +82,10 @@ fn serial_to_file_appends() {
         assert_eq!(out.status.code(), Some(0));
         assert!(out.stdout.is_empty());
     }
-    assert_eq!(std::fs::read_to_string(&log).unwrap(), "to a file\nto a file\n");
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "to a file\nto a file\n"
+    );
 }
 
 #[test]
@@ -104,12 +112,20 @@ fn guest_reboot_restarts_the_vm_when_asked() {
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while std::fs::read_to_string(&log).unwrap_or_default().matches("boot\n").count() < 3 {
+    while std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .matches("boot\n")
+        .count()
+        < 3
+    {
         assert!(Instant::now() < deadline, "the VM did not boot 3 times");
         assert!(child.try_wait().unwrap().is_none(), "VMM exited on reboot");
         std::thread::sleep(Duration::from_millis(10));
     }
-    Command::new("kill").arg(child.id().to_string()).status().unwrap();
+    Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
 
@@ -139,7 +155,10 @@ fn sigterm_and_sigint_stop_the_vm_cleanly() {
             .spawn()
             .unwrap();
         std::thread::sleep(Duration::from_millis(300));
-        assert!(child.try_wait().unwrap().is_none(), "spinning guest exited early");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "spinning guest exited early"
+        );
         Command::new("kill")
             .args([sig, &child.id().to_string()])
             .status()
@@ -162,17 +181,44 @@ fn bad_input_is_refused_with_status_2() {
     let k = k.to_str().unwrap();
     let nk = not_kernel.to_str().unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["--kernel", "/nonexistent/vmlinuz"], "cannot open kernel"),
+        (
+            vec!["--kernel", "/nonexistent/vmlinuz"],
+            "cannot open kernel",
+        ),
         (vec!["--kernel", nk], "not a bootable kernel"),
         (vec!["--kernel", "/"], "is a directory"),
-        (vec!["--kernel", k, "--memory", "0"], "memory must be between"),
-        (vec!["--kernel", k, "--memory", "4"], "memory must be between"),
-        (vec!["--kernel", k, "--memory", "99999999999"], "memory must be between"),
-        (vec!["--kernel", k, "--memory", "1000000"], "exceeds the host"),
-        (vec!["--kernel", k, "--cpus", "0"], "vCPU count must be between 1 and 254"),
-        (vec!["--kernel", k, "--cpus", "255"], "vCPU count must be between 1 and 254"),
-        (vec!["--kernel", k, "--cmdline", &long], "command line is 4000 bytes"),
-        (vec!["--kernel", k, "--initrd", "/nonexistent/initrd"], "cannot open initramfs"),
+        (
+            vec!["--kernel", k, "--memory", "0"],
+            "memory must be between",
+        ),
+        (
+            vec!["--kernel", k, "--memory", "4"],
+            "memory must be between",
+        ),
+        (
+            vec!["--kernel", k, "--memory", "99999999999"],
+            "memory must be between",
+        ),
+        (
+            vec!["--kernel", k, "--memory", "1000000"],
+            "exceeds the host",
+        ),
+        (
+            vec!["--kernel", k, "--cpus", "0"],
+            "vCPU count must be between 1 and 254",
+        ),
+        (
+            vec!["--kernel", k, "--cpus", "255"],
+            "vCPU count must be between 1 and 254",
+        ),
+        (
+            vec!["--kernel", k, "--cmdline", &long],
+            "command line is 4000 bytes",
+        ),
+        (
+            vec!["--kernel", k, "--initrd", "/nonexistent/initrd"],
+            "cannot open initramfs",
+        ),
         (vec!["--kernel", k, "--serial", "tcp"], "invalid --serial"),
         (vec!["--kernel", k, "--memory", "lots"], "invalid value"),
         (vec!["--kernel", k, "--bogus"], "unexpected argument"),
