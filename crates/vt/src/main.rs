@@ -2,6 +2,7 @@
 
 mod image;
 mod lab;
+mod run;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -22,6 +23,14 @@ enum Command {
     /// Fetch and build guest images.
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// Run one VM in the foreground, without the daemon: takes the flags of
+    /// `vt-vmm` (`vt run --kernel PATH [--initrd PATH] [--cmdline STR]
+    /// [--cpus N] [--memory MIB] [--serial SPEC] [--on-reboot exit|restart]`).
+    #[command(disable_help_flag = true)]
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -29,6 +38,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Lab(c) => lab::run(c),
         Command::Image(c) => image::run(c),
+        Command::Run { args } => run::run(args),
     };
     match result {
         Ok(code) => code,

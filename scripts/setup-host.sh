@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what VT System's build, tests and lab need on a fresh Debian host
+# (run as root). Idempotent: packages already present are left alone.
+#   qemu-system-x86   the lab (QEMU TCG) and the peer VMM in benchmarks
+#   busybox-static, cpio, lz4, zstd, xz-utils, file, binutils
+#                     guest artifacts (scripts/guest-artifacts.sh)
+set -euo pipefail
+PKGS="qemu-system-x86 busybox-static cpio lz4 zstd xz-utils file binutils procps"
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    echo "setup-host: installing:$missing" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >/dev/null
+    # shellcheck disable=SC2086
+    apt-get install -y -q --no-install-recommends $missing >/dev/null
+fi
+# guest-artifacts.sh uses `apt-get download`, which needs package lists.
+if [ -z "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v -e lock -e partial)" ]; then
+    apt-get update -q >/dev/null
+fi
+command -v cargo >/dev/null || { echo "setup-host: cargo not found (install Rust with rustup)" >&2; exit 1; }
