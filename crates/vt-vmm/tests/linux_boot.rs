@@ -6,9 +6,39 @@
 //! against what was asked, then powers off or reboots, and the VMM's exit
 //! status is checked.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use lab::Lab;
+use lab::{CpioWriter, Lab};
+
+/// Run by the guest's init before its action: what the guest saw of the
+/// platform (CPU topology, hypervisor, clock, ACPI tables).
+const GUEST_CHECKS: &str = r#"
+echo "VT-GUEST apicids=$(grep '^apicid' /proc/cpuinfo | awk '{print $3}' | tr '\n' ,)"
+echo "VT-GUEST hypervisor_flag=$(grep -c '^flags.* hypervisor' /proc/cpuinfo)"
+echo "VT-GUEST kvm_detected=$(dmesg | grep -c 'Hypervisor detected: KVM')"
+echo "VT-GUEST clocksource=$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)"
+echo "VT-GUEST acpi_tables=$(ls /sys/firmware/acpi/tables | tr '\n' ,)"
+echo "VT-GUEST serial_line=$(grep ttyS0 /proc/interrupts | grep -o 'IO-APIC *[0-9]*-edge')"
+echo "VT-GUEST serial_interrupts=$(awk '/ttyS0/ {s=0; for (i=2; i<=NF; i++) if ($i ~ /^[0-9]+$/) s+=$i; print s}' /proc/interrupts)"
+"#;
+
+/// The guest initramfs plus an appended archive holding `/vt-test.sh`.
+fn initramfs_with_checks() -> PathBuf {
+    let arts = lab::artifacts::ensure(None).expect("guest artifacts");
+    let mut bytes = std::fs::read(&arts.initramfs).expect("read initramfs");
+    // The kernel wants each appended archive to start 4-byte aligned.
+    bytes.resize(bytes.len().div_ceil(4) * 4, 0);
+    let mut cpio = CpioWriter::new(Vec::new());
+    cpio.file("vt-test.sh", 0o755, GUEST_CHECKS.as_bytes())
+        .expect("cpio");
+    bytes.extend(cpio.finish().expect("cpio"));
+    let dir = std::env::temp_dir().join(format!("vt-linux-boot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("initramfs-checks.cpio.gz");
+    std::fs::write(&path, bytes).expect("write initramfs");
+    path
+}
 
 struct Case {
     name: &'static str,
@@ -62,7 +92,7 @@ fn script() -> String {
         s.push_str(&format!(
             "echo '=== CASE {name}'\n\
              timeout -s KILL 120 \"$R/vt/vt-vmm\" --kernel \"$R/guest/{kernel}\" \
-             --initrd \"$R/guest/initramfs.cpio.gz\" --cpus {cpus} --memory {mem} \
+             --initrd \"$R/vt/initramfs.cpio.gz\" --cpus {cpus} --memory {mem} \
              --cmdline '{cmdline}' </dev/null\n\
              echo \"=== RC $?\"\n",
             name = c.name,
@@ -108,6 +138,7 @@ fn stock_linux_boots_as_bzimage_and_elf_with_1_and_2_vcpus() {
         .cpus(2)
         .timeout(Duration::from_secs(900))
         .with_guest_artifacts()
+        .add_file(initramfs_with_checks(), "/vt/initramfs.cpio.gz")
         .add_binary(env!("CARGO_BIN_EXE_vt-vmm"), "/vt/vt-vmm")
         .run_auto(&script())
         .expect("lab run");
@@ -139,7 +170,47 @@ fn stock_linux_boots_as_bzimage_and_elf_with_1_and_2_vcpus() {
             "MemTotal {mem_kb} kB for {asked_kb} kB asked, {}",
             ctx()
         );
-        assert!(guest_value(&body, "init-reached").is_none());
+        let apic_ids: String = (0..c.cpus).map(|i| format!("{i},")).collect();
+        assert_eq!(
+            guest_value(&body, "apicids"),
+            Some(apic_ids.as_str()),
+            "{}",
+            ctx()
+        );
+        assert_eq!(
+            guest_value(&body, "hypervisor_flag"),
+            Some(c.cpus.to_string().as_str()),
+            "{}",
+            ctx()
+        );
+        assert_eq!(guest_value(&body, "kvm_detected"), Some("1"), "{}", ctx());
+        assert_eq!(
+            guest_value(&body, "clocksource"),
+            Some("kvm-clock"),
+            "{}",
+            ctx()
+        );
+        let tables = guest_value(&body, "acpi_tables").unwrap_or_default();
+        for t in ["APIC", "DSDT", "FACP"] {
+            assert!(
+                tables.split(',').any(|x| x == t),
+                "ACPI {t} missing, {}",
+                ctx()
+            );
+        }
+        // COM1 is wired to IOAPIC pin 4, edge-triggered (DSDT _CRS, irqfd GSI 4).
+        let line = guest_value(&body, "serial_line").unwrap_or_default();
+        assert_eq!(
+            line.split_whitespace().collect::<Vec<_>>(),
+            ["IO-APIC", "4-edge"],
+            "{}",
+            ctx()
+        );
+        let irqs: u64 = guest_value(&body, "serial_interrupts")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        assert!(irqs > 0, "the UART interrupt never fired, {}", ctx());
+        assert_eq!(guest_value(&body, "test-exit"), Some("0"), "{}", ctx());
         assert!(
             body.iter().any(|l| l.contains("VT-GUEST init-reached")),
             "{}",
