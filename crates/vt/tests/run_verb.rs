@@ -14,7 +14,12 @@ fn vt() -> Command {
 
 #[test]
 fn run_boots_the_tiny_guest_and_passes_the_exit_status() {
-    if std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_err() {
+    if std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_err()
+    {
         eprintln!("skipped: no usable /dev/kvm");
         return;
     }
@@ -33,7 +38,10 @@ fn run_boots_the_tiny_guest_and_passes_the_exit_status() {
 
 #[test]
 fn run_reports_bad_flags_like_the_vmm() {
-    let out = vt().args(["run", "--kernel", "/x", "--cpus", "0"]).output().unwrap();
+    let out = vt()
+        .args(["run", "--kernel", "/x", "--cpus", "0"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("vCPU count must be between 1 and 254"));
 }
