@@ -10,13 +10,17 @@ use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
 use acpi_tables::madt::{
     EnabledStatus, IoApic, LocalInterruptController, ProcessorLocalApic, MADT,
 };
+use acpi_tables::mcfg::MCFG;
 use acpi_tables::rsdp::Rsdp;
 use acpi_tables::sdt::Sdt;
 use acpi_tables::xsdt::XSDT;
 use acpi_tables::{aml, Aml};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-use crate::layout::{ACPI_END, ACPI_START, IOAPIC_ADDR, LAPIC_ADDR};
+use crate::layout::{
+    ACPI_END, ACPI_START, IOAPIC_ADDR, LAPIC_ADDR, PCI_ECAM_SIZE, PCI_ECAM_START, PCI_MMIO32_END,
+    PCI_MMIO32_START,
+};
 
 /// Sleep control register (FADT): the guest writes `SLP_TYP << 2 | SLP_EN`.
 pub const SLEEP_CONTROL_PORT: u16 = 0x600;
@@ -57,9 +61,63 @@ fn bytes_of(table: &dyn Aml) -> Vec<u8> {
     v
 }
 
-/// The DSDT: COM1 and the `_S5` sleep state.
+/// PCI configuration ports (mechanism #1).
+pub const PCI_CONFIG_PORT: u16 = 0xcf8;
+pub const PCI_CONFIG_PORTS: u16 = 8;
+
+/// `\_SB_.PCI0`: the PCI Express root bridge (bus 0), its I/O and 32-bit
+/// memory windows; and `\_SB_.MBRD`, the motherboard resource that reserves ECAM.
+fn pci_root_aml(sink: &mut dyn acpi_tables::AmlSink) {
+    let hid = aml::EISAName::new("PNP0A08");
+    let cid = aml::EISAName::new("PNP0A03");
+    let zero: u8 = 0;
+    let bus = aml::AddressSpace::new_bus_number(0u16, 0u16);
+    let cfg_io = aml::IO::new(PCI_CONFIG_PORT, PCI_CONFIG_PORT, 1, PCI_CONFIG_PORTS as u8);
+    let io_low = aml::AddressSpace::new_io(0u16, PCI_CONFIG_PORT - 1, None);
+    let io_high = aml::AddressSpace::new_io(PCI_CONFIG_PORT + PCI_CONFIG_PORTS, 0xffffu16, None);
+    let mem32 = aml::AddressSpace::new_memory(
+        aml::AddressSpaceCacheable::NotCacheable,
+        true,
+        PCI_MMIO32_START as u32,
+        (PCI_MMIO32_END - 1) as u32,
+        None,
+    );
+    let crs = aml::ResourceTemplate::new(vec![&bus, &cfg_io, &io_low, &io_high, &mem32]);
+    let (hid, cid) = (
+        aml::Name::new("_HID".into(), &hid),
+        aml::Name::new("_CID".into(), &cid),
+    );
+    let adr = aml::Name::new("_ADR".into(), &zero);
+    let seg = aml::Name::new("_SEG".into(), &zero);
+    let uid = aml::Name::new("_UID".into(), &zero);
+    let bbn = aml::Name::new("_BBN".into(), &zero);
+    let crs = aml::Name::new("_CRS".into(), &crs);
+    aml::Device::new(
+        "_SB_.PCI0".into(),
+        vec![&hid, &cid, &adr, &seg, &uid, &bbn, &crs],
+    )
+    .to_aml_bytes(sink);
+
+    let mbrd_hid = aml::EISAName::new("PNP0C02");
+    let ecam = aml::Memory32Fixed::new(false, PCI_ECAM_START as u32, PCI_ECAM_SIZE as u32);
+    let ecam = aml::ResourceTemplate::new(vec![&ecam]);
+    let mbrd_hid = aml::Name::new("_HID".into(), &mbrd_hid);
+    let mbrd_uid = aml::Name::new("_UID".into(), &zero);
+    let mbrd_crs = aml::Name::new("_CRS".into(), &ecam);
+    aml::Device::new("_SB_.MBRD".into(), vec![&mbrd_hid, &mbrd_uid, &mbrd_crs]).to_aml_bytes(sink);
+}
+
+/// The MCFG: ECAM for segment 0, bus 0.
+pub fn mcfg() -> Vec<u8> {
+    let mut m = MCFG::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION);
+    m.add_ecam(PCI_ECAM_START, 0, 0, 0);
+    bytes_of(&m)
+}
+
+/// The DSDT: COM1, the PCI root bridge and the `_S5` sleep state.
 pub fn dsdt() -> Vec<u8> {
     let mut sdt = Sdt::new(*b"DSDT", 36, 6, OEM_ID, OEM_TABLE_ID, OEM_REVISION);
+    pci_root_aml(&mut sdt);
     let io = aml::IO::new(COM1_PORT, COM1_PORT, 1, 8);
     let irq = aml::Interrupt::new(true, true, false, false, COM1_IRQ);
     let crs = aml::ResourceTemplate::new(vec![&io, &irq]);
@@ -136,9 +194,11 @@ pub fn write_tables(mem: &GuestMemoryMmap, cpus: u8) -> Result<GuestAddress, Err
     let dsdt_addr = place(&dsdt())?;
     let fadt_addr = place(&fadt(dsdt_addr))?;
     let madt_addr = place(&madt(cpus))?;
+    let mcfg_addr = place(&mcfg())?;
     let mut xsdt = XSDT::new(OEM_ID, OEM_TABLE_ID, OEM_REVISION);
     xsdt.add_entry(fadt_addr);
     xsdt.add_entry(madt_addr);
+    xsdt.add_entry(mcfg_addr);
     let xsdt_addr = place(&bytes_of(&xsdt))?;
     let rsdp = bytes_of(&Rsdp::new(OEM_ID, xsdt_addr));
     mem.write_slice(&rsdp, GuestAddress(rsdp_addr))
@@ -164,7 +224,7 @@ mod tests {
 
     #[test]
     fn tables_have_valid_checksums_and_lengths() {
-        for t in [dsdt(), fadt(0x1234), madt(4)] {
+        for t in [dsdt(), fadt(0x1234), madt(4), mcfg()] {
             assert!(checksum_ok(&t), "{:?}", &t[0..4]);
             assert_eq!(read_u32(&t, 4) as usize, t.len());
         }
@@ -176,6 +236,8 @@ mod tests {
         let has = |needle: &[u8]| d.windows(needle.len()).any(|w| w == needle);
         assert!(has(b"_S5_"));
         assert!(has(b"COM1"));
+        assert!(has(b"PCI0"));
+        assert!(has(b"MBRD"));
     }
 
     #[test]
@@ -201,6 +263,19 @@ mod tests {
             u64::from_le_bytes(f[248..256].try_into().unwrap()),
             SLEEP_CONTROL_PORT as u64
         );
+    }
+
+    #[test]
+    fn mcfg_points_at_ecam_for_bus_0() {
+        let m = mcfg();
+        assert_eq!(&m[0..4], b"MCFG");
+        // One allocation structure after the 44-byte header.
+        assert_eq!(m.len(), 44 + 16);
+        assert_eq!(
+            u64::from_le_bytes(m[44..52].try_into().unwrap()),
+            PCI_ECAM_START
+        );
+        assert_eq!((m[54], m[55]), (0, 0), "start and end bus");
     }
 
     #[test]
@@ -248,6 +323,6 @@ mod tests {
                 s
             })
             .collect();
-        assert_eq!(sigs, vec![*b"FACP", *b"APIC"]);
+        assert_eq!(sigs, vec![*b"FACP", *b"APIC", *b"MCFG"]);
     }
 }

@@ -492,7 +492,7 @@ mod tests {
         assert_eq!({ p.hdr.ramdisk_image }, 0x300_0000);
         assert_eq!({ p.hdr.ramdisk_size }, 0x1234);
         assert_eq!(p.hdr.type_of_loader, LOADER_TYPE_UNDEFINED);
-        assert_eq!(p.e820_entries, 3);
+        assert_eq!(p.e820_entries, 4);
         let regs = boot_regs(&cpu);
         assert_eq!(regs.rsi, ZERO_PAGE_START);
         assert_eq!(regs.rip, HIMEM_START + 0x200);

@@ -6,7 +6,7 @@
 //! 0x0000_9000  PML4, PDPT, 4 PDs (identity map of the first 4 GiB)
 //! 0x0002_0000  kernel command line      0x0009_fc00  EBDA (reserved) ..
 //! 0x000e_0000  ACPI tables (RSDP first) .. 0x0010_0000  1 MiB: kernel
-//! RAM up to 3 GiB, then the 32-bit MMIO hole (IOAPIC, LAPIC, ...),
+//! RAM up to 3 GiB, then the 32-bit MMIO hole (PCI BARs, ECAM, IOAPIC, LAPIC),
 //! RAM above 4 GiB for the rest.
 //! ```
 
@@ -33,6 +33,12 @@ pub const RESET_VECTOR: u64 = 0xffff0;
 /// Start of the 32-bit MMIO hole; RAM beyond this moves above 4 GiB.
 pub const MMIO_HOLE_START: u64 = 0xc000_0000;
 pub const MMIO_HOLE_END: u64 = 0x1_0000_0000;
+/// 32-bit PCI BAR window (start, exclusive end).
+pub const PCI_MMIO32_START: u64 = MMIO_HOLE_START;
+pub const PCI_MMIO32_END: u64 = 0xe000_0000;
+/// PCI Express ECAM for bus 0 (1 MiB), declared in the MCFG.
+pub const PCI_ECAM_START: u64 = 0xe000_0000;
+pub const PCI_ECAM_SIZE: u64 = 1 << 20;
 pub const IOAPIC_ADDR: u64 = 0xfec0_0000;
 pub const LAPIC_ADDR: u64 = 0xfee0_0000;
 
@@ -92,6 +98,11 @@ pub fn e820_map(mem_size: u64) -> Vec<MemoryRange> {
             kind: E820_RAM,
         });
     }
+    map.push(MemoryRange {
+        start: PCI_ECAM_START,
+        size: PCI_ECAM_SIZE,
+        kind: E820_RESERVED,
+    });
     if mem_size > MMIO_HOLE_START {
         map.push(MemoryRange {
             start: MMIO_HOLE_END,
@@ -131,6 +142,11 @@ mod tests {
                 .map(|r| r.size)
                 .sum();
             let reserved_low = HIMEM_START - EBDA_START;
+            assert!(map.contains(&MemoryRange {
+                start: PCI_ECAM_START,
+                size: PCI_ECAM_SIZE,
+                kind: E820_RESERVED
+            }));
             assert_eq!(ram + reserved_low, mem, "mem {mem:#x}");
             for w in map.windows(2) {
                 assert!(w[0].start + w[0].size <= w[1].start, "sorted, no overlap");

@@ -1,56 +1,63 @@
-//! The port-I/O bus.
+//! An address bus: port I/O (addresses 0..=0xffff) or MMIO (guest-physical
+//! addresses). Each maps address ranges to devices.
 
 use std::sync::{Arc, Mutex};
 
-/// A device reached through `in`/`out` instructions.
-pub trait PioDevice: Send {
-    /// Guest `in` at `offset` from the device's base; fill `data`.
-    fn read(&mut self, offset: u16, data: &mut [u8]);
-    /// Guest `out` at `offset` from the device's base.
-    fn write(&mut self, offset: u16, data: &[u8]);
+/// A device on a bus. `offset` is from the base of the range the device was
+/// inserted at; `data` is the access (any length the guest used).
+pub trait BusDevice: Send {
+    /// Guest read at `offset`; fill `data`.
+    fn read(&mut self, offset: u64, data: &mut [u8]);
+    /// Guest write at `offset`.
+    fn write(&mut self, offset: u64, data: &[u8]);
 }
 
 /// Errors building the bus.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("port range {base:#x}+{len} overlaps a registered device")]
-    Overlap { base: u16, len: u16 },
-    #[error("port range {base:#x}+{len} is empty or wraps")]
-    BadRange { base: u16, len: u16 },
+    #[error("range {base:#x}+{len:#x} overlaps a registered device")]
+    Overlap { base: u64, len: u64 },
+    #[error("range {base:#x}+{len:#x} is empty or wraps")]
+    BadRange { base: u64, len: u64 },
 }
 
 struct Entry {
-    base: u16,
-    len: u16,
-    device: Arc<Mutex<dyn PioDevice>>,
+    base: u64,
+    len: u64,
+    device: Arc<Mutex<dyn BusDevice>>,
 }
 
-/// Port ranges mapped to devices. Built once, then shared read-only by the vCPUs.
+/// Address ranges mapped to devices. Built once, then shared read-only by the vCPUs.
 #[derive(Default)]
-pub struct PioBus {
+pub struct Bus {
     entries: Vec<Entry>,
 }
 
-impl PioBus {
+/// The port-I/O bus.
+pub type PioBus = Bus;
+/// The MMIO bus.
+pub type MmioBus = Bus;
+
+impl Bus {
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Maps `len` ports from `base` to `device`.
+    /// Maps `len` addresses from `base` to `device`.
     pub fn insert(
         &mut self,
-        base: u16,
-        len: u16,
-        device: Arc<Mutex<dyn PioDevice>>,
+        base: u64,
+        len: u64,
+        device: Arc<Mutex<dyn BusDevice>>,
     ) -> Result<(), Error> {
-        let end = u32::from(base) + u32::from(len);
-        if len == 0 || end > 0x1_0000 {
-            return Err(Error::BadRange { base, len });
-        }
-        let overlaps = self.entries.iter().any(|e| {
-            let e_end = u32::from(e.base) + u32::from(e.len);
-            u32::from(base) < e_end && u32::from(e.base) < end
-        });
+        let end = match base.checked_add(len) {
+            Some(end) if len > 0 => end,
+            _ => return Err(Error::BadRange { base, len }),
+        };
+        let overlaps = self
+            .entries
+            .iter()
+            .any(|e| base < e.base + e.len && e.base < end);
         if overlaps {
             return Err(Error::Overlap { base, len });
         }
@@ -59,17 +66,17 @@ impl PioBus {
         Ok(())
     }
 
-    fn find(&self, port: u16) -> Option<(&Entry, u16)> {
-        let idx = self.entries.partition_point(|e| e.base <= port);
+    fn find(&self, addr: u64) -> Option<(&Entry, u64)> {
+        let idx = self.entries.partition_point(|e| e.base <= addr);
         let e = self.entries.get(idx.checked_sub(1)?)?;
-        let offset = port - e.base;
+        let offset = addr - e.base;
         (offset < e.len).then_some((e, offset))
     }
 
-    /// Dispatches a guest `in`; unmapped ports read as all ones. Returns
+    /// Dispatches a guest read; unmapped addresses read as all ones. Returns
     /// whether a device handled it.
-    pub fn read(&self, port: u16, data: &mut [u8]) -> bool {
-        match self.find(port) {
+    pub fn read(&self, addr: u64, data: &mut [u8]) -> bool {
+        match self.find(addr) {
             Some((e, offset)) => {
                 lock(&e.device).read(offset, data);
                 true
@@ -81,9 +88,9 @@ impl PioBus {
         }
     }
 
-    /// Dispatches a guest `out`; writes to unmapped ports are dropped.
-    pub fn write(&self, port: u16, data: &[u8]) -> bool {
-        match self.find(port) {
+    /// Dispatches a guest write; writes to unmapped addresses are dropped.
+    pub fn write(&self, addr: u64, data: &[u8]) -> bool {
+        match self.find(addr) {
             Some((e, offset)) => {
                 lock(&e.device).write(offset, data);
                 true
@@ -105,14 +112,14 @@ mod tests {
 
     #[derive(Default)]
     struct Recorder {
-        writes: Vec<(u16, Vec<u8>)>,
+        writes: Vec<(u64, Vec<u8>)>,
     }
 
-    impl PioDevice for Recorder {
-        fn read(&mut self, offset: u16, data: &mut [u8]) {
+    impl BusDevice for Recorder {
+        fn read(&mut self, offset: u64, data: &mut [u8]) {
             data.fill(offset as u8);
         }
-        fn write(&mut self, offset: u16, data: &[u8]) {
+        fn write(&mut self, offset: u64, data: &[u8]) {
             self.writes.push((offset, data.to_vec()));
         }
     }
@@ -147,15 +154,16 @@ mod tests {
         ));
         bus.insert(0x5c, 4, d()).unwrap();
         assert!(matches!(
-            bus.insert(0xffff, 2, d()),
+            bus.insert(u64::MAX, 2, d()),
             Err(Error::BadRange { .. })
         ));
         assert!(matches!(
             bus.insert(0x10, 0, d()),
             Err(Error::BadRange { .. })
         ));
-        bus.insert(0xffff, 1, d()).unwrap();
+        bus.insert(u64::MAX - 1, 1, d()).unwrap();
         let mut b = [0u8; 4];
-        assert!(bus.read(0xffff, &mut b));
+        assert!(bus.read(u64::MAX - 1, &mut b));
+        assert!(!bus.read(u64::MAX, &mut b));
     }
 }

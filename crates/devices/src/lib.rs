@@ -1,6 +1,8 @@
 //! `devices`: the port-I/O bus and the devices on it.
 //!
-//! - [`bus`]: maps port ranges to devices; the vCPU threads dispatch exits through it;
+//! - [`bus`]: maps port or MMIO ranges to devices; the vCPU threads dispatch exits through it;
+//! - [`pci`]: configuration spaces, the root bus with its host bridge, and the
+//!   two ways to reach them (ports 0xCF8/0xCFC and ECAM);
 //! - [`legacy`]: the 8250 UART (vm-superio), the i8042 reset line (vm-superio)
 //!   and the ACPI sleep/reset registers;
 //! - [`power`]: how a device asks the VMM to power off or reset the VM.
@@ -10,7 +12,8 @@
 
 pub mod bus;
 pub mod legacy;
+pub mod pci;
 pub mod power;
 
-pub use bus::{PioBus, PioDevice};
+pub use bus::{Bus, BusDevice, MmioBus, PioBus};
 pub use power::{PowerRequest, PowerSignal};

@@ -16,7 +16,7 @@ use std::sync::mpsc::{Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use devices::PioBus;
+use devices::{MmioBus, PioBus};
 use hv::{Vcpu, VcpuExit};
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::Killable;
@@ -26,6 +26,13 @@ use crate::signals;
 /// KVM_SYSTEM_EVENT types.
 const SYSTEM_EVENT_SHUTDOWN: u32 = 1;
 const SYSTEM_EVENT_RESET: u32 = 2;
+
+/// The buses a vCPU dispatches its I/O exits on.
+#[derive(Default)]
+pub struct Buses {
+    pub pio: PioBus,
+    pub mmio: MmioBus,
+}
 
 /// Messages from the VMM to one vCPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +94,7 @@ pub struct VcpuHandle {
 
 impl VcpuHandle {
     /// Starts `vcpu` on its own thread.
-    pub fn spawn(vcpu: Vcpu, bus: Arc<PioBus>, events: EventSink) -> std::io::Result<Self> {
+    pub fn spawn(vcpu: Vcpu, bus: Arc<Buses>, events: EventSink) -> std::io::Result<Self> {
         let (tx, rx) = std::sync::mpsc::channel();
         let name = format!("vcpu{}", vcpu.id());
         let thread = std::thread::Builder::new().name(name).spawn(move || {
@@ -125,7 +132,7 @@ impl VcpuHandle {
 
 struct VcpuThread {
     vcpu: Vcpu,
-    bus: Arc<PioBus>,
+    bus: Arc<Buses>,
     rx: Receiver<VcpuMessage>,
     events: EventSink,
 }
@@ -205,22 +212,26 @@ enum Handled {
 }
 
 /// Handles one exit.
-fn handle_exit(id: u8, exit: VcpuExit<'_>, bus: &PioBus) -> Handled {
+fn handle_exit(id: u8, exit: VcpuExit<'_>, bus: &Buses) -> Handled {
     let crashed = |msg: String| Handled::End(VcpuExitReason::Crashed(msg));
     match exit {
         VcpuExit::IoIn(port, data) => {
-            bus.read(port, data);
+            bus.pio.read(port.into(), data);
             Handled::Continue
         }
         VcpuExit::IoOut(port, data) => {
-            bus.write(port, data);
+            bus.pio.write(port.into(), data);
             Handled::Continue
         }
-        VcpuExit::MmioRead(_, data) => {
-            data.fill(0xff);
+        VcpuExit::MmioRead(addr, data) => {
+            bus.mmio.read(addr, data);
             Handled::Continue
         }
-        VcpuExit::MmioWrite(..) | VcpuExit::Intr => Handled::Continue,
+        VcpuExit::MmioWrite(addr, data) => {
+            bus.mmio.write(addr, data);
+            Handled::Continue
+        }
+        VcpuExit::Intr => Handled::Continue,
         VcpuExit::Shutdown => crashed(format!("triple fault on vCPU {id} (KVM_EXIT_SHUTDOWN)")),
         VcpuExit::Hlt => crashed(format!("vCPU {id} halted with no way to wake up")),
         VcpuExit::InternalError => Handled::InternalError,

@@ -6,20 +6,21 @@ use std::sync::{Arc, Mutex};
 use api::VmConfig;
 use arch::acpi;
 use devices::legacy::{AcpiPower, Serial, I8042};
-use devices::{PioBus, PowerRequest, PowerSignal};
+use devices::pci::{PciConfigIo, PciConfigMmio, PciRoot, ECAM_BUS_SIZE};
+use devices::{PowerRequest, PowerSignal};
 use hv::{Hypervisor, Vcpu};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::console::Console;
-use crate::vcpu::{EventSink, VcpuEvent, VcpuExitReason, VcpuHandle};
+use crate::vcpu::{Buses, EventSink, VcpuEvent, VcpuExitReason, VcpuHandle};
 use crate::{memory, setup, signals, Error};
 
-const I8042_PORT: u16 = 0x60;
-const I8042_PORTS: u16 = 5;
-const COM1_PORTS: u16 = 8;
-const ACPI_PORTS: u16 = 3;
+const I8042_PORT: u64 = 0x60;
+const I8042_PORTS: u64 = 5;
+const COM1_PORTS: u64 = 8;
+const ACPI_PORTS: u64 = 3;
 
 /// How a VM ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +38,7 @@ pub enum VmExit {
 /// A built VM, ready to run.
 pub struct Vm {
     vcpus: Vec<Vcpu>,
-    bus: Arc<PioBus>,
+    bus: Arc<Buses>,
     power: Arc<PowerSignal>,
     // Dropped in this order: the VM fd before the memory it maps.
     _vm: hv::Vm,
@@ -57,25 +58,37 @@ impl Vm {
         let boot_cpu = setup::load_guest(&mem, config)?;
 
         let power = Arc::new(PowerSignal::new().map_err(|e| Error::Io("eventfd", e))?);
-        let mut bus = PioBus::new();
+        let mut bus = Buses::default();
         let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| Error::Io("eventfd", e))?;
         vm.register_irqfd(&serial_irq, acpi::COM1_IRQ)?;
         let serial = Arc::new(Mutex::new(Serial::new(serial_irq, console.output()?)));
         console.attach(serial.clone());
-        bus.insert(acpi::COM1_PORT, COM1_PORTS, serial)?;
-        bus.insert(
+        bus.pio.insert(acpi::COM1_PORT.into(), COM1_PORTS, serial)?;
+        bus.pio.insert(
             I8042_PORT,
             I8042_PORTS,
             Arc::new(Mutex::new(I8042::new(power.clone()))),
         )?;
-        bus.insert(
-            acpi::SLEEP_CONTROL_PORT,
+        bus.pio.insert(
+            acpi::SLEEP_CONTROL_PORT.into(),
             ACPI_PORTS,
             Arc::new(Mutex::new(AcpiPower::new(
                 power.clone(),
                 acpi::S5_SLEEP_TYPE,
                 acpi::RESET_VALUE,
             ))),
+        )?;
+
+        let pci = Arc::new(PciRoot::new());
+        bus.pio.insert(
+            acpi::PCI_CONFIG_PORT.into(),
+            acpi::PCI_CONFIG_PORTS.into(),
+            Arc::new(Mutex::new(PciConfigIo::new(pci.clone()))),
+        )?;
+        bus.mmio.insert(
+            arch::layout::PCI_ECAM_START,
+            ECAM_BUS_SIZE,
+            Arc::new(Mutex::new(PciConfigMmio::new(pci))),
         )?;
 
         let count = u8::try_from(config.cpus).map_err(|_| Error::TooManyVcpus(config.cpus, 254))?;

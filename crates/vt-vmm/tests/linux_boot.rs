@@ -19,6 +19,10 @@ echo "VT-GUEST hypervisor_flag=$(grep -c '^flags.* hypervisor' /proc/cpuinfo)"
 echo "VT-GUEST kvm_detected=$(dmesg | grep -c 'Hypervisor detected: KVM')"
 echo "VT-GUEST clocksource=$(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)"
 echo "VT-GUEST acpi_tables=$(ls /sys/firmware/acpi/tables | tr '\n' ,)"
+d=/sys/bus/pci/devices/0000:00:00.0
+echo "VT-GUEST pci_host_bridge=$(cat $d/vendor):$(cat $d/device):$(cat $d/class)"
+echo "VT-GUEST pci_ecam=$(dmesg | grep -c 'MMCONFIG at \[mem 0xe0000000-0xe00fffff\] reserved')"
+echo "VT-GUEST pci_fatal=$(dmesg | grep -c 'PCI: Fatal')"
 echo "VT-GUEST serial_line=$(grep ttyS0 /proc/interrupts | grep -o 'IO-APIC *[0-9]*-edge')"
 echo "VT-GUEST serial_interrupts=$(awk '/ttyS0/ {s=0; for (i=2; i<=NF; i++) if ($i ~ /^[0-9]+$/) s+=$i; print s}' /proc/interrupts)"
 "#;
@@ -206,6 +210,11 @@ fn stock_linux_boots_as_bzimage_and_elf_with_1_and_2_vcpus() {
             "{}",
             ctx()
         );
+        // PCI: the host bridge enumerated, ECAM accepted.
+        let bridge = guest_value(&body, "pci_host_bridge");
+        assert_eq!(bridge, Some("0x8086:0x0d57:0x060000"), "{}", ctx());
+        assert_eq!(guest_value(&body, "pci_ecam"), Some("1"), "{}", ctx());
+        assert_eq!(guest_value(&body, "pci_fatal"), Some("0"), "{}", ctx());
         let irqs: u64 = guest_value(&body, "serial_interrupts")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);

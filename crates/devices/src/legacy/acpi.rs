@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
-use crate::bus::PioDevice;
+use crate::bus::BusDevice;
 use crate::power::{PowerRequest, PowerSignal};
 
-const SLEEP_CONTROL: u16 = 0;
-const RESET: u16 = 2;
+const SLEEP_CONTROL: u64 = 0;
+const RESET: u64 = 2;
 const SLP_EN: u8 = 1 << 5;
 
 /// The three registers.
@@ -29,12 +29,12 @@ impl AcpiPower {
     }
 }
 
-impl PioDevice for AcpiPower {
-    fn read(&mut self, _offset: u16, data: &mut [u8]) {
+impl BusDevice for AcpiPower {
+    fn read(&mut self, _offset: u64, data: &mut [u8]) {
         data.fill(0);
     }
 
-    fn write(&mut self, offset: u16, data: &[u8]) {
+    fn write(&mut self, offset: u64, data: &[u8]) {
         let Some(&v) = data.first() else { return };
         match offset {
             SLEEP_CONTROL if v & SLP_EN != 0 && (v >> 2) & 0x7 == self.s5_type => {

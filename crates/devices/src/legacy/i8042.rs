@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use vm_superio::Trigger;
 
-use crate::bus::PioDevice;
+use crate::bus::BusDevice;
 use crate::power::{PowerRequest, PowerSignal};
 
 /// Turns the controller's reset line into a VM reset request.
@@ -32,13 +32,13 @@ impl I8042 {
     }
 }
 
-impl PioDevice for I8042 {
-    fn read(&mut self, offset: u16, data: &mut [u8]) {
+impl BusDevice for I8042 {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
         let v = u8::try_from(offset).map_or(0, |o| self.dev.read(o));
         data.fill(v);
     }
 
-    fn write(&mut self, offset: u16, data: &[u8]) {
+    fn write(&mut self, offset: u64, data: &[u8]) {
         if let (Ok(o), Some(&v)) = (u8::try_from(offset), data.first()) {
             let _ = self.dev.write(o, v);
         }

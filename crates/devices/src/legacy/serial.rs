@@ -6,7 +6,7 @@ use vm_superio::serial::NoEvents;
 use vm_superio::Trigger;
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::bus::PioDevice;
+use crate::bus::BusDevice;
 
 /// Raises an interrupt line through a KVM irqfd.
 pub struct IrqTrigger(pub EventFd);
@@ -42,13 +42,13 @@ impl Serial {
     }
 }
 
-impl PioDevice for Serial {
-    fn read(&mut self, offset: u16, data: &mut [u8]) {
+impl BusDevice for Serial {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
         let v = u8::try_from(offset).map_or(0xff, |o| self.uart.read(o));
         data.fill(v);
     }
 
-    fn write(&mut self, offset: u16, data: &[u8]) {
+    fn write(&mut self, offset: u64, data: &[u8]) {
         let (Ok(o), Some(&v)) = (u8::try_from(offset), data.first()) else {
             return;
         };

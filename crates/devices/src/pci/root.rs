@@ -1,0 +1,288 @@
+//! The root bus and its configuration-access mechanisms.
+
+use std::sync::{Arc, Mutex};
+
+use super::config::{PciConfig, PciHeader};
+use crate::bus::{lock, BusDevice};
+
+/// Slots (device numbers) on bus 0.
+const SLOTS: usize = 32;
+/// ECAM bytes per bus: 32 devices × 8 functions × 4 KiB.
+pub const ECAM_BUS_SIZE: u64 = 1 << 20;
+
+/// A PCI function: its configuration space (BAR contents come later with
+/// the devices that have BARs).
+pub trait PciFunction: Send {
+    fn config(&self) -> &PciConfig;
+    fn config_mut(&mut self) -> &mut PciConfig;
+}
+
+/// The host bridge at 00:00.0.
+pub struct HostBridge {
+    config: PciConfig,
+}
+
+impl HostBridge {
+    pub fn new() -> Self {
+        HostBridge {
+            config: PciConfig::new(&PciHeader {
+                vendor_id: 0x8086,
+                device_id: 0x0d57,
+                class: 0x06,    // bridge
+                subclass: 0x00, // host bridge
+                prog_if: 0,
+                revision: 0,
+                subsystem_vendor_id: 0,
+                subsystem_id: 0,
+            }),
+        }
+    }
+}
+
+impl Default for HostBridge {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PciFunction for HostBridge {
+    fn config(&self) -> &PciConfig {
+        &self.config
+    }
+    fn config_mut(&mut self) -> &mut PciConfig {
+        &mut self.config
+    }
+}
+
+/// Bus 0: up to 32 functions, by device number.
+pub struct PciRoot {
+    slots: Vec<Option<Arc<Mutex<dyn PciFunction>>>>,
+}
+
+impl PciRoot {
+    /// A bus with the host bridge in slot 0.
+    pub fn new() -> Self {
+        let mut slots: Vec<Option<Arc<Mutex<dyn PciFunction>>>> = vec![None; SLOTS];
+        slots[0] = Some(Arc::new(Mutex::new(HostBridge::new())));
+        PciRoot { slots }
+    }
+
+    /// Puts `f` in the first free slot; returns its device number.
+    pub fn add(&mut self, f: Arc<Mutex<dyn PciFunction>>) -> Option<u8> {
+        let slot = self.slots.iter().position(Option::is_none)?;
+        self.slots[slot] = Some(f);
+        u8::try_from(slot).ok()
+    }
+
+    fn function(&self, bus: u64, dev: u64, func: u64) -> Option<&Arc<Mutex<dyn PciFunction>>> {
+        if bus != 0 || func != 0 {
+            return None;
+        }
+        self.slots.get(usize::try_from(dev).ok()?)?.as_ref()
+    }
+
+    /// Reads `data.len()` bytes at byte `offset` of register `reg`.
+    fn read(&self, bus: u64, dev: u64, func: u64, reg: usize, offset: usize, data: &mut [u8]) {
+        let value = match self.function(bus, dev, func) {
+            Some(f) => lock(f).config().read(reg),
+            None => 0xffff_ffff,
+        };
+        let bytes = value.to_le_bytes();
+        for (i, d) in data.iter_mut().enumerate() {
+            *d = offset
+                .checked_add(i)
+                .and_then(|at| bytes.get(at))
+                .copied()
+                .unwrap_or(0xff);
+        }
+    }
+
+    fn write(&self, bus: u64, dev: u64, func: u64, reg: usize, offset: usize, data: &[u8]) {
+        if let Some(f) = self.function(bus, dev, func) {
+            lock(f).config_mut().write(reg, offset, data);
+        }
+    }
+}
+
+impl Default for PciRoot {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Configuration mechanism #1: the address register at 0xCF8 and the data
+/// window at 0xCFC–0xCFF. Insert it at port 0xCF8 with length 8.
+pub struct PciConfigIo {
+    root: Arc<PciRoot>,
+    address: u32,
+}
+
+impl PciConfigIo {
+    pub fn new(root: Arc<PciRoot>) -> Self {
+        PciConfigIo { root, address: 0 }
+    }
+
+    /// (bus, device, function, register) of the current address, if enabled.
+    fn target(&self) -> Option<(u64, u64, u64, usize)> {
+        let a = self.address;
+        if a & 0x8000_0000 == 0 {
+            return None;
+        }
+        Some((
+            u64::from((a >> 16) & 0xff),
+            u64::from((a >> 11) & 0x1f),
+            u64::from((a >> 8) & 0x7),
+            ((a >> 2) & 0x3f) as usize,
+        ))
+    }
+}
+
+impl BusDevice for PciConfigIo {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        match offset {
+            0..=3 => {
+                let bytes = self.address.to_le_bytes();
+                for (i, d) in data.iter_mut().enumerate() {
+                    *d = bytes.get(offset as usize + i).copied().unwrap_or(0xff);
+                }
+            }
+            4..=7 => match self.target() {
+                Some((b, d, f, r)) => self.root.read(b, d, f, r, (offset - 4) as usize, data),
+                None => data.fill(0xff),
+            },
+            _ => data.fill(0xff),
+        }
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        match offset {
+            // Only whole-dword writes set the address (a byte write to 0xCF9
+            // is the reset control register on real chipsets, not ours).
+            0 if data.len() == 4 => {
+                let mut b = [0u8; 4];
+                b.copy_from_slice(data);
+                self.address = u32::from_le_bytes(b);
+            }
+            4..=7 => {
+                if let Some((b, d, f, r)) = self.target() {
+                    self.root.write(b, d, f, r, (offset - 4) as usize, data);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// ECAM (PCI Express enhanced configuration access): one 4 KiB page per
+/// function, bus 0 only. Insert it at the MCFG base with [`ECAM_BUS_SIZE`].
+pub struct PciConfigMmio {
+    root: Arc<PciRoot>,
+}
+
+impl PciConfigMmio {
+    pub fn new(root: Arc<PciRoot>) -> Self {
+        PciConfigMmio { root }
+    }
+
+    fn decode(offset: u64) -> (u64, u64, u64, usize, usize) {
+        (
+            offset >> 20,
+            (offset >> 15) & 0x1f,
+            (offset >> 12) & 0x7,
+            ((offset & 0xfff) >> 2) as usize,
+            (offset & 0x3) as usize,
+        )
+    }
+}
+
+impl BusDevice for PciConfigMmio {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        let (b, d, f, r, o) = Self::decode(offset);
+        self.root.read(b, d, f, r, o, data);
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        let (b, d, f, r, o) = Self::decode(offset);
+        self.root.write(b, d, f, r, o, data);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cf8(bus: u32, dev: u32, func: u32, reg: u32) -> [u8; 4] {
+        (0x8000_0000 | (bus << 16) | (dev << 11) | (func << 8) | (reg << 2)).to_le_bytes()
+    }
+
+    #[test]
+    fn host_bridge_through_cf8() {
+        let mut io = PciConfigIo::new(Arc::new(PciRoot::new()));
+        io.write(0, &cf8(0, 0, 0, 0));
+        let mut v = [0u8; 4];
+        io.read(4, &mut v);
+        assert_eq!(u32::from_le_bytes(v), 0x0d57_8086);
+        let mut class = [0u8; 2];
+        io.write(0, &cf8(0, 0, 0, 2));
+        io.read(6, &mut class);
+        assert_eq!(u16::from_le_bytes(class), 0x0600);
+        // The address register reads back.
+        io.read(0, &mut v);
+        assert_eq!(v, cf8(0, 0, 0, 2));
+    }
+
+    #[test]
+    fn empty_slots_functions_and_buses_read_all_ones() {
+        let mut io = PciConfigIo::new(Arc::new(PciRoot::new()));
+        let mut v = [0u8; 4];
+        for (b, d, f) in [(0, 1, 0), (0, 0, 1), (1, 0, 0), (0, 31, 7)] {
+            io.write(0, &cf8(b, d, f, 0));
+            io.read(4, &mut v);
+            assert_eq!(v, [0xff; 4], "{b}:{d}.{f}");
+        }
+        // Disabled address: all ones, writes ignored.
+        io.write(0, &[0, 0, 0, 0]);
+        io.read(4, &mut v);
+        assert_eq!(v, [0xff; 4]);
+    }
+
+    #[test]
+    fn ecam_reaches_the_same_space() {
+        let root = Arc::new(PciRoot::new());
+        let mut ecam = PciConfigMmio::new(root.clone());
+        let mut v = [0u8; 4];
+        ecam.read(0, &mut v);
+        assert_eq!(u32::from_le_bytes(v), 0x0d57_8086);
+        ecam.write(4, &[0x06, 0]); // command: memory + bus master
+        let mut io = PciConfigIo::new(root);
+        io.write(0, &cf8(0, 0, 0, 1));
+        let mut c = [0u8; 2];
+        io.read(4, &mut c);
+        assert_eq!(u16::from_le_bytes(c), 0x0006);
+        // Another slot, function or bus through ECAM: all ones.
+        for off in [1 << 15, 1 << 12, 1 << 20, 0xfff_fffc] {
+            ecam.read(off, &mut v);
+            assert_eq!(v, [0xff; 4], "{off:#x}");
+        }
+        // Extended space of the bridge: all ones (a conventional function).
+        ecam.read(0x100, &mut v);
+        assert_eq!(v, [0xff; 4]);
+    }
+
+    #[test]
+    fn odd_accesses_do_not_panic() {
+        let root = Arc::new(PciRoot::new());
+        let mut io = PciConfigIo::new(root.clone());
+        let mut ecam = PciConfigMmio::new(root);
+        io.write(0, &cf8(0, 0, 0, 0));
+        for off in [0u64, 1, 3, 4, 5, 7, 8, u64::MAX] {
+            for len in [0usize, 1, 2, 3, 4, 8] {
+                let mut buf = vec![0u8; len];
+                io.read(off, &mut buf);
+                io.write(off, &buf);
+                ecam.read(off, &mut buf);
+                ecam.write(off, &buf);
+            }
+        }
+    }
+}
