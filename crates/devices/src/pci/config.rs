@@ -140,7 +140,7 @@ impl PciConfig {
         let Some(bar) = self.bars.get(idx).copied() else {
             return false;
         };
-        if bar.kind.is_none() || bar.size == 0 || addr % bar.size != 0 {
+        if bar.kind.is_none() || bar.size == 0 || !addr.is_multiple_of(bar.size) {
             return false;
         }
         let r = REG_BAR0 + idx;
