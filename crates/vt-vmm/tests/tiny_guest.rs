@@ -56,7 +56,13 @@ macro_rules! require_kvm {
 #[test]
 fn prints_and_powers_off_from_pvh_and_64_bit_entries() {
     require_kvm!();
-    for (pvh, cpus) in [(true, "1"), (false, "1"), (true, "4"), (false, "2")] {
+    for (pvh, cpus) in [
+        (true, "1"),
+        (false, "1"),
+        (true, "4"),
+        (false, "2"),
+        (true, "254"),
+    ] {
         let msg = format!("hello pvh={pvh} cpus={cpus}\n");
         let k = guest(&format!("hello-{pvh}-{cpus}"), &msg, pvh, Ending::PowerOff);
         let out = run(&k, &["--cpus", cpus]);
