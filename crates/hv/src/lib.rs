@@ -5,11 +5,13 @@
 //! nothing about devices or guest memory layout: callers hand it plain values.
 
 mod cpuid;
+mod irq;
 mod kvm;
 mod msr;
 mod vcpu;
 
 pub use cpuid::{patch_cpuid, CpuTopology, CpuVendor};
+pub use irq::{routing_table, MsiRoute, IOAPIC_PINS, MAX_GSI};
 pub use kvm::{Hypervisor, HypervisorKind, Vm};
 pub use msr::boot_msrs;
 pub use vcpu::{Vcpu, VcpuExit};
@@ -34,6 +36,8 @@ pub enum Error {
     MsrRejected(u32),
     #[error("cannot build a CPUID table: {0}")]
     Cpuid(String),
+    #[error("interrupt routing: {0}")]
+    Routing(String),
 }
 
 /// Result alias for this crate.

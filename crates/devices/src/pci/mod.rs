@@ -5,6 +5,7 @@
 //! address reads as all ones, which is how an empty slot looks.
 
 mod config;
+pub mod msix;
 mod root;
 
 pub use config::{BarKind, Error, PciConfig, PciHeader, NUM_BARS, NUM_REGS};
