@@ -139,7 +139,7 @@ impl Msix {
     }
 
     fn aligned(offset: u64, len: usize) -> bool {
-        matches!(len, 4 | 8) && offset % len as u64 == 0
+        matches!(len, 4 | 8) && offset.is_multiple_of(len as u64)
     }
 
     /// Guest read of the table at `offset`.
