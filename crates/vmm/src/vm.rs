@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use api::VmConfig;
 use arch::acpi;
 use devices::legacy::{AcpiPower, Serial, I8042};
-use devices::pci::{PciConfigIo, PciConfigMmio, PciRoot, ECAM_BUS_SIZE};
+use devices::pci::{PciConfigIo, PciConfigMmio, PciMmioWindow, PciRoot, ECAM_BUS_SIZE};
 use devices::{PowerRequest, PowerSignal};
 use hv::{Hypervisor, Vcpu};
 use vm_memory::GuestMemoryMmap;
@@ -88,7 +88,13 @@ impl Vm {
         bus.mmio.insert(
             arch::layout::PCI_ECAM_START,
             ECAM_BUS_SIZE,
-            Arc::new(Mutex::new(PciConfigMmio::new(pci))),
+            Arc::new(Mutex::new(PciConfigMmio::new(pci.clone()))),
+        )?;
+        let window = arch::layout::PCI_MMIO32_START;
+        bus.mmio.insert(
+            window,
+            arch::layout::PCI_MMIO32_END - window,
+            Arc::new(Mutex::new(PciMmioWindow::new(pci, window))),
         )?;
 
         let count = u8::try_from(config.cpus).map_err(|_| Error::TooManyVcpus(config.cpus, 254))?;

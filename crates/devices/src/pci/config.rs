@@ -168,6 +168,13 @@ impl PciConfig {
         Some(high | low)
     }
 
+    /// Whether BAR `idx` decodes I/O space.
+    pub fn bar_is_io(&self, idx: usize) -> bool {
+        self.bars
+            .get(idx)
+            .is_some_and(|b| b.kind == Some(BarKind::Io))
+    }
+
     /// The size of BAR `idx` (0 when it is not a BAR).
     pub fn bar_size(&self, idx: usize) -> u64 {
         self.bars.get(idx).map_or(0, |b| b.size)

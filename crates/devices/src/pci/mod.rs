@@ -9,4 +9,6 @@ pub mod msix;
 mod root;
 
 pub use config::{BarKind, Error, PciConfig, PciHeader, NUM_BARS, NUM_REGS};
-pub use root::{HostBridge, PciConfigIo, PciConfigMmio, PciFunction, PciRoot, ECAM_BUS_SIZE};
+pub use root::{
+    HostBridge, PciConfigIo, PciConfigMmio, PciFunction, PciMmioWindow, PciRoot, ECAM_BUS_SIZE,
+};

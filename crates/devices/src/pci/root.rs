@@ -10,12 +10,19 @@ const SLOTS: usize = 32;
 /// ECAM bytes per bus: 32 devices × 8 functions × 4 KiB.
 pub const ECAM_BUS_SIZE: u64 = 1 << 20;
 
-/// A PCI function: its configuration space (BAR contents come later with
-/// the devices that have BARs).
+/// A PCI function: its configuration space and what its memory BARs hold.
 pub trait PciFunction: Send {
     fn config(&self) -> &PciConfig;
     fn config_mut(&mut self) -> &mut PciConfig;
+    /// Guest read at `offset` inside memory BAR `bar`.
+    fn read_bar(&mut self, _bar: usize, _offset: u64, data: &mut [u8]) {
+        data.fill(0xff);
+    }
+    /// Guest write at `offset` inside memory BAR `bar`.
+    fn write_bar(&mut self, _bar: usize, _offset: u64, _data: &[u8]) {}
 }
+
+const COMMAND_MEMORY: u16 = 0x2;
 
 /// The host bridge at 00:00.0.
 pub struct HostBridge {
@@ -102,6 +109,38 @@ impl PciRoot {
             lock(f).config_mut().write(reg, offset, data);
         }
     }
+
+    /// Dispatches a guest access at `addr` to the memory BAR that decodes
+    /// it now (memory decoding on, BAR containing the whole access).
+    /// Returns false when no BAR does.
+    fn bar_access(
+        &self,
+        addr: u64,
+        len: usize,
+        mut f: impl FnMut(&mut dyn PciFunction, usize, u64),
+    ) -> bool {
+        for func in self.slots.iter().flatten() {
+            let mut func = lock(func);
+            if func.config().command() & COMMAND_MEMORY == 0 {
+                continue;
+            }
+            for bar in 0..super::NUM_BARS {
+                let size = func.config().bar_size(bar);
+                let Some(base) = func.config().bar_address(bar) else {
+                    continue;
+                };
+                if size == 0 || func.config().bar_is_io(bar) {
+                    continue;
+                }
+                let end = addr.checked_add(len as u64);
+                if addr >= base && end.is_some_and(|e| e <= base.saturating_add(size)) {
+                    f(&mut *func, bar, addr - base);
+                    return true;
+                }
+            }
+        }
+        false
+    }
 }
 
 impl Default for PciRoot {
@@ -170,6 +209,41 @@ impl BusDevice for PciConfigIo {
             }
             _ => {}
         }
+    }
+}
+
+/// The memory window PCI BARs live in: routes each access to the BAR that
+/// decodes it, wherever the guest has placed it. Insert it over the window.
+pub struct PciMmioWindow {
+    root: Arc<PciRoot>,
+    base: u64,
+}
+
+impl PciMmioWindow {
+    /// A window starting at guest-physical `base`.
+    pub fn new(root: Arc<PciRoot>, base: u64) -> Self {
+        PciMmioWindow { root, base }
+    }
+}
+
+impl BusDevice for PciMmioWindow {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        let addr = self.base.saturating_add(offset);
+        let len = data.len();
+        let mut hit = false;
+        self.root.bar_access(addr, len, |f, bar, off| {
+            hit = true;
+            f.read_bar(bar, off, data);
+        });
+        if !hit {
+            data.fill(0xff);
+        }
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        let addr = self.base.saturating_add(offset);
+        self.root
+            .bar_access(addr, data.len(), |f, bar, off| f.write_bar(bar, off, data));
     }
 }
 
@@ -267,6 +341,79 @@ mod tests {
         // Extended space of the bridge: all ones (a conventional function).
         ecam.read(0x100, &mut v);
         assert_eq!(v, [0xff; 4]);
+    }
+
+    struct Scratch {
+        config: PciConfig,
+        mem: Vec<u8>,
+    }
+
+    impl PciFunction for Scratch {
+        fn config(&self) -> &PciConfig {
+            &self.config
+        }
+        fn config_mut(&mut self) -> &mut PciConfig {
+            &mut self.config
+        }
+        fn read_bar(&mut self, bar: usize, offset: u64, data: &mut [u8]) {
+            assert_eq!(bar, 2);
+            let o = offset as usize;
+            data.copy_from_slice(&self.mem[o..o + data.len()]);
+        }
+        fn write_bar(&mut self, bar: usize, offset: u64, data: &[u8]) {
+            assert_eq!(bar, 2);
+            let o = offset as usize;
+            self.mem[o..o + data.len()].copy_from_slice(data);
+        }
+    }
+
+    #[test]
+    fn bar_accesses_follow_the_bar_and_the_memory_enable_bit() {
+        let mut config = PciConfig::new(&PciHeader {
+            vendor_id: 1,
+            device_id: 2,
+            class: 0xff,
+            subclass: 0,
+            prog_if: 0,
+            revision: 0,
+            subsystem_vendor_id: 0,
+            subsystem_id: 0,
+        });
+        config
+            .add_bar(2, 0x1000, super::super::BarKind::Mem32)
+            .unwrap();
+        let f = Arc::new(Mutex::new(Scratch {
+            config,
+            mem: vec![0; 0x1000],
+        }));
+        let mut root = PciRoot::new();
+        assert_eq!(root.add(f.clone()), Some(1));
+        let root = Arc::new(root);
+        let mut window = PciMmioWindow::new(root.clone(), 0xc000_0000);
+        let mut io = PciConfigIo::new(root);
+        // Firmware-style: place BAR 2 at 0xc000_2000, enable memory decoding.
+        io.write(0, &cf8(0, 1, 0, 6));
+        io.write(4, &0xc000_2000u32.to_le_bytes());
+        let mut v = [0u8; 4];
+        window.write(0x2010, &[1, 2, 3, 4]);
+        window.read(0x2010, &mut v);
+        assert_eq!(v, [0xff; 4], "memory decoding is off");
+        io.write(0, &cf8(0, 1, 0, 1));
+        io.write(4, &[0x2, 0]);
+        window.write(0x2010, &[1, 2, 3, 4]);
+        window.read(0x2010, &mut v);
+        assert_eq!(v, [1, 2, 3, 4]);
+        // Straddling the end of the BAR, or outside it: not the BAR's.
+        window.read(0x2ffe, &mut v);
+        assert_eq!(v, [0xff; 4]);
+        window.read(0x3000, &mut v);
+        assert_eq!(v, [0xff; 4]);
+        // The guest moves the BAR: accesses follow it.
+        io.write(0, &cf8(0, 1, 0, 6));
+        io.write(4, &0xc010_0000u32.to_le_bytes());
+        window.read(0x10_0010, &mut v);
+        assert_eq!(v, [1, 2, 3, 4]);
+        assert_eq!(lock(&f).mem[0x10], 1);
     }
 
     #[test]
