@@ -71,7 +71,9 @@ impl Hypervisor {
             .map_err(|e| Error::Ioctl("KVM_GET_SUPPORTED_CPUID", e))
     }
 
-    /// Creates a VM with an in-kernel irqchip (PIC, IOAPIC, LAPICs) and PIT.
+    /// Creates a VM. Add its memory, then call [`Vm::create_irqchip`]:
+    /// memory slots installed after the irqchip cost an expedited SRCU grace
+    /// period each (several ms), before it almost nothing.
     pub fn create_vm(&self) -> Result<Vm> {
         let fd = self
             .kvm
@@ -82,15 +84,6 @@ impl Hypervisor {
         // Only needed (and only meaningful) on Intel; harmless elsewhere, but
         // PVM rejects it, so a failure here is not fatal.
         let _ = fd.set_identity_map_address(KVM_IDENTITY_MAP_ADDRESS);
-        fd.create_irq_chip()
-            .map_err(|e| Error::Ioctl("KVM_CREATE_IRQCHIP", e))?;
-        let pit = kvm_pit_config {
-            // KVM_PIT_SPEAKER_DUMMY: port 0x61 reads work without a speaker.
-            flags: kvm_bindings::KVM_PIT_SPEAKER_DUMMY,
-            ..Default::default()
-        };
-        fd.create_pit2(pit)
-            .map_err(|e| Error::Ioctl("KVM_CREATE_PIT2", e))?;
         Ok(Vm { fd, slots: 0 })
     }
 }
@@ -121,6 +114,22 @@ impl Vm {
             .map_err(|e| Error::Ioctl("KVM_SET_USER_MEMORY_REGION", e))?;
         self.slots += 1;
         Ok(())
+    }
+
+    /// Creates the in-kernel irqchip (PIC, IOAPIC, LAPICs) and PIT. Call
+    /// after the memory slots are in place and before creating vCPUs.
+    pub fn create_irqchip(&self) -> Result<()> {
+        self.fd
+            .create_irq_chip()
+            .map_err(|e| Error::Ioctl("KVM_CREATE_IRQCHIP", e))?;
+        let pit = kvm_pit_config {
+            // KVM_PIT_SPEAKER_DUMMY: port 0x61 reads work without a speaker.
+            flags: kvm_bindings::KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        self.fd
+            .create_pit2(pit)
+            .map_err(|e| Error::Ioctl("KVM_CREATE_PIT2", e))
     }
 
     /// Connects `evt` so that writing to it raises interrupt line `gsi`.

@@ -9,7 +9,8 @@ fn vm_with_irqchip_accepts_msi_routes_and_irqfds() {
         eprintln!("skipped: no usable /dev/kvm");
         return;
     };
-    let vm = hv.create_vm().expect("VM with irqchip and PIT");
+    let vm = hv.create_vm().expect("VM");
+    vm.create_irqchip().expect("irqchip and PIT");
     let route = MsiRoute {
         gsi: 24,
         address: 0xfee0_0000,
@@ -19,7 +20,8 @@ fn vm_with_irqchip_accepts_msi_routes_and_irqfds() {
     let evt = EventFd::new(libc::EFD_NONBLOCK).unwrap();
     vm.register_irqfd(&evt, 24).expect("irqfd on the MSI route");
     let legacy = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-    vm.register_irqfd(&legacy, 4).expect("irqfd on a legacy pin");
+    vm.register_irqfd(&legacy, 4)
+        .expect("irqfd on a legacy pin");
     assert!(hv.max_vcpus() >= 1);
     assert!(hv.supported_cpuid().expect("cpuid").as_slice().len() > 4);
 }

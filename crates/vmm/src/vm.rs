@@ -55,6 +55,7 @@ impl Vm {
         let mem = memory::create(config.memory_mib)?;
         let mut vm = hv.create_vm()?;
         memory::register(&mut vm, &mem)?;
+        vm.create_irqchip()?;
         let boot_cpu = setup::load_guest(&mem, config)?;
 
         let power = Arc::new(PowerSignal::new().map_err(|e| Error::Io("eventfd", e))?);
