@@ -1,0 +1,86 @@
+//! `vt-bench`: our VMM against QEMU, side by side and interleaved in one run.
+//!
+//! - `tiny`: the tiny guest on this host's /dev/kvm (start → first serial
+//!   byte, → exit, peak RSS);
+//! - `rss`: resident memory of a running VM split into guest RAM touched and
+//!   VMM overhead (/proc/PID/smaps);
+//! - `linux`: stock Linux to init in the lab (runs `linux-inner` there);
+//! - `all`: all three, written to BENCHMARKS.md.
+
+mod host;
+mod linux;
+mod report;
+mod rss;
+mod run;
+mod stats;
+mod tiny;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "vt-bench", version, about = "Benchmark vt-vmm against QEMU")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Tiny guest on the host /dev/kvm: start → first serial byte, → exit, peak RSS
+    Tiny(tiny::TinyArgs),
+    /// VMM RSS minus guest memory touched, with a spinning tiny guest
+    Rss(rss::RssArgs),
+    /// Stock Linux (bzImage and PVH vmlinux) to init, in the lab
+    Linux(linux::LinuxArgs),
+    /// The lab half of `linux` (run inside the lab)
+    #[command(hide = true)]
+    LinuxInner(linux::InnerArgs),
+    /// Run tiny, rss and linux and write the Markdown report
+    All(report::AllArgs),
+    /// Write the tiny guest used here (PVH ELF) to a file, for runs by hand
+    TinyElf {
+        /// Output file
+        #[arg(long, value_name = "FILE")]
+        out: std::path::PathBuf,
+        /// The `rss` variant: spin after the message instead of powering off
+        #[arg(long)]
+        spin: bool,
+    },
+}
+
+fn write_elf(out: &std::path::Path, spin: bool) -> anyhow::Result<()> {
+    let image = match spin {
+        true => tinyguest::elf_with(rss::MESSAGE, true, tinyguest::Ending::Spin),
+        false => tinyguest::elf_with(
+            tinyguest::DEFAULT_MESSAGE,
+            true,
+            tinyguest::Ending::PowerOff,
+        ),
+    };
+    std::fs::write(out, image).with_context(|| format!("writing {}", out.display()))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let done = match cli.command {
+        Cmd::Tiny(a) => tiny::run(&a).map(|t| print!("{}", stats::markdown(&t))),
+        Cmd::Rss(a) => rss::run(&a).map(|t| print!("{}", stats::markdown(&t))),
+        Cmd::Linux(a) => linux::run(&a).map(|r| {
+            for t in &r.tables {
+                println!("{}", stats::markdown(t));
+            }
+        }),
+        Cmd::LinuxInner(a) => linux::inner(&a),
+        Cmd::All(a) => report::all(&a),
+        Cmd::TinyElf { out, spin } => write_elf(&out, spin),
+    };
+    match done {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vt-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
