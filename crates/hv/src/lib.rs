@@ -34,6 +34,8 @@ pub enum Error {
     TooManyVcpus(u32, u32),
     #[error("MSR {0:#x} was not accepted by KVM")]
     MsrRejected(u32),
+    #[error("too many MSRs for one KVM call")]
+    MsrList,
     #[error("cannot build a CPUID table: {0}")]
     Cpuid(String),
     #[error("interrupt routing: {0}")]

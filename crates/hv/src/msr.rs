@@ -41,7 +41,7 @@ pub fn boot_msrs() -> Result<Msrs> {
         entry(MSR_IA32_MISC_ENABLE, MISC_ENABLE_FAST_STRING),
         entry(MSR_MTRR_DEF_TYPE, MTRR_ENABLE_WB),
     ];
-    Msrs::from_entries(&entries).map_err(|_| Error::MsrRejected(0))
+    Msrs::from_entries(&entries).map_err(|_| Error::MsrList)
 }
 
 #[cfg(test)]

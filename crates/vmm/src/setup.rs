@@ -20,7 +20,7 @@ fn open(what: &'static str, path: &Path) -> Result<File, Error> {
 }
 
 /// Loads kernel, initramfs, command line and ACPI tables; returns the boot vCPU's entry.
-pub fn load_guest(mem: &GuestMemoryMmap, config: &VmConfig) -> Result<BootCpu, Error> {
+pub fn load_guest(mem: &GuestMemoryMmap, config: &VmConfig, cpus: u8) -> Result<BootCpu, Error> {
     let kernel_err = |source| Error::Kernel {
         path: config.kernel.display().to_string(),
         source,
@@ -49,7 +49,6 @@ pub fn load_guest(mem: &GuestMemoryMmap, config: &VmConfig) -> Result<BootCpu, E
         }
         None => None,
     };
-    let cpus = u8::try_from(config.cpus).map_err(|_| Error::TooManyVcpus(config.cpus, 254))?;
     let rsdp = arch::acpi::write_tables(mem, cpus)?;
     boot::write_boot_info(
         mem,

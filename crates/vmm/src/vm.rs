@@ -56,7 +56,9 @@ impl Vm {
         let mut vm = hv.create_vm()?;
         memory::register(&mut vm, &mem)?;
         vm.create_irqchip()?;
-        let boot_cpu = setup::load_guest(&mem, config)?;
+        let count = u8::try_from(config.cpus)
+            .map_err(|_| Error::TooManyVcpus(config.cpus, api::MAX_VCPUS))?;
+        let boot_cpu = setup::load_guest(&mem, config, count)?;
 
         let power = Arc::new(PowerSignal::new().map_err(|e| Error::Io("eventfd", e))?);
         let mut bus = Buses::default();
@@ -98,7 +100,6 @@ impl Vm {
             Arc::new(Mutex::new(PciMmioWindow::new(pci, window))),
         )?;
 
-        let count = u8::try_from(config.cpus).map_err(|_| Error::TooManyVcpus(config.cpus, 254))?;
         let vcpus = setup::create_vcpus(&hv, &vm, count, &boot_cpu)?;
         Ok(Vm {
             vcpus,
