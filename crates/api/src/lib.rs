@@ -3,8 +3,15 @@
 //! One serde struct per resource, shared by the `vt-vmm` command line, config
 //! files and (later) the REST API. Unknown fields are rejected.
 
+mod devices;
 mod vm;
 
+pub use devices::{
+    parse_disk, parse_mac, parse_net, parse_size, DiskConfig, NetConfig, RateLimit, SpecError,
+    MAX_SERIAL_LEN,
+};
+
 pub use vm::{
-    ConfigError, OnReboot, SerialConfig, VmConfig, MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB,
+    ConfigError, OnReboot, SerialConfig, VmConfig, MAX_MEMORY_MIB, MAX_PCI_DEVICES, MAX_VCPUS,
+    MIN_MEMORY_MIB,
 };

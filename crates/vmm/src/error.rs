@@ -36,6 +36,10 @@ pub enum Error {
     Io(&'static str, #[source] std::io::Error),
     #[error("cannot start vCPU thread")]
     Thread(#[source] std::io::Error),
+    #[error("disk")]
+    Disk(#[source] devices::virtio::block::OpenError),
+    #[error("PCI: {0}")]
+    Pci(String),
 }
 
 impl Error {
@@ -50,6 +54,7 @@ impl Error {
                 | Error::MemoryExceedsHost { .. }
                 | Error::MapMemory(..)
                 | Error::TooManyVcpus(..)
+                | Error::Disk(_)
         )
     }
 

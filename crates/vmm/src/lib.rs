@@ -17,6 +17,7 @@
 pub mod console;
 mod error;
 pub mod memory;
+mod pci_devices;
 mod setup;
 mod signals;
 pub mod vcpu;
