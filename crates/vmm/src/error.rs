@@ -38,6 +38,8 @@ pub enum Error {
     Thread(#[source] std::io::Error),
     #[error("disk")]
     Disk(#[source] devices::virtio::block::OpenError),
+    #[error("NIC on tap '{0}'")]
+    Net(String, #[source] devices::virtio::net::TapError),
     #[error("PCI: {0}")]
     Pci(String),
 }
@@ -55,6 +57,7 @@ impl Error {
                 | Error::MapMemory(..)
                 | Error::TooManyVcpus(..)
                 | Error::Disk(_)
+                | Error::Net(..)
         )
     }
 

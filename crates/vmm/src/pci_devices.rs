@@ -10,6 +10,7 @@ use api::VmConfig;
 use devices::pci::PciRoot;
 use devices::rate_limiter::RateLimiter;
 use devices::virtio::block::{Block, BlockOptions, RawFile};
+use devices::virtio::net::Net;
 use devices::virtio::rng::Rng;
 use devices::virtio::{pci::BAR_SIZE, VirtioDevice, VirtioPci, VmHooks};
 use hv::MsiRoute;
@@ -75,11 +76,10 @@ fn virtio_devices(config: &VmConfig) -> Result<Vec<Box<dyn VirtioDevice>>, Error
             },
         )));
     }
-    if let Some(n) = config.nets.first() {
-        return Err(Error::Pci(format!(
-            "virtio-net is not available yet (tap {})",
-            n.tap
-        )));
+    for n in &config.nets {
+        out.push(Box::new(
+            Net::new(n).map_err(|e| Error::Net(n.tap.clone(), e))?,
+        ));
     }
     if config.rng {
         out.push(Box::new(Rng::new()));

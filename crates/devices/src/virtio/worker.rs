@@ -20,7 +20,8 @@ pub const EXTRA_BASE: u64 = 1 << 32;
 pub trait QueueHandler: Send + 'static {
     /// Queue `index` was notified (or the worker just started).
     fn queue_event(&mut self, index: usize);
-    /// More descriptors to wait on, each with a token of the device's choice.
+    /// More descriptors to wait on (edge-triggered: read them until they
+    /// would block), each with a token of the device's choice.
     fn extra_fds(&self) -> Vec<(RawFd, u64)> {
         Vec::new()
     }
@@ -56,8 +57,14 @@ impl Worker {
                 add(evt.as_raw_fd(), i as u64)?;
             }
         }
+        // Extra fds are edge-triggered: a tap stays readable while the
+        // guest has no buffers, and the device must not spin on it.
         for (fd, token) in handler.extra_fds() {
-            add(fd, EXTRA_BASE + token)?;
+            epoll.ctl(
+                ControlOperation::Add,
+                fd,
+                EpollEvent::new(EventSet::IN | EventSet::EDGE_TRIGGERED, EXTRA_BASE + token),
+            )?;
         }
         let stop_evt = stop.try_clone()?;
         let thread = std::thread::Builder::new()
