@@ -23,20 +23,21 @@ run_one() {
     ( for i in $(seq 100); do [ -e /sys/class/net/$tap ] && break; sleep 0.1; done
       ip addr add 169.254.20.1/24 dev $tap; ip link set $tap up ) &
     if [ $who = vt ]; then
-        timeout -s KILL 300 "$R/vt/vt-vmm" --kernel "$R/guest/vmlinux" --initrd "$R/vt/initramfs.cpio.gz" \
+        timeout -s KILL 150 "$R/vt/vt-vmm" --kernel "$R/guest/vmlinux" --initrd "$R/vt/initramfs.cpio.gz" \
             --memory 512 --cmdline "$CMD" --disk path=$T/disk.img --net tap=$tap --serial file=$T/out </dev/null
     else
-        timeout -s KILL 300 qemu-system-x86_64 -M microvm,accel=kvm,pcie=on,rtc=on -cpu host -m 512 -smp 1 \
+        timeout -s KILL 150 qemu-system-x86_64 -M microvm,accel=kvm,pcie=on,rtc=on -cpu host -m 512 -smp 1 \
             -nodefaults -no-user-config -nographic -bios "$R/vt/bios-microvm.bin" \
             -kernel "$R/guest/vmlinux" -initrd "$R/vt/initramfs.cpio.gz" -append "$CMD" \
             -drive id=d0,file=$T/disk.img,format=raw,if=none,cache=writeback \
             -device virtio-blk-pci,drive=d0 \
             -netdev tap,id=n0,ifname=$tap,script=no,downscript=no,vhost=off \
-            -device virtio-net-pci,netdev=n0 \
+            -device virtio-net-pci,netdev=n0,romfile= \
             -serial file:$T/out </dev/null
     fi
     wait
-    sed -n "s/^VT-BENCH /VT-BENCH $who /p" $T/out | tr -d '\r'
+    sed -n "s/^VT-BENCH /VT-BENCH $who /p" $T/out | tr -d "\r"
+    grep -q net_rx $T/out || { echo "VT-BENCH $who incomplete; guest output tail:"; tail -15 $T/out; }
 }
 httpd -p 8080 -h $T/www
 i=0
