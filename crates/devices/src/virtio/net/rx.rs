@@ -29,6 +29,8 @@ pub struct Receiver {
     pending: usize,
     /// Whether the pending frame was charged to the rate limiter.
     admitted: bool,
+    /// Chains popped for the pending frame, not enough for it yet.
+    reserved: Vec<Chain>,
 }
 
 enum Delivery {
@@ -44,6 +46,7 @@ impl Receiver {
             frame: vec![0; FRAME_MAX],
             pending: 0,
             admitted: false,
+            reserved: Vec::new(),
         }
     }
 
@@ -89,7 +92,8 @@ impl Receiver {
                     delivered = true;
                 }
                 Ok(Delivery::NoRoom) => {
-                    // Ask for a kick when buffers come; retry if they already did.
+                    // Every available buffer is reserved: ask for a kick when
+                    // the guest adds one; retry if it already did.
                     match self.queue.enable_notification(mem) {
                         Ok(true) => continue,
                         Ok(false) => break,
@@ -114,15 +118,23 @@ impl Receiver {
         }
     }
 
-    /// Pops chains until they can hold the pending frame; puts them back
-    /// if they cannot.
-    fn take_chains(&mut self, mem: &GuestMemoryMmap) -> Result<Option<Vec<Chain>>, ChainError> {
+    /// Pops chains until the reserved ones can hold the pending frame.
+    /// Chains stay reserved (popped, not yet used) while there is not
+    /// enough room, so that the guest's next buffer triggers a kick.
+    fn reserve(&mut self, mem: &GuestMemoryMmap) -> Result<bool, ChainError> {
         let q = |e: virtio_queue::Error| ChainError::Queue(e.to_string());
-        let mut chains: Vec<Chain> = Vec::new();
-        let mut room = 0u64;
-        while room < self.pending as u64 {
+        loop {
+            let room: u64 = self.reserved.iter().map(Chain::writable_len).sum();
+            let enough = if self.mergeable {
+                room >= self.pending as u64
+            } else {
+                !self.reserved.is_empty()
+            };
+            if enough {
+                return Ok(true);
+            }
             let next = self.queue.iter(mem).map_err(q)?.next();
-            let Some(c) = next else { break };
+            let Some(c) = next else { return Ok(false) };
             let chain = read_chain(mem, c)?;
             if chain.readable().next().is_some() {
                 return Err(ChainError::Layout(
@@ -130,40 +142,29 @@ impl Receiver {
                     "receive buffer is not writable",
                 ));
             }
-            room += chain.writable_len();
-            chains.push(chain);
-            if !self.mergeable {
-                break;
+            if chain.writable_len() < HDR_LEN as u64 {
+                return Err(ChainError::Layout(
+                    chain.head,
+                    "receive buffer smaller than the header",
+                ));
             }
+            self.reserved.push(chain);
         }
-        if room >= self.pending as u64
-            && chains
-                .first()
-                .is_some_and(|c| c.writable_len() >= HDR_LEN as u64)
-        {
-            return Ok(Some(chains));
-        }
-        if !chains.is_empty() && !self.mergeable {
-            // A single buffer too small for this frame: drop the frame,
-            // as a NIC does, and give the buffer back for the next one.
-            self.queue.go_to_previous_position();
-            self.pending = 0;
-            return Ok(None);
-        }
-        for _ in &chains {
-            self.queue.go_to_previous_position();
-        }
-        Ok(None)
     }
 
     fn deliver(&mut self, mem: &GuestMemoryMmap) -> Result<Delivery, ChainError> {
-        let Some(chains) = self.take_chains(mem)? else {
-            return Ok(if self.pending == 0 {
-                Delivery::Done
-            } else {
-                Delivery::NoRoom
-            });
-        };
+        if !self.reserve(mem)? {
+            return Ok(Delivery::NoRoom);
+        }
+        if !self.mergeable
+            && self.reserved.iter().map(Chain::writable_len).sum::<u64>() < self.pending as u64
+        {
+            // One buffer too small for this frame: drop the frame, as a NIC
+            // does, and keep the buffer for the next one.
+            self.pending = 0;
+            return Ok(Delivery::Done);
+        }
+        let chains = std::mem::take(&mut self.reserved);
         let n = u16::try_from(chains.len()).unwrap_or(u16::MAX);
         if let Some(slot) = self.frame.get_mut(NUM_BUFFERS..NUM_BUFFERS + 2) {
             slot.copy_from_slice(&n.to_le_bytes());
