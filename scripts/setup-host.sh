@@ -5,7 +5,7 @@
 #   busybox-static, cpio, lz4, zstd, xz-utils, file, binutils
 #                     guest artifacts (scripts/guest-artifacts.sh)
 set -euo pipefail
-PKGS="qemu-system-x86 busybox-static cpio lz4 zstd xz-utils file binutils procps"
+PKGS="qemu-system-x86 busybox-static cpio lz4 zstd xz-utils file binutils procps fio iperf3"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -1,18 +1,13 @@
-# Runs inside the L2 guest (appended to the initramfs as /vt-test.sh):
-# O_DIRECT block throughput and QD1 4 KiB IOPS on /dev/vda, TCP receive
-# and send throughput over eth0 against the lab host's httpd.
+# The guest half of `vt-bench io` (appended to the initramfs as
+# /vt-test.sh): vt-iobench on /dev/vda, then iperf3 against the lab host
+# over eth0, both directions.
 v() { echo "VT-BENCH $1=$2"; }
-now() { cut -d' ' -f1 /proc/uptime; }
-rate() { echo "$1 $2 $3" | awk '{ if ($3 > $2) printf "%.1f", $1 / ($3 - $2); else print "inf" }'; }
-MB=256
-t0=$(now); dd if=/dev/zero of=/dev/vda bs=1M count=$MB oflag=direct 2>/dev/null; t1=$(now)
-v seq_write_mbs "$(rate $MB $t0 $t1)"
-t0=$(now); dd if=/dev/vda of=/dev/null bs=1M count=$MB iflag=direct 2>/dev/null; t1=$(now)
-v seq_read_mbs "$(rate $MB $t0 $t1)"
-N=20000
-t0=$(now); dd if=/dev/vda of=/dev/null bs=4k count=$N iflag=direct 2>/dev/null; t1=$(now)
-v read_4k_iops "$(rate $N $t0 $t1)"
-ip addr add 169.254.20.2/24 dev eth0; ip link set eth0 up
+secs=5
+for w in $(cat /proc/cmdline); do case "$w" in vt.secs=*) secs=${w#vt.secs=} ;; esac; done
+vt-iobench /dev/vda "$secs" 256 | sed 's/^/VT-BENCH /'
+ip addr add 169.254.20.2/24 dev eth0
+ip link set eth0 up
 for i in $(seq 50); do ping -c 1 -W 1 169.254.20.1 >/dev/null 2>&1 && break; done
-t0=$(now); wget -q -O /dev/null http://169.254.20.1:8080/blob; t1=$(now)
-v net_rx_mbs "$(rate 128 $t0 $t1)"
+mbits() { awk '/receiver/ {for (i = 1; i <= NF; i++) if ($i == "Mbits/sec") print $(i - 1)}'; }
+v net_tx_mbits "$(iperf3 -c 169.254.20.1 -t "$secs" -f m 2>&1 | mbits)"
+v net_rx_mbits "$(iperf3 -c 169.254.20.1 -t "$secs" -f m -R 2>&1 | mbits)"

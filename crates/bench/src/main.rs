@@ -5,9 +5,11 @@
 //! - `rss`: resident memory of a running VM split into guest RAM touched and
 //!   VMM overhead (/proc/PID/smaps);
 //! - `linux`: stock Linux to init in the lab (runs `linux-inner` there);
-//! - `all`: all three, written to BENCHMARKS.md.
+//! - `io`: block and network throughput in the lab (also vs the lab host);
+//! - `all`: tiny, rss and linux, written to BENCHMARKS.md.
 
 mod host;
+mod io;
 mod linux;
 mod report;
 mod rss;
@@ -37,6 +39,8 @@ enum Cmd {
     /// The lab half of `linux` (run inside the lab)
     #[command(hide = true)]
     LinuxInner(linux::InnerArgs),
+    /// Block and network I/O in the lab: vt-vmm, QEMU and the lab host
+    Io(io::IoArgs),
     /// Run tiny, rss and linux and write the Markdown report
     All(report::AllArgs),
     /// Write the tiny guest used here (PVH ELF) to a file, for runs by hand
@@ -73,6 +77,7 @@ fn main() -> ExitCode {
             }
         }),
         Cmd::LinuxInner(a) => linux::inner(&a),
+        Cmd::Io(a) => io::run(&a).map(|t| print!("{}", stats::markdown(&t))),
         Cmd::All(a) => report::all(&a),
         Cmd::TinyElf { out, spin } => write_elf(&out, spin),
     };

@@ -29,7 +29,7 @@ mod error;
 pub mod host;
 pub mod initramfs;
 mod lab;
-mod libs;
+pub mod libs;
 mod output;
 mod process;
 mod tempdir;

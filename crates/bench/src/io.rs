@@ -1,0 +1,223 @@
+//! `vt-bench io`: block and network throughput in the lab, vt-vmm against
+//! QEMU on the same disk and the same tap set-up, and the lab host's own
+//! figures on that disk (the "≥ 90 % of the host" target).
+//!
+//! The lab gets a virtio disk (a sparse file here, `cache=none`) as its
+//! `/dev/vda`; `vt-iobench` (this crate) measures it in the lab host and, as
+//! the guest's `/dev/vda`, in each VM; `iperf3` (Debian's) measures TCP
+//! between guest and lab host over the tap. See `io/l1.sh` and `io/guest.sh`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use lab::CpioWriter;
+
+use crate::host;
+use crate::stats::{Series, Table};
+
+const L1_SCRIPT: &str = include_str!("../io/l1.sh");
+const GUEST_SCRIPT: &str = include_str!("../io/guest.sh");
+const IPERF3: &str = "/usr/bin/iperf3";
+const MICROVM_BIOS: &str = "/usr/share/qemu/bios-microvm.bin";
+
+#[derive(Debug, Clone, Args)]
+pub struct IoArgs {
+    /// Runs of each VMM, interleaved
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Seconds per measurement
+    #[arg(long, default_value_t = 5)]
+    pub secs: u32,
+    /// Our VMM [default: vt-vmm next to vt-bench]
+    #[arg(long, value_name = "PATH")]
+    pub vmm: Option<PathBuf>,
+    /// Lab time limit in seconds
+    #[arg(long, default_value_t = 2400)]
+    pub timeout: u64,
+}
+
+/// (metric key, label, unit); all higher-is-better.
+const METRICS: [(&str, &str, &str); 6] = [
+    ("seq_read_mbs", "sequential read, 1 MiB O_DIRECT", "MB/s"),
+    ("seq_write_mbs", "sequential write, 1 MiB O_DIRECT", "MB/s"),
+    ("rand_read_iops", "random read, 4 KiB O_DIRECT QD1", "IOPS"),
+    (
+        "rand_write_iops",
+        "random write, 4 KiB O_DIRECT QD1",
+        "IOPS",
+    ),
+    ("net_tx_mbits", "TCP guest → lab host (iperf3)", "Mbit/s"),
+    ("net_rx_mbits", "TCP lab host → guest (iperf3 -R)", "Mbit/s"),
+];
+
+/// An archive of files at given paths, with their parent directories.
+struct Tree {
+    cpio: CpioWriter<Vec<u8>>,
+    seen: std::collections::HashSet<String>,
+}
+
+impl Tree {
+    fn file(&mut self, name: &str, data: &[u8]) -> anyhow::Result<()> {
+        let name = name.trim_start_matches('/').to_string();
+        let parents: Vec<String> = Path::new(&name)
+            .ancestors()
+            .skip(1)
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(|p| p.to_string_lossy().to_string())
+            .collect();
+        for d in parents.into_iter().rev() {
+            if self.seen.insert(d.clone()) {
+                self.cpio.dir(&d, 0o755)?;
+            }
+        }
+        if self.seen.insert(name.clone()) {
+            self.cpio.file(&name, 0o755, data)?;
+        }
+        Ok(())
+    }
+
+    /// `binary` at `name`, and the libraries it needs at their host paths.
+    fn binary(&mut self, binary: &Path, name: &str) -> anyhow::Result<()> {
+        let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+        self.file(name, &read(binary)?)?;
+        for lib in lab::libs::needed(binary)? {
+            self.file(&lib.to_string_lossy(), &read(&lib)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// The guest initramfs plus the benchmark script and tools.
+fn initramfs(dir: &Path, iobench: &Path) -> anyhow::Result<PathBuf> {
+    let arts = lab::artifacts::ensure(None)?;
+    let mut bytes = std::fs::read(&arts.initramfs).context("reading the guest initramfs")?;
+    bytes.resize(bytes.len().div_ceil(4) * 4, 0);
+    let mut tree = Tree {
+        cpio: CpioWriter::new(Vec::new()),
+        seen: Default::default(),
+    };
+    tree.file("vt-test.sh", GUEST_SCRIPT.as_bytes())?;
+    tree.binary(Path::new(IPERF3), IPERF3)?;
+    tree.binary(iobench, "/usr/bin/vt-iobench")?;
+    bytes.extend(tree.cpio.finish()?);
+    let path = dir.join("initramfs-io.cpio.gz");
+    std::fs::write(&path, bytes)?;
+    Ok(path)
+}
+
+/// `VT-BENCH who key=value` lines → who → key → samples.
+pub fn parse(stdout: &str) -> BTreeMap<String, BTreeMap<String, Vec<f64>>> {
+    let mut out: BTreeMap<String, BTreeMap<String, Vec<f64>>> = BTreeMap::new();
+    for line in stdout.lines() {
+        let Some(rest) = line.trim_end_matches('\r').strip_prefix("VT-BENCH ") else {
+            continue;
+        };
+        let Some((who, kv)) = rest.split_once(' ') else {
+            continue;
+        };
+        let Some((k, v)) = kv.split_once('=') else {
+            continue;
+        };
+        if let Ok(v) = v.trim().parse::<f64>() {
+            out.entry(who.into())
+                .or_default()
+                .entry(k.into())
+                .or_default()
+                .push(v);
+        }
+    }
+    out
+}
+
+pub fn run(args: &IoArgs) -> anyhow::Result<Table> {
+    let vmm = args.vmm.clone().unwrap_or_else(host::default_vmm);
+    let exe = std::env::current_exe().context("locating vt-bench")?;
+    let iobench = exe.with_file_name("vt-iobench");
+    anyhow::ensure!(
+        iobench.exists(),
+        "{} not built (cargo build --release -p bench)",
+        iobench.display()
+    );
+    anyhow::ensure!(
+        Path::new(IPERF3).exists(),
+        "{IPERF3} missing (apt-get install iperf3)"
+    );
+    let dir = std::env::temp_dir().join(format!("vt-bench-io-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let disk = dir.join("lab-disk.img");
+    std::fs::File::create(&disk)?.set_len(1 << 30)?;
+    let initrd = initramfs(&dir, &iobench)?;
+    let script = format!(
+        "RUNS={} SECS={} sh \"$VTLAB_ROOT/vt/l1.sh\"",
+        args.runs, args.secs
+    );
+    let l1 = dir.join("l1.sh");
+    std::fs::write(&l1, L1_SCRIPT)?;
+    let lab = lab::Lab::new()
+        .memory_mib(3072)
+        .cpus(2)
+        .timeout(Duration::from_secs(args.timeout))
+        .with_guest_artifacts()
+        .with_qemu()
+        .add_binary(&vmm, "/vt/vt-vmm")
+        .add_binary(&iobench, "/vt/vt-iobench")
+        .add_binary(IPERF3, "/vt/iperf3")
+        .add_file(&initrd, "/vt/initramfs.cpio.gz")
+        .add_file(MICROVM_BIOS, "/vt/bios-microvm.bin")
+        .add_file(&l1, "/vt/l1.sh")
+        .qemu_arg("-drive")
+        .qemu_arg(format!(
+            "file={},if=virtio,format=raw,cache=none",
+            disk.display()
+        ));
+    let out = lab.run_auto(&script).context("lab run")?;
+    let _ = std::fs::remove_dir_all(&dir);
+    anyhow::ensure!(
+        out.exit_code == 0,
+        "lab exit {}:\n{}",
+        out.exit_code,
+        out.stdout
+    );
+    let samples = parse(&out.stdout);
+    let get = |who: &str, k: &str| {
+        samples
+            .get(who)
+            .and_then(|m| m.get(k))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let mut table = Table {
+        title: "Block and network I/O in the lab (higher is better)".into(),
+        command: format!("vt-bench io --runs {} --secs {}", args.runs, args.secs),
+        ours_cmd: "vt-vmm --disk path=/dev/vda --net tap=vtbN --memory 512 (see crates/bench/io/l1.sh)".into(),
+        qemu_cmd: "qemu-system-x86_64 -M microvm,pcie=on -device virtio-blk-pci (cache=writeback) -device virtio-net-pci (tap, vhost=off)".into(),
+        notes: Vec::new(),
+        series: Vec::new(),
+    };
+    for (key, label, unit) in METRICS {
+        let mut s = Series::new(label, unit);
+        s.ours = get("vt", key);
+        s.qemu = get("qemu", key);
+        if let (Some(h), Some(o)) = (
+            get("host", key).first().copied(),
+            crate::stats::summarize(&s.ours),
+        ) {
+            table.notes.push(format!(
+                "{label}: the lab host itself {h:.1} {unit} on the same disk; vt-vmm guest = {:.0} % of it",
+                o.median / h * 100.0
+            ));
+        }
+        table.series.push(s);
+    }
+    if samples
+        .get("vt")
+        .is_none_or(|m| m.get("net_rx_mbits").is_none())
+    {
+        eprintln!("{}", out.stdout);
+        anyhow::bail!("no vt-vmm results in the lab output");
+    }
+    Ok(table)
+}
