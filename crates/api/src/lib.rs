@@ -1,8 +1,11 @@
 //! `api`: the types every layer of VT System agrees on.
 //!
 //! One serde struct per resource, shared by the `vt-vmm` command line, config
-//! files and (later) the REST API. Unknown fields are rejected.
+//! files, the `vt-vmm` control socket ([`control`]) and the `vtd` REST API
+//! ([`manager`]). Unknown fields are rejected.
 
+pub mod control;
+pub mod manager;
 mod vm;
 
 pub use vm::{

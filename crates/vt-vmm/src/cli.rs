@@ -30,6 +30,9 @@ pub struct Args {
     /// What a guest reboot does.
     #[arg(long, value_enum, default_value_t = RebootArg::Exit)]
     pub on_reboot: RebootArg,
+    /// Serve the control API (JSON over HTTP) on this Unix socket.
+    #[arg(long, value_name = "PATH")]
+    pub api_socket: Option<PathBuf>,
 }
 
 /// `--on-reboot` values.
@@ -55,11 +58,11 @@ pub fn parse_serial(s: &str) -> Result<SerialConfig, String> {
 
 impl Args {
     /// The VM configuration these flags describe.
-    pub fn into_config(self) -> Result<VmConfig, String> {
+    pub fn into_config(&self) -> Result<VmConfig, String> {
         let config = VmConfig {
-            kernel: self.kernel,
-            initrd: self.initrd,
-            cmdline: self.cmdline,
+            kernel: self.kernel.clone(),
+            initrd: self.initrd.clone(),
+            cmdline: self.cmdline.clone(),
             cpus: self.cpus,
             memory_mib: self.memory,
             serial: parse_serial(&self.serial)?,

@@ -20,7 +20,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match vmm::run(&config) {
+    match vmm::run_with_api(&config, args.api_socket.as_deref()) {
         Ok(vmm::VmExit::PowerOff | vmm::VmExit::Reboot | vmm::VmExit::Stopped(_)) => {
             ExitCode::SUCCESS
         }
