@@ -108,7 +108,7 @@ impl ConsoleInput {
     pub fn send(&self, bytes: &[u8], timeout: Option<Duration>) -> usize {
         let deadline = timeout.map(|t| std::time::Instant::now() + t);
         let mut pending = bytes;
-        while !pending.is_empty() && !deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+        while !pending.is_empty() && deadline.is_none_or(|d| std::time::Instant::now() < d) {
             let serial = lock(&self.0).clone();
             let Some(serial) = serial else { break };
             let taken = lock(&serial).enqueue_input(pending);

@@ -58,7 +58,7 @@ pub fn parse_serial(s: &str) -> Result<SerialConfig, String> {
 
 impl Args {
     /// The VM configuration these flags describe.
-    pub fn into_config(&self) -> Result<VmConfig, String> {
+    pub fn to_config(&self) -> Result<VmConfig, String> {
         let config = VmConfig {
             kernel: self.kernel.clone(),
             initrd: self.initrd.clone(),
@@ -106,10 +106,10 @@ mod tests {
         let a = Args::parse_from([
             "vt-vmm", "--kernel", "/k", "--cpus", "2", "--memory", "1024",
         ]);
-        let c = a.into_config().unwrap();
+        let c = a.to_config().unwrap();
         assert_eq!((c.cpus, c.memory_mib), (2, 1024));
         assert_eq!(c.cmdline, "console=ttyS0");
         let a = Args::parse_from(["vt-vmm", "--kernel", "/k", "--cpus", "0"]);
-        assert!(a.into_config().unwrap_err().contains("between 1 and 254"));
+        assert!(a.to_config().unwrap_err().contains("between 1 and 254"));
     }
 }

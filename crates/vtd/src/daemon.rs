@@ -1,0 +1,167 @@
+//! The daemon's state: every defined VM, loaded from the state directory
+//! at start (re-attaching to VMMs that kept running), created and removed
+//! through the API.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use api::manager::{VmDefinition, VmState};
+
+use crate::audit::Audit;
+use crate::error::ApiError;
+use crate::events::Events;
+use crate::process;
+use crate::store::{self, VmDir, MAX_SOCKET_PATH};
+use crate::vm::{lock, Vm};
+
+pub struct Daemon {
+    pub state_dir: PathBuf,
+    pub vmm: PathBuf,
+    pub events: Arc<Events>,
+    pub audit: Audit,
+    vms: Mutex<BTreeMap<String, Arc<Vm>>>,
+}
+
+impl Daemon {
+    /// Opens (creating) the state directory and loads every VM in it.
+    pub fn open(state_dir: &Path, vmm: PathBuf) -> std::io::Result<Arc<Self>> {
+        std::fs::create_dir_all(state_dir.join("vms"))?;
+        let audit = Audit::open(&state_dir.join("actions.log"))?;
+        let d = Arc::new(Daemon {
+            state_dir: state_dir.to_path_buf(),
+            vmm,
+            events: Arc::new(Events::default()),
+            audit,
+            vms: Mutex::new(BTreeMap::new()),
+        });
+        for entry in std::fs::read_dir(d.vms_dir())? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".deleted.") {
+                // An undefine that was interrupted: finish it.
+                let _ = std::fs::remove_dir_all(entry.path());
+                continue;
+            }
+            let dir = VmDir(entry.path());
+            let def = match store::read_json::<VmDefinition>(&dir.definition()) {
+                Ok(Some(def)) if def.name == name => def,
+                // A half-created VM (no definition yet) or a stray file.
+                _ => {
+                    eprintln!(
+                        "vtd: skipping {}: no valid definition.json",
+                        dir.0.display()
+                    );
+                    continue;
+                }
+            };
+            let vm = Vm::new(def, dir, d.events.clone());
+            vm.reattach();
+            lock(&d.vms).insert(name, vm);
+        }
+        Ok(d)
+    }
+
+    fn vms_dir(&self) -> PathBuf {
+        self.state_dir.join("vms")
+    }
+
+    /// Starts the autostart VMs, once per host boot.
+    pub fn autostart(&self) {
+        let marker = self.state_dir.join("autostart.done");
+        let boot = process::boot_id();
+        if std::fs::read_to_string(&marker).is_ok_and(|b| b.trim() == boot) {
+            return;
+        }
+        for vm in self.list() {
+            if vm.def.autostart && !vm.state().is_active() {
+                let _op = vm.op();
+                if let Err(e) = vm.start(&self.vmm) {
+                    eprintln!("vtd: autostart of {} failed: {}", vm.name(), e.message);
+                }
+            }
+        }
+        let _ = std::fs::write(&marker, boot);
+    }
+
+    pub fn list(&self) -> Vec<Arc<Vm>> {
+        lock(&self.vms).values().cloned().collect()
+    }
+
+    pub fn get(&self, name: &str) -> Result<Arc<Vm>, ApiError> {
+        lock(&self.vms)
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ApiError::new(404, format!("no VM named '{name}'")))
+    }
+
+    /// Checks a new definition against the host.
+    fn check(&self, def: &VmDefinition) -> Result<(), ApiError> {
+        def.validate()
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let files = std::iter::once(("kernel", &def.kernel))
+            .chain(def.initrd.iter().map(|i| ("initrd", i)))
+            .chain(def.disks.iter().map(|d| ("disk", &d.path)));
+        for (what, p) in files {
+            if !p.is_file() {
+                return Err(ApiError::bad_request(format!(
+                    "{what} {} does not exist or is not a file",
+                    p.display()
+                )));
+            }
+        }
+        let sock = VmDir(self.vms_dir().join(&def.name)).socket();
+        if sock.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(ApiError::bad_request(format!(
+                "the VM's control socket path would be too long ({} bytes): use a shorter name or state directory",
+                sock.as_os_str().len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Defines a VM. Of two creates of one name, exactly one wins.
+    pub fn create(&self, def: VmDefinition) -> Result<Arc<Vm>, ApiError> {
+        self.check(&def)?;
+        let mut vms = lock(&self.vms);
+        let conflict = || ApiError::conflict(format!("a VM named '{}' exists", def.name));
+        if vms.contains_key(&def.name) {
+            return Err(conflict());
+        }
+        let dir = VmDir(self.vms_dir().join(&def.name));
+        match std::fs::create_dir(&dir.0) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(conflict()),
+            Err(e) => return Err(ApiError::internal("cannot create the VM directory", e)),
+        }
+        if let Err(e) = store::write_json(&dir.definition(), &def) {
+            let _ = std::fs::remove_dir_all(&dir.0);
+            return Err(ApiError::internal("cannot write the definition", e));
+        }
+        let vm = Vm::new(def, dir, self.events.clone());
+        vms.insert(vm.name().to_string(), vm.clone());
+        drop(vms);
+        self.events
+            .publish(vm.name(), "defined", VmState::Stopped, None);
+        Ok(vm)
+    }
+
+    /// Removes a stopped VM's definition and files (disk images stay).
+    pub fn undefine(&self, name: &str) -> Result<(), ApiError> {
+        let vm = self.get(name)?;
+        let _op = vm.op();
+        if vm.state().is_active() {
+            return Err(ApiError::conflict(format!(
+                "VM '{name}' is running: stop it first"
+            )));
+        }
+        let mut vms = lock(&self.vms);
+        store::remove_vm_dir(&self.vms_dir(), name)
+            .map_err(|e| ApiError::internal("cannot remove the VM directory", e))?;
+        vms.remove(name);
+        drop(vms);
+        self.events
+            .publish(name, "undefined", VmState::Stopped, None);
+        Ok(())
+    }
+}

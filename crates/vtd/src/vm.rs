@@ -1,0 +1,436 @@
+//! One managed VM: its definition, its VMM process and the lifecycle
+//! operations on it.
+//!
+//! Locks: `op` serialises lifecycle operations on this VM (start, stop,
+//! pause, ...); `run` guards the runtime state and is only held briefly.
+//! The supervisor thread (a `wait()` on our child, or a pidfd poll on a
+//! VMM found again after a `vtd` restart) calls [`Vm::exited`], which
+//! records the end and wakes whoever waits on `ended`.
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use api::control::{self as proto, RunState, VmmCounters, VmmInfo};
+use api::manager::{VmDefinition, VmState, VmStatus};
+
+use crate::error::ApiError;
+use crate::events::Events;
+use crate::process;
+use crate::store::{self, now_ms, LastExit, Runtime, VmDir};
+
+/// How long `start` waits for the VMM's control socket.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `stop` waits for the VMM to leave after asking, then after
+/// SIGKILL.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Default)]
+struct Run {
+    state: Option<VmState>,
+    pid: Option<u32>,
+    reason: Option<String>,
+    /// Set while `vtd` stops the VM: why.
+    stopping: Option<String>,
+}
+
+pub struct Vm {
+    pub def: VmDefinition,
+    pub dir: VmDir,
+    events: Arc<Events>,
+    run: Mutex<Run>,
+    ended: Condvar,
+    op: Mutex<()>,
+}
+
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Vm {
+    pub fn new(def: VmDefinition, dir: VmDir, events: Arc<Events>) -> Arc<Self> {
+        Arc::new(Vm {
+            def,
+            dir,
+            events,
+            run: Mutex::new(Run::default()),
+            ended: Condvar::new(),
+            op: Mutex::new(()),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.def.name
+    }
+
+    pub fn state(&self) -> VmState {
+        lock(&self.run).state.unwrap_or(VmState::Stopped)
+    }
+
+    /// Holds off other lifecycle operations on this VM.
+    pub fn op(&self) -> MutexGuard<'_, ()> {
+        lock(&self.op)
+    }
+
+    /// The VM's status; with `counters`, asks a running VMM for its counters.
+    pub fn status(&self, counters: bool) -> VmStatus {
+        let (state, pid, reason) = {
+            let r = lock(&self.run);
+            (r.state.unwrap_or(VmState::Stopped), r.pid, r.reason.clone())
+        };
+        let counters = (counters && state.is_active())
+            .then(|| self.vmm_get::<VmmCounters>(proto::COUNTERS).ok())
+            .flatten();
+        VmStatus {
+            name: self.def.name.clone(),
+            state,
+            pid,
+            reason,
+            definition: self.def.clone(),
+            counters,
+        }
+    }
+
+    fn vmm_get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
+        let r = vt_http::call(&self.dir.socket(), "GET", path, None)
+            .map_err(|e| ApiError::new(503, format!("the VMM does not answer: {e}")))?;
+        serde_json::from_slice(&r.body).map_err(|e| ApiError::internal("VMM answer", e))
+    }
+
+    /// Sends a command to the VMM; its error answers come back as ours.
+    fn vmm_put(&self, path: &str) -> Result<(), ApiError> {
+        let r = vt_http::call(&self.dir.socket(), "PUT", path, None)
+            .map_err(|e| ApiError::new(503, format!("the VMM does not answer: {e}")))?;
+        if (200..300).contains(&r.status) {
+            return Ok(());
+        }
+        let msg = serde_json::from_slice::<api::control::ErrorBody>(&r.body)
+            .map_or_else(|_| r.text(), |b| b.error);
+        Err(ApiError::new(r.status, msg))
+    }
+
+    fn active_pid(&self) -> Result<u32, ApiError> {
+        let r = lock(&self.run);
+        match (r.state, r.pid) {
+            (Some(s), Some(pid)) if s.is_active() => Ok(pid),
+            _ => Err(ApiError::conflict(format!(
+                "VM '{}' is not running",
+                self.name()
+            ))),
+        }
+    }
+
+    fn set(&self, state: VmState, event: &str) {
+        lock(&self.run).state = Some(state);
+        self.events.publish(self.name(), event, state, None);
+    }
+
+    /// Starts the VMM and waits until its control socket answers.
+    pub fn start(self: &Arc<Self>, vmm: &std::path::Path) -> Result<(), ApiError> {
+        if self.state().is_active() {
+            return Err(ApiError::conflict(format!(
+                "VM '{}' is already running",
+                self.name()
+            )));
+        }
+        for (what, p) in std::iter::once(("kernel", &self.def.kernel))
+            .chain(self.def.initrd.iter().map(|i| ("initrd", i)))
+        {
+            if !p.is_file() {
+                return Err(ApiError::bad_request(format!(
+                    "{what} {} is not a file",
+                    p.display()
+                )));
+            }
+        }
+        let io = |what| move |e| ApiError::internal(what, e);
+        store::remove(&self.dir.socket()).map_err(io("cannot remove the old socket"))?;
+        std::fs::write(self.dir.console(), b"").map_err(io("cannot reset console.log"))?;
+        let mut child = process::spawn(vmm, &self.def, &self.dir)
+            .map_err(|e| ApiError::internal(&format!("cannot run {}", vmm.display()), e))?;
+        let pid = child.id();
+        let rt = Runtime {
+            pid,
+            started_ms: now_ms(),
+        };
+        if let Err(e) = store::write_json(&self.dir.runtime(), &rt) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(ApiError::internal("cannot write runtime.json", e));
+        }
+        {
+            let mut r = lock(&self.run);
+            *r = Run {
+                state: Some(VmState::Running),
+                pid: Some(pid),
+                reason: None,
+                stopping: None,
+            };
+        }
+        let me = self.clone();
+        let watcher = std::thread::Builder::new()
+            .name(format!("wait-{pid}"))
+            .spawn(move || {
+                let status = child.wait().ok();
+                me.exited(pid, status);
+            });
+        if let Err(e) = watcher {
+            process::kill(pid);
+            return Err(ApiError::internal("cannot start a supervisor thread", e));
+        }
+        let deadline = std::time::Instant::now() + START_TIMEOUT;
+        loop {
+            if lock(&self.run).pid != Some(pid) {
+                let reason = lock(&self.run).reason.clone().unwrap_or_default();
+                return Err(ApiError::bad_request(format!(
+                    "the VM failed to start: {reason}"
+                )));
+            }
+            if self.vmm_get::<VmmInfo>(proto::INFO).is_ok() {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                process::kill(pid);
+                return Err(ApiError::new(
+                    504,
+                    "the VMM did not open its control socket",
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.events
+            .publish(self.name(), "started", VmState::Running, None);
+        Ok(())
+    }
+
+    /// Takes a VMM found running after a `vtd` restart back under watch.
+    pub fn reattach(self: &Arc<Self>) {
+        let Ok(Some(rt)) = store::read_json::<Runtime>(&self.dir.runtime()) else {
+            let last = store::read_json::<LastExit>(&self.dir.last_exit())
+                .ok()
+                .flatten();
+            let mut r = lock(&self.run);
+            r.state = Some(last.as_ref().map_or(VmState::Stopped, |l| l.state));
+            r.reason = last.map(|l| l.reason);
+            return;
+        };
+        let pid = rt.pid;
+        {
+            let mut r = lock(&self.run);
+            r.state = Some(VmState::Running);
+            r.pid = Some(pid);
+        }
+        let alive = process::is_our_vmm(pid, &self.dir.socket());
+        let fd = if alive {
+            process::pidfd(pid).ok()
+        } else {
+            None
+        };
+        let Some(fd) = fd else {
+            self.exited(pid, None);
+            return;
+        };
+        if let Ok(info) = self.vmm_get::<VmmInfo>(proto::INFO) {
+            if info.state == RunState::Paused {
+                lock(&self.run).state = Some(VmState::Paused);
+            }
+        }
+        let me = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("watch-{pid}"))
+            .spawn(move || {
+                process::wait_pidfd(&fd);
+                me.exited(pid, None);
+            });
+        if spawned.is_err() {
+            lock(&self.run).reason = Some("not watched: no thread".into());
+        }
+        let state = self.state();
+        self.events.publish(self.name(), "reattached", state, None);
+    }
+
+    /// Records the end of the VMM `pid` (`status` when it was our child).
+    pub fn exited(&self, pid: u32, status: Option<ExitStatus>) {
+        let mut r = lock(&self.run);
+        if r.pid != Some(pid) {
+            return;
+        }
+        let line = store::last_line(&self.dir.vmm_log()).unwrap_or_default();
+        let (state, reason) = classify(r.stopping.take(), status, &line, pid);
+        r.state = Some(state);
+        r.pid = None;
+        r.reason = Some(reason.clone());
+        let _ = store::remove(&self.dir.runtime());
+        let _ = store::remove(&self.dir.socket());
+        let last = LastExit {
+            state,
+            reason: reason.clone(),
+            time_ms: now_ms(),
+        };
+        let _ = store::write_json(&self.dir.last_exit(), &last);
+        self.ended.notify_all();
+        drop(r);
+        let event = if state == VmState::Crashed {
+            "crashed"
+        } else {
+            "stopped"
+        };
+        self.events.publish(self.name(), event, state, Some(reason));
+    }
+
+    /// Waits until the VMM `pid` has ended; false on timeout.
+    fn wait_end(&self, pid: u32, timeout: Duration) -> bool {
+        let r = lock(&self.run);
+        let (r, _) = self
+            .ended
+            .wait_timeout_while(r, timeout, |r| r.pid == Some(pid))
+            .unwrap_or_else(|p| p.into_inner());
+        r.pid != Some(pid)
+    }
+
+    /// Stops the VMM: asks it, then kills it after [`STOP_TIMEOUT`].
+    pub fn stop(&self, why: &str) -> Result<(), ApiError> {
+        let pid = self.active_pid()?;
+        lock(&self.run).stopping = Some(why.to_string());
+        // The VMM may exit before it answers: its end is what counts.
+        let _ = self.vmm_put(proto::STOP);
+        if self.wait_end(pid, STOP_TIMEOUT) {
+            return Ok(());
+        }
+        if process::is_our_vmm(pid, &self.dir.socket()) {
+            process::kill(pid);
+        }
+        if self.wait_end(pid, STOP_TIMEOUT) {
+            Ok(())
+        } else {
+            Err(ApiError::new(500, format!("VMM pid {pid} did not end")))
+        }
+    }
+
+    /// Presses the ACPI power button and waits up to `timeout` for the
+    /// guest to power off, then stops the VMM.
+    pub fn shutdown(&self, timeout: Duration) -> Result<(), ApiError> {
+        let pid = self.active_pid()?;
+        match self.vmm_put(proto::POWER_BUTTON) {
+            Ok(()) if self.wait_end(pid, timeout) => Ok(()),
+            Ok(()) => self.stop(&format!(
+                "shut down: the guest did not power off within {}s, stopped",
+                timeout.as_secs()
+            )),
+            Err(e) => self.stop(&format!("shut down: {}; stopped instead", e.message)),
+        }
+    }
+
+    pub fn pause(&self) -> Result<(), ApiError> {
+        self.active_pid()?;
+        self.vmm_put(proto::PAUSE)?;
+        self.set(VmState::Paused, "paused");
+        Ok(())
+    }
+
+    pub fn resume(&self) -> Result<(), ApiError> {
+        self.active_pid()?;
+        self.vmm_put(proto::RESUME)?;
+        self.set(VmState::Running, "resumed");
+        Ok(())
+    }
+
+    /// A hard reset: the VMM rebuilds the VM (it runs `--on-reboot restart`).
+    pub fn reboot(&self) -> Result<(), ApiError> {
+        self.active_pid()?;
+        std::fs::write(self.dir.console(), b"")
+            .map_err(|e| ApiError::internal("cannot reset console.log", e))?;
+        self.vmm_put(proto::REBOOT)?;
+        self.set(VmState::Running, "rebooted");
+        Ok(())
+    }
+
+    /// Queues serial input.
+    pub fn console_input(&self, bytes: Vec<u8>) -> Result<(), ApiError> {
+        self.active_pid()?;
+        let r = vt_http::call(&self.dir.socket(), "PUT", proto::CONSOLE, Some(bytes))
+            .map_err(|e| ApiError::new(503, format!("the VMM does not answer: {e}")))?;
+        match r.status {
+            200..=299 => Ok(()),
+            s => Err(ApiError::new(s, r.text())),
+        }
+    }
+}
+
+/// What a VMM's end means: the state and a one-line reason.
+fn classify(
+    stopping: Option<String>,
+    status: Option<ExitStatus>,
+    line: &str,
+    pid: u32,
+) -> (VmState, String) {
+    let said = |prefix: &str| line.strip_prefix(prefix).map(str::to_string);
+    if let Some(crash) = said("vt-vmm: guest crashed: ") {
+        return (VmState::Crashed, format!("guest crashed: {crash}"));
+    }
+    if let Some(why) = stopping {
+        return (VmState::Stopped, why);
+    }
+    if let Some(sig) = status.and_then(|s| s.signal()) {
+        return (
+            VmState::Crashed,
+            format!("vt-vmm was killed by {}", process::signal_name(sig)),
+        );
+    }
+    if let Some(how) = said("vt-vmm: exit: ") {
+        return (VmState::Stopped, how);
+    }
+    if let Some(err) = said("vt-vmm: error: ") {
+        return (VmState::Crashed, format!("vt-vmm failed: {err}"));
+    }
+    match status.and_then(|s| s.code()) {
+        Some(code) => (
+            VmState::Crashed,
+            format!("vt-vmm exited with status {code}"),
+        ),
+        None => (
+            VmState::Crashed,
+            format!("vt-vmm (pid {pid}) ended without saying why (killed while vtd was away?)"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(c: i32) -> Option<ExitStatus> {
+        Some(ExitStatus::from_raw(c << 8))
+    }
+
+    #[test]
+    fn exit_reasons() {
+        let c = |stop: Option<&str>, st, line: &str| classify(stop.map(Into::into), st, line, 9);
+        assert_eq!(
+            c(None, Some(ExitStatus::from_raw(9)), ""),
+            (
+                VmState::Crashed,
+                "vt-vmm was killed by signal 9 (SIGKILL)".into()
+            )
+        );
+        assert_eq!(
+            c(Some("stopped"), Some(ExitStatus::from_raw(9)), "").0,
+            VmState::Stopped
+        );
+        assert_eq!(
+            c(None, code(0), "vt-vmm: exit: guest powered off"),
+            (VmState::Stopped, "guest powered off".into())
+        );
+        assert_eq!(
+            c(None, code(1), "vt-vmm: guest crashed: triple fault").1,
+            "guest crashed: triple fault"
+        );
+        assert_eq!(
+            c(None, code(2), "vt-vmm: error: bad").1,
+            "vt-vmm failed: bad"
+        );
+        assert_eq!(c(None, code(3), "").1, "vt-vmm exited with status 3");
+        assert!(c(None, None, "").1.contains("pid 9"));
+    }
+}
