@@ -41,8 +41,11 @@ pub struct VmDefinition {
     pub vcpus: u32,
     #[serde(default = "default_memory")]
     pub memory_mib: u64,
-    /// Absolute path of the kernel (bzImage or ELF vmlinux).
-    pub kernel: PathBuf,
+    /// Absolute path of the kernel (bzImage or ELF vmlinux). When absent
+    /// from a `POST /vms`, `vtd` fills in its `--default-kernel` (and
+    /// `--default-initrd`); a stored definition always has one.
+    #[serde(default)]
+    pub kernel: Option<PathBuf>,
     #[serde(default)]
     pub initrd: Option<PathBuf>,
     #[serde(default = "default_cmdline")]
@@ -176,7 +179,9 @@ impl VmDefinition {
                 Err(DefinitionError::NotAbsolute(what, p.display().to_string()))
             }
         };
-        abs("kernel", &self.kernel)?;
+        if let Some(k) = &self.kernel {
+            abs("kernel", k)?;
+        }
         if let Some(i) = &self.initrd {
             abs("initrd", i)?;
         }
@@ -243,12 +248,12 @@ mod tests {
         d.memory_mib = 1;
         assert_eq!(d.validate(), Err(DefinitionError::Memory(1)));
         d.memory_mib = 64;
-        d.kernel = "k".into();
+        d.kernel = Some("k".into());
         assert!(matches!(
             d.validate(),
             Err(DefinitionError::NotAbsolute("kernel", _))
         ));
-        d.kernel = "/k".into();
+        d.kernel = Some("/k".into());
         d.networks.push(NetworkSpec {
             bridge: "a/b".into(),
             mac: None,

@@ -90,7 +90,7 @@ fn put(sock: &Path, path: &str) -> (u16, String) {
 fn info_pause_resume_counters_and_stop() {
     require_kvm!();
     let d = dir("lifecycle");
-    let (mut vmm, sock, log) = start(&d, Ending::Spin, &[]);
+    let (mut vmm, sock, log) = start(&d, Ending::Halt, &[]);
     wait_for(
         || std::fs::read_to_string(&log).unwrap_or_default() == "api guest up\n",
         "the guest's message",
@@ -138,7 +138,7 @@ fn info_pause_resume_counters_and_stop() {
 fn reboot_rebuilds_the_vm_with_restart() {
     require_kvm!();
     let d = dir("reboot");
-    let (mut vmm, sock, log) = start(&d, Ending::Spin, &["--on-reboot", "restart"]);
+    let (mut vmm, sock, log) = start(&d, Ending::Halt, &["--on-reboot", "restart"]);
     wait_for(
         || std::fs::read_to_string(&log).unwrap_or_default() == "api guest up\n",
         "the first boot",
@@ -161,7 +161,7 @@ fn reboot_rebuilds_the_vm_with_restart() {
 fn a_live_socket_is_not_taken_over() {
     require_kvm!();
     let d = dir("inuse");
-    let (_vmm, sock, _) = start(&d, Ending::Spin, &[]);
+    let (_vmm, sock, _) = start(&d, Ending::Halt, &[]);
     let out = Command::new(env!("CARGO_BIN_EXE_vt-vmm"))
         .arg("--kernel")
         .arg(d.join("guest"))

@@ -15,9 +15,17 @@ use crate::process;
 use crate::store::{self, VmDir, MAX_SOCKET_PATH};
 use crate::vm::{lock, Vm};
 
+/// Kernel and initrd for definitions that name none.
+#[derive(Debug, Clone, Default)]
+pub struct Defaults {
+    pub kernel: Option<PathBuf>,
+    pub initrd: Option<PathBuf>,
+}
+
 pub struct Daemon {
     pub state_dir: PathBuf,
     pub vmm: PathBuf,
+    pub defaults: Defaults,
     pub events: Arc<Events>,
     pub audit: Audit,
     vms: Mutex<BTreeMap<String, Arc<Vm>>>,
@@ -25,12 +33,13 @@ pub struct Daemon {
 
 impl Daemon {
     /// Opens (creating) the state directory and loads every VM in it.
-    pub fn open(state_dir: &Path, vmm: PathBuf) -> std::io::Result<Arc<Self>> {
+    pub fn open(state_dir: &Path, vmm: PathBuf, defaults: Defaults) -> std::io::Result<Arc<Self>> {
         std::fs::create_dir_all(state_dir.join("vms"))?;
         let audit = Audit::open(&state_dir.join("actions.log"))?;
         let d = Arc::new(Daemon {
             state_dir: state_dir.to_path_buf(),
             vmm,
+            defaults,
             events: Arc::new(Events::default()),
             audit,
             vms: Mutex::new(BTreeMap::new()),
@@ -99,7 +108,12 @@ impl Daemon {
     fn check(&self, def: &VmDefinition) -> Result<(), ApiError> {
         def.validate()
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let files = std::iter::once(("kernel", &def.kernel))
+        let kernel = def.kernel.as_ref().ok_or_else(|| {
+            ApiError::bad_request(
+                "no kernel: give one (vt create --boot kernel=PATH; booting from a disk needs firmware, not supported yet) or start vtd with --default-kernel",
+            )
+        })?;
+        let files = std::iter::once(("kernel", kernel))
             .chain(def.initrd.iter().map(|i| ("initrd", i)))
             .chain(def.disks.iter().map(|d| ("disk", &d.path)));
         for (what, p) in files {
@@ -121,7 +135,13 @@ impl Daemon {
     }
 
     /// Defines a VM. Of two creates of one name, exactly one wins.
-    pub fn create(&self, def: VmDefinition) -> Result<Arc<Vm>, ApiError> {
+    pub fn create(&self, mut def: VmDefinition) -> Result<Arc<Vm>, ApiError> {
+        if def.kernel.is_none() {
+            def.kernel = self.defaults.kernel.clone();
+            if def.initrd.is_none() {
+                def.initrd = self.defaults.initrd.clone();
+            }
+        }
         self.check(&def)?;
         let mut vms = lock(&self.vms);
         let conflict = || ApiError::conflict(format!("a VM named '{}' exists", def.name));

@@ -35,6 +35,12 @@ struct Args {
     /// The VMM binary (default: `vt-vmm` beside `vtd`, else from PATH).
     #[arg(long, value_name = "PATH")]
     vmm: Option<PathBuf>,
+    /// Kernel for VMs defined without one (e.g. `vt create` without `--boot`).
+    #[arg(long, value_name = "PATH")]
+    default_kernel: Option<PathBuf>,
+    /// Initrd that goes with `--default-kernel`.
+    #[arg(long, value_name = "PATH")]
+    default_initrd: Option<PathBuf>,
     /// Group (numeric id) to own the socket; members may use the API.
     #[arg(long, value_name = "GID")]
     socket_group: Option<u32>,
@@ -69,7 +75,12 @@ fn bind(path: &Path, group: Option<u32>) -> Result<UnixListener, String> {
 fn main() -> ExitCode {
     let args = Args::parse();
     let vmm = args.vmm.unwrap_or_else(default_vmm);
-    let daemon = match daemon::Daemon::open(&args.state_dir, vmm) {
+    let abs = |p: Option<PathBuf>| p.map(|p| std::path::absolute(&p).unwrap_or(p));
+    let defaults = daemon::Defaults {
+        kernel: abs(args.default_kernel),
+        initrd: abs(args.default_initrd),
+    };
+    let daemon = match daemon::Daemon::open(&args.state_dir, vmm, defaults) {
         Ok(d) => d,
         Err(e) => {
             eprintln!(

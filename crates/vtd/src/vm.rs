@@ -134,7 +134,12 @@ impl Vm {
                 self.name()
             )));
         }
-        for (what, p) in std::iter::once(("kernel", &self.def.kernel))
+        let kernel = self
+            .def
+            .kernel
+            .clone()
+            .ok_or_else(|| ApiError::bad_request("the definition has no kernel"))?;
+        for (what, p) in std::iter::once(("kernel", &kernel))
             .chain(self.def.initrd.iter().map(|i| ("initrd", i)))
         {
             if !p.is_file() {
@@ -147,7 +152,7 @@ impl Vm {
         let io = |what| move |e| ApiError::internal(what, e);
         store::remove(&self.dir.socket()).map_err(io("cannot remove the old socket"))?;
         std::fs::write(self.dir.console(), b"").map_err(io("cannot reset console.log"))?;
-        let mut child = process::spawn(vmm, &self.def, &self.dir)
+        let mut child = process::spawn(vmm, &kernel, &self.def, &self.dir)
             .map_err(|e| ApiError::internal(&format!("cannot run {}", vmm.display()), e))?;
         let pid = child.id();
         let rt = Runtime {
