@@ -5,8 +5,11 @@
 //! - `rss`: resident memory of a running VM split into guest RAM touched and
 //!   VMM overhead (/proc/PID/smaps);
 //! - `linux`: stock Linux to init in the lab (runs `linux-inner` there);
-//! - `all`: all three, written to BENCHMARKS.md.
+//! - `all`: all three, written to BENCHMARKS.md;
+//! - `api`: the manager (`vtd`) under 50 concurrent clients, and `vt start`
+//!   to first guest output (its own section of BENCHMARKS.md).
 
+mod api;
 mod host;
 mod linux;
 mod report;
@@ -39,6 +42,8 @@ enum Cmd {
     LinuxInner(linux::InnerArgs),
     /// Run tiny, rss and linux and write the Markdown report
     All(report::AllArgs),
+    /// vtd API latency under concurrent clients; `vt start` to first output
+    Api(api::ApiArgs),
     /// Write the tiny guest used here (PVH ELF) to a file, for runs by hand
     TinyElf {
         /// Output file
@@ -74,6 +79,13 @@ fn main() -> ExitCode {
         }),
         Cmd::LinuxInner(a) => linux::inner(&a),
         Cmd::All(a) => report::all(&a),
+        Cmd::Api(a) => api::run(&a).and_then(|md| match &a.out {
+            Some(out) => api::write_section(out, &md),
+            None => {
+                print!("{md}");
+                Ok(())
+            }
+        }),
         Cmd::TinyElf { out, spin } => write_elf(&out, spin),
     };
     match done {
