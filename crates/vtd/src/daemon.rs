@@ -75,22 +75,34 @@ impl Daemon {
         self.state_dir.join("vms")
     }
 
-    /// Starts the autostart VMs, once per host boot.
-    pub fn autostart(&self) {
+    /// The autostart VMs to start now: all of them on the first `vtd` start
+    /// since host boot (recorded in `autostart.done`), none after that.
+    pub fn autostart_due(&self) -> Vec<Arc<Vm>> {
         let marker = self.state_dir.join("autostart.done");
         let boot = process::boot_id();
         if std::fs::read_to_string(&marker).is_ok_and(|b| b.trim() == boot) {
-            return;
+            return Vec::new();
         }
-        for vm in self.list() {
-            if vm.def.autostart && !vm.state().is_active() {
-                let _op = vm.op();
-                if let Err(e) = vm.start(&self.vmm) {
-                    eprintln!("vtd: autostart of {} failed: {}", vm.name(), e.message);
-                }
+        if let Err(e) = std::fs::write(&marker, boot) {
+            eprintln!("vtd: cannot write {}: {e}", marker.display());
+        }
+        self.list()
+            .into_iter()
+            .filter(|vm| vm.def.autostart && !vm.state().is_active())
+            .collect()
+    }
+
+    /// Starts `vms` (from [`Daemon::autostart_due`]).
+    pub fn autostart(&self, vms: Vec<Arc<Vm>>) {
+        for vm in vms {
+            let _op = vm.op();
+            if vm.state().is_active() {
+                continue;
+            }
+            if let Err(e) = vm.start(&self.vmm) {
+                eprintln!("vtd: autostart of {} failed: {}", vm.name(), e.message);
             }
         }
-        let _ = std::fs::write(&marker, boot);
     }
 
     pub fn list(&self) -> Vec<Arc<Vm>> {

@@ -97,8 +97,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Decided before serving, started in the background.
+    let due = daemon.autostart_due();
     let autostart = daemon.clone();
-    std::thread::spawn(move || autostart.autostart());
+    std::thread::spawn(move || autostart.autostart(due));
     let api = Arc::new(routes::Api(daemon));
     vt_http::serve(listener, api, vt_http::Limits::default(), 512);
     ExitCode::SUCCESS

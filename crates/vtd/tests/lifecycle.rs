@@ -64,7 +64,7 @@ fn full_lifecycle_over_the_api() {
     let s = vtd.expect("POST", "/vms/a/stop", None, 200);
     assert_eq!(
         (s["state"].as_str(), s["reason"].as_str()),
-        (Some("stopped"), Some("stopped"))
+        (Some("stopped"), Some("stopped by request"))
     );
     vtd.expect("DELETE", "/vms/a", None, 204);
     vtd.expect("GET", "/vms/a", None, 404);

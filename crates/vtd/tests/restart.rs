@@ -110,3 +110,30 @@ fn a_vmm_that_died_while_vtd_was_down_is_found_crashed() {
     assert!(!vtd.state.join("vms/a/runtime.json").exists());
     vtd.expect("POST", "/vms/a/start", None, 200);
 }
+
+#[test]
+fn autostart_runs_once_per_host_boot() {
+    require_kvm!();
+    let mut vtd = Vtd::start("autostart");
+    vtd.expect(
+        "POST",
+        "/vms",
+        Some(r#"{"name":"auto","memory_mib":16,"autostart":true}"#),
+        201,
+    );
+    vtd.define("manual");
+    // This vtd already ran its autostart for this boot (nothing to start then).
+    vtd.kill9();
+    vtd.restart();
+    assert_eq!(vtd.status("auto").state, VmState::Stopped);
+    // As after a host reboot: the boot id no longer matches.
+    vtd.kill9();
+    std::fs::write(vtd.state.join("autostart.done"), "another boot").unwrap();
+    vtd.restart();
+    vtd.wait_state("auto", VmState::Running);
+    assert_eq!(vtd.status("manual").state, VmState::Stopped);
+    wait_for(
+        || vtd.console_log("auto") == "tiny guest up\n",
+        "the autostarted guest",
+    );
+}

@@ -17,7 +17,7 @@ pub fn run(d: &Daemon, name: &str, action: &str, req: &Request) -> Answer {
     let _op = vm.op();
     match action {
         "start" => vm.start(&d.vmm)?,
-        "stop" => vm.stop("stopped")?,
+        "stop" => vm.stop("stopped by request")?,
         "shutdown" => {
             let secs = match req.query_param("timeout_secs") {
                 None => SHUTDOWN_TIMEOUT,
