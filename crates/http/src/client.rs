@@ -52,14 +52,30 @@ fn exchange(
     }
 }
 
-/// One request on a fresh connection (`Connection: close`).
+/// One request on a fresh connection (`Connection: close`), waiting as
+/// long as the server takes.
 pub fn call(
     socket: &Path,
     method: &str,
     target: &str,
     body: Option<Vec<u8>>,
 ) -> Result<Response, ClientError> {
+    call_with_timeout(socket, method, target, body, None)
+}
+
+/// [`call`], giving up when a read or write stalls for `timeout`.
+pub fn call_with_timeout(
+    socket: &Path,
+    method: &str,
+    target: &str,
+    body: Option<Vec<u8>>,
+    timeout: Option<std::time::Duration>,
+) -> Result<Response, ClientError> {
     let mut stream = connect(socket)?;
+    let set = stream
+        .set_read_timeout(timeout)
+        .and_then(|()| stream.set_write_timeout(timeout));
+    set.map_err(|e| ClientError::Http(Error::Io(e)))?;
     let read_half = stream
         .try_clone()
         .map_err(|e| ClientError::Http(Error::Io(e)))?;

@@ -16,7 +16,7 @@ mod message;
 mod peer;
 mod server;
 
-pub use client::{call, open_stream, ClientError, Connection};
+pub use client::{call, call_with_timeout, open_stream, ClientError, Connection};
 pub use head::{read_request, read_response, read_response_head, Error, Limits};
 pub use message::{reason, Request, Response};
 pub use peer::{peer_credentials, Peer};

@@ -23,6 +23,8 @@ pub struct Defaults {
 }
 
 pub struct Daemon {
+    /// Held (flock) for the daemon's life: one vtd per state directory.
+    _lock: std::fs::File,
     pub state_dir: PathBuf,
     pub vmm: PathBuf,
     pub defaults: Defaults,
@@ -31,12 +33,31 @@ pub struct Daemon {
     vms: Mutex<BTreeMap<String, Arc<Vm>>>,
 }
 
+/// Takes `STATE/vtd.lock` (close-on-exec, so VMMs do not inherit it).
+fn lock_state(state_dir: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(state_dir.join("vtd.lock"))?;
+    // SAFETY: flock on a descriptor we own; no memory is touched.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(std::io::Error::other(
+            "another vtd is using this state directory",
+        ));
+    }
+    Ok(f)
+}
+
 impl Daemon {
     /// Opens (creating) the state directory and loads every VM in it.
     pub fn open(state_dir: &Path, vmm: PathBuf, defaults: Defaults) -> std::io::Result<Arc<Self>> {
         std::fs::create_dir_all(state_dir.join("vms"))?;
+        let state_lock = lock_state(state_dir)?;
         let audit = Audit::open(&state_dir.join("actions.log"))?;
         let d = Arc::new(Daemon {
+            _lock: state_lock,
             state_dir: state_dir.to_path_buf(),
             vmm,
             defaults,

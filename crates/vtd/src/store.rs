@@ -3,6 +3,7 @@
 //! ```text
 //! STATE/actions.log             who did what (JSON lines, append-only)
 //! STATE/autostart.done          boot id of the last autostart run
+//! STATE/vtd.lock                flock held by the running vtd
 //! STATE/vms/NAME/definition.json  the VM definition (atomic rewrite)
 //! STATE/vms/NAME/runtime.json     the running VMM: pid, start time (while it runs)
 //! STATE/vms/NAME/last-exit.json   how the last run ended

@@ -22,6 +22,9 @@ use crate::store::{self, now_ms, LastExit, Runtime, VmDir};
 
 /// How long `start` waits for the VMM's control socket.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long vtd waits for a VMM's control socket to answer (the VMM's own
+/// limit for its event loop is 5 s).
+const VMM_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `stop` waits for the VMM to leave after asking, then after
 /// SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -92,16 +95,24 @@ impl Vm {
         }
     }
 
+    fn vmm_call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<vt_http::Response, ApiError> {
+        vt_http::call_with_timeout(&self.dir.socket(), method, path, body, Some(VMM_TIMEOUT))
+            .map_err(|e| ApiError::new(503, format!("the VMM does not answer: {e}")))
+    }
+
     fn vmm_get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
-        let r = vt_http::call(&self.dir.socket(), "GET", path, None)
-            .map_err(|e| ApiError::new(503, format!("the VMM does not answer: {e}")))?;
+        let r = self.vmm_call("GET", path, None)?;
         serde_json::from_slice(&r.body).map_err(|e| ApiError::internal("VMM answer", e))
     }
 
     /// Sends a command to the VMM; its error answers come back as ours.
     fn vmm_put(&self, path: &str) -> Result<(), ApiError> {
-        let r = vt_http::call(&self.dir.socket(), "PUT", path, None)
-            .map_err(|e| ApiError::new(503, format!("the VMM does not answer: {e}")))?;
+        let r = self.vmm_call("PUT", path, None)?;
         if (200..300).contains(&r.status) {
             return Ok(());
         }
@@ -354,8 +365,7 @@ impl Vm {
     /// Queues serial input.
     pub fn console_input(&self, bytes: Vec<u8>) -> Result<(), ApiError> {
         self.active_pid()?;
-        let r = vt_http::call(&self.dir.socket(), "PUT", proto::CONSOLE, Some(bytes))
-            .map_err(|e| ApiError::new(503, format!("the VMM does not answer: {e}")))?;
+        let r = self.vmm_call("PUT", proto::CONSOLE, Some(bytes))?;
         match r.status {
             200..=299 => Ok(()),
             s => Err(ApiError::new(s, r.text())),

@@ -41,3 +41,24 @@ fn socket_is_group_only() {
     let mode = std::fs::metadata(&vtd.socket).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o660);
 }
+
+#[test]
+fn one_vtd_per_state_directory() {
+    let vtd = Vtd::start("lock");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vtd"))
+        .arg("--socket")
+        .arg(vtd.dir.join("other.sock"))
+        .arg("--state-dir")
+        .arg(&vtd.state)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("another vtd is using this state directory"),
+        "{err}"
+    );
+    assert!(!vtd.dir.join("other.sock").exists());
+    // The first one still serves.
+    vtd.expect("GET", "/vms", None, 200);
+}

@@ -13,7 +13,9 @@ pub fn action(c: &Client, name: &str, action: &str, query: &str, format: Format)
     match format {
         Format::Json => print_json(&vm),
         Format::Table => match &vm.reason {
-            Some(r) if !vm.state.is_active() && r != vm.state.as_str() => println!("{name}: {} ({r})", vm.state.as_str()),
+            Some(r) if !vm.state.is_active() && r != vm.state.as_str() => {
+                println!("{name}: {} ({r})", vm.state.as_str())
+            }
             _ => println!("{name}: {}", vm.state.as_str()),
         },
     }
