@@ -173,6 +173,8 @@ fn start_to_output(d: &Daemon, args: &ApiArgs) -> anyhow::Result<(Vec<f64>, Vec<
     call(&d.socket, "POST", "/vms/api-0/stop")?;
     for _ in 0..args.starts {
         let log = d.scratch.path().join("state/vms/api-0/console.log");
+        // Empty before the clock starts: only this run's output counts.
+        std::fs::write(&log, b"")?;
         let t = Instant::now();
         let mut child = Command::new(&vt)
             .args(["start", "api-0"])
@@ -207,6 +209,12 @@ fn start_to_output(d: &Daemon, args: &ApiArgs) -> anyhow::Result<(Vec<f64>, Vec<
 }
 
 pub fn run(args: &ApiArgs) -> anyhow::Result<String> {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: String = load
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ");
     let d = start_vtd()?;
     for i in 0..args.vms {
         let body = format!(r#"{{"name":"api-{i}","memory_mib":16}}"#);
@@ -234,11 +242,13 @@ pub fn run(args: &ApiArgs) -> anyhow::Result<String> {
          (`Ending::Halt`, 16 MiB); {} client threads start together and each sends {} requests, one \
          Unix-socket connection per request as `vt` does. `info` includes vtd's round trip to the VMM's \
          control socket for its counters. Latency is from just before connect to the whole answer read. \
-         Throughput: list {:.0} req/s, info {:.0} req/s.\n\n",
+         Throughput: list {:.0} req/s, info {:.0} req/s. Host: {} cores, load average at start {}.\n\n",
         host::utc_now(), args.vms, args.clients, args.requests, args.starts,
         host::git_revision().unwrap_or_else(|| "unknown".into()),
         args.vms, args.clients, args.requests,
-        total / list_wall.as_secs_f64(), total / info_wall.as_secs_f64()
+        total / list_wall.as_secs_f64(), total / info_wall.as_secs_f64(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load.trim()
     ));
     m.push_str("| metric | p50 | p99 | min–max | n |\n|---|---|---|---|---|\n");
     m.push_str(&row(
