@@ -9,6 +9,7 @@ mod audit;
 mod daemon;
 mod error;
 mod events;
+mod exit;
 mod process;
 mod routes;
 mod store;

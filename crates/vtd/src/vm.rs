@@ -7,7 +7,6 @@
 //! VMM found again after a `vtd` restart) calls [`Vm::exited`], which
 //! records the end and wakes whoever waits on `ended`.
 
-use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -17,6 +16,7 @@ use api::manager::{VmDefinition, VmState, VmStatus};
 
 use crate::error::ApiError;
 use crate::events::Events;
+use crate::exit::classify;
 use crate::process;
 use crate::store::{self, now_ms, LastExit, Runtime, VmDir};
 
@@ -25,6 +25,10 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long vtd waits for a VMM's control socket to answer (the VMM's own
 /// limit for its event loop is 5 s).
 const VMM_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `stop` waits for the VMM to take the request.
+const STOP_ASK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long `status` waits for a VMM's counters.
+const COUNTERS_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long `stop` waits for the VMM to leave after asking, then after
 /// SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -83,7 +87,17 @@ impl Vm {
             (r.state.unwrap_or(VmState::Stopped), r.pid, r.reason.clone())
         };
         let counters = (counters && state.is_active())
-            .then(|| self.vmm_get::<VmmCounters>(proto::COUNTERS).ok())
+            .then(|| {
+                let r = vt_http::call_with_timeout(
+                    &self.dir.socket(),
+                    "GET",
+                    proto::COUNTERS,
+                    None,
+                    Some(COUNTERS_TIMEOUT),
+                );
+                r.ok()
+                    .and_then(|r| serde_json::from_slice::<VmmCounters>(&r.body).ok())
+            })
             .flatten();
         VmStatus {
             name: self.def.name.clone(),
@@ -309,9 +323,27 @@ impl Vm {
     pub fn stop(&self, why: &str) -> Result<(), ApiError> {
         let pid = self.active_pid()?;
         lock(&self.run).stopping = Some(why.to_string());
-        // The VMM may exit before it answers: its end is what counts.
-        let _ = self.vmm_put(proto::STOP);
-        if self.wait_end(pid, STOP_TIMEOUT) {
+        // The VMM may exit before it answers: its end is what counts. One
+        // that does not answer at all (hung, SIGSTOPped) is killed at once.
+        let asked = vt_http::call_with_timeout(
+            &self.dir.socket(),
+            "PUT",
+            proto::STOP,
+            None,
+            Some(STOP_ASK_TIMEOUT),
+        );
+        let patience = match asked {
+            Err(vt_http::ClientError::Http(vt_http::Error::Io(e)))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                Duration::ZERO
+            }
+            _ => STOP_TIMEOUT,
+        };
+        if self.wait_end(pid, patience) {
             return Ok(());
         }
         if process::is_our_vmm(pid, &self.dir.socket()) {
@@ -370,82 +402,5 @@ impl Vm {
             200..=299 => Ok(()),
             s => Err(ApiError::new(s, r.text())),
         }
-    }
-}
-
-/// What a VMM's end means: the state and a one-line reason.
-fn classify(
-    stopping: Option<String>,
-    status: Option<ExitStatus>,
-    line: &str,
-    pid: u32,
-) -> (VmState, String) {
-    let said = |prefix: &str| line.strip_prefix(prefix).map(str::to_string);
-    if let Some(crash) = said("vt-vmm: guest crashed: ") {
-        return (VmState::Crashed, format!("guest crashed: {crash}"));
-    }
-    if let Some(why) = stopping {
-        return (VmState::Stopped, why);
-    }
-    if let Some(sig) = status.and_then(|s| s.signal()) {
-        return (
-            VmState::Crashed,
-            format!("vt-vmm was killed by {}", process::signal_name(sig)),
-        );
-    }
-    if let Some(how) = said("vt-vmm: exit: ") {
-        return (VmState::Stopped, how);
-    }
-    if let Some(err) = said("vt-vmm: error: ") {
-        return (VmState::Crashed, format!("vt-vmm failed: {err}"));
-    }
-    match status.and_then(|s| s.code()) {
-        Some(code) => (
-            VmState::Crashed,
-            format!("vt-vmm exited with status {code}"),
-        ),
-        None => (
-            VmState::Crashed,
-            format!("vt-vmm (pid {pid}) ended without saying why (killed while vtd was away?)"),
-        ),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn code(c: i32) -> Option<ExitStatus> {
-        Some(ExitStatus::from_raw(c << 8))
-    }
-
-    #[test]
-    fn exit_reasons() {
-        let c = |stop: Option<&str>, st, line: &str| classify(stop.map(Into::into), st, line, 9);
-        assert_eq!(
-            c(None, Some(ExitStatus::from_raw(9)), ""),
-            (
-                VmState::Crashed,
-                "vt-vmm was killed by signal 9 (SIGKILL)".into()
-            )
-        );
-        assert_eq!(
-            c(Some("stopped"), Some(ExitStatus::from_raw(9)), "").0,
-            VmState::Stopped
-        );
-        assert_eq!(
-            c(None, code(0), "vt-vmm: exit: guest powered off"),
-            (VmState::Stopped, "guest powered off".into())
-        );
-        assert_eq!(
-            c(None, code(1), "vt-vmm: guest crashed: triple fault").1,
-            "guest crashed: triple fault"
-        );
-        assert_eq!(
-            c(None, code(2), "vt-vmm: error: bad").1,
-            "vt-vmm failed: bad"
-        );
-        assert_eq!(c(None, code(3), "").1, "vt-vmm exited with status 3");
-        assert!(c(None, None, "").1.contains("pid 9"));
     }
 }

@@ -137,3 +137,26 @@ fn autostart_runs_once_per_host_boot() {
         "the autostarted guest",
     );
 }
+
+#[test]
+fn a_hung_vmm_is_still_shown_and_stopped() {
+    require_kvm!();
+    let vtd = Vtd::start("hung");
+    vtd.define("h");
+    let pid = vtd.expect("POST", "/vms/h/start", None, 200)["pid"]
+        .as_u64()
+        .unwrap() as u32;
+    // SAFETY: kill has no memory effects; the pid is this test's VMM.
+    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    let t = std::time::Instant::now();
+    let s = vtd.status("h");
+    assert_eq!((s.state, s.counters), (VmState::Running, None));
+    let s = vtd.expect("POST", "/vms/h/stop", None, 200);
+    assert_eq!(s["state"], "stopped");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(6),
+        "{:?}",
+        t.elapsed()
+    );
+    wait_for(|| !pid_alive(pid), "the hung VMM to be killed");
+}
