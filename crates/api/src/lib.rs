@@ -5,9 +5,16 @@
 //! ([`manager`]). Unknown fields are rejected.
 
 pub mod control;
+mod devices;
 pub mod manager;
 mod vm;
 
+pub use devices::{
+    parse_disk, parse_mac, parse_net, parse_size, DiskConfig, NetConfig, RateLimit, SpecError,
+    MAX_SERIAL_LEN,
+};
+
 pub use vm::{
-    ConfigError, OnReboot, SerialConfig, VmConfig, MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB,
+    ConfigError, OnReboot, SerialConfig, VmConfig, MAX_MEMORY_MIB, MAX_PCI_DEVICES, MAX_VCPUS,
+    MIN_MEMORY_MIB,
 };

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::devices::{DiskConfig, NetConfig, SpecError};
+
 /// Most vCPUs a VM may have (xAPIC IDs 0..=253; 255 is broadcast).
 pub const MAX_VCPUS: u32 = 254;
 /// Smallest guest memory, in MiB.
@@ -53,6 +55,15 @@ pub struct VmConfig {
     pub serial: SerialConfig,
     #[serde(default)]
     pub on_reboot: OnReboot,
+    /// virtio-blk disks, in PCI slot order.
+    #[serde(default)]
+    pub disks: Vec<DiskConfig>,
+    /// virtio-net NICs, in PCI slot order.
+    #[serde(default)]
+    pub nets: Vec<NetConfig>,
+    /// A virtio-rng device fed by the host's getrandom.
+    #[serde(default)]
+    pub rng: bool,
 }
 
 fn default_cpus() -> u32 {
@@ -72,7 +83,18 @@ pub enum ConfigError {
     Memory(u64),
     #[error("kernel path is empty")]
     NoKernel,
+    #[error("disk {0}: {1}")]
+    Disk(usize, SpecError),
+    #[error("NIC {0}: {1}")]
+    Net(usize, SpecError),
+    #[error("too many PCI devices: {0} (at most {MAX_PCI_DEVICES})")]
+    TooManyDevices(usize),
+    #[error("tap '{0}' is used by two NICs")]
+    SharedTap(String),
 }
+
+/// PCI slots left for devices (slot 0 is the host bridge).
+pub const MAX_PCI_DEVICES: usize = 31;
 
 impl VmConfig {
     /// A configuration with the defaults: 1 vCPU, 256 MiB, serial on stdio.
@@ -85,6 +107,9 @@ impl VmConfig {
             memory_mib: default_memory_mib(),
             serial: SerialConfig::Stdio,
             on_reboot: OnReboot::Exit,
+            disks: Vec::new(),
+            nets: Vec::new(),
+            rng: false,
         }
     }
 
@@ -98,6 +123,19 @@ impl VmConfig {
         }
         if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&self.memory_mib) {
             return Err(ConfigError::Memory(self.memory_mib));
+        }
+        for (i, d) in self.disks.iter().enumerate() {
+            d.validate().map_err(|e| ConfigError::Disk(i, e))?;
+        }
+        for (i, n) in self.nets.iter().enumerate() {
+            n.validate().map_err(|e| ConfigError::Net(i, e))?;
+            if self.nets[..i].iter().any(|m| m.tap == n.tap) {
+                return Err(ConfigError::SharedTap(n.tap.clone()));
+            }
+        }
+        let count = self.disks.len() + self.nets.len() + usize::from(self.rng);
+        if count > MAX_PCI_DEVICES {
+            return Err(ConfigError::TooManyDevices(count));
         }
         Ok(())
     }

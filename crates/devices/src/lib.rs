@@ -14,6 +14,8 @@ pub mod bus;
 pub mod legacy;
 pub mod pci;
 pub mod power;
+pub mod rate_limiter;
+pub mod virtio;
 
 pub use bus::{Bus, BusDevice, MmioBus, PioBus};
 pub use power::{PowerRequest, PowerSignal};

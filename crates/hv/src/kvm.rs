@@ -1,7 +1,7 @@
 //! The hypervisor handle and the VM.
 
 use kvm_bindings::{kvm_pit_config, kvm_userspace_memory_region, CpuId, KVM_MAX_CPUID_ENTRIES};
-use kvm_ioctls::{Cap, Kvm, VmFd};
+use kvm_ioctls::{Cap, IoEventAddress, Kvm, NoDatamatch, VmFd};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::{Error, Result, Vcpu};
@@ -137,6 +137,21 @@ impl Vm {
         self.fd
             .register_irqfd(evt, gsi)
             .map_err(|e| Error::Ioctl("KVM_IRQFD", e))
+    }
+
+    /// Makes a guest write of any size to MMIO address `addr` signal `evt`
+    /// inside KVM, without a VM exit (virtio queue notifications).
+    pub fn register_ioevent(&self, evt: &EventFd, addr: u64) -> Result<()> {
+        self.fd
+            .register_ioevent(evt, &IoEventAddress::Mmio(addr), NoDatamatch)
+            .map_err(|e| Error::Ioctl("KVM_IOEVENTFD", e))
+    }
+
+    /// Undoes [`Vm::register_ioevent`].
+    pub fn unregister_ioevent(&self, evt: &EventFd, addr: u64) -> Result<()> {
+        self.fd
+            .unregister_ioevent(evt, &IoEventAddress::Mmio(addr), NoDatamatch)
+            .map_err(|e| Error::Ioctl("KVM_IOEVENTFD", e))
     }
 
     /// Creates vCPU `id`; its APIC ID is `id` too.

@@ -36,6 +36,12 @@ pub enum Error {
     Io(&'static str, #[source] std::io::Error),
     #[error("cannot start vCPU thread")]
     Thread(#[source] std::io::Error),
+    #[error("disk")]
+    Disk(#[source] devices::virtio::block::OpenError),
+    #[error("NIC on tap '{0}'")]
+    Net(String, #[source] devices::virtio::net::TapError),
+    #[error("PCI: {0}")]
+    Pci(String),
 }
 
 impl Error {
@@ -50,6 +56,8 @@ impl Error {
                 | Error::MemoryExceedsHost { .. }
                 | Error::MapMemory(..)
                 | Error::TooManyVcpus(..)
+                | Error::Disk(_)
+                | Error::Net(..)
         )
     }
 

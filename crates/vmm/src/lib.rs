@@ -20,6 +20,7 @@ pub mod console;
 pub mod control;
 mod error;
 pub mod memory;
+mod pci_devices;
 mod setup;
 mod signals;
 pub mod vcpu;

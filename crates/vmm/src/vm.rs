@@ -44,7 +44,7 @@ pub struct Vm {
     bus: Arc<Buses>,
     power: Arc<PowerSignal>,
     // Dropped in this order: the VM fd before the memory it maps.
-    _vm: hv::Vm,
+    _vm: Arc<hv::Vm>,
     _mem: GuestMemoryMmap,
 }
 
@@ -59,6 +59,7 @@ impl Vm {
         let mut vm = hv.create_vm()?;
         memory::register(&mut vm, &mem)?;
         vm.create_irqchip()?;
+        let vm = Arc::new(vm);
         let count = u8::try_from(config.cpus)
             .map_err(|_| Error::TooManyVcpus(config.cpus, api::MAX_VCPUS))?;
         let boot_cpu = setup::load_guest(&mem, config, count)?;
@@ -85,7 +86,9 @@ impl Vm {
             ))),
         )?;
 
-        let pci = Arc::new(PciRoot::new());
+        let mut pci = PciRoot::new();
+        crate::pci_devices::add_pci_devices(config, &mem, &vm, &mut pci)?;
+        let pci = Arc::new(pci);
         bus.pio.insert(
             acpi::PCI_CONFIG_PORT.into(),
             acpi::PCI_CONFIG_PORTS.into(),

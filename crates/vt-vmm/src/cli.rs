@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use api::{OnReboot, SerialConfig, VmConfig};
+use api::{parse_disk, parse_net, OnReboot, SerialConfig, VmConfig};
 use clap::{Parser, ValueEnum};
 
 /// Run one virtual machine.
@@ -30,6 +30,17 @@ pub struct Args {
     /// What a guest reboot does.
     #[arg(long, value_enum, default_value_t = RebootArg::Exit)]
     pub on_reboot: RebootArg,
+    /// A virtio-blk disk on a raw file (repeatable):
+    /// `path=P[,readonly=on][,serial=S][,bw=BYTES/s][,iops=N]`; bw takes K/M/G.
+    #[arg(long, value_name = "SPEC")]
+    pub disk: Vec<String>,
+    /// A virtio-net NIC on a tap device (repeatable):
+    /// `tap=NAME[,mac=MAC][,bw=BYTES/s][,pps=N]`.
+    #[arg(long, value_name = "SPEC")]
+    pub net: Vec<String>,
+    /// A virtio-rng device fed by the host's getrandom.
+    #[arg(long)]
+    pub rng: bool,
     /// Serve the control API (JSON over HTTP) on this Unix socket.
     #[arg(long, value_name = "PATH")]
     pub api_socket: Option<PathBuf>,
@@ -70,6 +81,17 @@ impl Args {
                 RebootArg::Exit => OnReboot::Exit,
                 RebootArg::Restart => OnReboot::Restart,
             },
+            disks: self
+                .disk
+                .iter()
+                .map(|d| parse_disk(d).map_err(|e| format!("invalid --disk '{d}': {e}")))
+                .collect::<Result<_, _>>()?,
+            nets: self
+                .net
+                .iter()
+                .map(|n| parse_net(n).map_err(|e| format!("invalid --net '{n}': {e}")))
+                .collect::<Result<_, _>>()?,
+            rng: self.rng,
         };
         config.validate().map_err(|e| e.to_string())?;
         Ok(config)

@@ -6,10 +6,12 @@
 //! against what was asked, then powers off or reboots, and the VMM's exit
 //! status is checked.
 
-use std::path::PathBuf;
+mod common;
+
 use std::time::Duration;
 
-use lab::{CpioWriter, Lab};
+use common::{case_output, guest_value, initramfs_with};
+use lab::Lab;
 
 /// Run by the guest's init before its action: what the guest saw of the
 /// platform (CPU topology, hypervisor, clock, ACPI tables).
@@ -26,23 +28,6 @@ echo "VT-GUEST pci_fatal=$(dmesg | grep -c 'PCI: Fatal')"
 echo "VT-GUEST serial_line=$(grep ttyS0 /proc/interrupts | grep -o 'IO-APIC *[0-9]*-edge')"
 echo "VT-GUEST serial_interrupts=$(awk '/ttyS0/ {s=0; for (i=2; i<=NF; i++) if ($i ~ /^[0-9]+$/) s+=$i; print s}' /proc/interrupts)"
 "#;
-
-/// The guest initramfs plus an appended archive holding `/vt-test.sh`.
-fn initramfs_with_checks() -> PathBuf {
-    let arts = lab::artifacts::ensure(None).expect("guest artifacts");
-    let mut bytes = std::fs::read(&arts.initramfs).expect("read initramfs");
-    // The kernel wants each appended archive to start 4-byte aligned.
-    bytes.resize(bytes.len().div_ceil(4) * 4, 0);
-    let mut cpio = CpioWriter::new(Vec::new());
-    cpio.file("vt-test.sh", 0o755, GUEST_CHECKS.as_bytes())
-        .expect("cpio");
-    bytes.extend(cpio.finish().expect("cpio"));
-    let dir = std::env::temp_dir().join(format!("vt-linux-boot-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join("initramfs-checks.cpio.gz");
-    std::fs::write(&path, bytes).expect("write initramfs");
-    path
-}
 
 struct Case {
     name: &'static str,
@@ -109,32 +94,9 @@ fn script() -> String {
     s
 }
 
-/// The lines between `=== CASE name` and the next `=== ` marker, and the RC.
-fn case_output<'a>(all: &'a str, name: &str) -> (Vec<&'a str>, Option<i32>) {
-    let mut lines = all
-        .lines()
-        .skip_while(|l| l.trim_end() != format!("=== CASE {name}"));
-    lines.next();
-    let mut body = Vec::new();
-    for l in lines {
-        if let Some(rc) = l.trim_end().strip_prefix("=== RC ") {
-            return (body, rc.parse().ok());
-        }
-        body.push(l);
-    }
-    (body, None)
-}
-
-fn guest_value<'a>(body: &[&'a str], key: &str) -> Option<&'a str> {
-    let prefix = format!("VT-GUEST {key}=");
-    body.iter()
-        .find_map(|l| l.trim_end_matches('\r').strip_prefix(prefix.as_str()))
-}
-
 #[test]
 fn stock_linux_boots_as_bzimage_and_elf_with_1_and_2_vcpus() {
-    if std::env::var("VT_LAB").is_ok_and(|v| v == "never") {
-        eprintln!("VT_LAB=never: Linux guest test skipped");
+    if common::lab_disabled() {
         return;
     }
     let out = Lab::new()
@@ -142,7 +104,10 @@ fn stock_linux_boots_as_bzimage_and_elf_with_1_and_2_vcpus() {
         .cpus(2)
         .timeout(Duration::from_secs(900))
         .with_guest_artifacts()
-        .add_file(initramfs_with_checks(), "/vt/initramfs.cpio.gz")
+        .add_file(
+            initramfs_with("linux-boot", GUEST_CHECKS),
+            "/vt/initramfs.cpio.gz",
+        )
         .add_binary(env!("CARGO_BIN_EXE_vt-vmm"), "/vt/vt-vmm")
         .run_auto(&script())
         .expect("lab run");

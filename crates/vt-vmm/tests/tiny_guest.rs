@@ -184,6 +184,12 @@ fn bad_input_is_refused_with_status_2() {
     let not_kernel = scratch("not-a-kernel");
     std::fs::write(&not_kernel, vec![0x42u8; 4096]).unwrap();
     let long = "x".repeat(4000);
+    let odd_disk = scratch("odd.img");
+    std::fs::write(&odd_disk, vec![0u8; 1000]).unwrap();
+    let odd = format!("path={}", odd_disk.display());
+    let empty_disk = scratch("empty.img");
+    std::fs::write(&empty_disk, b"").unwrap();
+    let empty = format!("path={}", empty_disk.display());
     let k = k.to_str().unwrap();
     let nk = not_kernel.to_str().unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
@@ -228,6 +234,39 @@ fn bad_input_is_refused_with_status_2() {
         (vec!["--kernel", k, "--serial", "tcp"], "invalid --serial"),
         (vec!["--kernel", k, "--memory", "lots"], "invalid value"),
         (vec!["--kernel", k, "--bogus"], "unexpected argument"),
+        (
+            vec!["--kernel", k, "--disk", &odd],
+            "size 1000 is not a multiple of 512",
+        ),
+        (vec!["--kernel", k, "--disk", &empty], "is empty"),
+        (
+            vec!["--kernel", k, "--disk", "path=/nonexistent.img"],
+            "cannot open /nonexistent.img",
+        ),
+        (vec!["--kernel", k, "--disk", "path=/"], "Is a directory"),
+        (
+            vec!["--kernel", k, "--disk", "path=/x,cache=none"],
+            "unknown key 'cache'",
+        ),
+        (
+            vec!["--kernel", k, "--disk", "readonly=on"],
+            "'path' is required",
+        ),
+        (
+            vec!["--kernel", k, "--net", "tap=vt0,mac=ff:00:00:00:00:00"],
+            "not a unicast MAC",
+        ),
+        (
+            vec![
+                "--kernel",
+                k,
+                "--net",
+                "tap=a,mac=52:54:00:00:00:01",
+                "--net",
+                "tap=a",
+            ],
+            "used by two NICs",
+        ),
         (vec![], "--kernel"),
     ];
     for (args, want) in cases {

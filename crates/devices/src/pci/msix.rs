@@ -110,6 +110,17 @@ impl Msix {
         self.entries.get(usize::from(vector)).copied()
     }
 
+    /// Whether vector `vector` may fire now (enabled, and neither the
+    /// function nor the vector is masked); marks nothing.
+    pub fn unmasked(&self, vector: u16) -> bool {
+        self.enabled()
+            && !self.function_masked()
+            && self
+                .entries
+                .get(usize::from(vector))
+                .is_some_and(|e| !e.masked())
+    }
+
     /// Whether vector `vector` may fire now; if not, marks it pending.
     pub fn deliverable(&mut self, vector: u16) -> bool {
         let Some(e) = self.entries.get(usize::from(vector)) else {

@@ -20,6 +20,12 @@ pub trait PciFunction: Send {
     }
     /// Guest write at `offset` inside memory BAR `bar`.
     fn write_bar(&mut self, _bar: usize, _offset: u64, _data: &[u8]) {}
+    /// Guest write to configuration register `reg` at byte `offset`;
+    /// functions that act on config writes (MSI-X enable, BAR moves)
+    /// override it.
+    fn write_config(&mut self, reg: usize, offset: usize, data: &[u8]) {
+        self.config_mut().write(reg, offset, data);
+    }
 }
 
 const COMMAND_MEMORY: u16 = 0x2;
@@ -106,7 +112,7 @@ impl PciRoot {
 
     fn write(&self, bus: u64, dev: u64, func: u64, reg: usize, offset: usize, data: &[u8]) {
         if let Some(f) = self.function(bus, dev, func) {
-            lock(f).config_mut().write(reg, offset, data);
+            lock(f).write_config(reg, offset, data);
         }
     }
 

@@ -1,0 +1,280 @@
+//! Device configuration: disks, NICs, rate limits, and the `key=value,...`
+//! specs the command lines use for them (`--disk`, `--net`).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Longest virtio-blk serial (the GET_ID reply is 20 bytes).
+pub const MAX_SERIAL_LEN: usize = 20;
+
+/// A token-bucket limit; each field unset means unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    #[serde(default)]
+    pub bytes_per_sec: Option<u64>,
+    #[serde(default)]
+    pub ops_per_sec: Option<u64>,
+}
+
+impl RateLimit {
+    pub fn is_unlimited(&self) -> bool {
+        self.bytes_per_sec.is_none() && self.ops_per_sec.is_none()
+    }
+}
+
+/// A virtio-blk disk backed by a raw file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskConfig {
+    pub path: PathBuf,
+    #[serde(default)]
+    pub readonly: bool,
+    #[serde(default)]
+    pub serial: Option<String>,
+    #[serde(default)]
+    pub rate: RateLimit,
+}
+
+/// A virtio-net NIC on a tap device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetConfig {
+    /// The tap interface (opened if it exists, created if privileged).
+    pub tap: String,
+    /// `52:54:00:12:34:56`; generated from the tap name when unset.
+    #[serde(default)]
+    pub mac: Option<String>,
+    #[serde(default)]
+    pub rate: RateLimit,
+}
+
+/// A device spec that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("'{0}' is not key=value")]
+    NotKeyValue(String),
+    #[error("unknown key '{0}' (expected one of: {1})")]
+    UnknownKey(String, &'static str),
+    #[error("'{0}' is given twice")]
+    Duplicate(String),
+    #[error("'{0}' is required")]
+    Missing(&'static str),
+    #[error("invalid value for '{0}': {1}")]
+    Value(&'static str, String),
+}
+
+type Pairs<'a> = Vec<(&'a str, &'a str)>;
+
+fn pairs<'a>(spec: &'a str, keys: &'static str) -> Result<Pairs<'a>, SpecError> {
+    let mut out: Pairs<'a> = Vec::new();
+    for part in spec.split(',') {
+        let (k, v) = part
+            .split_once('=')
+            .ok_or_else(|| SpecError::NotKeyValue(part.to_string()))?;
+        if !keys.split(", ").any(|x| x == k) {
+            return Err(SpecError::UnknownKey(k.to_string(), keys));
+        }
+        if out.iter().any(|(seen, _)| *seen == k) {
+            return Err(SpecError::Duplicate(k.to_string()));
+        }
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
+fn on_off(key: &'static str, v: &str) -> Result<bool, SpecError> {
+    match v {
+        "on" | "true" | "yes" => Ok(true),
+        "off" | "false" | "no" => Ok(false),
+        _ => Err(SpecError::Value(key, format!("'{v}' is not on/off"))),
+    }
+}
+
+/// `10M` → 10 MiB; plain numbers, K, M, G (powers of 1024).
+pub fn parse_size(key: &'static str, v: &str) -> Result<u64, SpecError> {
+    let (num, mult) = match v.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&v[..i], 1u64 << 10),
+        Some((i, 'M' | 'm')) => (&v[..i], 1 << 20),
+        Some((i, 'G' | 'g')) => (&v[..i], 1 << 30),
+        _ => (v, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| SpecError::Value(key, format!("'{v}' is not a positive size")))
+}
+
+fn rate(key: &'static str, v: &str, r: &mut RateLimit) -> Result<(), SpecError> {
+    let n = parse_size(key, v)?;
+    match key {
+        "bw" => r.bytes_per_sec = Some(n),
+        _ => r.ops_per_sec = Some(n),
+    }
+    Ok(())
+}
+
+/// `path=P[,readonly=on][,serial=S][,bw=BYTES/s][,iops=N]`.
+pub fn parse_disk(spec: &str) -> Result<DiskConfig, SpecError> {
+    let mut disk = DiskConfig {
+        path: PathBuf::new(),
+        readonly: false,
+        serial: None,
+        rate: RateLimit::default(),
+    };
+    for (k, v) in pairs(spec, "path, readonly, serial, bw, iops")? {
+        match k {
+            "path" if !v.is_empty() => disk.path = v.into(),
+            "path" => return Err(SpecError::Value("path", "empty".into())),
+            "readonly" => disk.readonly = on_off("readonly", v)?,
+            "serial" => disk.serial = Some(v.to_string()),
+            "bw" => rate("bw", v, &mut disk.rate)?,
+            _ => rate("iops", v, &mut disk.rate)?,
+        }
+    }
+    if disk.path.as_os_str().is_empty() {
+        return Err(SpecError::Missing("path"));
+    }
+    disk.validate()?;
+    Ok(disk)
+}
+
+/// `tap=NAME[,mac=MAC][,bw=BYTES/s][,pps=N]`.
+pub fn parse_net(spec: &str) -> Result<NetConfig, SpecError> {
+    let mut net = NetConfig {
+        tap: String::new(),
+        mac: None,
+        rate: RateLimit::default(),
+    };
+    for (k, v) in pairs(spec, "tap, mac, bw, pps")? {
+        match k {
+            "tap" => net.tap = v.to_string(),
+            "mac" => net.mac = Some(v.to_string()),
+            "bw" => rate("bw", v, &mut net.rate)?,
+            _ => rate("pps", v, &mut net.rate)?,
+        }
+    }
+    net.validate()?;
+    Ok(net)
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`; refuses multicast addresses.
+pub fn parse_mac(s: &str) -> Result<[u8; 6], SpecError> {
+    let bad = || {
+        SpecError::Value(
+            "mac",
+            format!("'{s}' is not a unicast MAC like 52:54:00:12:34:56"),
+        )
+    };
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut mac {
+        let p = parts.next().ok_or_else(bad)?;
+        if p.len() != 2 {
+            return Err(bad());
+        }
+        *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    if parts.next().is_some() || mac[0] & 1 != 0 {
+        return Err(bad());
+    }
+    Ok(mac)
+}
+
+impl DiskConfig {
+    pub fn validate(&self) -> Result<(), SpecError> {
+        if let Some(s) = &self.serial {
+            if s.len() > MAX_SERIAL_LEN || s.is_empty() {
+                return Err(SpecError::Value(
+                    "serial",
+                    format!("must be 1 to {MAX_SERIAL_LEN} bytes, got {}", s.len()),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl NetConfig {
+    pub fn validate(&self) -> Result<(), SpecError> {
+        // IFNAMSIZ is 16 with the NUL.
+        if self.tap.is_empty() || self.tap.len() > 15 || self.tap.contains(['/', ' ', '\0']) {
+            return Err(SpecError::Value(
+                "tap",
+                format!("'{}' is not an interface name (1-15 bytes)", self.tap),
+            ));
+        }
+        if let Some(m) = &self.mac {
+            parse_mac(m)?;
+        }
+        Ok(())
+    }
+
+    /// The MAC to use: the given one, else one derived from the tap name
+    /// (stable across runs), in the locally administered 52:54:00 range.
+    pub fn mac_bytes(&self) -> Result<[u8; 6], SpecError> {
+        if let Some(m) = &self.mac {
+            return parse_mac(m);
+        }
+        // FNV-1a of the name.
+        let mut h: u32 = 0x811c_9dc5;
+        for b in self.tap.bytes() {
+            h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+        }
+        let [_, a, b, c] = h.to_be_bytes();
+        Ok([0x52, 0x54, 0x00, a, b, c])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_specs() {
+        let d = parse_disk("path=/x.img,readonly=on,serial=abc,bw=10M,iops=200").unwrap();
+        assert_eq!(d.path, PathBuf::from("/x.img"));
+        assert!(d.readonly);
+        assert_eq!(d.serial.as_deref(), Some("abc"));
+        assert_eq!(d.rate.bytes_per_sec, Some(10 << 20));
+        assert_eq!(d.rate.ops_per_sec, Some(200));
+        assert_eq!(parse_disk("path=/y").unwrap().rate, RateLimit::default());
+        for (bad, want) in [
+            ("readonly=on", "'path' is required"),
+            ("path=", "empty"),
+            ("path=/x,path=/y", "given twice"),
+            ("path=/x,cache=none", "unknown key 'cache'"),
+            ("/x", "not key=value"),
+            ("path=/x,readonly=maybe", "not on/off"),
+            ("path=/x,serial=123456789012345678901", "1 to 20 bytes"),
+            ("path=/x,bw=0", "positive size"),
+            ("path=/x,iops=-1", "positive size"),
+            ("path=/x,bw=99999999999999999999G", "positive size"),
+        ] {
+            let e = parse_disk(bad).unwrap_err().to_string();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn net_specs_and_macs() {
+        let n = parse_net("tap=vt0,mac=52:54:00:ab:cd:ef").unwrap();
+        assert_eq!(n.mac_bytes().unwrap(), [0x52, 0x54, 0, 0xab, 0xcd, 0xef]);
+        let g = parse_net("tap=vt0").unwrap().mac_bytes().unwrap();
+        assert_eq!(g, parse_net("tap=vt0").unwrap().mac_bytes().unwrap());
+        assert_ne!(g, parse_net("tap=vt1").unwrap().mac_bytes().unwrap());
+        assert_eq!(&g[..3], &[0x52, 0x54, 0]);
+        for bad in [
+            "tap=",
+            "tap=a-very-long-interface-name",
+            "tap=vt0,mac=01:00:00:00:00:01",
+            "tap=vt0,mac=52:54:00:00:00",
+            "tap=vt0,mac=52:54:00:00:00:zz",
+            "mac=52:54:00:00:00:01",
+        ] {
+            assert!(parse_net(bad).is_err(), "{bad}");
+        }
+    }
+}

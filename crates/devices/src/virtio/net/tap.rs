@@ -1,0 +1,175 @@
+//! A tap interface with a virtio-net header on every frame (IFF_VNET_HDR),
+//! so checksum and segmentation offloads pass between guest and host.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+
+use vm_memory::VolatileSlice;
+
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
+const IFF_TAP: i16 = 0x0002;
+const IFF_NO_PI: i16 = 0x1000;
+const IFF_VNET_HDR: i16 = 0x4000;
+pub const TUN_F_CSUM: u32 = 0x01;
+pub const TUN_F_TSO4: u32 = 0x02;
+pub const TUN_F_TSO6: u32 = 0x04;
+pub const TUN_F_TSO_ECN: u32 = 0x08;
+pub const TUN_F_UFO: u32 = 0x10;
+
+/// struct ifreq with the flags member of its union.
+#[repr(C)]
+struct IfReq {
+    name: [u8; 16],
+    flags: i16,
+    _pad: [u8; 22],
+}
+
+/// Why a tap could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TapError {
+    #[error("cannot open /dev/net/tun")]
+    OpenTun(#[source] io::Error),
+    #[error(
+        "cannot attach to tap (it must exist and be ours, or we need CAP_NET_ADMIN to create it)"
+    )]
+    Attach(#[source] io::Error),
+    #[error("cannot configure the tap ({0})")]
+    Configure(&'static str, #[source] io::Error),
+    #[error("interface name '{0}' is not valid")]
+    Name(String),
+}
+
+/// An open tap queue.
+pub struct Tap {
+    file: File,
+    name: String,
+}
+
+fn ioctl(fd: RawFd, req: libc::c_ulong, arg: *const libc::c_void) -> io::Result<()> {
+    // SAFETY: callers pass a request whose argument is `arg`, valid for
+    // the call (an ifreq or an int by value / by pointer).
+    let r = unsafe { libc::ioctl(fd, req as _, arg) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+impl Tap {
+    /// Opens tap `name` (creating it if missing and we may), with 12-byte
+    /// virtio-net headers, non-blocking, and brings it up if we created it.
+    pub fn open(name: &str) -> Result<Tap, TapError> {
+        if name.is_empty() || name.len() > 15 || name.contains(['/', '\0', ' ']) {
+            return Err(TapError::Name(name.to_string()));
+        }
+        let existed = std::path::Path::new("/sys/class/net").join(name).exists();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open("/dev/net/tun")
+            .map_err(TapError::OpenTun)?;
+        let mut req = IfReq {
+            name: [0; 16],
+            flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR,
+            _pad: [0; 22],
+        };
+        req.name[..name.len()].copy_from_slice(name.as_bytes());
+        ioctl(file.as_raw_fd(), TUNSETIFF, (&req as *const IfReq).cast())
+            .map_err(TapError::Attach)?;
+        let hdr: libc::c_int = super::HDR_LEN as libc::c_int;
+        ioctl(
+            file.as_raw_fd(),
+            TUNSETVNETHDRSZ,
+            (&hdr as *const libc::c_int).cast(),
+        )
+        .map_err(|e| TapError::Configure("TUNSETVNETHDRSZ", e))?;
+        let tap = Tap {
+            file,
+            name: name.to_string(),
+        };
+        if !existed {
+            tap.set_up()
+                .map_err(|e| TapError::Configure("SIOCSIFFLAGS", e))?;
+        }
+        Ok(tap)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn set_up(&self) -> io::Result<()> {
+        // SAFETY: plain socket(2) call; the fd is owned by `sock` below.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` was just returned by socket(2) and is ours alone.
+        let sock = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let mut req = IfReq {
+            name: [0; 16],
+            flags: 0,
+            _pad: [0; 22],
+        };
+        req.name[..self.name.len()].copy_from_slice(self.name.as_bytes());
+        ioctl(
+            sock.as_raw_fd(),
+            libc::SIOCGIFFLAGS as _,
+            (&mut req as *mut IfReq).cast(),
+        )?;
+        req.flags |= libc::IFF_UP as i16;
+        ioctl(
+            sock.as_raw_fd(),
+            libc::SIOCSIFFLAGS as _,
+            (&req as *const IfReq).cast(),
+        )
+    }
+
+    /// Tells the kernel which offloads the guest accepts (TUN_F_*).
+    pub fn set_offload(&self, flags: u32) -> io::Result<()> {
+        // TUNSETOFFLOAD takes the flags by value.
+        ioctl(
+            self.file.as_raw_fd(),
+            TUNSETOFFLOAD,
+            flags as usize as *const libc::c_void,
+        )
+    }
+
+    /// Reads one frame (with its header); WouldBlock when none is queued.
+    pub fn read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::io::Read;
+        (&self.file).read(buf)
+    }
+
+    /// Writes one frame (header first) held in guest buffers.
+    pub fn write_slices(&self, bufs: &[VolatileSlice]) -> io::Result<usize> {
+        let iovs: Vec<libc::iovec> = bufs
+            .iter()
+            .take(1024)
+            .map(|b| libc::iovec {
+                iov_base: b.ptr_guard_mut().as_ptr().cast(),
+                iov_len: b.len(),
+            })
+            .collect();
+        // SAFETY: each iovec points into guest memory borrowed by `bufs`
+        // for the whole call, with the slice's length.
+        let n = unsafe { libc::writev(self.file.as_raw_fd(), iovs.as_ptr(), iovs.len() as _) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+}
+
+impl AsRawFd for Tap {
+    fn as_raw_fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+}

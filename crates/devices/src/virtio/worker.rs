@@ -1,0 +1,159 @@
+//! The thread an active virtio device serves its queues on, so that device
+//! work (disk I/O, tap reads) never runs on a vCPU thread.
+//!
+//! It waits (epoll) on the queues' notification eventfds, on extra file
+//! descriptors the device asks for (a tap, a rate-limiter timer) and on a
+//! stop eventfd.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::thread::JoinHandle;
+
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::EventFd;
+
+const STOP: u64 = u64::MAX;
+/// Extra descriptors' tokens start here; queue n has token n.
+pub const EXTRA_BASE: u64 = 1 << 32;
+
+/// A device's queue processing.
+pub trait QueueHandler: Send + 'static {
+    /// Queue `index` was notified (or the worker just started).
+    fn queue_event(&mut self, index: usize);
+    /// More descriptors to wait on (edge-triggered: read them until they
+    /// would block), each with a token of the device's choice.
+    fn extra_fds(&self) -> Vec<(RawFd, u64)> {
+        Vec::new()
+    }
+    /// One of [`QueueHandler::extra_fds`] is readable.
+    fn extra_event(&mut self, _token: u64) {}
+}
+
+/// A running worker thread; dropping it stops and joins the thread.
+pub struct Worker {
+    stop: EventFd,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Worker {
+    /// Starts `handler` on a thread named `name`, woken by `queue_evts`.
+    pub fn spawn<H: QueueHandler>(
+        name: &str,
+        queue_evts: Vec<Option<EventFd>>,
+        mut handler: H,
+    ) -> io::Result<Worker> {
+        let stop = EventFd::new(libc::EFD_NONBLOCK)?;
+        let epoll = Epoll::new()?;
+        let add = |fd: RawFd, token: u64| {
+            epoll.ctl(
+                ControlOperation::Add,
+                fd,
+                EpollEvent::new(EventSet::IN, token),
+            )
+        };
+        add(stop.as_raw_fd(), STOP)?;
+        for (i, evt) in queue_evts.iter().enumerate() {
+            if let Some(evt) = evt {
+                add(evt.as_raw_fd(), i as u64)?;
+            }
+        }
+        // Extra fds are edge-triggered: a tap stays readable while the
+        // guest has no buffers, and the device must not spin on it.
+        for (fd, token) in handler.extra_fds() {
+            epoll.ctl(
+                ControlOperation::Add,
+                fd,
+                EpollEvent::new(EventSet::IN | EventSet::EDGE_TRIGGERED, EXTRA_BASE + token),
+            )?;
+        }
+        let stop_evt = stop.try_clone()?;
+        let thread = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || {
+                for (i, evt) in queue_evts.iter().enumerate() {
+                    if evt.is_some() {
+                        handler.queue_event(i);
+                    }
+                }
+                run(&epoll, &queue_evts, &stop_evt, &mut handler);
+            })?;
+        Ok(Worker {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+fn run<H: QueueHandler>(
+    epoll: &Epoll,
+    queue_evts: &[Option<EventFd>],
+    stop: &EventFd,
+    handler: &mut H,
+) {
+    let mut events = vec![EpollEvent::default(); 16];
+    loop {
+        let n = match epoll.wait(-1, &mut events) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                log::error!("virtio worker: epoll_wait: {e}");
+                return;
+            }
+        };
+        for ev in events.iter().take(n) {
+            match ev.data() {
+                STOP => {
+                    let _ = stop.read();
+                    return;
+                }
+                t if t >= EXTRA_BASE => handler.extra_event(t - EXTRA_BASE),
+                t => {
+                    let i = t as usize;
+                    if let Some(Some(evt)) = queue_evts.get(i) {
+                        let _ = evt.read();
+                        handler.queue_event(i);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.stop.write(1);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    struct Record(mpsc::Sender<usize>);
+    impl QueueHandler for Record {
+        fn queue_event(&mut self, index: usize) {
+            let _ = self.0.send(index);
+        }
+    }
+
+    #[test]
+    fn runs_each_queue_once_then_on_notification_and_stops_on_drop() {
+        let (tx, rx) = mpsc::channel();
+        let a = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let b = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let b2 = b.try_clone().unwrap();
+        let w = Worker::spawn("t", vec![Some(a), None, Some(b)], Record(tx)).unwrap();
+        let t = std::time::Duration::from_secs(5);
+        let mut first = [rx.recv_timeout(t).unwrap(), rx.recv_timeout(t).unwrap()];
+        first.sort();
+        assert_eq!(first, [0, 2]);
+        b2.write(1).unwrap();
+        assert_eq!(rx.recv_timeout(t).unwrap(), 2);
+        drop(w);
+        assert!(rx.recv_timeout(t).is_err(), "handler outlived the worker");
+    }
+}

@@ -1,0 +1,65 @@
+//! Helpers shared by the Linux-guest tests: the guest initramfs with a test
+//! script appended, and reading the per-case output of a lab run.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use lab::CpioWriter;
+
+/// True (and says so) when `VT_LAB=never` turns Linux guest tests off.
+pub fn lab_disabled() -> bool {
+    let off = std::env::var("VT_LAB").is_ok_and(|v| v == "never");
+    if off {
+        eprintln!("VT_LAB=never: Linux guest test skipped");
+    }
+    off
+}
+
+/// The guest initramfs plus an appended archive holding `/vt-test.sh`.
+pub fn initramfs_with(name: &str, script: &str) -> PathBuf {
+    let arts = lab::artifacts::ensure(None).expect("guest artifacts");
+    let mut bytes = std::fs::read(&arts.initramfs).expect("read initramfs");
+    // The kernel wants each appended archive to start 4-byte aligned.
+    bytes.resize(bytes.len().div_ceil(4) * 4, 0);
+    let mut cpio = CpioWriter::new(Vec::new());
+    cpio.file("vt-test.sh", 0o755, script.as_bytes())
+        .expect("cpio");
+    bytes.extend(cpio.finish().expect("cpio"));
+    let dir = std::env::temp_dir().join(format!("vt-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("initramfs-test.cpio.gz");
+    std::fs::write(&path, bytes).expect("write initramfs");
+    path
+}
+
+/// The lines between `=== CASE name` and the next `=== RC n`, and n.
+pub fn case_output<'a>(all: &'a str, name: &str) -> (Vec<&'a str>, Option<i32>) {
+    let mut lines = all
+        .lines()
+        .skip_while(|l| l.trim_end() != format!("=== CASE {name}"));
+    lines.next();
+    let mut body = Vec::new();
+    for l in lines {
+        if let Some(rc) = l.trim_end().strip_prefix("=== RC ") {
+            return (body, rc.parse().ok());
+        }
+        body.push(l);
+    }
+    (body, None)
+}
+
+/// The value of `VT-GUEST key=value` (or `VT-HOST key=value`) in `body`.
+pub fn value<'a>(body: &[&'a str], tag: &str, key: &str) -> Option<&'a str> {
+    let prefix = format!("{tag} {key}=");
+    body.iter()
+        .find_map(|l| l.trim_end_matches('\r').strip_prefix(prefix.as_str()))
+}
+
+pub fn guest_value<'a>(body: &[&'a str], key: &str) -> Option<&'a str> {
+    value(body, "VT-GUEST", key)
+}
+
+pub fn host_value<'a>(body: &[&'a str], key: &str) -> Option<&'a str> {
+    value(body, "VT-HOST", key)
+}
