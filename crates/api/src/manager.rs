@@ -50,10 +50,10 @@ pub struct VmDefinition {
     pub initrd: Option<PathBuf>,
     #[serde(default = "default_cmdline")]
     pub cmdline: String,
-    /// Stored; attached once the VMM has virtio-blk.
+    /// virtio-blk disks, in this order.
     #[serde(default)]
     pub disks: Vec<DiskSpec>,
-    /// Stored; attached once the VMM has virtio-net.
+    /// Stored; not attached yet (vtd does not create taps on bridges yet).
     #[serde(default)]
     pub networks: Vec<NetworkSpec>,
     /// Start when `vtd` starts for the first time since host boot.
@@ -147,6 +147,8 @@ pub enum DefinitionError {
     Memory(u64),
     #[error("{0} path must be absolute: {1}")]
     NotAbsolute(&'static str, String),
+    #[error("disk path must not contain ',': {0}")]
+    DiskComma(String),
     #[error("bridge name must be 1-15 characters without '/' or spaces: {0:?}")]
     Bridge(String),
 }
@@ -187,6 +189,9 @@ impl VmDefinition {
         }
         for d in &self.disks {
             abs("disk", &d.path)?;
+            if d.path.to_string_lossy().contains(',') {
+                return Err(DefinitionError::DiskComma(d.path.display().to_string()));
+            }
         }
         for n in &self.networks {
             let b = &n.bridge;

@@ -35,6 +35,7 @@ pub fn spawn(vmm: &Path, kernel: &Path, def: &VmDefinition, dir: &VmDir) -> std:
         .arg(format!("file={}", dir.console().display()))
         .arg("--on-reboot")
         .arg("restart")
+        .args(disk_flags(def))
         .arg("--api-socket")
         .arg(dir.socket())
         .stdin(Stdio::null())
@@ -51,6 +52,21 @@ pub fn spawn(vmm: &Path, kernel: &Path, def: &VmDefinition, dir: &VmDir) -> std:
         });
     }
     cmd.spawn()
+}
+
+/// `--disk path=P[,readonly=on]` for each disk (paths never hold commas:
+/// the definition is validated).
+fn disk_flags(def: &VmDefinition) -> Vec<String> {
+    def.disks
+        .iter()
+        .flat_map(|d| {
+            let ro = if d.readonly { ",readonly=on" } else { "" };
+            [
+                "--disk".to_string(),
+                format!("path={}{ro}", d.path.display()),
+            ]
+        })
+        .collect()
 }
 
 /// Whether `pid` is a live `vt-vmm` serving `socket` (guards against a

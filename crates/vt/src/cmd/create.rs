@@ -5,8 +5,9 @@
 //! [--boot kernel=PATH,initrd=PATH,kernel_args="console=ttyS0 ..."]`
 //!
 //! Disks given with `size=` are created here (sparse raw, GiB) unless they
-//! exist. Disks and networks are stored in the definition; the VMM does
-//! not attach them yet (a warning says so).
+//! exist; they become virtio-blk devices. Networks are stored in the
+//! definition but not attached yet (a warning says so): the VMM takes taps,
+//! and vtd does not make a tap on a bridge yet.
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
@@ -242,11 +243,8 @@ pub fn run(c: &Client, a: CreateArgs, format: Format) -> CliResult {
             return Err(e);
         }
     };
-    if !def.disks.is_empty() {
-        eprintln!("vt: warning: disks are stored in the definition but not attached yet (the VMM has no virtio-blk yet)");
-    }
     for n in &def.networks {
-        eprintln!("vt: warning: --network bridge={} is stored but not attached yet (the VMM has no virtio-net yet)", n.bridge);
+        eprintln!("vt: warning: --network bridge={} is stored but not attached yet (vtd does not create taps on bridges yet)", n.bridge);
     }
     let status = if a.start {
         c.json("POST", &format!("/vms/{}/start", a.name), None)?

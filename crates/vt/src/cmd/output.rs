@@ -62,10 +62,7 @@ pub fn vm_details(s: &VmStatus) {
     ];
     for disk in &d.disks {
         let ro = if disk.readonly { " (read-only)" } else { "" };
-        rows.push((
-            "Disk",
-            format!("{}{ro} [not attached yet]", disk.path.display()),
-        ));
+        rows.push(("Disk", format!("{}{ro}", disk.path.display())));
     }
     for n in &d.networks {
         rows.push(("Network", format!("bridge={} [not attached yet]", n.bridge)));
