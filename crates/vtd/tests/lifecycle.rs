@@ -214,3 +214,58 @@ fn the_virt_install_line_defines_a_vm_with_disk_and_network() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("myvm: stopped (shut down"), "{text}");
 }
+
+/// `vt console` on a terminal (a pty from `script`): raw mode, keys go to
+/// the guest, Ctrl-] detaches and leaves the VM running.
+#[test]
+fn interactive_console_types_and_detaches() {
+    require_kvm!();
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: no script(1) for a pty");
+        return;
+    }
+    use std::io::{Read, Write};
+    let vtd = Vtd::start("tty");
+    vtd.define("t");
+    vtd.expect("POST", "/vms/t/start", None, 200);
+    wait_for(|| vtd.console_log("t").contains("up"), "the guest");
+    let vt = common::sibling("vt");
+    let mut child = std::process::Command::new("script")
+        .args(["-qfec", &format!("{} console t", vt.display()), "/dev/null"])
+        .env("VT_SOCKET", &vtd.socket)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let _ = stdout.read_to_end(&mut all);
+        String::from_utf8_lossy(&all).into_owned()
+    });
+    let log = vtd.state.join("actions.log");
+    let mut stdin = child.stdin.take().unwrap();
+    // Typed until the daemon has seen it: the terminal may not be raw yet.
+    wait_for(
+        || {
+            let _ = stdin.write_all(b"hi").and_then(|()| stdin.flush());
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("\"path\":\"/vms/t/console\",\"status\":204")
+        },
+        "console input to reach vtd",
+    );
+    stdin.write_all(&[0x1d]).unwrap();
+    stdin.flush().unwrap();
+    let status = child.wait().unwrap();
+    let out = reader.join().unwrap();
+    assert!(status.success(), "{out}");
+    assert!(out.contains("Connected to t (detach with Ctrl-])"), "{out}");
+    assert!(out.contains("tiny guest up"), "{out}");
+    assert_eq!(vtd.status("t").state, VmState::Running);
+}
