@@ -53,7 +53,7 @@ pub struct VmDefinition {
     /// virtio-blk disks, in this order.
     #[serde(default)]
     pub disks: Vec<DiskSpec>,
-    /// Stored; not attached yet (vtd does not create taps on bridges yet).
+    /// virtio-net NICs, each on a tap that vtd adds to the bridge.
     #[serde(default)]
     pub networks: Vec<NetworkSpec>,
     /// Start when `vtd` starts for the first time since host boot.
@@ -149,8 +149,10 @@ pub enum DefinitionError {
     NotAbsolute(&'static str, String),
     #[error("disk path must not contain ',': {0}")]
     DiskComma(String),
-    #[error("bridge name must be 1-15 characters without '/' or spaces: {0:?}")]
+    #[error("bridge name must be 1-15 characters without '/', ',' or spaces: {0:?}")]
     Bridge(String),
+    #[error("{0}")]
+    Mac(String),
 }
 
 /// Whether `name` may name a VM (it also names a directory and a socket).
@@ -195,8 +197,11 @@ impl VmDefinition {
         }
         for n in &self.networks {
             let b = &n.bridge;
-            if b.is_empty() || b.len() > 15 || b.contains(['/', ' ']) {
+            if b.is_empty() || b.len() > 15 || b.contains(['/', ' ', ',', '\0']) {
                 return Err(DefinitionError::Bridge(b.clone()));
+            }
+            if let Some(mac) = &n.mac {
+                crate::parse_mac(mac).map_err(|e| DefinitionError::Mac(e.to_string()))?;
             }
         }
         Ok(())

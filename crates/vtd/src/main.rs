@@ -10,6 +10,7 @@ mod daemon;
 mod error;
 mod events;
 mod exit;
+mod net;
 mod process;
 mod routes;
 mod store;

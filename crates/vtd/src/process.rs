@@ -36,6 +36,7 @@ pub fn spawn(vmm: &Path, kernel: &Path, def: &VmDefinition, dir: &VmDir) -> std:
         .arg("--on-reboot")
         .arg("restart")
         .args(disk_flags(def))
+        .args(crate::net::net_flags(def))
         .arg("--api-socket")
         .arg(dir.socket())
         .stdin(Stdio::null())

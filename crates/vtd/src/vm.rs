@@ -17,6 +17,7 @@ use api::manager::{VmDefinition, VmState, VmStatus};
 use crate::error::ApiError;
 use crate::events::Events;
 use crate::exit::classify;
+use crate::net;
 use crate::process;
 use crate::store::{self, now_ms, LastExit, Runtime, VmDir};
 
@@ -174,6 +175,14 @@ impl Vm {
                 )));
             }
         }
+        for n in &self.def.networks {
+            if !net::bridge_exists(&n.bridge) {
+                return Err(ApiError::bad_request(format!(
+                    "bridge {} does not exist (create it: ip link add {} type bridge)",
+                    n.bridge, n.bridge
+                )));
+            }
+        }
         let io = |what| move |e| ApiError::internal(what, e);
         store::remove(&self.dir.socket()).map_err(io("cannot remove the old socket"))?;
         std::fs::write(self.dir.console(), b"").map_err(io("cannot reset console.log"))?;
@@ -228,6 +237,16 @@ impl Vm {
                 ));
             }
             std::thread::sleep(Duration::from_millis(5));
+        }
+        for (i, n) in self.def.networks.iter().enumerate() {
+            let tap = net::tap_name(self.name(), i);
+            if let Err(e) = net::attach(&n.bridge, &tap, START_TIMEOUT) {
+                let _ = self.stop("stopped: its network could not be attached");
+                return Err(ApiError::internal(
+                    &format!("cannot add {tap} to bridge {}", n.bridge),
+                    e,
+                ));
+            }
         }
         self.events
             .publish(self.name(), "started", VmState::Running, None);

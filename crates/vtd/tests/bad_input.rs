@@ -175,6 +175,33 @@ fn bad_requests_are_4xx_and_change_nothing() {
         assert!(msg.contains(text), "{method} {path} {body}: {msg}");
         assert!(!msg.contains('\n'));
     }
+    // A NIC on a bridge that is not there: defined, but refused at start.
+    vtd.expect(
+        "POST",
+        "/vms",
+        Some(r#"{"name":"nonet","memory_mib":16,"networks":[{"bridge":"vtnobr0"}]}"#),
+        201,
+    );
+    let before = vtd.snapshot();
+    let r = vtd.call("POST", "/vms/nonet/start", None);
+    assert_eq!(r.status, 400);
+    assert!(
+        r.text().contains("bridge vtnobr0 does not exist"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        vtd.snapshot(),
+        before,
+        "a refused start changed the state directory"
+    );
+    let r = vtd.call(
+        "POST",
+        "/vms",
+        Some(r#"{"name":"x","networks":[{"bridge":"br0","mac":"01:00:00:00:00:01"}]}"#),
+    );
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("unicast MAC"), "{}", r.text());
     // Oversized: refused from its length, before it is read.
     let big = format!(r#"{{"name":"x","cmdline":"{}"}}"#, "a".repeat(2 << 20));
     let r = vtd.call("POST", "/vms", Some(&big));

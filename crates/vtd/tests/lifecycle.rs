@@ -182,7 +182,8 @@ fn the_cli_drives_a_vm_and_sees_its_console() {
 #[test]
 fn the_virt_install_line_defines_a_vm_with_disk_and_network() {
     require_kvm!();
-    let vtd = Vtd::start("virtinstall");
+    // In its own network namespace, with the bridge the line names.
+    let vtd = Vtd::start_in_netns("virtinstall", "vtbr0");
     let line = "create --name myvm --ram 1024 --disk path=myvm.img,size=10 --vcpus 2 \
                 --os-type linux --network bridge=vtbr0 --graphics none --console pty";
     let args: Vec<&str> = line.split_whitespace().collect();

@@ -5,9 +5,8 @@
 //! [--boot kernel=PATH,initrd=PATH,kernel_args="console=ttyS0 ..."]`
 //!
 //! Disks given with `size=` are created here (sparse raw, GiB) unless they
-//! exist; they become virtio-blk devices. Networks are stored in the
-//! definition but not attached yet (a warning says so): the VMM takes taps,
-//! and vtd does not make a tap on a bridge yet.
+//! exist; they become virtio-blk devices. Each `--network bridge=` NIC is a
+//! virtio-net device on a tap that vtd adds to the bridge at start.
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
@@ -244,7 +243,15 @@ pub fn run(c: &Client, a: CreateArgs, format: Format) -> CliResult {
         }
     };
     for n in &def.networks {
-        eprintln!("vt: warning: --network bridge={} is stored but not attached yet (vtd does not create taps on bridges yet)", n.bridge);
+        let br = std::path::Path::new("/sys/class/net")
+            .join(&n.bridge)
+            .join("bridge");
+        if !br.is_dir() {
+            eprintln!(
+                "vt: warning: bridge {} does not exist here yet: the VM will not start until it does",
+                n.bridge
+            );
+        }
     }
     let status = if a.start {
         c.json("POST", &format!("/vms/{}/start", a.name), None)?

@@ -47,11 +47,22 @@ pub struct Vtd {
     pub state: PathBuf,
     pub guest: PathBuf,
     child: Option<Child>,
+    /// Run in a new network namespace with this bridge in it.
+    bridge: Option<String>,
 }
 
 impl Vtd {
     /// A fresh directory (with a tiny guest kernel in it) and a running vtd.
     pub fn start(name: &str) -> Vtd {
+        Self::start_with(name, None)
+    }
+
+    /// A vtd in its own network namespace, which has a bridge `bridge`.
+    pub fn start_in_netns(name: &str, bridge: &str) -> Vtd {
+        Self::start_with(name, Some(bridge.to_string()))
+    }
+
+    fn start_with(name: &str, bridge: Option<String>) -> Vtd {
         let dir = std::env::temp_dir().join(format!("vtd-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -67,6 +78,7 @@ impl Vtd {
             guest,
             dir,
             child: None,
+            bridge,
         };
         v.restart();
         v
@@ -74,7 +86,18 @@ impl Vtd {
 
     /// Starts vtd (again) on the same socket and state.
     pub fn restart(&mut self) {
-        let child = Command::new(env!("CARGO_BIN_EXE_vtd"))
+        let mut cmd = match &self.bridge {
+            None => Command::new(env!("CARGO_BIN_EXE_vtd")),
+            Some(br) => {
+                let mut c = Command::new("unshare");
+                c.args(["--net", "--", "sh", "-c"]).arg(format!(
+                    "ip link add {br} type bridge && ip link set {br} up && exec \"$0\" \"$@\""
+                ));
+                c.arg(env!("CARGO_BIN_EXE_vtd"));
+                c
+            }
+        };
+        let child = cmd
             .arg("--socket")
             .arg(&self.socket)
             .arg("--state-dir")
@@ -91,6 +114,11 @@ impl Vtd {
             || vt_http::call(&self.socket, "GET", "/vms", None).is_ok(),
             "vtd's socket",
         );
+    }
+
+    /// vtd's pid.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// `kill -9` of vtd.
