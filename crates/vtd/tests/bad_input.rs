@@ -175,6 +175,7 @@ fn bad_requests_are_4xx_and_change_nothing() {
         assert!(msg.contains(text), "{method} {path} {body}: {msg}");
         assert!(!msg.contains('\n'));
     }
+    assert_eq!(vtd.snapshot(), before, "the state directory changed");
     // A NIC on a bridge that is not there: defined, but refused at start.
     vtd.expect(
         "POST",
