@@ -29,7 +29,8 @@ macro_rules! require_kvm {
 }
 pub(crate) use require_kvm;
 
-/// `vt-vmm` and `vt`, built beside `vtd` by `cargo test --workspace`.
+/// `vt-vmm` and `vt`, built beside `vtd` by `cargo test --workspace` (with
+/// `cargo test -p vtd` alone they may be stale: add `-p vt -p vt-vmm`).
 pub fn sibling(name: &str) -> PathBuf {
     let p = PathBuf::from(env!("CARGO_BIN_EXE_vtd")).with_file_name(name);
     assert!(
