@@ -15,6 +15,7 @@ mod process;
 mod routes;
 mod store;
 mod vm;
+mod vmm;
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;

@@ -20,12 +20,10 @@ use crate::exit::classify;
 use crate::net;
 use crate::process;
 use crate::store::{self, now_ms, LastExit, Runtime, VmDir};
+use crate::vmm;
 
 /// How long `start` waits for the VMM's control socket.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long vtd waits for a VMM's control socket to answer (the VMM's own
-/// limit for its event loop is 5 s).
-const VMM_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `stop` waits for the VMM to take the request.
 const STOP_ASK_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long `status` waits for a VMM's counters.
@@ -108,32 +106,6 @@ impl Vm {
             definition: self.def.clone(),
             counters,
         }
-    }
-
-    fn vmm_call(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> Result<vt_http::Response, ApiError> {
-        vt_http::call_with_timeout(&self.dir.socket(), method, path, body, Some(VMM_TIMEOUT))
-            .map_err(|e| ApiError::new(503, format!("the VMM does not answer: {e}")))
-    }
-
-    fn vmm_get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
-        let r = self.vmm_call("GET", path, None)?;
-        serde_json::from_slice(&r.body).map_err(|e| ApiError::internal("VMM answer", e))
-    }
-
-    /// Sends a command to the VMM; its error answers come back as ours.
-    fn vmm_put(&self, path: &str) -> Result<(), ApiError> {
-        let r = self.vmm_call("PUT", path, None)?;
-        if (200..300).contains(&r.status) {
-            return Ok(());
-        }
-        let msg = serde_json::from_slice::<api::control::ErrorBody>(&r.body)
-            .map_or_else(|_| r.text(), |b| b.error);
-        Err(ApiError::new(r.status, msg))
     }
 
     fn active_pid(&self) -> Result<u32, ApiError> {
@@ -226,7 +198,7 @@ impl Vm {
                     "the VM failed to start: {reason}"
                 )));
             }
-            if self.vmm_get::<VmmInfo>(proto::INFO).is_ok() {
+            if vmm::get::<VmmInfo>(&self.dir, proto::INFO).is_ok() {
                 break;
             }
             if std::time::Instant::now() > deadline {
@@ -280,7 +252,7 @@ impl Vm {
             self.exited(pid, None);
             return;
         };
-        if let Ok(info) = self.vmm_get::<VmmInfo>(proto::INFO) {
+        if let Ok(info) = vmm::get::<VmmInfo>(&self.dir, proto::INFO) {
             if info.state == RunState::Paused {
                 lock(&self.run).state = Some(VmState::Paused);
             }
@@ -379,7 +351,7 @@ impl Vm {
     /// guest to power off, then stops the VMM.
     pub fn shutdown(&self, timeout: Duration) -> Result<(), ApiError> {
         let pid = self.active_pid()?;
-        match self.vmm_put(proto::POWER_BUTTON) {
+        match vmm::put(&self.dir, proto::POWER_BUTTON) {
             Ok(()) if self.wait_end(pid, timeout) => Ok(()),
             Ok(()) => self.stop(&format!(
                 "shut down: the guest did not power off within {}s, stopped",
@@ -391,14 +363,14 @@ impl Vm {
 
     pub fn pause(&self) -> Result<(), ApiError> {
         self.active_pid()?;
-        self.vmm_put(proto::PAUSE)?;
+        vmm::put(&self.dir, proto::PAUSE)?;
         self.set(VmState::Paused, "paused");
         Ok(())
     }
 
     pub fn resume(&self) -> Result<(), ApiError> {
         self.active_pid()?;
-        self.vmm_put(proto::RESUME)?;
+        vmm::put(&self.dir, proto::RESUME)?;
         self.set(VmState::Running, "resumed");
         Ok(())
     }
@@ -408,7 +380,7 @@ impl Vm {
         self.active_pid()?;
         std::fs::write(self.dir.console(), b"")
             .map_err(|e| ApiError::internal("cannot reset console.log", e))?;
-        self.vmm_put(proto::REBOOT)?;
+        vmm::put(&self.dir, proto::REBOOT)?;
         self.set(VmState::Running, "rebooted");
         Ok(())
     }
@@ -416,7 +388,7 @@ impl Vm {
     /// Queues serial input.
     pub fn console_input(&self, bytes: Vec<u8>) -> Result<(), ApiError> {
         self.active_pid()?;
-        let r = self.vmm_call("PUT", proto::CONSOLE, Some(bytes))?;
+        let r = vmm::call(&self.dir, "PUT", proto::CONSOLE, Some(bytes))?;
         match r.status {
             200..=299 => Ok(()),
             s => Err(ApiError::new(s, r.text())),

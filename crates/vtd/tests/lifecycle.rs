@@ -191,7 +191,10 @@ fn the_virt_install_line_defines_a_vm_with_disk_and_network() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     // vt (here, outside vtd's namespace) does not see the bridge: it warns.
-    assert!(err.contains("bridge vtbr0 does not exist here yet"), "{err}");
+    assert!(
+        err.contains("bridge vtbr0 does not exist here yet"),
+        "{err}"
+    );
     let img = vtd.dir.join("myvm.img");
     let meta = std::fs::metadata(&img).unwrap();
     assert_eq!(meta.len(), 10 << 30);
