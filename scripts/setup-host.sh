@@ -4,8 +4,11 @@
 #   qemu-system-x86   the lab (QEMU TCG) and the peer VMM in benchmarks
 #   busybox-static, cpio, lz4, zstd, xz-utils, file, binutils
 #                     guest artifacts (scripts/guest-artifacts.sh)
+#   iproute2, util-linux, bsdutils
+#                     vtd tests: a bridge in a network namespace (ip, unshare,
+#                     nsenter) and a pty for `vt console` (script)
 set -euo pipefail
-PKGS="qemu-system-x86 busybox-static cpio lz4 zstd xz-utils file binutils procps"
+PKGS="qemu-system-x86 busybox-static cpio lz4 zstd xz-utils file binutils procps iproute2 util-linux bsdutils"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
