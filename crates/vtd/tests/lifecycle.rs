@@ -271,3 +271,59 @@ fn interactive_console_types_and_detaches() {
     assert!(out.contains("tiny guest up"), "{out}");
     assert_eq!(vtd.status("t").state, VmState::Running);
 }
+
+#[test]
+fn vt_events_follows_and_completions_print() {
+    require_kvm!();
+    let vtd = Vtd::start("events");
+    let mut follower = std::process::Command::new(common::sibling("vt"))
+        .args(["events", "--output", "json"])
+        .env("VT_SOCKET", &vtd.socket)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = follower.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    // Define probes until the follower shows one: then it is subscribed.
+    let timeout = std::time::Duration::from_millis(100);
+    let mut i = 0;
+    while rx.recv_timeout(timeout).is_err() {
+        assert!(i < 100, "vt events printed nothing");
+        vtd.define(&format!("probe{i}"));
+        i += 1;
+    }
+    vtd.define("e");
+    vtd.expect("POST", "/vms/e/start", None, 200);
+    let mut events = Vec::new();
+    while events.len() < 2 {
+        let line = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        let e: Event = serde_json::from_str(&line).unwrap();
+        if e.vm == "e" {
+            events.push((e.vm, e.event, e.state));
+        }
+    }
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert_eq!(
+        events,
+        [
+            ("e".to_string(), "defined".to_string(), VmState::Stopped),
+            ("e".to_string(), "started".to_string(), VmState::Running)
+        ]
+    );
+    let out = vtd.vt(&["completions", "bash"]);
+    let script = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && script.contains("complete -F"),
+        "{script}"
+    );
+    assert!(script.contains("shutdown") && script.contains("--ram"));
+}
