@@ -62,6 +62,8 @@ pub struct Control {
     shared: Arc<Shared>,
     rx: Receiver<Pending>,
     path: PathBuf,
+    /// A stop was taken: its answer may still be on its way out.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 impl Control {
@@ -102,6 +104,7 @@ impl Control {
             shared,
             rx,
             path: path.to_path_buf(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -113,7 +116,11 @@ impl Control {
     /// Takes the pending commands (call when the eventfd is readable).
     pub fn commands(&self) -> Vec<(Command, Sender<CommandResult>)> {
         let _ = self.shared.evt.read();
-        self.rx.try_iter().collect()
+        let cmds: Vec<_> = self.rx.try_iter().collect();
+        if cmds.iter().any(|(c, _)| *c == Command::Stop) {
+            self.stopping.store(true, Ordering::Relaxed);
+        }
+        cmds
     }
 
     /// A new boot starts with `io_exits` as its exit counter.
@@ -137,9 +144,11 @@ impl Control {
 
 impl Drop for Control {
     fn drop(&mut self) {
-        // Give a connection thread a moment to send the answer to the
-        // command that ended the VM, then take the socket away.
-        std::thread::sleep(Duration::from_millis(20));
+        // Give a connection thread a moment to send the answer to the stop
+        // that ended the VM, then take the socket away.
+        if self.stopping.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = std::fs::remove_file(&self.path);
     }
 }

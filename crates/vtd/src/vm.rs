@@ -378,8 +378,6 @@ impl Vm {
     /// A hard reset: the VMM rebuilds the VM (it runs `--on-reboot restart`).
     pub fn reboot(&self) -> Result<(), ApiError> {
         self.active_pid()?;
-        std::fs::write(self.dir.console(), b"")
-            .map_err(|e| ApiError::internal("cannot reset console.log", e))?;
         vmm::put(&self.dir, proto::REBOOT)?;
         self.set(VmState::Running, "rebooted");
         Ok(())

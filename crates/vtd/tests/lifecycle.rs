@@ -46,7 +46,7 @@ fn full_lifecycle_over_the_api() {
     // Reboot: the guest boots again (and prints again) in the same VMM.
     vtd.expect("POST", "/vms/a/reboot", None, 200);
     wait_for(
-        || vtd.console_log("a") == "tiny guest up\n",
+        || vtd.console_log("a") == "tiny guest up\n".repeat(2),
         "the second boot",
     );
     assert_eq!(vtd.status("a").counters.unwrap().boots, 2);
@@ -155,20 +155,26 @@ fn the_cli_drives_a_vm_and_sees_its_console() {
     );
     let out = vtd.vt(&["info", "c1"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("State:     running"));
-    for verb in ["pause", "resume", "stop"] {
+    for verb in ["reboot", "pause", "resume", "stop"] {
         let out = vtd.vt(&[verb, "c1"]);
         assert!(
             out.status.success(),
             "{verb}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        if verb == "reboot" {
+            let two = "tiny guest up\n".repeat(2);
+            wait_for(|| vtd.console_log("c1") == two, "the second boot");
+        }
     }
     let out = console.wait_with_output().unwrap();
     assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "tiny guest up\n");
+    // Both boots (start, then reboot) reached the follower.
+    let two = "tiny guest up\n".repeat(2);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), two);
     // --no-follow prints what there is and returns.
     let out = vtd.vt(&["console", "c1", "--no-follow"]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "tiny guest up\n");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), two);
     let out = vtd.vt(&["undefine", "c1"]);
     assert!(out.status.success());
     let out = vtd.vt(&["info", "c1"]);

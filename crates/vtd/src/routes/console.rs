@@ -3,7 +3,7 @@
 //! client leaves. `POST /vms/{name}/console`: bytes typed into the guest.
 
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
@@ -33,6 +33,13 @@ fn copy(mut file: Option<File>, vm: &Arc<Vm>, follow: bool, w: &mut UnixStream) 
     loop {
         if file.is_none() {
             file = File::open(vm.dir.console()).ok();
+        }
+        // A reset (vt reboot) empties the log: start again from its top.
+        if let Some(f) = file.as_mut() {
+            let len = f.metadata().map_or(0, |m| m.len());
+            if f.stream_position().is_ok_and(|pos| pos > len) {
+                let _ = f.seek(SeekFrom::Start(0));
+            }
         }
         // Checked before reading: output written before the VM ended is
         // still sent.
