@@ -4,8 +4,12 @@
 #   qemu-system-x86   the lab (QEMU TCG) and the peer VMM in benchmarks
 #   busybox-static, cpio, lz4, zstd, xz-utils, file, binutils
 #                     guest artifacts (scripts/guest-artifacts.sh)
+#   iproute2, util-linux, bsdutils
+#                     vtd tests: a bridge in a network namespace (ip, unshare,
+#                     nsenter) and a pty for `vt console` (script)
+#   iperf3            vt-bench io (TCP between guest and lab host)
 set -euo pipefail
-PKGS="qemu-system-x86 busybox-static cpio lz4 zstd xz-utils file binutils procps fio iperf3"
+PKGS="qemu-system-x86 busybox-static cpio lz4 zstd xz-utils file binutils procps iproute2 util-linux bsdutils iperf3"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

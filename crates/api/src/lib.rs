@@ -1,9 +1,12 @@
 //! `api`: the types every layer of VT System agrees on.
 //!
 //! One serde struct per resource, shared by the `vt-vmm` command line, config
-//! files and (later) the REST API. Unknown fields are rejected.
+//! files, the `vt-vmm` control socket ([`control`]) and the `vtd` REST API
+//! ([`manager`]). Unknown fields are rejected.
 
+pub mod control;
 mod devices;
+pub mod manager;
 mod vm;
 
 pub use devices::{

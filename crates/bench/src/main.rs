@@ -6,8 +6,11 @@
 //!   VMM overhead (/proc/PID/smaps);
 //! - `linux`: stock Linux to init in the lab (runs `linux-inner` there);
 //! - `io`: block and network throughput in the lab (also vs the lab host);
-//! - `all`: tiny, rss and linux, written to BENCHMARKS.md.
+//! - `all`: tiny, rss and linux, written to BENCHMARKS.md;
+//! - `api`: the manager (`vtd`) under 50 concurrent clients, and `vt start`
+//!   to first guest output (its own section of BENCHMARKS.md).
 
+mod api;
 mod host;
 mod io;
 mod linux;
@@ -43,6 +46,8 @@ enum Cmd {
     Io(io::IoArgs),
     /// Run tiny, rss and linux and write the Markdown report
     All(report::AllArgs),
+    /// vtd API latency under concurrent clients; `vt start` to first output
+    Api(api::ApiArgs),
     /// Write the tiny guest used here (PVH ELF) to a file, for runs by hand
     TinyElf {
         /// Output file
@@ -79,6 +84,13 @@ fn main() -> ExitCode {
         Cmd::LinuxInner(a) => linux::inner(&a),
         Cmd::Io(a) => io::run(&a).map(|t| print!("{}", stats::markdown(&t))),
         Cmd::All(a) => report::all(&a),
+        Cmd::Api(a) => api::run(&a).and_then(|md| match &a.out {
+            Some(out) => api::write_section(out, &md),
+            None => {
+                print!("{md}");
+                Ok(())
+            }
+        }),
         Cmd::TinyElf { out, spin } => write_elf(&out, spin),
     };
     match done {

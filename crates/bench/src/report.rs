@@ -89,6 +89,8 @@ pub fn all(args: &AllArgs) -> anyhow::Result<()> {
         linux: linux_tables,
         notes,
     });
+    // Keep the `vt-bench api` section, which this run does not measure.
+    let md = md + &crate::api::existing_section(&args.out).unwrap_or_default();
     std::fs::write(&args.out, md).with_context(|| format!("writing {}", args.out.display()))?;
     eprintln!("vt-bench: wrote {}", args.out.display());
     Ok(())

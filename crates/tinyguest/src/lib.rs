@@ -44,6 +44,9 @@ pub enum Ending {
     TripleFault,
     /// Spins forever.
     Spin,
+    /// Halts forever with interrupts off: stays up without using the host
+    /// CPU (the in-kernel irqchip keeps `hlt` in KVM).
+    Halt,
 }
 
 /// The guest's machine code followed by its NUL-terminated message.
@@ -78,6 +81,7 @@ pub fn code_with(message: &str, ending: Ending) -> Vec<u8> {
             c.extend_from_slice(&[0x0f, 0x0b]); // ud2
         }
         Ending::Spin => {}
+        Ending::Halt => c.push(0xfa), // cli
     }
     c.extend_from_slice(&[0xf4, 0xeb, 0xfd]); // halt: hlt; jmp halt
     if ending == Ending::Spin {

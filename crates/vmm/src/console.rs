@@ -74,6 +74,11 @@ impl Console {
         })
     }
 
+    /// A handle that feeds serial input from elsewhere than stdin.
+    pub fn input(&self) -> ConsoleInput {
+        ConsoleInput(self.slot.clone())
+    }
+
     /// Routes input to `serial` from now on.
     pub fn attach(&self, serial: Arc<Mutex<Serial>>) {
         *lock(&self.slot) = Some(serial);
@@ -81,15 +86,30 @@ impl Console {
 }
 
 fn copy_input(mut input: impl Read, slot: Slot) {
+    let sink = ConsoleInput(slot);
     let mut buf = [0u8; 256];
     loop {
         let n = match input.read(&mut buf) {
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
-        let mut pending = &buf[..n];
-        while !pending.is_empty() {
-            let serial = lock(&slot).clone();
+        sink.send(&buf[..n], None);
+    }
+}
+
+/// Feeds bytes to whichever UART is attached (stdin, or the control socket).
+#[derive(Clone)]
+pub struct ConsoleInput(Slot);
+
+impl ConsoleInput {
+    /// Queues `bytes` as serial input, waiting (up to `timeout`, if given)
+    /// for the guest to drain its FIFO; returns how many were queued. Bytes
+    /// are dropped while no UART is attached.
+    pub fn send(&self, bytes: &[u8], timeout: Option<Duration>) -> usize {
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        let mut pending = bytes;
+        while !pending.is_empty() && deadline.is_none_or(|d| std::time::Instant::now() < d) {
+            let serial = lock(&self.0).clone();
             let Some(serial) = serial else { break };
             let taken = lock(&serial).enqueue_input(pending);
             pending = &pending[taken..];
@@ -98,6 +118,7 @@ fn copy_input(mut input: impl Read, slot: Slot) {
                 std::thread::sleep(Duration::from_millis(2));
             }
         }
+        bytes.len() - pending.len()
     }
 }
 

@@ -32,6 +32,8 @@ const SYSTEM_EVENT_RESET: u32 = 2;
 pub struct Buses {
     pub pio: PioBus,
     pub mmio: MmioBus,
+    /// Port I/O and MMIO exits handled (the control socket's counters).
+    pub io_exits: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Messages from the VMM to one vCPU.
@@ -213,6 +215,13 @@ enum Handled {
 
 /// Handles one exit.
 fn handle_exit(id: u8, exit: VcpuExit<'_>, bus: &Buses) -> Handled {
+    if matches!(
+        exit,
+        VcpuExit::IoIn(..) | VcpuExit::IoOut(..) | VcpuExit::MmioRead(..) | VcpuExit::MmioWrite(..)
+    ) {
+        bus.io_exits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     let crashed = |msg: String| Handled::End(VcpuExitReason::Crashed(msg));
     match exit {
         VcpuExit::IoIn(port, data) => {

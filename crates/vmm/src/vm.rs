@@ -14,8 +14,10 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::console::Console;
-use crate::vcpu::{Buses, EventSink, VcpuEvent, VcpuExitReason, VcpuHandle};
+use crate::control::{Command, Control};
+use crate::vcpu::{Buses, EventSink, VcpuEvent, VcpuExitReason, VcpuHandle, VcpuMessage};
 use crate::{memory, setup, signals, Error};
+use api::control::RunState;
 
 const I8042_PORT: u64 = 0x60;
 const I8042_PORTS: u64 = 5;
@@ -29,7 +31,8 @@ pub enum VmExit {
     PowerOff,
     /// The guest rebooted (ACPI reset register, i8042, KVM reset event).
     Reboot,
-    /// SIGTERM or SIGINT (the number) stopped the VM.
+    /// SIGTERM or SIGINT (the number) stopped the VM; 0 when a stop came
+    /// over the control socket.
     Stopped(i32),
     /// The guest or KVM failed: triple fault, internal error, failed entry.
     Crashed(String),
@@ -114,7 +117,8 @@ impl Vm {
     }
 
     /// Runs the VM until it ends; all vCPU threads are joined on return.
-    pub fn run(mut self) -> Result<VmExit, Error> {
+    /// With a `control` socket, its commands are served too.
+    pub fn run(mut self, control: Option<&Control>) -> Result<VmExit, Error> {
         let io = |what| move |e| Error::Io(what, e);
         let vcpu_evt = Arc::new(EventFd::new(libc::EFD_NONBLOCK).map_err(io("eventfd"))?);
         let (tx, rx) = std::sync::mpsc::channel();
@@ -127,11 +131,17 @@ impl Vm {
         const POWER: u64 = 0;
         const VCPU: u64 = 1;
         const SIGNAL: u64 = 2;
-        for (fd, token) in [
+        const CONTROL: u64 = 3;
+        let mut fds = vec![
             (self.power.event_fd().as_raw_fd(), POWER),
             (vcpu_evt.as_raw_fd(), VCPU),
             (term.as_raw_fd(), SIGNAL),
-        ] {
+        ];
+        if let Some(c) = control {
+            fds.push((c.event_fd().as_raw_fd(), CONTROL));
+            c.boot(self.bus.io_exits.clone());
+        }
+        for (fd, token) in fds {
             epoll
                 .ctl(
                     ControlOperation::Add,
@@ -152,6 +162,7 @@ impl Vm {
             }
         }
 
+        let mut paused = false;
         let mut events = vec![EpollEvent::default(); 4];
         let exit = 'outer: loop {
             let n = match epoll.wait(-1, &mut events) {
@@ -178,6 +189,41 @@ impl Vm {
                                     }
                                     VcpuExitReason::Stopped => {}
                                 }
+                            }
+                        }
+                    }
+                    CONTROL => {
+                        let Some(c) = control else { continue };
+                        for (cmd, reply) in c.commands() {
+                            let (result, exit) = match cmd {
+                                Command::Pause | Command::Resume => {
+                                    let pause = cmd == Command::Pause;
+                                    if pause == paused {
+                                        let now = if paused { "paused" } else { "running" };
+                                        (Err((409, format!("the VM is already {now}"))), None)
+                                    } else {
+                                        paused = pause;
+                                        let msg = if pause {
+                                            VcpuMessage::Pause
+                                        } else {
+                                            VcpuMessage::Resume
+                                        };
+                                        handles.iter().for_each(|h| h.send(msg));
+                                        c.set_state(if pause {
+                                            RunState::Paused
+                                        } else {
+                                            RunState::Running
+                                        });
+                                        (Ok(()), None)
+                                    }
+                                }
+                                // 0: stopped through the control socket, not by a signal.
+                                Command::Stop => (Ok(()), Some(VmExit::Stopped(0))),
+                                Command::Reboot => (Ok(()), Some(VmExit::Reboot)),
+                            };
+                            let _ = reply.send(result);
+                            if let Some(exit) = exit {
+                                break 'outer Ok(exit);
                             }
                         }
                     }

@@ -41,6 +41,9 @@ pub struct Args {
     /// A virtio-rng device fed by the host's getrandom.
     #[arg(long)]
     pub rng: bool,
+    /// Serve the control API (JSON over HTTP) on this Unix socket.
+    #[arg(long, value_name = "PATH")]
+    pub api_socket: Option<PathBuf>,
 }
 
 /// `--on-reboot` values.
@@ -66,11 +69,11 @@ pub fn parse_serial(s: &str) -> Result<SerialConfig, String> {
 
 impl Args {
     /// The VM configuration these flags describe.
-    pub fn into_config(self) -> Result<VmConfig, String> {
+    pub fn to_config(&self) -> Result<VmConfig, String> {
         let config = VmConfig {
-            kernel: self.kernel,
-            initrd: self.initrd,
-            cmdline: self.cmdline,
+            kernel: self.kernel.clone(),
+            initrd: self.initrd.clone(),
+            cmdline: self.cmdline.clone(),
             cpus: self.cpus,
             memory_mib: self.memory,
             serial: parse_serial(&self.serial)?,
@@ -125,10 +128,10 @@ mod tests {
         let a = Args::parse_from([
             "vt-vmm", "--kernel", "/k", "--cpus", "2", "--memory", "1024",
         ]);
-        let c = a.into_config().unwrap();
+        let c = a.to_config().unwrap();
         assert_eq!((c.cpus, c.memory_mib), (2, 1024));
         assert_eq!(c.cmdline, "console=ttyS0");
         let a = Args::parse_from(["vt-vmm", "--kernel", "/k", "--cpus", "0"]);
-        assert!(a.into_config().unwrap_err().contains("between 1 and 254"));
+        assert!(a.to_config().unwrap_err().contains("between 1 and 254"));
     }
 }

@@ -3,7 +3,8 @@
 //! Exit status: 0 when the guest powers off, reboots (with `--on-reboot exit`)
 //! or SIGTERM/SIGINT stops it; 1 when the guest crashes (triple fault, KVM
 //! internal error) or the host fails; 2 for bad input (arguments, files,
-//! sizes).
+//! sizes). With `--api-socket`, a last stderr line `vt-vmm: exit: ...`
+//! says how a VM that ended with status 0 ended.
 
 mod cli;
 
@@ -13,15 +14,20 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Args::parse();
-    let config = match args.into_config() {
+    let config = match args.to_config() {
         Ok(c) => c,
         Err(msg) => {
             eprintln!("vt-vmm: error: {msg}");
             return ExitCode::from(2);
         }
     };
-    match vmm::run(&config) {
-        Ok(vmm::VmExit::PowerOff | vmm::VmExit::Reboot | vmm::VmExit::Stopped(_)) => {
+    match vmm::run_with_api(&config, args.api_socket.as_deref()) {
+        Ok(exit @ (vmm::VmExit::PowerOff | vmm::VmExit::Reboot | vmm::VmExit::Stopped(_))) => {
+            // Under a manager (with a control socket), say how the VM ended:
+            // the manager may not be our parent any more to see the status.
+            if args.api_socket.is_some() {
+                eprintln!("vt-vmm: exit: {}", describe(&exit));
+            }
             ExitCode::SUCCESS
         }
         Ok(vmm::VmExit::Crashed(reason)) => {
@@ -32,5 +38,15 @@ fn main() -> ExitCode {
             eprintln!("vt-vmm: error: {}", cli::error_chain(&e));
             ExitCode::from(e.exit_code() as u8)
         }
+    }
+}
+
+fn describe(exit: &vmm::VmExit) -> String {
+    match exit {
+        vmm::VmExit::PowerOff => "guest powered off".into(),
+        vmm::VmExit::Reboot => "guest rebooted".into(),
+        vmm::VmExit::Stopped(0) => "stopped through the control socket".into(),
+        vmm::VmExit::Stopped(sig) => format!("stopped by signal {sig}"),
+        vmm::VmExit::Crashed(reason) => format!("guest crashed: {reason}"),
     }
 }

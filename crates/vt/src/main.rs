@@ -1,21 +1,79 @@
-//! `vt`: the VT System command-line tool. One module per verb.
+//! `vt`: the VT System command-line tool. The verbs that talk to `vtd` are
+//! in `cmd/` (one file each); `run`, `lab` and `image` work without it.
+//!
+//! Exit codes: 0 ok; 1 failed; 2 bad usage; 3 vtd unreachable; 4 no such
+//! VM; 5 conflict (name taken, VM running / not running).
 
+mod cmd;
 mod image;
 mod lab;
 mod run;
 
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+use cmd::client::{CliResult, Client};
+use cmd::output::Format;
 
 #[derive(Parser)]
 #[command(name = "vt", version, about = "VT System: KVM virtualization platform")]
 struct Cli {
+    /// vtd's API socket.
+    #[arg(
+        long,
+        global = true,
+        env = "VT_SOCKET",
+        default_value = "/run/vt/vtd.sock"
+    )]
+    socket: PathBuf,
+    /// Output format.
+    #[arg(long, short, global = true, value_enum, default_value_t = Format::Table)]
+    output: Format,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Define a VM (virt-install options).
+    Create(Box<cmd::create::CreateArgs>),
+    /// List VMs.
+    List,
+    /// Show one VM.
+    Info { name: String },
+    /// Start a VM.
+    Start { name: String },
+    /// Press the power button; stop after the timeout.
+    Shutdown {
+        name: String,
+        /// Seconds to wait for the guest to power off.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// Stop a VM now.
+    Stop { name: String },
+    /// Pause a VM's vCPUs.
+    Pause { name: String },
+    /// Resume a paused VM.
+    Resume { name: String },
+    /// Reset a VM (it boots again).
+    Reboot { name: String },
+    /// Remove a stopped VM's definition (disk images are kept).
+    Undefine { name: String },
+    /// The serial console: interactive on a terminal (Ctrl-] detaches),
+    /// else streamed to stdout until the VM stops.
+    Console {
+        name: String,
+        /// Print what the console has so far and exit.
+        #[arg(long)]
+        no_follow: bool,
+    },
+    /// Follow VM state changes.
+    Events,
+    /// Print a shell completion script (bash, zsh, fish, ...).
+    Completions { shell: clap_complete::Shell },
     /// Run commands on a hardware-virtualization /dev/kvm inside the lab
     /// (QEMU TCG with nested SVM).
     #[command(subcommand)]
@@ -33,12 +91,44 @@ enum Command {
     },
 }
 
+fn managed(c: &Client, command: Command, f: Format) -> CliResult {
+    use cmd::lifecycle::action;
+    match command {
+        Command::Create(a) => cmd::create::run(c, *a, f),
+        Command::List => cmd::list::list(c, f),
+        Command::Info { name } => cmd::list::info(c, &name, f),
+        Command::Start { name } => action(c, &name, "start", "", f),
+        Command::Shutdown { name, timeout } => {
+            action(c, &name, "shutdown", &format!("?timeout_secs={timeout}"), f)
+        }
+        Command::Stop { name } => action(c, &name, "stop", "", f),
+        Command::Pause { name } => action(c, &name, "pause", "", f),
+        Command::Resume { name } => action(c, &name, "resume", "", f),
+        Command::Reboot { name } => action(c, &name, "reboot", "", f),
+        Command::Undefine { name } => cmd::lifecycle::undefine(c, &name, f),
+        Command::Console { name, no_follow } => cmd::console::run(c, &name, !no_follow),
+        Command::Events => cmd::events::run(c, f),
+        _ => Ok(()),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Lab(c) => lab::run(c),
         Command::Image(c) => image::run(c),
         Command::Run { args } => run::run(args),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "vt", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        command => {
+            let client = Client { socket: cli.socket };
+            return match managed(&client, command, cli.output) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => e.exit(),
+            };
+        }
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,67 @@
+//! The `vt-vmm` control socket (`--api-socket PATH`): JSON over HTTP/1.1.
+//!
+//! | method | path | body | answer |
+//! |---|---|---|---|
+//! | GET | `/vm/info` | — | 200 [`VmmInfo`] |
+//! | GET | `/vm/counters` | — | 200 [`VmmCounters`] |
+//! | PUT | `/vm/pause` | — | 204; 409 when already paused |
+//! | PUT | `/vm/resume` | — | 204; 409 when not paused |
+//! | PUT | `/vm/stop` | — | 204, then the VMM exits with status 0 |
+//! | PUT | `/vm/reboot` | — | 204: a hard reset (the VM is rebuilt with `--on-reboot restart`, else the VMM exits 0) |
+//! | PUT | `/vm/power-button` | — | 501: the guest has no ACPI power button device yet |
+//! | PUT | `/vm/console` | bytes | 204: the bytes are queued as serial input |
+//!
+//! Errors are [`ErrorBody`] with a 4xx/5xx status. `POST` is accepted
+//! wherever `PUT` is.
+
+use serde::{Deserialize, Serialize};
+
+use crate::VmConfig;
+
+pub const INFO: &str = "/vm/info";
+pub const COUNTERS: &str = "/vm/counters";
+pub const PAUSE: &str = "/vm/pause";
+pub const RESUME: &str = "/vm/resume";
+pub const STOP: &str = "/vm/stop";
+pub const REBOOT: &str = "/vm/reboot";
+pub const POWER_BUTTON: &str = "/vm/power-button";
+pub const CONSOLE: &str = "/vm/console";
+
+/// Whether the vCPUs run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    Running,
+    Paused,
+}
+
+/// `GET /vm/info`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmmInfo {
+    pub state: RunState,
+    /// The VMM's process id.
+    pub pid: u32,
+    pub config: VmConfig,
+}
+
+/// `GET /vm/counters`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmmCounters {
+    /// Milliseconds since the VMM started.
+    pub uptime_ms: u64,
+    /// Times the VM was built (1 + guest reboots with `--on-reboot restart`).
+    pub boots: u64,
+    /// Port I/O and MMIO exits handled, all vCPUs, all boots.
+    pub io_exits: u64,
+    /// Pause requests served.
+    pub pauses: u64,
+}
+
+/// Any error answer (the control socket and `vtd` alike).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorBody {
+    pub error: String,
+}

@@ -1,0 +1,273 @@
+//! The `vtd` REST API types (the routes are in `vtd`'s OpenAPI document).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::control::VmmCounters;
+use crate::{MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB};
+
+/// Longest VM name.
+pub const MAX_NAME_LEN: usize = 64;
+/// Largest disk `vt create` makes, in GiB (64 TiB).
+pub const MAX_DISK_GIB: u64 = 64 * 1024;
+
+/// A disk of a VM definition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskSpec {
+    /// Absolute path of a raw image.
+    pub path: PathBuf,
+    #[serde(default)]
+    pub readonly: bool,
+}
+
+/// A network interface of a VM definition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkSpec {
+    /// The host bridge to attach to.
+    pub bridge: String,
+    #[serde(default)]
+    pub mac: Option<String>,
+}
+
+/// A VM as `vtd` keeps it (`POST /vms` body).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmDefinition {
+    pub name: String,
+    #[serde(default = "one")]
+    pub vcpus: u32,
+    #[serde(default = "default_memory")]
+    pub memory_mib: u64,
+    /// Absolute path of the kernel (bzImage or ELF vmlinux). When absent
+    /// from a `POST /vms`, `vtd` fills in its `--default-kernel` (and
+    /// `--default-initrd`); a stored definition always has one.
+    #[serde(default)]
+    pub kernel: Option<PathBuf>,
+    #[serde(default)]
+    pub initrd: Option<PathBuf>,
+    #[serde(default = "default_cmdline")]
+    pub cmdline: String,
+    /// virtio-blk disks, in this order.
+    #[serde(default)]
+    pub disks: Vec<DiskSpec>,
+    /// virtio-net NICs, each on a tap that vtd adds to the bridge.
+    #[serde(default)]
+    pub networks: Vec<NetworkSpec>,
+    /// Start when `vtd` starts for the first time since host boot.
+    #[serde(default)]
+    pub autostart: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn default_memory() -> u64 {
+    256
+}
+
+fn default_cmdline() -> String {
+    "console=ttyS0".into()
+}
+
+/// Where a VM is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VmState {
+    /// Defined, no VMM process.
+    Stopped,
+    Running,
+    Paused,
+    /// The VMM ended on its own with a failure (see the reason).
+    Crashed,
+}
+
+impl VmState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmState::Stopped => "stopped",
+            VmState::Running => "running",
+            VmState::Paused => "paused",
+            VmState::Crashed => "crashed",
+        }
+    }
+
+    /// Whether a VMM process is there.
+    pub fn is_active(self) -> bool {
+        matches!(self, VmState::Running | VmState::Paused)
+    }
+}
+
+/// A VM with its state (`GET /vms`, `GET /vms/{name}`, action answers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmStatus {
+    pub name: String,
+    pub state: VmState,
+    /// The VMM's process id while active.
+    #[serde(default)]
+    pub pid: Option<u32>,
+    /// How the last run ended (or why the VM is in its state).
+    #[serde(default)]
+    pub reason: Option<String>,
+    pub definition: VmDefinition,
+    /// From the VMM, in `GET /vms/{name}` while active.
+    #[serde(default)]
+    pub counters: Option<VmmCounters>,
+}
+
+/// One line of `GET /events`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    /// Milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    pub vm: String,
+    /// What happened: `defined`, `started`, `paused`, `resumed`, `stopped`,
+    /// `crashed`, `rebooted`, `undefined`, `reattached`.
+    pub event: String,
+    pub state: VmState,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// A definition that cannot describe a VM.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DefinitionError {
+    #[error(
+        "name must be 1-{MAX_NAME_LEN} characters of A-Z a-z 0-9 . _ - and not start with . or -"
+    )]
+    Name,
+    #[error("vCPU count must be between 1 and {MAX_VCPUS}, got {0}")]
+    Vcpus(u32),
+    #[error("memory must be between {MIN_MEMORY_MIB} MiB and {MAX_MEMORY_MIB} MiB, got {0} MiB")]
+    Memory(u64),
+    #[error("{0} path must be absolute: {1}")]
+    NotAbsolute(&'static str, String),
+    #[error("disk path must not contain ',': {0}")]
+    DiskComma(String),
+    #[error("bridge name must be 1-15 characters without '/', ',' or spaces: {0:?}")]
+    Bridge(String),
+    #[error("{0}")]
+    Mac(String),
+}
+
+/// Whether `name` may name a VM (it also names a directory and a socket).
+pub fn valid_name(name: &str) -> bool {
+    (1..=MAX_NAME_LEN).contains(&name.len())
+        && !name.starts_with(['.', '-'])
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+impl VmDefinition {
+    /// Checks what can be checked without touching the host.
+    pub fn validate(&self) -> Result<(), DefinitionError> {
+        if !valid_name(&self.name) {
+            return Err(DefinitionError::Name);
+        }
+        if self.vcpus == 0 || self.vcpus > MAX_VCPUS {
+            return Err(DefinitionError::Vcpus(self.vcpus));
+        }
+        if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&self.memory_mib) {
+            return Err(DefinitionError::Memory(self.memory_mib));
+        }
+        let abs = |what, p: &PathBuf| {
+            if p.is_absolute() {
+                Ok(())
+            } else {
+                Err(DefinitionError::NotAbsolute(what, p.display().to_string()))
+            }
+        };
+        if let Some(k) = &self.kernel {
+            abs("kernel", k)?;
+        }
+        if let Some(i) = &self.initrd {
+            abs("initrd", i)?;
+        }
+        for d in &self.disks {
+            abs("disk", &d.path)?;
+            if d.path.to_string_lossy().contains(',') {
+                return Err(DefinitionError::DiskComma(d.path.display().to_string()));
+            }
+        }
+        for n in &self.networks {
+            let b = &n.bridge;
+            if b.is_empty() || b.len() > 15 || b.contains(['/', ' ', ',', '\0']) {
+                return Err(DefinitionError::Bridge(b.clone()));
+            }
+            if let Some(mac) = &n.mac {
+                crate::parse_mac(mac).map_err(|e| DefinitionError::Mac(e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def() -> VmDefinition {
+        serde_json::from_str(r#"{"name":"a","kernel":"/k"}"#).unwrap()
+    }
+
+    #[test]
+    fn defaults_and_unknown_fields() {
+        let d = def();
+        assert_eq!(
+            (d.vcpus, d.memory_mib, d.cmdline.as_str()),
+            (1, 256, "console=ttyS0")
+        );
+        d.validate().unwrap();
+        let e = serde_json::from_str::<VmDefinition>(r#"{"name":"a","kernel":"/k","ram":1}"#)
+            .unwrap_err();
+        assert!(e.to_string().contains("unknown field `ram`"), "{e}");
+    }
+
+    #[test]
+    fn names() {
+        for ok in ["a", "my-vm.1_x", &"x".repeat(64)] {
+            assert!(valid_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            ".a",
+            "-a",
+            "a/b",
+            "a b",
+            "ä",
+            &"x".repeat(65),
+            "..",
+            "a%2f",
+        ] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bounds_and_paths() {
+        let mut d = def();
+        d.vcpus = 0;
+        assert_eq!(d.validate(), Err(DefinitionError::Vcpus(0)));
+        d.vcpus = 2;
+        d.memory_mib = 1;
+        assert_eq!(d.validate(), Err(DefinitionError::Memory(1)));
+        d.memory_mib = 64;
+        d.kernel = Some("k".into());
+        assert!(matches!(
+            d.validate(),
+            Err(DefinitionError::NotAbsolute("kernel", _))
+        ));
+        d.kernel = Some("/k".into());
+        d.networks.push(NetworkSpec {
+            bridge: "a/b".into(),
+            mac: None,
+        });
+        assert!(matches!(d.validate(), Err(DefinitionError::Bridge(_))));
+    }
+}

@@ -1,0 +1,23 @@
+//! `vt-http`: the HTTP/1.1 subset VT System speaks on its Unix sockets.
+//!
+//! - requests: a request line, headers, and a body framed by
+//!   `Content-Length` only (a `Transfer-Encoding` is refused with 501);
+//! - responses: `Content-Length` bodies, or a stream ended by closing the
+//!   connection (`Connection: close`, used for event and console streams);
+//! - keep-alive by default (HTTP/1.1), `Connection: close` honoured;
+//! - every size is bounded by [`Limits`]: an oversized head is 431, an
+//!   oversized body 413, without reading it.
+//!
+//! Nothing here panics on what a peer sends.
+
+mod client;
+mod head;
+mod message;
+mod peer;
+mod server;
+
+pub use client::{call, call_with_timeout, open_stream, ClientError, Connection};
+pub use head::{read_request, read_response, read_response_head, Error, Limits};
+pub use message::{reason, Request, Response};
+pub use peer::{peer_credentials, Peer};
+pub use server::{serve, Handler, Reply, StreamFn};

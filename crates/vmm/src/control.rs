@@ -1,0 +1,257 @@
+//! The control socket (`vt-vmm --api-socket PATH`); the protocol is written
+//! down in [`api::control`].
+//!
+//! Threads: an HTTP listener thread (plus one per connection, `vt-http`)
+//! answers `info` and `counters` from [`Shared`] state itself. Commands that
+//! change the VM (pause, resume, stop, reboot) go to the main thread's event
+//! loop as a [`Command`] over a channel, followed by a write to an eventfd
+//! that the loop watches; the loop answers on the reply channel that came
+//! with the command.
+
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use api::control::{self as proto, ErrorBody, RunState, VmmCounters, VmmInfo};
+use api::VmConfig;
+use devices::bus::lock;
+use vmm_sys_util::eventfd::EventFd;
+use vt_http::{Handler, Limits, Peer, Reply, Request, Response};
+
+use crate::console::ConsoleInput;
+use crate::Error;
+
+/// How long a connection waits for the event loop to answer.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A command for the event loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Pause,
+    Resume,
+    Stop,
+    Reboot,
+}
+
+/// The loop's answer: Ok, or a status and a message.
+pub type CommandResult = Result<(), (u16, String)>;
+
+type Pending = (Command, Sender<CommandResult>);
+
+/// State the connection threads read without asking the loop.
+struct Shared {
+    config: VmConfig,
+    start: Instant,
+    state: Mutex<RunState>,
+    boots: AtomicU64,
+    pauses: AtomicU64,
+    /// Exits of finished boots, plus the live counter of the current one.
+    io_exits_before: AtomicU64,
+    io_exits_now: Mutex<Option<Arc<AtomicU64>>>,
+    tx: Mutex<Sender<Pending>>,
+    evt: Arc<EventFd>,
+    input: ConsoleInput,
+}
+
+/// The VMM's end of the control socket.
+pub struct Control {
+    shared: Arc<Shared>,
+    rx: Receiver<Pending>,
+    path: PathBuf,
+    /// A stop was taken: its answer may still be on its way out.
+    stopping: std::sync::atomic::AtomicBool,
+}
+
+impl Control {
+    /// Binds `path` (a stale socket there is replaced) and starts serving.
+    pub fn start(path: &Path, config: &VmConfig, input: ConsoleInput) -> Result<Self, Error> {
+        let open = |source| Error::Open {
+            what: "API socket",
+            path: path.display().to_string(),
+            source,
+        };
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            if !meta.file_type().is_socket() || UnixStream::connect(path).is_ok() {
+                return Err(open(std::io::ErrorKind::AlreadyExists.into()));
+            }
+            std::fs::remove_file(path).map_err(open)?;
+        }
+        let listener = UnixListener::bind(path).map_err(open)?;
+        let (tx, rx) = mpsc::channel();
+        let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| Error::Io("eventfd", e))?;
+        let shared = Arc::new(Shared {
+            config: config.clone(),
+            start: Instant::now(),
+            state: Mutex::new(RunState::Running),
+            boots: AtomicU64::new(0),
+            pauses: AtomicU64::new(0),
+            io_exits_before: AtomicU64::new(0),
+            io_exits_now: Mutex::new(None),
+            tx: Mutex::new(tx),
+            evt: Arc::new(evt),
+            input,
+        });
+        let handler = Arc::new(ControlHandler(shared.clone()));
+        std::thread::Builder::new()
+            .name("api-listener".into())
+            .spawn(move || vt_http::serve(listener, handler, Limits::default(), 32))
+            .map_err(Error::Thread)?;
+        Ok(Control {
+            shared,
+            rx,
+            path: path.to_path_buf(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// The eventfd the event loop watches.
+    pub fn event_fd(&self) -> &EventFd {
+        &self.shared.evt
+    }
+
+    /// Takes the pending commands (call when the eventfd is readable).
+    pub fn commands(&self) -> Vec<(Command, Sender<CommandResult>)> {
+        let _ = self.shared.evt.read();
+        let cmds: Vec<_> = self.rx.try_iter().collect();
+        if cmds.iter().any(|(c, _)| *c == Command::Stop) {
+            self.stopping.store(true, Ordering::Relaxed);
+        }
+        cmds
+    }
+
+    /// A new boot starts with `io_exits` as its exit counter.
+    pub fn boot(&self, io_exits: Arc<AtomicU64>) {
+        self.shared.boots.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.shared.state) = RunState::Running;
+        if let Some(old) = lock(&self.shared.io_exits_now).replace(io_exits) {
+            let n = old.load(Ordering::Relaxed);
+            self.shared.io_exits_before.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Records the run state after a pause or resume.
+    pub fn set_state(&self, state: RunState) {
+        if state == RunState::Paused {
+            self.shared.pauses.fetch_add(1, Ordering::Relaxed);
+        }
+        *lock(&self.shared.state) = state;
+    }
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        // Give a connection thread a moment to send the answer to the stop
+        // that ended the VM, then take the socket away.
+        if self.stopping.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+struct ControlHandler(Arc<Shared>);
+
+fn json<T: serde::Serialize>(status: u16, value: &T) -> Reply {
+    match serde_json::to_vec(value) {
+        Ok(body) => Reply::Full(Response::json(status, body)),
+        Err(e) => error(500, &e.to_string()),
+    }
+}
+
+fn error(status: u16, message: &str) -> Reply {
+    let body = ErrorBody {
+        error: message.to_string(),
+    };
+    Reply::Full(Response::json(
+        status,
+        serde_json::to_vec(&body).unwrap_or_default(),
+    ))
+}
+
+impl ControlHandler {
+    fn command(&self, cmd: Command) -> Reply {
+        let (reply_tx, reply_rx) = mpsc::channel();
+        if lock(&self.0.tx).send((cmd, reply_tx)).is_err() {
+            return error(503, "the VM is shutting down");
+        }
+        let _ = self.0.evt.write(1);
+        match reply_rx.recv_timeout(COMMAND_TIMEOUT) {
+            Ok(Ok(())) => Reply::Full(Response::new(204, "application/json", "")),
+            Ok(Err((status, msg))) => error(status, &msg),
+            Err(mpsc::RecvTimeoutError::Timeout) => error(504, "the VM did not answer in time"),
+            Err(mpsc::RecvTimeoutError::Disconnected) => error(503, "the VM is shutting down"),
+        }
+    }
+
+    fn counters(&self) -> VmmCounters {
+        let s = &self.0;
+        let now = lock(&s.io_exits_now)
+            .as_ref()
+            .map_or(0, |c| c.load(Ordering::Relaxed));
+        VmmCounters {
+            uptime_ms: s.start.elapsed().as_millis() as u64,
+            boots: s.boots.load(Ordering::Relaxed),
+            io_exits: s.io_exits_before.load(Ordering::Relaxed) + now,
+            pauses: s.pauses.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Handler for ControlHandler {
+    fn handle(&self, req: Request, _peer: &Peer) -> Reply {
+        let write = matches!(req.method.as_str(), "PUT" | "POST");
+        match (req.method.as_str(), req.path.as_str()) {
+            ("GET", proto::INFO) => json(
+                200,
+                &VmmInfo {
+                    state: *lock(&self.0.state),
+                    pid: std::process::id(),
+                    config: self.0.config.clone(),
+                },
+            ),
+            ("GET", proto::COUNTERS) => json(200, &self.counters()),
+            (_, proto::PAUSE) if write => self.command(Command::Pause),
+            (_, proto::RESUME) if write => self.command(Command::Resume),
+            (_, proto::STOP) if write => self.command(Command::Stop),
+            (_, proto::REBOOT) if write => self.command(Command::Reboot),
+            (_, proto::POWER_BUTTON) if write => error(
+                501,
+                "no ACPI power button: the guest platform has no GED device yet",
+            ),
+            (_, proto::CONSOLE) if write => {
+                let n = self.0.input.send(&req.body, Some(Duration::from_secs(1)));
+                if n == req.body.len() {
+                    Reply::Full(Response::new(204, "application/json", ""))
+                } else {
+                    error(
+                        503,
+                        &format!("the guest took {n} of {} bytes", req.body.len()),
+                    )
+                }
+            }
+            (
+                _,
+                proto::INFO
+                | proto::COUNTERS
+                | proto::PAUSE
+                | proto::RESUME
+                | proto::STOP
+                | proto::REBOOT
+                | proto::POWER_BUTTON
+                | proto::CONSOLE,
+            ) => error(405, &format!("{} not allowed on {}", req.method, req.path)),
+            _ => error(404, &format!("no route for {} {}", req.method, req.path)),
+        }
+    }
+
+    fn error(&self, status: u16, message: &str) -> Response {
+        let body = ErrorBody {
+            error: message.to_string(),
+        };
+        Response::json(status, serde_json::to_vec(&body).unwrap_or_default())
+    }
+}

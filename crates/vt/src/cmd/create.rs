@@ -1,0 +1,276 @@
+//! `vt create`: define a VM, with the options of virt-install.
+//!
+//! `vt create --name myvm --ram 1024 --disk path=myvm.img,size=10 --vcpus 2
+//! --os-type linux --network bridge=vtbr0 --graphics none --console pty
+//! [--boot kernel=PATH,initrd=PATH,kernel_args="console=ttyS0 ..."]`
+//!
+//! Disks given with `size=` are created here (sparse raw, GiB) unless they
+//! exist; they become virtio-blk devices. Each `--network bridge=` NIC is a
+//! virtio-net device on a tap that vtd adds to the bridge at start.
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+
+use api::manager::{DiskSpec, NetworkSpec, VmDefinition, VmStatus, MAX_DISK_GIB};
+use clap::Args;
+
+use super::client::{CliError, CliResult, Client};
+use super::options::{boolean, pairs};
+use super::output::{print_json, Format};
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// VM name (A-Z a-z 0-9 . _ -).
+    #[arg(long)]
+    pub name: String,
+    /// Memory in MiB.
+    #[arg(
+        long,
+        visible_alias = "memory",
+        value_name = "MIB",
+        default_value_t = 256
+    )]
+    pub ram: u64,
+    /// vCPU count.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub vcpus: u32,
+    /// `path=FILE[,size=GIB][,format=raw][,bus=virtio][,readonly=on]`; repeatable.
+    #[arg(long, value_name = "SPEC")]
+    pub disk: Vec<String>,
+    /// `bridge=NAME[,mac=MAC][,model=virtio]` or `none`; repeatable.
+    #[arg(long, value_name = "SPEC")]
+    pub network: Vec<String>,
+    /// `kernel=PATH[,initrd=PATH][,kernel_args="..."]` (direct kernel boot).
+    #[arg(long, value_name = "SPEC")]
+    pub boot: Option<String>,
+    /// Only `linux`.
+    #[arg(long, value_name = "TYPE")]
+    pub os_type: Option<String>,
+    /// Accepted and ignored (no per-OS tuning yet).
+    #[arg(long, value_name = "NAME")]
+    pub os_variant: Option<String>,
+    /// Only `none` (the VM has a serial console, no display).
+    #[arg(long, value_name = "SPEC")]
+    pub graphics: Option<String>,
+    /// Only `pty`: the serial console, seen with `vt console NAME`.
+    #[arg(long, value_name = "SPEC")]
+    pub console: Option<String>,
+    /// Start the VM when vtd starts after a host boot.
+    #[arg(long)]
+    pub autostart: bool,
+    /// Start the VM once defined.
+    #[arg(long)]
+    pub start: bool,
+}
+
+fn absolute(p: &str) -> CliResult<PathBuf> {
+    std::path::absolute(p).map_err(|e| CliError::usage(format!("{p}: {e}")))
+}
+
+fn parse_disk(spec: &str) -> CliResult<(DiskSpec, Option<u64>)> {
+    let keys = [
+        "path", "size", "format", "bus", "readonly", "ro", "sparse", "cache",
+    ];
+    let mut disk = DiskSpec {
+        path: PathBuf::new(),
+        readonly: false,
+    };
+    let mut size = None;
+    for (k, v) in pairs(spec, &keys).map_err(|e| CliError::usage(format!("--disk: {e}")))? {
+        let bad = |why: &str| CliError::usage(format!("--disk {k}={v}: {why}"));
+        match k.as_str() {
+            "path" | "" => disk.path = absolute(&v)?,
+            "size" => {
+                let gib: u64 = v
+                    .parse()
+                    .map_err(|_| bad("size is a whole number of GiB"))?;
+                if gib == 0 || gib > MAX_DISK_GIB {
+                    return Err(bad(&format!("size must be 1-{MAX_DISK_GIB} GiB")));
+                }
+                size = Some(gib);
+            }
+            "format" if v == "raw" => {}
+            "format" => return Err(bad("only raw images are supported")),
+            "bus" if v == "virtio" => {}
+            "bus" => return Err(bad("only virtio")),
+            "readonly" | "ro" => disk.readonly = boolean(&k, &v).map_err(CliError::usage)?,
+            "sparse" if boolean(&k, &v) == Ok(true) => {}
+            _ => return Err(bad("not supported")),
+        }
+    }
+    if disk.path.as_os_str().is_empty() {
+        return Err(CliError::usage(format!("--disk {spec}: path= is required")));
+    }
+    Ok((disk, size))
+}
+
+fn parse_network(spec: &str) -> CliResult<Option<NetworkSpec>> {
+    let mut net = NetworkSpec {
+        bridge: String::new(),
+        mac: None,
+    };
+    for (k, v) in pairs(spec, &["bridge", "mac", "model", "network"])
+        .map_err(|e| CliError::usage(format!("--network: {e}")))?
+    {
+        match (k.as_str(), v.as_str()) {
+            ("", "none") => return Ok(None),
+            ("bridge", _) => net.bridge = v,
+            ("mac", _) => net.mac = Some(v),
+            ("model", "virtio") => {}
+            _ => {
+                return Err(CliError::usage(format!(
+                    "--network {k}={v}: not supported (use bridge=NAME[,mac=MAC])"
+                )))
+            }
+        }
+    }
+    if net.bridge.is_empty() {
+        return Err(CliError::usage(format!(
+            "--network {spec}: bridge= is required"
+        )));
+    }
+    Ok(Some(net))
+}
+
+/// Sets kernel, initrd and command line from `--boot`.
+fn apply_boot(def: &mut VmDefinition, spec: &str) -> CliResult {
+    let keys = ["kernel", "initrd", "kernel_args", "cmdline", "extra_args"];
+    for (k, v) in pairs(spec, &keys).map_err(|e| CliError::usage(format!("--boot: {e}")))? {
+        match k.as_str() {
+            "kernel" => def.kernel = Some(absolute(&v)?),
+            "initrd" => def.initrd = Some(absolute(&v)?),
+            "kernel_args" | "cmdline" | "extra_args" => def.cmdline = v,
+            _ => {
+                return Err(CliError::usage(format!(
+                    "--boot {v}: only direct kernel boot (kernel=PATH,...) is supported"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_choice(flag: &str, value: &Option<String>, allowed: &str) -> CliResult {
+    match value {
+        Some(v) if v != allowed => Err(CliError::usage(format!(
+            "{flag} {v}: not supported (only {allowed})"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// Makes a sparse raw image of `gib` GiB unless the file exists.
+fn make_disk(path: &Path, gib: u64) -> CliResult<bool> {
+    let f = match OpenOptions::new().write(true).create_new(true).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            eprintln!("vt: note: {} exists; used as it is", path.display());
+            return Ok(false);
+        }
+        Err(e) => return Err(CliError::usage(format!("{}: {e}", path.display()))),
+    };
+    f.set_len(gib << 30).map_err(|e| {
+        let _ = std::fs::remove_file(path);
+        CliError::usage(format!("{}: cannot size to {gib} GiB: {e}", path.display()))
+    })?;
+    Ok(true)
+}
+
+/// Creates the disks that have a size; on failure removes those it made.
+fn make_disks(disks: &[DiskSpec], sizes: &[Option<u64>]) -> CliResult<Vec<PathBuf>> {
+    let mut made = Vec::new();
+    for (disk, size) in disks.iter().zip(sizes) {
+        let step = match size {
+            Some(gib) => make_disk(&disk.path, *gib),
+            None if !disk.path.is_file() => Err(CliError::usage(format!(
+                "--disk {}: no such file (add size=GIB to create it)",
+                disk.path.display()
+            ))),
+            None => Ok(false),
+        };
+        match step {
+            Ok(true) => made.push(disk.path.clone()),
+            Ok(false) => {}
+            Err(e) => {
+                made.iter().for_each(|p| drop(std::fs::remove_file(p)));
+                return Err(e);
+            }
+        }
+    }
+    Ok(made)
+}
+
+pub fn run(c: &Client, a: CreateArgs, format: Format) -> CliResult {
+    check_choice("--os-type", &a.os_type, "linux")?;
+    check_choice("--graphics", &a.graphics, "none")?;
+    check_choice("--console", &a.console, "pty")?;
+    if let Some(v) = &a.os_variant {
+        eprintln!("vt: note: --os-variant {v} is accepted and ignored");
+    }
+    let mut def = VmDefinition {
+        name: a.name.clone(),
+        vcpus: a.vcpus,
+        memory_mib: a.ram,
+        kernel: None,
+        initrd: None,
+        cmdline: "console=ttyS0".into(),
+        disks: Vec::new(),
+        networks: Vec::new(),
+        autostart: a.autostart,
+    };
+    if let Some(b) = &a.boot {
+        apply_boot(&mut def, b)?;
+    }
+    let mut sizes = Vec::new();
+    for d in &a.disk {
+        let (disk, size) = parse_disk(d)?;
+        sizes.push(size);
+        def.disks.push(disk);
+    }
+    for n in &a.network {
+        def.networks.extend(parse_network(n)?);
+    }
+    def.validate().map_err(|e| CliError::usage(e.to_string()))?;
+
+    let made = make_disks(&def.disks, &sizes)?;
+    let body = serde_json::to_vec(&def).map_err(|e| CliError::usage(e.to_string()))?;
+    let status: VmStatus = match c.json("POST", "/vms", Some(body)) {
+        Ok(s) => s,
+        Err(e) => {
+            // Leave nothing behind for a VM that was not defined.
+            made.iter().for_each(|p| drop(std::fs::remove_file(p)));
+            return Err(e);
+        }
+    };
+    for n in &def.networks {
+        let br = std::path::Path::new("/sys/class/net")
+            .join(&n.bridge)
+            .join("bridge");
+        if !br.is_dir() {
+            eprintln!(
+                "vt: warning: bridge {} does not exist here yet: the VM will not start until it does",
+                n.bridge
+            );
+        }
+    }
+    let status = if a.start {
+        c.json("POST", &format!("/vms/{}/start", a.name), None)?
+    } else {
+        status
+    };
+    match format {
+        Format::Json => print_json(&status),
+        Format::Table => {
+            let verb = if a.start {
+                "defined and started"
+            } else {
+                "defined"
+            };
+            println!(
+                "VM '{}' {verb} (console: vt console {})",
+                status.name, status.name
+            );
+        }
+    }
+    Ok(())
+}

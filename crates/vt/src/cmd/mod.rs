@@ -1,0 +1,10 @@
+//! The verbs that talk to `vtd`, one file each (list and info share one).
+
+pub mod client;
+pub mod console;
+pub mod create;
+pub mod events;
+pub mod lifecycle;
+pub mod list;
+mod options;
+pub mod output;

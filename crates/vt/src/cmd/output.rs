@@ -1,0 +1,78 @@
+//! Tables for people, JSON for scripts (`--output json`).
+
+use api::manager::VmStatus;
+use clap::ValueEnum;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+/// Prints rows as columns padded to their widest cell.
+pub fn table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(cell);
+            } else {
+                s.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        println!("{}", s.trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
+}
+
+pub fn print_json<T: serde::Serialize>(value: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    );
+}
+
+/// One VM, as `vt info` shows it.
+pub fn vm_details(s: &VmStatus) {
+    let d = &s.definition;
+    let path = |p: &Option<std::path::PathBuf>| {
+        p.as_ref()
+            .map_or_else(|| "-".to_string(), |p| p.display().to_string())
+    };
+    let mut rows = vec![
+        ("Name", s.name.clone()),
+        ("State", s.state.as_str().to_string()),
+        ("PID", s.pid.map_or("-".into(), |p| p.to_string())),
+        ("Reason", s.reason.clone().unwrap_or_else(|| "-".into())),
+        ("vCPUs", d.vcpus.to_string()),
+        ("Memory", format!("{} MiB", d.memory_mib)),
+        ("Kernel", path(&d.kernel)),
+        ("Initrd", path(&d.initrd)),
+        ("Cmdline", d.cmdline.clone()),
+        ("Autostart", if d.autostart { "yes" } else { "no" }.into()),
+    ];
+    for disk in &d.disks {
+        let ro = if disk.readonly { " (read-only)" } else { "" };
+        rows.push(("Disk", format!("{}{ro}", disk.path.display())));
+    }
+    for n in &d.networks {
+        rows.push(("Network", format!("bridge={} [not attached yet]", n.bridge)));
+    }
+    if let Some(c) = &s.counters {
+        rows.push(("Uptime", format!("{:.1} s", c.uptime_ms as f64 / 1000.0)));
+        rows.push(("Boots", c.boots.to_string()));
+        rows.push(("I/O exits", c.io_exits.to_string()));
+    }
+    for (k, v) in rows {
+        println!("{:<10} {v}", format!("{k}:"));
+    }
+}

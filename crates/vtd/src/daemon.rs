@@ -1,0 +1,220 @@
+//! The daemon's state: every defined VM, loaded from the state directory
+//! at start (re-attaching to VMMs that kept running), created and removed
+//! through the API.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use api::manager::{VmDefinition, VmState};
+
+use crate::audit::Audit;
+use crate::error::ApiError;
+use crate::events::Events;
+use crate::process;
+use crate::store::{self, VmDir, MAX_SOCKET_PATH};
+use crate::vm::{lock, Vm};
+
+/// Kernel and initrd for definitions that name none.
+#[derive(Debug, Clone, Default)]
+pub struct Defaults {
+    pub kernel: Option<PathBuf>,
+    pub initrd: Option<PathBuf>,
+}
+
+pub struct Daemon {
+    /// Held (flock) for the daemon's life: one vtd per state directory.
+    _lock: std::fs::File,
+    pub state_dir: PathBuf,
+    pub vmm: PathBuf,
+    pub defaults: Defaults,
+    pub events: Arc<Events>,
+    pub audit: Audit,
+    vms: Mutex<BTreeMap<String, Arc<Vm>>>,
+}
+
+/// Takes `STATE/vtd.lock` (close-on-exec, so VMMs do not inherit it).
+fn lock_state(state_dir: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(state_dir.join("vtd.lock"))?;
+    // SAFETY: flock on a descriptor we own; no memory is touched.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(std::io::Error::other(
+            "another vtd is using this state directory",
+        ));
+    }
+    Ok(f)
+}
+
+impl Daemon {
+    /// Opens (creating) the state directory and loads every VM in it.
+    pub fn open(state_dir: &Path, vmm: PathBuf, defaults: Defaults) -> std::io::Result<Arc<Self>> {
+        std::fs::create_dir_all(state_dir.join("vms"))?;
+        let state_lock = lock_state(state_dir)?;
+        let audit = Audit::open(&state_dir.join("actions.log"))?;
+        let d = Arc::new(Daemon {
+            _lock: state_lock,
+            state_dir: state_dir.to_path_buf(),
+            vmm,
+            defaults,
+            events: Arc::new(Events::default()),
+            audit,
+            vms: Mutex::new(BTreeMap::new()),
+        });
+        for entry in std::fs::read_dir(d.vms_dir())? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".deleted.") {
+                // An undefine that was interrupted: finish it.
+                let _ = std::fs::remove_dir_all(entry.path());
+                continue;
+            }
+            let dir = VmDir(entry.path());
+            let def = match store::read_json::<VmDefinition>(&dir.definition()) {
+                Ok(Some(def)) if def.name == name => def,
+                // A half-created VM (no definition yet) or a stray file.
+                _ => {
+                    eprintln!(
+                        "vtd: skipping {}: no valid definition.json",
+                        dir.0.display()
+                    );
+                    continue;
+                }
+            };
+            let vm = Vm::new(def, dir, d.events.clone());
+            vm.reattach();
+            lock(&d.vms).insert(name, vm);
+        }
+        Ok(d)
+    }
+
+    fn vms_dir(&self) -> PathBuf {
+        self.state_dir.join("vms")
+    }
+
+    /// The autostart VMs to start now: all of them on the first `vtd` start
+    /// since host boot (recorded in `autostart.done`), none after that.
+    pub fn autostart_due(&self) -> Vec<Arc<Vm>> {
+        let marker = self.state_dir.join("autostart.done");
+        let boot = process::boot_id();
+        if std::fs::read_to_string(&marker).is_ok_and(|b| b.trim() == boot) {
+            return Vec::new();
+        }
+        if let Err(e) = std::fs::write(&marker, boot) {
+            eprintln!("vtd: cannot write {}: {e}", marker.display());
+        }
+        self.list()
+            .into_iter()
+            .filter(|vm| vm.def.autostart && !vm.state().is_active())
+            .collect()
+    }
+
+    /// Starts `vms` (from [`Daemon::autostart_due`]).
+    pub fn autostart(&self, vms: Vec<Arc<Vm>>) {
+        for vm in vms {
+            let _op = vm.op();
+            if vm.state().is_active() {
+                continue;
+            }
+            if let Err(e) = vm.start(&self.vmm) {
+                eprintln!("vtd: autostart of {} failed: {}", vm.name(), e.message);
+            }
+        }
+    }
+
+    pub fn list(&self) -> Vec<Arc<Vm>> {
+        lock(&self.vms).values().cloned().collect()
+    }
+
+    pub fn get(&self, name: &str) -> Result<Arc<Vm>, ApiError> {
+        lock(&self.vms)
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ApiError::new(404, format!("no VM named '{name}'")))
+    }
+
+    /// Checks a new definition against the host.
+    fn check(&self, def: &VmDefinition) -> Result<(), ApiError> {
+        def.validate()
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let kernel = def.kernel.as_ref().ok_or_else(|| {
+            ApiError::bad_request(
+                "no kernel: give one (vt create --boot kernel=PATH; booting from a disk needs firmware, not supported yet) or start vtd with --default-kernel",
+            )
+        })?;
+        let files = std::iter::once(("kernel", kernel))
+            .chain(def.initrd.iter().map(|i| ("initrd", i)))
+            .chain(def.disks.iter().map(|d| ("disk", &d.path)));
+        for (what, p) in files {
+            if !p.is_file() {
+                return Err(ApiError::bad_request(format!(
+                    "{what} {} does not exist or is not a file",
+                    p.display()
+                )));
+            }
+        }
+        let sock = VmDir(self.vms_dir().join(&def.name)).socket();
+        if sock.as_os_str().len() > MAX_SOCKET_PATH {
+            return Err(ApiError::bad_request(format!(
+                "the VM's control socket path would be too long ({} bytes): use a shorter name or state directory",
+                sock.as_os_str().len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Defines a VM. Of two creates of one name, exactly one wins.
+    pub fn create(&self, mut def: VmDefinition) -> Result<Arc<Vm>, ApiError> {
+        if def.kernel.is_none() {
+            def.kernel = self.defaults.kernel.clone();
+            if def.initrd.is_none() {
+                def.initrd = self.defaults.initrd.clone();
+            }
+        }
+        self.check(&def)?;
+        let mut vms = lock(&self.vms);
+        let conflict = || ApiError::conflict(format!("a VM named '{}' exists", def.name));
+        if vms.contains_key(&def.name) {
+            return Err(conflict());
+        }
+        let dir = VmDir(self.vms_dir().join(&def.name));
+        match std::fs::create_dir(&dir.0) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(conflict()),
+            Err(e) => return Err(ApiError::internal("cannot create the VM directory", e)),
+        }
+        if let Err(e) = store::write_json(&dir.definition(), &def) {
+            let _ = std::fs::remove_dir_all(&dir.0);
+            return Err(ApiError::internal("cannot write the definition", e));
+        }
+        let vm = Vm::new(def, dir, self.events.clone());
+        vms.insert(vm.name().to_string(), vm.clone());
+        drop(vms);
+        self.events
+            .publish(vm.name(), "defined", VmState::Stopped, None);
+        Ok(vm)
+    }
+
+    /// Removes a stopped VM's definition and files (disk images stay).
+    pub fn undefine(&self, name: &str) -> Result<(), ApiError> {
+        let vm = self.get(name)?;
+        let _op = vm.op();
+        if vm.state().is_active() {
+            return Err(ApiError::conflict(format!(
+                "VM '{name}' is running: stop it first"
+            )));
+        }
+        let mut vms = lock(&self.vms);
+        store::remove_vm_dir(&self.vms_dir(), name)
+            .map_err(|e| ApiError::internal("cannot remove the VM directory", e))?;
+        vms.remove(name);
+        drop(vms);
+        self.events
+            .publish(name, "undefined", VmState::Stopped, None);
+        Ok(())
+    }
+}

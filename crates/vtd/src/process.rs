@@ -1,0 +1,146 @@
+//! `vt-vmm` processes: spawning them in their own session, recognising
+//! them again after a `vtd` restart, waiting for their end, killing them.
+
+use std::fs::OpenOptions;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use api::manager::VmDefinition;
+
+use crate::store::VmDir;
+
+/// Starts `vt-vmm` for `def` in its own session (so it outlives `vtd`),
+/// console to `console.log`, its own output to `vmm.log`.
+pub fn spawn(vmm: &Path, kernel: &Path, def: &VmDefinition, dir: &VmDir) -> std::io::Result<Child> {
+    // One run per log: its last line tells how this run ended.
+    let log = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(dir.vmm_log())?;
+    let mut cmd = Command::new(vmm);
+    cmd.arg("--kernel").arg(kernel);
+    if let Some(i) = &def.initrd {
+        cmd.arg("--initrd").arg(i);
+    }
+    cmd.arg("--cmdline")
+        .arg(&def.cmdline)
+        .arg("--cpus")
+        .arg(def.vcpus.to_string())
+        .arg("--memory")
+        .arg(def.memory_mib.to_string())
+        .arg("--serial")
+        .arg(format!("file={}", dir.console().display()))
+        .arg("--on-reboot")
+        .arg("restart")
+        .args(disk_flags(def))
+        .args(crate::net::net_flags(def))
+        .arg("--api-socket")
+        .arg(dir.socket())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe and touches no memory; it runs in
+    // the child between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// `--disk path=P[,readonly=on]` for each disk (paths never hold commas:
+/// the definition is validated).
+fn disk_flags(def: &VmDefinition) -> Vec<String> {
+    def.disks
+        .iter()
+        .flat_map(|d| {
+            let ro = if d.readonly { ",readonly=on" } else { "" };
+            [
+                "--disk".to_string(),
+                format!("path={}{ro}", d.path.display()),
+            ]
+        })
+        .collect()
+}
+
+/// Whether `pid` is a live `vt-vmm` serving `socket` (guards against a
+/// reused pid after a `vtd` restart).
+pub fn is_our_vmm(pid: u32, socket: &Path) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let sock = socket.as_os_str().as_encoded_bytes();
+    let is_vmm = args
+        .first()
+        .is_some_and(|a| a.ends_with(b"vt-vmm") || a.ends_with(b"vt-vmm (deleted)"));
+    is_vmm
+        && args
+            .windows(2)
+            .any(|w| w[0] == b"--api-socket" && w[1] == sock)
+}
+
+/// A descriptor that becomes readable when `pid` ends (any process, not
+/// only our children).
+pub fn pidfd(pid: u32) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor was just created and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Blocks until the process behind `fd` ends.
+pub fn wait_pidfd(fd: &OwnedFd) {
+    use std::os::fd::AsRawFd;
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one valid pollfd.
+        let rc = unsafe { libc::poll(&mut p, 1, -1) };
+        if rc > 0 || (rc < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR))
+        {
+            return;
+        }
+    }
+}
+
+/// Sends SIGKILL to `pid`.
+pub fn kill(pid: u32) {
+    // SAFETY: kill has no memory effects; callers check the pid is ours.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+}
+
+/// The name of a signal, for exit reasons.
+pub fn signal_name(sig: i32) -> String {
+    let name = match sig {
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGINT => "SIGINT",
+        libc::SIGBUS => "SIGBUS",
+        _ => return format!("signal {sig}"),
+    };
+    format!("signal {sig} ({name})")
+}
+
+/// The host's boot id (changes on every host boot).
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}

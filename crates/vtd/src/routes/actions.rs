@@ -1,0 +1,42 @@
+//! `POST /vms/{name}/{action}`: start, shutdown, stop, pause, resume,
+//! reboot. Each answers the VM's status afterwards.
+
+use std::time::Duration;
+
+use vt_http::Request;
+
+use super::{json, Answer};
+use crate::daemon::Daemon;
+use crate::error::ApiError;
+
+/// Shutdown's wait for the guest, unless `?timeout_secs=` says otherwise.
+const SHUTDOWN_TIMEOUT: u64 = 30;
+
+pub fn run(d: &Daemon, name: &str, action: &str, req: &Request) -> Answer {
+    let vm = d.get(name)?;
+    let _op = vm.op();
+    match action {
+        "start" => vm.start(&d.vmm)?,
+        "stop" => vm.stop("stopped by request")?,
+        "shutdown" => {
+            let secs = match req.query_param("timeout_secs") {
+                None => SHUTDOWN_TIMEOUT,
+                Some(s) => s
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|s| *s <= 3600)
+                    .ok_or_else(|| {
+                        ApiError::bad_request(
+                            "timeout_secs must be a number of seconds, at most 3600",
+                        )
+                    })?,
+            };
+            vm.shutdown(Duration::from_secs(secs))?
+        }
+        "pause" => vm.pause()?,
+        "resume" => vm.resume()?,
+        "reboot" => vm.reboot()?,
+        other => return Err(ApiError::new(404, format!("no action '{other}'"))),
+    }
+    json(200, &vm.status(false))
+}

@@ -1,0 +1,167 @@
+//! The REST API: one file per resource. [`ROUTES`] is the route table,
+//! checked against the OpenAPI document (`openapi.json`) in tests.
+
+mod actions;
+mod console;
+mod events;
+mod vms;
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use vt_http::{Handler, Peer, Reply, Request, Response};
+
+use crate::daemon::Daemon;
+use crate::error::ApiError;
+
+/// The OpenAPI 3 document, served at `GET /openapi.json`.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// Every route: method and path pattern (`{name}` is a VM name).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/openapi.json"),
+    ("GET", "/vms"),
+    ("POST", "/vms"),
+    ("GET", "/vms/{name}"),
+    ("DELETE", "/vms/{name}"),
+    ("POST", "/vms/{name}/start"),
+    ("POST", "/vms/{name}/shutdown"),
+    ("POST", "/vms/{name}/stop"),
+    ("POST", "/vms/{name}/pause"),
+    ("POST", "/vms/{name}/resume"),
+    ("POST", "/vms/{name}/reboot"),
+    ("GET", "/vms/{name}/console"),
+    ("POST", "/vms/{name}/console"),
+    ("GET", "/events"),
+];
+
+pub struct Api(pub Arc<Daemon>);
+
+pub type Answer = Result<Reply, ApiError>;
+
+/// A JSON answer.
+pub fn json<T: Serialize>(status: u16, value: &T) -> Answer {
+    let body = serde_json::to_vec(value).map_err(|e| ApiError::internal("encoding", e))?;
+    Ok(Reply::Full(Response::json(status, body)))
+}
+
+/// Matches `path` against a pattern; returns the `{name}` segment if any.
+fn matches<'a>(pattern: &str, path: &'a str) -> Option<Option<&'a str>> {
+    let mut name = None;
+    let mut p = pattern.split('/');
+    let mut s = path.split('/');
+    loop {
+        match (p.next(), s.next()) {
+            (None, None) => return Some(name),
+            (Some("{name}"), Some(seg)) if !seg.is_empty() => name = Some(seg),
+            (Some(a), Some(b)) if a == b => {}
+            _ => return None,
+        }
+    }
+}
+
+impl Api {
+    fn route(&self, req: &Request) -> Answer {
+        let d = &*self.0;
+        let path = req.path.strip_suffix('/').filter(|p| !p.is_empty());
+        let path = path.unwrap_or(&req.path);
+        let mut allowed = Vec::new();
+        for (method, pattern) in ROUTES {
+            let Some(name) = matches(pattern, path) else {
+                continue;
+            };
+            if *method != req.method {
+                allowed.push(*method);
+                continue;
+            }
+            let name = name.unwrap_or_default();
+            return match (*method, *pattern) {
+                ("GET", "/openapi.json") => Ok(Reply::Full(Response::json(200, OPENAPI))),
+                ("GET", "/vms") => vms::list(d),
+                ("POST", "/vms") => vms::create(d, &req.body),
+                ("GET", "/vms/{name}") => vms::get(d, name),
+                ("DELETE", "/vms/{name}") => vms::undefine(d, name),
+                ("GET", "/vms/{name}/console") => console::stream(d, name, req),
+                ("POST", "/vms/{name}/console") => console::input(d, name, &req.body),
+                ("GET", "/events") => events::stream(d),
+                (_, p) => actions::run(d, name, p.rsplit('/').next().unwrap_or(""), req),
+            };
+        }
+        if allowed.is_empty() {
+            Err(ApiError::new(
+                404,
+                format!("no route for {} {}", req.method, req.path),
+            ))
+        } else {
+            Err(ApiError::new(
+                405,
+                format!(
+                    "{} not allowed on {} (allowed: {})",
+                    req.method,
+                    req.path,
+                    allowed.join(", ")
+                ),
+            ))
+        }
+    }
+}
+
+impl Handler for Api {
+    fn handle(&self, req: Request, peer: &Peer) -> Reply {
+        let answer = self.route(&req);
+        let status = match &answer {
+            Ok(Reply::Full(r)) => r.status,
+            Ok(Reply::Stream { .. }) => 200,
+            Err(e) => e.status,
+        };
+        if req.method != "GET" {
+            self.0.audit.record(peer, &req.method, &req.path, status);
+        }
+        answer.unwrap_or_else(|e| Reply::Full(e.response()))
+    }
+
+    fn error(&self, status: u16, message: &str) -> Response {
+        ApiError::new(status, message).response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns() {
+        assert_eq!(matches("/vms", "/vms"), Some(None));
+        assert_eq!(matches("/vms/{name}", "/vms/a"), Some(Some("a")));
+        assert_eq!(matches("/vms/{name}", "/vms/"), None);
+        assert_eq!(
+            matches("/vms/{name}/start", "/vms/a/start"),
+            Some(Some("a"))
+        );
+        assert_eq!(matches("/vms/{name}/start", "/vms/a/stop"), None);
+        assert_eq!(matches("/vms", "/vms/a"), None);
+    }
+
+    /// Every route is in the OpenAPI document, and the document has no
+    /// route the server lacks.
+    #[test]
+    fn openapi_document_lists_exactly_the_routes() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        assert_eq!(doc["openapi"].as_str().map(|v| &v[..2]), Some("3."));
+        let mut documented = Vec::new();
+        for (path, ops) in doc["paths"].as_object().unwrap() {
+            for method in ops.as_object().unwrap().keys() {
+                if method != "parameters" {
+                    documented.push((method.to_uppercase(), path.clone()));
+                }
+            }
+        }
+        let mut served: Vec<(String, String)> = ROUTES
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        documented.sort();
+        served.sort();
+        assert_eq!(documented, served);
+    }
+}

@@ -1,0 +1,36 @@
+//! `/vms` and `/vms/{name}`: list, define, show, undefine.
+
+use api::manager::{VmDefinition, VmStatus};
+
+use super::{json, Answer};
+use crate::daemon::Daemon;
+use crate::error::ApiError;
+
+/// `GET /vms`.
+pub fn list(d: &Daemon) -> Answer {
+    let all: Vec<VmStatus> = d.list().iter().map(|vm| vm.status(false)).collect();
+    json(200, &all)
+}
+
+/// `POST /vms` with a [`VmDefinition`].
+pub fn create(d: &Daemon, body: &[u8]) -> Answer {
+    let def: VmDefinition = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid VM definition: {e}")))?;
+    let vm = d.create(def)?;
+    json(201, &vm.status(false))
+}
+
+/// `GET /vms/{name}`, with the VMM's counters while it runs.
+pub fn get(d: &Daemon, name: &str) -> Answer {
+    json(200, &d.get(name)?.status(true))
+}
+
+/// `DELETE /vms/{name}`.
+pub fn undefine(d: &Daemon, name: &str) -> Answer {
+    d.undefine(name)?;
+    Ok(vt_http::Reply::Full(vt_http::Response::new(
+        204,
+        "application/json",
+        "",
+    )))
+}

@@ -1,0 +1,257 @@
+//! Test support: a real `vtd` (and its `vt-vmm`s) in a temporary directory,
+//! killed with everything it started when the test ends, pass or fail.
+
+#![allow(dead_code, unused_macros, unused_imports)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use api::manager::{VmState, VmStatus};
+use serde_json::Value;
+use vt_http::Response;
+
+pub fn have_kvm() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+}
+
+macro_rules! require_kvm {
+    () => {
+        if !common::have_kvm() {
+            eprintln!("skipped: no usable /dev/kvm");
+            return;
+        }
+    };
+}
+pub(crate) use require_kvm;
+
+/// `vt-vmm` and `vt`, built beside `vtd` by `cargo test --workspace` (with
+/// `cargo test -p vtd` alone they may be stale: add `-p vt -p vt-vmm`).
+pub fn sibling(name: &str) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_BIN_EXE_vtd")).with_file_name(name);
+    assert!(
+        p.is_file(),
+        "{} is missing: run `cargo build -p vt-vmm -p vt` (cargo test --workspace builds it)",
+        p.display()
+    );
+    p
+}
+
+/// A `vtd` with its own socket and state directory.
+pub struct Vtd {
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    pub state: PathBuf,
+    pub guest: PathBuf,
+    child: Option<Child>,
+    /// Run in a new network namespace with this bridge in it.
+    bridge: Option<String>,
+}
+
+impl Vtd {
+    /// A fresh directory (with a tiny guest kernel in it) and a running vtd.
+    pub fn start(name: &str) -> Vtd {
+        Self::start_with(name, None)
+    }
+
+    /// A vtd in its own network namespace, which has a bridge `bridge`.
+    pub fn start_in_netns(name: &str, bridge: &str) -> Vtd {
+        Self::start_with(name, Some(bridge.to_string()))
+    }
+
+    fn start_with(name: &str, bridge: Option<String>) -> Vtd {
+        let dir = std::env::temp_dir().join(format!("vtd-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let guest = dir.join("guest");
+        std::fs::write(
+            &guest,
+            tinyguest::elf_with("tiny guest up\n", true, tinyguest::Ending::Halt),
+        )
+        .unwrap();
+        let mut v = Vtd {
+            socket: dir.join("vtd.sock"),
+            state: dir.join("state"),
+            guest,
+            dir,
+            child: None,
+            bridge,
+        };
+        v.restart();
+        v
+    }
+
+    /// Starts vtd (again) on the same socket and state.
+    pub fn restart(&mut self) {
+        let mut cmd = match &self.bridge {
+            None => Command::new(env!("CARGO_BIN_EXE_vtd")),
+            Some(br) => {
+                let mut c = Command::new("unshare");
+                c.args(["--net", "--", "sh", "-c"]).arg(format!(
+                    "ip link add {br} type bridge && ip link set {br} up && exec \"$0\" \"$@\""
+                ));
+                c.arg(env!("CARGO_BIN_EXE_vtd"));
+                c
+            }
+        };
+        let child = cmd
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("--state-dir")
+            .arg(&self.state)
+            .arg("--vmm")
+            .arg(sibling("vt-vmm"))
+            .arg("--default-kernel")
+            .arg(&self.guest)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        wait_for(
+            || vt_http::call(&self.socket, "GET", "/vms", None).is_ok(),
+            "vtd's socket",
+        );
+    }
+
+    /// vtd's pid.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// `kill -9` of vtd.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    pub fn call(&self, method: &str, path: &str, body: Option<&str>) -> Response {
+        vt_http::call(
+            &self.socket,
+            method,
+            path,
+            body.map(|b| b.as_bytes().to_vec()),
+        )
+        .unwrap()
+    }
+
+    /// Calls and expects `status`; returns the JSON answer (Null if empty).
+    pub fn expect(&self, method: &str, path: &str, body: Option<&str>, status: u16) -> Value {
+        let r = self.call(method, path, body);
+        assert_eq!(r.status, status, "{method} {path}: {}", r.text());
+        serde_json::from_slice(&r.body).unwrap_or(Value::Null)
+    }
+
+    pub fn status(&self, name: &str) -> VmStatus {
+        let r = self.call("GET", &format!("/vms/{name}"), None);
+        assert_eq!(r.status, 200, "{}", r.text());
+        serde_json::from_slice(&r.body).unwrap()
+    }
+
+    /// Defines a tiny-guest VM (the daemon's default kernel).
+    pub fn define(&self, name: &str) {
+        let body = format!(r#"{{"name":"{name}","memory_mib":16}}"#);
+        self.expect("POST", "/vms", Some(&body), 201);
+    }
+
+    pub fn wait_state(&self, name: &str, state: VmState) -> VmStatus {
+        let mut last = None;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let s = self.status(name);
+            if s.state == state {
+                return s;
+            }
+            last = Some(s);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("{name} never became {state:?}: {last:?}");
+    }
+
+    pub fn console_log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.state.join("vms").join(name).join("console.log"))
+            .unwrap_or_default()
+    }
+
+    /// `vt` pointed at this daemon.
+    pub fn vt(&self, args: &[&str]) -> Output {
+        Command::new(sibling("vt"))
+            .args(args)
+            .env("VT_SOCKET", &self.socket)
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Every file under the state directory with its contents (logs
+    /// excepted), to show that a refused request changed nothing.
+    pub fn snapshot(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        fn walk(p: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+            let Ok(rd) = std::fs::read_dir(p) else { return };
+            for e in rd.flatten() {
+                let path = e.path();
+                if path.is_dir() {
+                    out.push((path.clone(), Vec::new()));
+                    walk(&path, out);
+                } else if path.file_name().is_some_and(|n| n != "actions.log") {
+                    out.push((path.clone(), std::fs::read(&path).unwrap_or_default()));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.state, &mut out);
+        out.sort();
+        out
+    }
+}
+
+impl Drop for Vtd {
+    fn drop(&mut self) {
+        self.kill9();
+        kill_vmms_under(&self.dir);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// SIGKILLs every vt-vmm whose command line mentions `dir`.
+pub fn kill_vmms_under(dir: &Path) {
+    let needle = dir.as_os_str().as_encoded_bytes();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for p in procs.flatten() {
+        let Ok(pid) = p.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+        let is_vmm = cmd
+            .split(|b| *b == 0)
+            .next()
+            .is_some_and(|a| a.ends_with(b"vt-vmm"));
+        if is_vmm && cmd.windows(needle.len()).any(|w| w == needle) {
+            // SAFETY: kill has no memory effects; the pid is a vt-vmm of this test.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+pub fn wait_for(mut f: impl FnMut() -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub fn pid_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
