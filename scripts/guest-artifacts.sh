@@ -32,7 +32,7 @@ OUT=${1:-${VT_GUEST_DIR:-$REPO/target/guest}}
 # names missing from this kernel are skipped with a note).
 GUEST_MODULES="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci
 virtio_mmio virtio_blk failover net_failover virtio_net virtio_rng virtio_console
-virtio_balloon vmw_vsock_virtio_transport"
+virtio_balloon vmw_vsock_virtio_transport evdev button"
 # Modules for the lab L1 (loaded in load-order by the lab's /init).
 LAB_MODULES="irqbypass kvm kvm_amd tun virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk"
 ARTIFACTS="vmlinuz vmlinux initramfs.cpio.gz busybox lab-modules"
@@ -248,6 +248,14 @@ mount -t devtmpfs devtmpfs /dev
 for m in $(cat /lib/modules/load-order); do
     insmod "/lib/modules/$m.ko" || echo "vt-guest: insmod $m failed"
 done
+# The ACPI power button (GED + PNP0C0C, Linux's button driver) powers off,
+# as logind or acpid would.
+for ev in /sys/class/input/event*; do
+    [ "$(cat "$ev/device/name" 2>/dev/null)" = "Power Button" ] || continue
+    ( head -c 24 "/dev/input/${ev##*/}" >/dev/null
+      echo "VT-GUEST power-button pressed"; poweroff -f ) &
+    echo "VT-GUEST power-button armed"
+done
 echo "VT-GUEST nproc=$(nproc)"
 echo "VT-GUEST memtotal_kb=$(sed -n 's/^MemTotal: *\([0-9]*\).*/\1/p' /proc/meminfo)"
 echo "VT-GUEST cmdline=$(cat /proc/cmdline)"
@@ -263,6 +271,7 @@ fi
 case "$action" in
     reboot) reboot -f ;;
     shell) setsid cttyhack sh; poweroff -f ;;
+    wait) while :; do sleep 3600; done ;;
     *) poweroff -f ;;
 esac
 sleep 5

@@ -8,7 +8,7 @@
 //! | PUT | `/vm/resume` | — | 204; 409 when not paused |
 //! | PUT | `/vm/stop` | — | 204, then the VMM exits with status 0 |
 //! | PUT | `/vm/reboot` | — | 204: a hard reset (the VM is rebuilt with `--on-reboot restart`, else the VMM exits 0) |
-//! | PUT | `/vm/power-button` | — | 501: the guest has no ACPI power button device yet |
+//! | PUT | `/vm/power-button` | — | 204: the ACPI power button was pressed (GED interrupt); the guest decides |
 //! | PUT | `/vm/console` | bytes | 204: the bytes are queued as serial input |
 //!
 //! Errors are [`ErrorBody`] with a 4xx/5xx status. `POST` is accepted

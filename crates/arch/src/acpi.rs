@@ -37,6 +37,9 @@ pub const SLEEP_ENABLE: u8 = 1 << 5;
 /// COM1, declared in the DSDT so the guest binds its IRQ.
 pub const COM1_PORT: u16 = 0x3f8;
 pub const COM1_IRQ: u32 = 4;
+/// The ACPI Generic Event Device's interrupt (IOAPIC pin, edge): raised by
+/// the VMM to press the power button.
+pub const POWER_BUTTON_GSI: u32 = 5;
 
 const OEM_ID: [u8; 6] = *b"VTSYS ";
 const OEM_TABLE_ID: [u8; 8] = *b"VTVMM   ";
@@ -114,7 +117,32 @@ pub fn mcfg() -> Vec<u8> {
     bytes_of(&m)
 }
 
-/// The DSDT: COM1, the PCI root bridge and the `_S5` sleep state.
+/// The power button of a hardware-reduced platform: a `PNP0C0C` button and
+/// a Generic Event Device (`ACPI0013`) whose interrupt makes `_EVT` notify
+/// it (0x80: pressed). Linux's `button` driver turns that into KEY_POWER.
+fn power_button_aml(sink: &mut dyn acpi_tables::AmlSink) {
+    let zero: u8 = 0;
+    let hid = aml::EISAName::new("PNP0C0C");
+    let hid = aml::Name::new("_HID".into(), &hid);
+    let uid = aml::Name::new("_UID".into(), &zero);
+    aml::Device::new("_SB_.PWRB".into(), vec![&hid, &uid]).to_aml_bytes(sink);
+
+    let ged_hid = aml::Name::new("_HID".into(), &"ACPI0013");
+    let irq = aml::Interrupt::new(true, true, false, false, POWER_BUTTON_GSI);
+    let crs = aml::ResourceTemplate::new(vec![&irq]);
+    let crs = aml::Name::new("_CRS".into(), &crs);
+    let pwrb = aml::Path::new("\\_SB_.PWRB");
+    let pressed: u8 = 0x80;
+    let notify = aml::Notify::new(&pwrb, &pressed);
+    let gsi = POWER_BUTTON_GSI;
+    let is_ours = aml::Equal::new(&aml::Arg(0), &gsi);
+    let when = aml::If::new(&is_ours, vec![&notify]);
+    let evt = aml::Method::new("_EVT".into(), 1, true, vec![&when]);
+    aml::Device::new("_SB_.GED0".into(), vec![&ged_hid, &uid, &crs, &evt]).to_aml_bytes(sink);
+}
+
+/// The DSDT: COM1, the PCI root bridge, the power button and the `_S5`
+/// sleep state.
 pub fn dsdt() -> Vec<u8> {
     let mut sdt = Sdt::new(*b"DSDT", 36, 6, OEM_ID, OEM_TABLE_ID, OEM_REVISION);
     pci_root_aml(&mut sdt);
@@ -128,6 +156,7 @@ pub fn dsdt() -> Vec<u8> {
     let crs = aml::Name::new("_CRS".into(), &crs);
     let com1 = aml::Device::new("_SB_.COM1".into(), vec![&hid, &uid, &crs]);
     com1.to_aml_bytes(&mut sdt);
+    power_button_aml(&mut sdt);
     let s5_type = S5_SLEEP_TYPE;
     let s5 = aml::Name::new("_S5_".into(), &aml::Package::new(vec![&s5_type]));
     s5.to_aml_bytes(&mut sdt);
@@ -238,6 +267,9 @@ mod tests {
         assert!(has(b"COM1"));
         assert!(has(b"PCI0"));
         assert!(has(b"MBRD"));
+        for name in [&b"PWRB"[..], b"GED0", b"ACPI0013\0", b"_EVT"] {
+            assert!(has(name), "{}", String::from_utf8_lossy(name));
+        }
     }
 
     #[test]

@@ -17,8 +17,6 @@ use clap::Args;
 
 use crate::host::{self, Scratch};
 
-pub const BEGIN: &str = "<!-- vt-bench api: begin -->";
-pub const END: &str = "<!-- vt-bench api: end -->";
 const MESSAGE: &str = "api bench guest up\n";
 
 #[derive(Debug, Clone, Args)]
@@ -235,7 +233,7 @@ pub fn run(args: &ApiArgs) -> anyhow::Result<String> {
     })?;
     let (first, returned) = start_to_output(&d, args)?;
     let total = (args.clients * args.requests) as f64;
-    let mut m = format!("{BEGIN}\n## API: vtd under load, and `vt start` to first output\n\n");
+    let mut m = String::from("## API: vtd under load, and `vt start` to first output\n\n");
     m.push_str(&format!(
         "Generated {} by `vt-bench api --vms {} --clients {} --requests {} --starts {}` at revision {}. \
          A real `vtd` (release build) with {} tiny-guest VMs defined and running on the host's /dev/kvm \
@@ -270,32 +268,10 @@ pub fn run(args: &ApiArgs) -> anyhow::Result<String> {
         "`vt start` run → `vt` exits (VM up, control socket answering)",
         returned,
     ));
-    m.push_str(&format!(
+    m.push_str(
         "\nThe start path: `vt` → vtd → fork/exec of `vt-vmm` in its own session → VM built → guest prints; \
          vtd answers once the VMM's control socket answers. For comparison, `vt-vmm` alone reaches the first \
-         serial byte in ~2.4 ms (section 1).\n{END}\n"
-    ));
-    Ok(m)
-}
-
-/// Puts `section` into the file at `out`, replacing an older one.
-pub fn write_section(out: &Path, section: &str) -> anyhow::Result<()> {
-    let old = std::fs::read_to_string(out).unwrap_or_default();
-    let new = match (old.find(BEGIN), old.find(END)) {
-        (Some(b), Some(e)) if e > b => format!(
-            "{}{section}{}",
-            &old[..b],
-            &old[e + END.len()..].trim_start_matches('\n')
-        ),
-        _ => format!("{}\n{section}", old.trim_end()),
-    };
-    std::fs::write(out, new).with_context(|| format!("writing {}", out.display()))
-}
-
-/// The API section of an existing report, to carry over when it is rewritten.
-pub fn existing_section(out: &Path) -> Option<String> {
-    let old = std::fs::read_to_string(out).ok()?;
-    let b = old.find(BEGIN)?;
-    let e = old.find(END)?;
-    (e > b).then(|| format!("{}\n", &old[b..e + END.len()]))
+         serial byte in ~2.4 ms (section 1).\n",
+    );
+    Ok(crate::section::wrap("api", &m))
 }

@@ -37,6 +37,21 @@ pub struct IoArgs {
     /// Lab time limit in seconds
     #[arg(long, default_value_t = 2400)]
     pub timeout: u64,
+    /// Write the section into this report (e.g. BENCHMARKS.md) instead of stdout
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// The section: a heading, how it was run, the table.
+pub fn report(t: &Table) -> String {
+    format!(
+        "## Block and network I/O (lab)\n\nGenerated {} at revision {}. In the lab (QEMU TCG \
+         with nested SVM), so every guest I/O pays for emulated VM exits: compare vt-vmm with \
+         QEMU, measured in the same run on the same disk, more than with the lab host.\n\n{}",
+        host::utc_now(),
+        host::git_revision().unwrap_or_else(|| "unknown".into()),
+        crate::stats::markdown(t)
+    )
 }
 
 /// (metric key, label, unit); all higher-is-better.
@@ -118,6 +133,9 @@ pub fn parse(stdout: &str) -> BTreeMap<String, BTreeMap<String, Vec<f64>>> {
         let Some((who, kv)) = rest.split_once(' ') else {
             continue;
         };
+        if !matches!(who, "host" | "vt" | "qemu") {
+            continue;
+        }
         let Some((k, v)) = kv.split_once('=') else {
             continue;
         };
@@ -175,6 +193,11 @@ pub fn run(args: &IoArgs) -> anyhow::Result<Table> {
         ));
     let out = lab.run_auto(&script).context("lab run")?;
     let _ = std::fs::remove_dir_all(&dir);
+    // The whole lab output, for when a number looks odd.
+    let log = lab::artifacts::repo_root().join("target/vt-bench-io.log");
+    if std::fs::write(&log, &out.stdout).is_ok() {
+        eprintln!("vt-bench: lab output in {}", log.display());
+    }
     anyhow::ensure!(
         out.exit_code == 0,
         "lab exit {}:\n{}",

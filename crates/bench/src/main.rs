@@ -17,6 +17,7 @@ mod linux;
 mod report;
 mod rss;
 mod run;
+mod section;
 mod stats;
 mod tiny;
 
@@ -82,10 +83,19 @@ fn main() -> ExitCode {
             }
         }),
         Cmd::LinuxInner(a) => linux::inner(&a),
-        Cmd::Io(a) => io::run(&a).map(|t| print!("{}", stats::markdown(&t))),
+        Cmd::Io(a) => io::run(&a).and_then(|t| {
+            let md = section::wrap("io", &io::report(&t));
+            match &a.out {
+                Some(out) => section::write(out, "io", &md),
+                None => {
+                    print!("{md}");
+                    Ok(())
+                }
+            }
+        }),
         Cmd::All(a) => report::all(&a),
         Cmd::Api(a) => api::run(&a).and_then(|md| match &a.out {
-            Some(out) => api::write_section(out, &md),
+            Some(out) => section::write(out, "api", &md),
             None => {
                 print!("{md}");
                 Ok(())

@@ -89,8 +89,13 @@ pub fn all(args: &AllArgs) -> anyhow::Result<()> {
         linux: linux_tables,
         notes,
     });
-    // Keep the `vt-bench api` section, which this run does not measure.
-    let md = md + &crate::api::existing_section(&args.out).unwrap_or_default();
+    // Keep the `vt-bench io` and `api` sections, which this run does not measure.
+    let mut md = md;
+    for name in ["io", "api"] {
+        if let Some(s) = crate::section::existing(&args.out, name) {
+            md = md + "\n" + &s;
+        }
+    }
     std::fs::write(&args.out, md).with_context(|| format!("writing {}", args.out.display()))?;
     eprintln!("vt-bench: wrote {}", args.out.display());
     Ok(())

@@ -53,7 +53,10 @@ impl Bucket {
             return Duration::ZERO;
         }
         let missing = (1 - self.tokens) as u128;
-        Duration::from_nanos((missing * 1_000_000_000 / u128::from(self.rate).max(1)) as u64)
+        let rate = u128::from(self.rate).max(1);
+        // Rounded up: waking early would only find the bucket still empty.
+        let ns = (missing * 1_000_000_000).div_ceil(rate);
+        Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
     }
 }
 
@@ -73,7 +76,14 @@ impl RateLimiter {
             .map(|r| Bucket::new(r, now));
         let ops = ops_per_sec.filter(|r| *r > 0).map(|r| Bucket::new(r, now));
         let timer = if bytes.is_some() || ops.is_some() {
-            Some(TimerFd::new()?)
+            let t = TimerFd::new()?;
+            // Non-blocking: a re-armed timer must not block its reader.
+            // SAFETY: fcntl on a timerfd we own, integer arguments.
+            let r = unsafe { libc::fcntl(t.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+            if r < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Some(t)
         } else {
             None
         };
@@ -117,7 +127,8 @@ impl RateLimiter {
         true
     }
 
-    /// Clears the timer after it fired.
+    /// Clears the timer after it fired (never blocks: a timer re-armed in
+    /// the meantime reads as "not yet").
     pub fn timer_fired(&mut self) {
         if let Some(t) = &mut self.timer {
             let _ = t.wait();

@@ -35,6 +35,8 @@ pub enum Command {
     Resume,
     Stop,
     Reboot,
+    /// Press the ACPI power button (the guest decides what to do).
+    PowerButton,
 }
 
 /// The loop's answer: Ok, or a status and a message.
@@ -218,10 +220,7 @@ impl Handler for ControlHandler {
             (_, proto::RESUME) if write => self.command(Command::Resume),
             (_, proto::STOP) if write => self.command(Command::Stop),
             (_, proto::REBOOT) if write => self.command(Command::Reboot),
-            (_, proto::POWER_BUTTON) if write => error(
-                501,
-                "no ACPI power button: the guest platform has no GED device yet",
-            ),
+            (_, proto::POWER_BUTTON) if write => self.command(Command::PowerButton),
             (_, proto::CONSOLE) if write => {
                 let n = self.0.input.send(&req.body, Some(Duration::from_secs(1)));
                 if n == req.body.len() {

@@ -43,6 +43,8 @@ pub struct Vm {
     vcpus: Vec<Vcpu>,
     bus: Arc<Buses>,
     power: Arc<PowerSignal>,
+    /// Raises the ACPI GED interrupt: the power button.
+    power_button: EventFd,
     // Dropped in this order: the VM fd before the memory it maps.
     _vm: Arc<hv::Vm>,
     _mem: GuestMemoryMmap,
@@ -69,6 +71,8 @@ impl Vm {
         let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| Error::Io("eventfd", e))?;
         vm.register_irqfd(&serial_irq, acpi::COM1_IRQ)?;
         let serial = Arc::new(Mutex::new(Serial::new(serial_irq, console.output()?)));
+        let power_button = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| Error::Io("eventfd", e))?;
+        vm.register_irqfd(&power_button, acpi::POWER_BUTTON_GSI)?;
         console.attach(serial.clone());
         bus.pio.insert(acpi::COM1_PORT.into(), COM1_PORTS, serial)?;
         bus.pio.insert(
@@ -111,6 +115,7 @@ impl Vm {
             vcpus,
             bus: Arc::new(bus),
             power,
+            power_button,
             _vm: vm,
             _mem: mem,
         })
@@ -220,6 +225,10 @@ impl Vm {
                                 // 0: stopped through the control socket, not by a signal.
                                 Command::Stop => (Ok(()), Some(VmExit::Stopped(0))),
                                 Command::Reboot => (Ok(()), Some(VmExit::Reboot)),
+                                Command::PowerButton => match self.power_button.write(1) {
+                                    Ok(()) => (Ok(()), None),
+                                    Err(e) => (Err((500, format!("power button: {e}"))), None),
+                                },
                             };
                             let _ = reply.send(result);
                             if let Some(exit) = exit {

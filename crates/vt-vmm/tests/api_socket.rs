@@ -115,9 +115,9 @@ fn info_pause_resume_counters_and_stop() {
     // One port write per character printed, at least.
     assert!(c.io_exits >= "api guest up\n".len() as u64, "{c:?}");
 
-    let (status, body) = put(&sock, proto::POWER_BUTTON);
-    assert_eq!(status, 501);
-    assert!(body.contains("no ACPI power button"), "{body}");
+    // The tiny guest ignores the button; the press itself is accepted.
+    // (Linux powering off on it is checked in the lab: vtd_linux.rs.)
+    assert_eq!(put(&sock, proto::POWER_BUTTON).0, 204);
     let r = call(&sock, "PUT", proto::CONSOLE, Some(b"ab".to_vec())).unwrap();
     assert_eq!(r.status, 204, "{}", r.text());
     assert_eq!(call(&sock, "GET", "/nope", None).unwrap().status, 404);

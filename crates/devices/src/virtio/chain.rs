@@ -54,9 +54,17 @@ pub enum ChainError {
     OutOfMemory { addr: u64, len: u32 },
     #[error("chain {0} does not have the layout the device needs: {1}")]
     Layout(u16, &'static str),
+    #[error("chain {0} has more than {MAX_CHAIN_DESCS} descriptors")]
+    TooLong(u16),
     #[error("queue: {0}")]
     Queue(String),
 }
+
+/// Most descriptors in one chain (indirect tables included). Linux uses
+/// at most a few hundred; more is a driver making the device allocate.
+pub const MAX_CHAIN_DESCS: usize = 1024;
+/// Most chains served per call of [`drain`] before yielding to the worker.
+pub const BUDGET: usize = 256;
 
 /// Reads and checks the chain at the head `chain` points to.
 pub fn read_chain(
@@ -67,6 +75,9 @@ pub fn read_chain(
     let mut descs = Vec::new();
     let mut last: Option<Descriptor> = None;
     for d in chain {
+        if descs.len() == MAX_CHAIN_DESCS {
+            return Err(ChainError::TooLong(head));
+        }
         let len = d.len();
         if len > 0 && !mem.check_range(d.addr(), len as usize) {
             return Err(ChainError::OutOfMemory {
@@ -97,9 +108,19 @@ pub enum Served {
     Later,
 }
 
-/// Serves every available chain of `queue` with `serve`, returns them to
-/// the driver and interrupts it if it asked to be. Returns false if the
-/// queue was left with chains still available (a [`Served::Later`]).
+/// How a [`drain`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drained {
+    /// No chain left (or the device failed).
+    Empty,
+    /// A chain must wait ([`Served::Later`]); it is first next time.
+    Later,
+    /// [`BUDGET`] chains served and more are there: call again.
+    Budget,
+}
+
+/// Serves up to [`BUDGET`] available chains of `queue` with `serve`,
+/// returns them to the driver and interrupts it if it asked to be.
 ///
 /// Any driver error fails the device through `irq` and ends the drain.
 pub fn drain(
@@ -108,48 +129,51 @@ pub fn drain(
     irq: &Interrupt,
     index: usize,
     mut serve: impl FnMut(&Chain) -> Result<Served, ChainError>,
-) -> bool {
+) -> Drained {
     if irq.failed() {
-        return true;
+        return Drained::Empty;
     }
-    let mut used_any = false;
-    let result = (|| -> Result<bool, ChainError> {
+    let mut used = 0usize;
+    let result = (|| -> Result<Drained, ChainError> {
         let q = |e: virtio_queue::Error| ChainError::Queue(e.to_string());
         loop {
             queue.disable_notification(mem).map_err(q)?;
             loop {
+                if used == BUDGET {
+                    return Ok(Drained::Budget);
+                }
                 let next = queue.iter(mem).map_err(q)?.next();
                 let Some(chain) = next else { break };
                 let chain = read_chain(mem, chain)?;
                 match serve(&chain)? {
                     Served::Used(n) => {
                         queue.add_used(mem, chain.head, n).map_err(q)?;
-                        used_any = true;
+                        used += 1;
                     }
                     Served::Later => {
                         queue.go_to_previous_position();
-                        return Ok(false);
+                        return Ok(Drained::Later);
                     }
                 }
             }
             if !queue.enable_notification(mem).map_err(q)? {
-                return Ok(true);
+                return Ok(Drained::Empty);
             }
         }
     })();
-    let done = match result {
-        Ok(done) => done,
+    let drained = match result {
+        Ok(d) => d,
         Err(e) => {
             irq.fail(&e.to_string());
-            return true;
+            return Drained::Empty;
         }
     };
-    if used_any {
+    if used > 0 {
         match queue.needs_notification(mem) {
             Ok(true) => irq.signal_queue(index),
             Ok(false) => {}
             Err(e) => irq.fail(&e.to_string()),
         }
     }
-    done
+    drained
 }

@@ -113,7 +113,8 @@ impl VirtioPci {
                     _ => {}
                 }
             }
-            (0x10, 2) => self.config_vector = self.checked_vector(v16),
+            // Vectors are taken at DRIVER_OK; later changes are refused.
+            (0x10, 2) if setup => self.config_vector = self.checked_vector(v16),
             (0x14, 1) => self.write_status(value as u8),
             (0x16, 2) => self.queue_select = v16,
             (0x18, 2) if setup => {
@@ -121,7 +122,7 @@ impl VirtioPci {
                     self.queues[q].set_size(v16);
                 }
             }
-            (0x1a, 2) => {
+            (0x1a, 2) if setup => {
                 let vector = self.checked_vector(v16);
                 if let Some(q) = self.selected_queue() {
                     self.queue_vectors[q] = vector;
@@ -132,7 +133,9 @@ impl VirtioPci {
                     self.queues[q].set_ready(v16 == 1);
                 }
             }
-            (0x20..=0x37, 4 | 8) if setup => self.write_queue_address(offset, value, data.len()),
+            (0x20..=0x37, 4 | 8) if setup && offset.is_multiple_of(data.len() as u64) => {
+                self.write_queue_address(offset, value, data.len())
+            }
             _ => {}
         }
     }
@@ -257,5 +260,11 @@ impl VirtioPci {
         self.shared.isr.store(0, Ordering::SeqCst);
         self.shared.needs_reset.store(false, Ordering::SeqCst);
         self.config_generation = self.config_generation.wrapping_add(1);
+        // Notifications still counted in the eventfds belong to the old queues.
+        for i in 0..self.queues.len() {
+            if let Some(evt) = self.notify_evt(i) {
+                let _ = evt.read();
+            }
+        }
     }
 }

@@ -247,10 +247,22 @@ impl VirtioPci {
     }
 
     fn write_msix_table(&mut self, offset: u64, data: &[u8]) {
-        let change = lock(&self.vectors.msix).write_table(offset, data);
+        let (before, change) = {
+            let mut m = lock(&self.vectors.msix);
+            let before = usize::try_from(offset / msix::ENTRY_SIZE)
+                .ok()
+                .and_then(|n| u16::try_from(n).ok())
+                .and_then(|n| m.entry(n));
+            (before, m.write_table(offset, data))
+        };
         if let msix::MsixChange::Vector(v) = change {
             let entry = lock(&self.vectors.msix).entry(v);
-            if let Some(e) = entry {
+            // Re-route only when the message changed (KVM_SET_GSI_ROUTING
+            // replaces the whole table), not on a mask toggle.
+            let moved = |e: &msix::MsixEntry| {
+                before.is_none_or(|b| b.address() != e.address() || b.data != e.data)
+            };
+            if let Some(e) = entry.filter(moved) {
                 let gsi = self.gsi_base + u32::from(v);
                 if let Err(err) = self.hooks.set_msi_route(gsi, e.address(), e.data) {
                     log::warn!("virtio: MSI route for GSI {gsi}: {err}");
@@ -283,10 +295,11 @@ impl PciFunction for VirtioPci {
         }
         match offset {
             o if o < COMMON_LEN => self.read_common(o, data),
-            o if (ISR_OFFSET..ISR_OFFSET + 4).contains(&o) => {
+            // Reading the ISR byte clears it; the bytes after it read zero.
+            ISR_OFFSET => {
                 let isr = self.shared.isr.swap(0, Ordering::SeqCst);
                 if let Some(d) = data.first_mut() {
-                    *d = if o == ISR_OFFSET { isr } else { 0 };
+                    *d = isr;
                 }
             }
             o if (DEVICE_OFFSET..DEVICE_OFFSET + DEVICE_LEN).contains(&o) => {

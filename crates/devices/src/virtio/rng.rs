@@ -71,9 +71,10 @@ fn serve(mem: &GuestMemoryMmap, buf: &mut [u8], chain: &Chain) -> Result<Served,
 }
 
 impl QueueHandler for Handler {
-    fn queue_event(&mut self, _index: usize) {
+    fn queue_event(&mut self, _index: usize) -> bool {
         let (mem, buf) = (&self.mem, &mut self.buf);
-        chain::drain(&mut self.queue, mem, &self.irq, 0, |c| serve(mem, buf, c));
+        chain::drain(&mut self.queue, mem, &self.irq, 0, |c| serve(mem, buf, c))
+            == chain::Drained::Budget
     }
 }
 

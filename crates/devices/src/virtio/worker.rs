@@ -16,17 +16,22 @@ const STOP: u64 = u64::MAX;
 /// Extra descriptors' tokens start here; queue n has token n.
 pub const EXTRA_BASE: u64 = 1 << 32;
 
-/// A device's queue processing.
+/// A device's queue processing. Each call does a bounded amount of work
+/// and returns true when it stopped on that bound with more to do: the
+/// worker then calls it again after looking at its other events (the stop
+/// request first), so one busy queue cannot starve the rest or a reset.
 pub trait QueueHandler: Send + 'static {
     /// Queue `index` was notified (or the worker just started).
-    fn queue_event(&mut self, index: usize);
+    fn queue_event(&mut self, index: usize) -> bool;
     /// More descriptors to wait on (edge-triggered: read them until they
     /// would block), each with a token of the device's choice.
     fn extra_fds(&self) -> Vec<(RawFd, u64)> {
         Vec::new()
     }
     /// One of [`QueueHandler::extra_fds`] is readable.
-    fn extra_event(&mut self, _token: u64) {}
+    fn extra_event(&mut self, _token: u64) -> bool {
+        false
+    }
 }
 
 /// A running worker thread; dropping it stops and joins the thread.
@@ -70,12 +75,10 @@ impl Worker {
         let thread = std::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || {
-                for (i, evt) in queue_evts.iter().enumerate() {
-                    if evt.is_some() {
-                        handler.queue_event(i);
-                    }
-                }
-                run(&epoll, &queue_evts, &stop_evt, &mut handler);
+                let again: Vec<u64> = (0..queue_evts.len() as u64)
+                    .filter(|i| queue_evts.get(*i as usize).is_some_and(Option::is_some))
+                    .collect();
+                run(&epoll, &queue_evts, &stop_evt, &mut handler, again);
             })?;
         Ok(Worker {
             stop,
@@ -89,10 +92,13 @@ fn run<H: QueueHandler>(
     queue_evts: &[Option<EventFd>],
     stop: &EventFd,
     handler: &mut H,
+    mut again: Vec<u64>,
 ) {
     let mut events = vec![EpollEvent::default(); 16];
     loop {
-        let n = match epoll.wait(-1, &mut events) {
+        // Work left over: only peek at new events.
+        let timeout = if again.is_empty() { -1 } else { 0 };
+        let n = match epoll.wait(timeout, &mut events) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
@@ -100,20 +106,32 @@ fn run<H: QueueHandler>(
                 return;
             }
         };
+        let mut tokens = std::mem::take(&mut again);
         for ev in events.iter().take(n) {
             match ev.data() {
                 STOP => {
                     let _ = stop.read();
                     return;
                 }
-                t if t >= EXTRA_BASE => handler.extra_event(t - EXTRA_BASE),
                 t => {
-                    let i = t as usize;
-                    if let Some(Some(evt)) = queue_evts.get(i) {
+                    if let Some(Some(evt)) = usize::try_from(t).ok().and_then(|i| queue_evts.get(i))
+                    {
                         let _ = evt.read();
-                        handler.queue_event(i);
+                    }
+                    if !tokens.contains(&t) {
+                        tokens.push(t);
                     }
                 }
+            }
+        }
+        for t in tokens {
+            let more = if t >= EXTRA_BASE {
+                handler.extra_event(t - EXTRA_BASE)
+            } else {
+                handler.queue_event(t as usize)
+            };
+            if more {
+                again.push(t);
             }
         }
     }
@@ -135,9 +153,35 @@ mod tests {
 
     struct Record(mpsc::Sender<usize>);
     impl QueueHandler for Record {
-        fn queue_event(&mut self, index: usize) {
+        fn queue_event(&mut self, index: usize) -> bool {
             let _ = self.0.send(index);
+            false
         }
+    }
+
+    /// Always has more work: the worker must still stop when asked.
+    struct Busy(mpsc::Sender<usize>);
+    impl QueueHandler for Busy {
+        fn queue_event(&mut self, index: usize) -> bool {
+            let _ = self.0.send(index);
+            true
+        }
+    }
+
+    #[test]
+    fn a_handler_with_endless_work_is_called_again_and_still_stops() {
+        let (tx, rx) = mpsc::channel();
+        let a = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let w = Worker::spawn("t", vec![Some(a)], Busy(tx)).unwrap();
+        let t = std::time::Duration::from_secs(5);
+        for _ in 0..100 {
+            assert_eq!(rx.recv_timeout(t).unwrap(), 0);
+        }
+        drop(w);
+        while rx.try_recv().is_ok() {}
+        assert!(rx
+            .recv_timeout(std::time::Duration::from_millis(100))
+            .is_err());
     }
 
     #[test]

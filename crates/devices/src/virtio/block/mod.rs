@@ -116,7 +116,7 @@ struct Io<'a> {
 impl Io<'_> {
     fn serve(&mut self, chain: &Chain) -> Result<Served, ChainError> {
         let req = Request::parse(self.mem, chain)?;
-        if !self.limiter.admit(req.cost()) {
+        if !self.limiter.admit(req.cost(self.disk.size())) {
             return Ok(Served::Later);
         }
         let n = req.execute(self.mem, self.disk, self.readonly, self.serial)?;
@@ -125,7 +125,7 @@ impl Io<'_> {
 }
 
 impl Handler {
-    fn drain(&mut self) {
+    fn drain(&mut self) -> bool {
         let mut io = Io {
             mem: &self.mem,
             disk: self.disk.as_mut(),
@@ -133,13 +133,14 @@ impl Handler {
             readonly: self.readonly,
             serial: &self.serial,
         };
-        chain::drain(&mut self.queue, &self.mem, &self.irq, 0, |c| io.serve(c));
+        chain::drain(&mut self.queue, &self.mem, &self.irq, 0, |c| io.serve(c))
+            == chain::Drained::Budget
     }
 }
 
 impl QueueHandler for Handler {
-    fn queue_event(&mut self, _index: usize) {
-        self.drain();
+    fn queue_event(&mut self, _index: usize) -> bool {
+        self.drain()
     }
 
     fn extra_fds(&self) -> Vec<(RawFd, u64)> {
@@ -150,9 +151,9 @@ impl QueueHandler for Handler {
             .collect()
     }
 
-    fn extra_event(&mut self, _token: u64) {
+    fn extra_event(&mut self, _token: u64) -> bool {
         self.limiter.timer_fired();
-        self.drain();
+        self.drain()
     }
 }
 

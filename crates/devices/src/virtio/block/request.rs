@@ -30,6 +30,8 @@ pub const S_UNSUPP: u8 = 2;
 const SEGMENT_SIZE: u64 = 16;
 /// Segments accepted per discard / write-zeroes request (config says 1).
 pub const MAX_SEGMENTS: u64 = 1;
+/// The unmap flag of a write-zeroes segment.
+const UNMAP: u32 = 1;
 /// Bytes of the GET_ID reply.
 pub const ID_LEN: usize = 20;
 
@@ -121,10 +123,14 @@ impl Request {
         })
     }
 
-    /// Bytes this request moves, for rate limiting.
-    pub fn cost(&self) -> u64 {
+    /// Bytes this request moves, for rate limiting: nothing for one that
+    /// will fail its range check (a driver cannot stall the device by
+    /// asking for a huge transfer that is refused anyway).
+    pub fn cost(&self, disk_size: u64) -> u64 {
         match self.kind {
-            T_IN | T_OUT => self.data_len,
+            T_IN | T_OUT if self.range(self.sector, self.data_len, disk_size).is_ok() => {
+                self.data_len
+            }
             _ => 0,
         }
     }
@@ -219,6 +225,16 @@ impl Request {
                 read_pieces(mem, &self.data, &mut seg).ok_or(S_IOERR)?;
                 let sector = u64::from_le_bytes(seg[0..8].try_into().map_err(|_| S_IOERR)?);
                 let count = u32::from_le_bytes(seg[8..12].try_into().map_err(|_| S_IOERR)?);
+                let flags = u32::from_le_bytes(seg[12..16].try_into().map_err(|_| S_IOERR)?);
+                // Only write-zeroes has a flag (unmap); anything else is unsupported.
+                let allowed = if self.kind == T_WRITE_ZEROES {
+                    UNMAP
+                } else {
+                    0
+                };
+                if flags & !allowed != 0 {
+                    return Err(S_UNSUPP);
+                }
                 let len = u64::from(count) * SECTOR_SIZE;
                 let at = self.range(sector, len, disk.size())?;
                 if self.kind == T_DISCARD {

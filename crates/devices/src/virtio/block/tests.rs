@@ -144,6 +144,13 @@ fn discard_and_write_zeroes() {
     d.mem.write_obj(60u64, GuestAddress(BUF)).unwrap();
     assert_eq!(request(&mut d, T_WRITE_ZEROES, 0, 16).0, S_IOERR);
     assert_eq!(request(&mut d, T_DISCARD, 0, 32).0, S_UNSUPP);
+    // Flags: unmap is for write-zeroes only; unknown bits are refused.
+    d.mem.write_obj(8u64, GuestAddress(BUF)).unwrap();
+    d.mem.write_obj(1u32, GuestAddress(BUF + 12)).unwrap();
+    assert_eq!(request(&mut d, T_WRITE_ZEROES, 0, 16).0, S_OK);
+    assert_eq!(request(&mut d, T_DISCARD, 0, 16).0, S_UNSUPP);
+    d.mem.write_obj(2u32, GuestAddress(BUF + 12)).unwrap();
+    assert_eq!(request(&mut d, T_WRITE_ZEROES, 0, 16).0, S_UNSUPP);
     assert_eq!(std::fs::metadata(&f.0).unwrap().len(), 64 * 512);
 }
 

@@ -117,6 +117,10 @@ fn transmit(
     }
     let mut slices = Vec::new();
     for d in chain.readable() {
+        if slices.len() >= tap::MAX_IOVECS {
+            // More pieces than one writev takes: drop it, as a NIC would.
+            return Ok(Served::Used(0));
+        }
         for s in mem.get_slices(d.addr, d.len as usize) {
             slices.push(s.map_err(|_| ChainError::OutOfMemory {
                 addr: d.addr.0,
@@ -132,21 +136,23 @@ fn transmit(
 }
 
 impl Handler {
-    fn transmit(&mut self) {
+    /// True when it stopped on its budget with more to send.
+    fn transmit(&mut self) -> bool {
         let (mem, tap, limiter) = (&self.mem, &self.tap, &mut self.limiter);
         chain::drain(&mut self.tx, mem, &self.irq, TX, |c| {
             transmit(mem, tap, limiter, c)
-        });
+        }) == chain::Drained::Budget
     }
 
-    fn receive(&mut self) {
+    /// True when it stopped on its budget with more to receive.
+    fn receive(&mut self) -> bool {
         self.rx
-            .run(&self.mem, &self.tap, &mut self.limiter, &self.irq, RX);
+            .run(&self.mem, &self.tap, &mut self.limiter, &self.irq, RX)
     }
 }
 
 impl QueueHandler for Handler {
-    fn queue_event(&mut self, index: usize) {
+    fn queue_event(&mut self, index: usize) -> bool {
         match index {
             RX => self.receive(),
             _ => self.transmit(),
@@ -159,12 +165,13 @@ impl QueueHandler for Handler {
         v
     }
 
-    fn extra_event(&mut self, token: u64) {
+    fn extra_event(&mut self, token: u64) -> bool {
+        let mut more = false;
         if token == TIMER_TOKEN {
             self.limiter.timer_fired();
-            self.transmit();
+            more = self.transmit();
         }
-        self.receive();
+        self.receive() || more
     }
 }
 

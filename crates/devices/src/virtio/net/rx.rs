@@ -18,6 +18,8 @@ use crate::virtio::Interrupt;
 
 /// Largest frame: 64 KiB of TSO payload plus headers, plus ours.
 const FRAME_MAX: usize = 65562 + HDR_LEN;
+/// Most frames moved per call before yielding to the worker.
+const BUDGET: usize = 256;
 /// Offset of num_buffers in the header.
 const NUM_BUFFERS: usize = 10;
 
@@ -34,7 +36,8 @@ pub struct Receiver {
 }
 
 enum Delivery {
-    Done,
+    /// The frame is gone: delivered (true) or dropped (false).
+    Done(bool),
     NoRoom,
 }
 
@@ -50,7 +53,8 @@ impl Receiver {
         }
     }
 
-    /// Moves frames from the tap to the guest until one side runs dry.
+    /// Moves frames from the tap to the guest until one side runs dry or
+    /// [`BUDGET`] frames went by; true in that last case (call again).
     pub fn run(
         &mut self,
         mem: &GuestMemoryMmap,
@@ -58,64 +62,69 @@ impl Receiver {
         limiter: &mut RateLimiter,
         irq: &Interrupt,
         index: usize,
-    ) {
+    ) -> bool {
         if irq.failed() {
-            return;
+            return false;
         }
-        let mut delivered = false;
-        loop {
+        let mut used_any = false;
+        let mut budget = BUDGET;
+        let exhausted = loop {
+            if budget == 0 {
+                break true;
+            }
+            budget -= 1;
             if self.pending == 0 {
                 match tap.read(&mut self.frame) {
                     Ok(n) if n > HDR_LEN => {
-                        self.pending = n;
+                        self.pending = n.min(self.frame.len());
                         self.admitted = false;
                     }
+                    // Runts, and errors other than "empty": skip that frame.
                     Ok(_) => continue,
-                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break false,
                     Err(e) => {
-                        if e.kind() != ErrorKind::WouldBlock {
-                            log::warn!("virtio-net: tap read: {e}");
-                        }
-                        break;
+                        log::debug!("virtio-net: tap read: {e}");
+                        continue;
                     }
                 }
             }
             if !self.admitted {
                 if !limiter.admit(self.pending as u64) {
-                    break;
+                    break false;
                 }
                 self.admitted = true;
             }
             match self.deliver(mem) {
-                Ok(Delivery::Done) => {
+                Ok(Delivery::Done(used)) => {
                     self.pending = 0;
-                    delivered = true;
+                    used_any |= used;
                 }
                 Ok(Delivery::NoRoom) => {
                     // Every available buffer is reserved: ask for a kick when
                     // the guest adds one; retry if it already did.
                     match self.queue.enable_notification(mem) {
                         Ok(true) => continue,
-                        Ok(false) => break,
+                        Ok(false) => break false,
                         Err(e) => {
                             irq.fail(&e.to_string());
-                            return;
+                            return false;
                         }
                     }
                 }
                 Err(e) => {
                     irq.fail(&e.to_string());
-                    return;
+                    return false;
                 }
             }
-        }
-        if delivered {
+        };
+        if used_any {
             match self.queue.needs_notification(mem) {
                 Ok(true) => irq.signal_queue(index),
                 Ok(false) => {}
                 Err(e) => irq.fail(&e.to_string()),
             }
         }
+        exhausted
     }
 
     /// Pops chains until the reserved ones can hold the pending frame.
@@ -154,6 +163,12 @@ impl Receiver {
 
     fn deliver(&mut self, mem: &GuestMemoryMmap) -> Result<Delivery, ChainError> {
         if !self.reserve(mem)? {
+            if self.reserved.len() >= usize::from(self.queue.size()) {
+                // Every buffer the ring can hold is ours and the frame still
+                // does not fit: no kick can come. Drop it, keep the buffers.
+                self.pending = 0;
+                return Ok(Delivery::Done(false));
+            }
             return Ok(Delivery::NoRoom);
         }
         if !self.mergeable
@@ -162,7 +177,7 @@ impl Receiver {
             // One buffer too small for this frame: drop the frame, as a NIC
             // does, and keep the buffer for the next one.
             self.pending = 0;
-            return Ok(Delivery::Done);
+            return Ok(Delivery::Done(false));
         }
         let chains = std::mem::take(&mut self.reserved);
         let n = u16::try_from(chains.len()).unwrap_or(u16::MAX);
@@ -188,6 +203,6 @@ impl Receiver {
             }
             self.queue.add_used(mem, chain.head, used).map_err(q)?;
         }
-        Ok(Delivery::Done)
+        Ok(Delivery::Done(true))
     }
 }

@@ -20,6 +20,9 @@ pub const TUN_F_TSO6: u32 = 0x04;
 pub const TUN_F_TSO_ECN: u32 = 0x08;
 pub const TUN_F_UFO: u32 = 0x10;
 
+/// Most buffers one frame may be written from (the kernel's UIO_MAXIOV).
+pub const MAX_IOVECS: usize = 1024;
+
 /// struct ifreq with the flags member of its union.
 #[repr(C)]
 struct IfReq {
@@ -151,7 +154,7 @@ impl Tap {
     pub fn write_slices(&self, bufs: &[VolatileSlice]) -> io::Result<usize> {
         let iovs: Vec<libc::iovec> = bufs
             .iter()
-            .take(1024)
+            .take(MAX_IOVECS)
             .map(|b| libc::iovec {
                 iov_base: b.ptr_guard_mut().as_ptr().cast(),
                 iov_len: b.len(),
