@@ -9,5 +9,16 @@ ip addr add 169.254.20.2/24 dev eth0
 ip link set eth0 up
 for i in $(seq 50); do ping -c 1 -W 1 169.254.20.1 >/dev/null 2>&1 && break; done
 mbits() { awk '/receiver/ {for (i = 1; i <= NF; i++) if ($i == "Mbits/sec") print $(i - 1)}'; }
-v net_tx_mbits "$(iperf3 -c 169.254.20.1 -t "$secs" -f m 2>&1 | mbits)"
-v net_rx_mbits "$(iperf3 -c 169.254.20.1 -t "$secs" -f m -R 2>&1 | mbits)"
+# A stuck transfer must not cost the whole run: bounded, and on failure
+# what the guest saw of the NIC is printed.
+iperf() { timeout $((secs + 30)) iperf3 -c 169.254.20.1 -t "$secs" -f m "$@" >/tmp/iperf.out 2>&1; }
+diag() {
+    echo "VT-DIAG $1 failed: $(tail -3 /tmp/iperf.out | tr '\n' ' ')"
+    for f in rx_packets tx_packets rx_dropped rx_errors; do
+        echo "VT-DIAG eth0 $f=$(cat /sys/class/net/eth0/statistics/$f)"
+    done
+    for d in /sys/bus/virtio/devices/*; do echo "VT-DIAG ${d##*/} status=$(cat $d/status)"; done
+    grep virtio /proc/interrupts | sed 's/^/VT-DIAG /'
+}
+iperf && v net_tx_mbits "$(mbits </tmp/iperf.out)" || diag net_tx
+iperf -R && v net_rx_mbits "$(mbits </tmp/iperf.out)" || diag net_rx

@@ -32,7 +32,8 @@ run_one() {
     fi
     wait
     sed -n "s/^VT-BENCH /VT-BENCH $who /p" $T/out | tr -d '\r'
-    grep -q net_rx $T/out || { echo "vt-bench: $who run incomplete:"; tail -20 $T/out; }
+    sed -n "s/^VT-DIAG /VT-DIAG $who /p" $T/out | tr -d '\r'
+    grep -q 'net_rx_mbits\|net_rx failed' $T/out || { echo "vt-bench: $who run incomplete:"; tail -20 $T/out; }
 }
 i=0
 while [ $i -lt $RUNS ]; do

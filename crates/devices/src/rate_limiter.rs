@@ -105,6 +105,9 @@ impl RateLimiter {
 
     /// Admits one operation of `bytes`, or refuses it and arms the timer.
     pub fn admit(&mut self, bytes: u64) -> bool {
+        if self.bytes.is_none() && self.ops.is_none() {
+            return true;
+        }
         let now = Instant::now();
         let mut wait = Duration::ZERO;
         for b in [&mut self.bytes, &mut self.ops].into_iter().flatten() {
