@@ -224,13 +224,14 @@ pub fn run(args: &IoArgs) -> anyhow::Result<Table> {
         let mut s = Series::new(label, unit);
         s.ours = get("vt", key);
         s.qemu = get("qemu", key);
-        if let (Some(h), Some(o)) = (
-            get("host", key).first().copied(),
-            crate::stats::summarize(&s.ours),
-        ) {
+        let median = |v: &[f64]| crate::stats::summarize(v).map(|x| x.median);
+        let host = get("host", key).first().copied();
+        if let (Some(h), Some(o), Some(q)) = (host, median(&s.ours), median(&s.qemu)) {
             table.notes.push(format!(
-                "{label}: the lab host itself {h:.1} {unit} on the same disk; vt-vmm guest = {:.0} % of it",
-                o.median / h * 100.0
+                "{label}: the lab host itself {h:.1} {unit} on the same disk; \
+                 vt-vmm guest {:.0} % of it, QEMU guest {:.0} %",
+                o / h * 100.0,
+                q / h * 100.0
             ));
         }
         table.series.push(s);
