@@ -42,6 +42,7 @@ pub struct Lab {
     pub(crate) verbose: bool,
     pub(crate) with_guest: bool,
     pub(crate) with_qemu: bool,
+    pub(crate) retries: u32,
 }
 
 /// Where [`Lab::with_guest_artifacts`] puts the L2 guest files.
@@ -77,7 +78,17 @@ impl Lab {
             verbose: std::env::var("VT_LAB_VERBOSE").is_ok_and(|v| v == "1"),
             with_guest: false,
             with_qemu: false,
+            retries: 1,
         }
+    }
+
+    /// How many times a wedged lab (timeout, or L1 gone without its exit
+    /// marker) is started again before the error is returned; default 1.
+    /// The L1 (nested SVM under QEMU TCG) has been seen to hang or reset
+    /// now and then, independently of what runs in it.
+    pub fn retries(mut self, n: u32) -> Lab {
+        self.retries = n;
+        self
     }
 
     /// Where the guest artifacts are (default: `$VT_GUEST_DIR` or `<repo>/target/guest`).
@@ -160,6 +171,26 @@ impl Lab {
     /// stderr merged) and exit code.
     pub fn run(&self, command: &str) -> Result<LabOutput, LabError> {
         let _guard = LAB_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let mut attempt = 0;
+        loop {
+            match self.run_once(command) {
+                Err(e @ (LabError::Timeout { .. } | LabError::NoExitMarker { .. }))
+                    if attempt < self.retries =>
+                {
+                    attempt += 1;
+                    let first = e.to_string();
+                    let first = first.lines().next().unwrap_or_default();
+                    eprintln!(
+                        "lab: the L1 wedged ({first}); starting it again ({attempt}/{})",
+                        self.retries
+                    );
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn run_once(&self, command: &str) -> Result<LabOutput, LabError> {
         let arts = artifacts::ensure(self.guest_dir.as_deref())?;
         let tmp = TempDir::new("l1").map_err(LabError::TempDir)?;
         let initrd = tmp.path().join("initramfs.cpio");

@@ -73,6 +73,7 @@ fn timeout_kills_the_lab() {
     }
     let err = Lab::new()
         .timeout(Duration::from_millis(300))
+        .retries(0)
         .run("true")
         .expect_err("the lab cannot boot in 300 ms");
     assert!(matches!(err, LabError::Timeout { .. }), "{err}");

@@ -102,7 +102,7 @@ fn stock_linux_boots_as_bzimage_and_elf_with_1_and_2_vcpus() {
     let out = Lab::new()
         .memory_mib(3072)
         .cpus(2)
-        .timeout(Duration::from_secs(900))
+        .timeout(Duration::from_secs(300))
         .with_guest_artifacts()
         .add_file(
             initramfs_with("linux-boot", GUEST_CHECKS),

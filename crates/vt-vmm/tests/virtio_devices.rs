@@ -101,7 +101,7 @@ fn linux_drivers_use_virtio_blk_and_rng() {
     let out = Lab::new()
         .memory_mib(2048)
         .cpus(2)
-        .timeout(Duration::from_secs(900))
+        .timeout(Duration::from_secs(400))
         .with_guest_artifacts()
         .add_file(initramfs_with("virtio", GUEST), "/vt/initramfs.cpio.gz")
         .add_binary(env!("CARGO_BIN_EXE_vt-vmm"), "/vt/vt-vmm")

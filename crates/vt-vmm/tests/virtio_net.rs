@@ -71,7 +71,7 @@ fn linux_virtio_net_on_taps() {
     let out = Lab::new()
         .memory_mib(2048)
         .cpus(2)
-        .timeout(Duration::from_secs(900))
+        .timeout(Duration::from_secs(400))
         .with_guest_artifacts()
         .add_file(initramfs_with("virtio-net", GUEST), "/vt/initramfs.cpio.gz")
         .add_binary(env!("CARGO_BIN_EXE_vt-vmm"), "/vt/vt-vmm")

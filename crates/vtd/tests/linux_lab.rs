@@ -49,7 +49,7 @@ fn stock_linux_under_vtd_shuts_down_on_the_power_button() {
     let out = Lab::new()
         .memory_mib(2048)
         .cpus(2)
-        .timeout(Duration::from_secs(600))
+        .timeout(Duration::from_secs(300))
         .with_guest_artifacts()
         .add_binary(env!("CARGO_BIN_EXE_vtd"), "/vt/vtd")
         .add_binary(bin("vt"), "/vt/vt")
