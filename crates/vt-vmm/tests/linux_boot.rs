@@ -10,8 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{case_output, guest_value, initramfs_with};
-use lab::Lab;
+use common::{case_output, guest_value};
 
 /// Run by the guest's init before its action: what the guest saw of the
 /// platform (CPU topology, hypervisor, clock, ACPI tables).
@@ -99,22 +98,14 @@ fn stock_linux_boots_as_bzimage_and_elf_with_1_and_2_vcpus() {
     if common::lab_disabled() {
         return;
     }
-    let out = Lab::new()
-        .memory_mib(3072)
-        .cpus(2)
-        .timeout(Duration::from_secs(300))
-        .with_guest_artifacts()
-        .add_file(
-            initramfs_with("linux-boot", GUEST_CHECKS),
-            "/vt/initramfs.cpio.gz",
-        )
-        .add_binary(env!("CARGO_BIN_EXE_vt-vmm"), "/vt/vt-vmm")
-        .run_auto(&script())
-        .expect("lab run");
-    eprintln!("{}", out.stdout);
-    assert_eq!(out.exit_code, 0, "{}", out.stdout);
+    let stdout = common::run_in_lab(
+        "linux-boot",
+        GUEST_CHECKS,
+        &script(),
+        Duration::from_secs(300),
+    );
     for c in &CASES {
-        let (body, rc) = case_output(&out.stdout, c.name);
+        let (body, rc) = case_output(&stdout, c.name);
         let ctx = || format!("case {}:\n{}", c.name, body.join("\n"));
         assert_eq!(rc, Some(0), "VMM exit status, {}", ctx());
         assert_eq!(

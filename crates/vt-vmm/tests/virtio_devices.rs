@@ -15,8 +15,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{case_output, guest_value, host_value, initramfs_with};
-use lab::Lab;
+use common::{case_output, guest_value, host_value};
 
 const GUEST: &str = r#"
 v() { echo "VT-GUEST $1=$2"; }
@@ -98,19 +97,9 @@ fn linux_drivers_use_virtio_blk_and_rng() {
     if common::lab_disabled() {
         return;
     }
-    let out = Lab::new()
-        .memory_mib(2048)
-        .cpus(2)
-        .timeout(Duration::from_secs(400))
-        .with_guest_artifacts()
-        .add_file(initramfs_with("virtio", GUEST), "/vt/initramfs.cpio.gz")
-        .add_binary(env!("CARGO_BIN_EXE_vt-vmm"), "/vt/vt-vmm")
-        .run_auto(HOST)
-        .expect("lab run");
-    eprintln!("{}", out.stdout);
-    assert_eq!(out.exit_code, 0, "{}", out.stdout);
+    let stdout = common::run_in_lab("virtio", GUEST, HOST, Duration::from_secs(400));
     let case = |name: &str| {
-        let (body, rc) = case_output(&out.stdout, name);
+        let (body, rc) = case_output(&stdout, name);
         assert_eq!(rc, Some(0), "case {name}:\n{}", body.join("\n"));
         body
     };

@@ -7,8 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{case_output, guest_value, host_value, initramfs_with};
-use lab::Lab;
+use common::{case_output, guest_value, host_value};
 
 const GUEST: &str = r#"
 v() { echo "VT-GUEST $1=$2"; }
@@ -68,19 +67,9 @@ fn linux_virtio_net_on_taps() {
     if common::lab_disabled() {
         return;
     }
-    let out = Lab::new()
-        .memory_mib(2048)
-        .cpus(2)
-        .timeout(Duration::from_secs(400))
-        .with_guest_artifacts()
-        .add_file(initramfs_with("virtio-net", GUEST), "/vt/initramfs.cpio.gz")
-        .add_binary(env!("CARGO_BIN_EXE_vt-vmm"), "/vt/vt-vmm")
-        .run_auto(HOST)
-        .expect("lab run");
-    eprintln!("{}", out.stdout);
-    assert_eq!(out.exit_code, 0, "{}", out.stdout);
-    let all: Vec<&str> = out.stdout.lines().collect();
-    let (body, rc) = case_output(&out.stdout, "net");
+    let stdout = common::run_in_lab("virtio-net", GUEST, HOST, Duration::from_secs(400));
+    let all: Vec<&str> = stdout.lines().collect();
+    let (body, rc) = case_output(&stdout, "net");
     assert_eq!(rc, Some(0), "{}", body.join("\n"));
     let g =
         |k: &str| guest_value(&body, k).unwrap_or_else(|| panic!("no {k}:\n{}", body.join("\n")));

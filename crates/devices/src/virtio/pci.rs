@@ -247,29 +247,33 @@ impl VirtioPci {
     }
 
     fn write_msix_table(&mut self, offset: u64, data: &[u8]) {
-        let (before, change) = {
+        // One look under the lock: the entry before and after the write.
+        let changed = {
             let mut m = lock(&self.vectors.msix);
             let before = usize::try_from(offset / msix::ENTRY_SIZE)
                 .ok()
                 .and_then(|n| u16::try_from(n).ok())
                 .and_then(|n| m.entry(n));
-            (before, m.write_table(offset, data))
-        };
-        if let msix::MsixChange::Vector(v) = change {
-            let entry = lock(&self.vectors.msix).entry(v);
-            // Re-route only when the message changed (KVM_SET_GSI_ROUTING
-            // replaces the whole table), not on a mask toggle.
-            let moved = |e: &msix::MsixEntry| {
-                before.is_none_or(|b| b.address() != e.address() || b.data != e.data)
-            };
-            if let Some(e) = entry.filter(moved) {
-                let gsi = self.gsi_base + u32::from(v);
-                if let Err(err) = self.hooks.set_msi_route(gsi, e.address(), e.data) {
-                    log::warn!("virtio: MSI route for GSI {gsi}: {err}");
-                }
+            match m.write_table(offset, data) {
+                msix::MsixChange::Vector(v) => Some((v, before, m.entry(v))),
+                msix::MsixChange::None => None,
             }
-            self.vectors.replay_pending();
+        };
+        let Some((v, before, after)) = changed else {
+            return;
+        };
+        // Re-route only when the message changed (KVM_SET_GSI_ROUTING
+        // replaces the whole table), not on a mask toggle.
+        let moved = |e: &msix::MsixEntry| {
+            before.is_none_or(|b| b.address() != e.address() || b.data != e.data)
+        };
+        if let Some(e) = after.filter(moved) {
+            let gsi = self.gsi_base + u32::from(v);
+            if let Err(err) = self.hooks.set_msi_route(gsi, e.address(), e.data) {
+                log::warn!("virtio: MSI route for GSI {gsi}: {err}");
+            }
         }
+        self.vectors.replay_pending();
     }
 }
 

@@ -5,7 +5,9 @@
 
 use std::path::PathBuf;
 
-use lab::CpioWriter;
+use std::time::Duration;
+
+use lab::{CpioWriter, Lab};
 
 /// True (and says so) when `VT_LAB=never` turns Linux guest tests off.
 pub fn lab_disabled() -> bool {
@@ -31,6 +33,25 @@ pub fn initramfs_with(name: &str, script: &str) -> PathBuf {
     let path = dir.join("initramfs-test.cpio.gz");
     std::fs::write(&path, bytes).expect("write initramfs");
     path
+}
+
+/// Runs `host_script` in the lab (or directly on VT-x/AMD-V) with the
+/// guest artifacts, this crate's `vt-vmm` at `$VTLAB_ROOT/vt/vt-vmm` and the
+/// guest initramfs plus `guest_script` at `$VTLAB_ROOT/vt/initramfs.cpio.gz`;
+/// checks the lab's own exit status and returns its output.
+pub fn run_in_lab(name: &str, guest_script: &str, host_script: &str, limit: Duration) -> String {
+    let out = Lab::new()
+        .memory_mib(3072)
+        .cpus(2)
+        .timeout(limit)
+        .with_guest_artifacts()
+        .add_file(initramfs_with(name, guest_script), "/vt/initramfs.cpio.gz")
+        .add_binary(env!("CARGO_BIN_EXE_vt-vmm"), "/vt/vt-vmm")
+        .run_auto(host_script)
+        .expect("lab run");
+    eprintln!("{}", out.stdout);
+    assert_eq!(out.exit_code, 0, "{}", out.stdout);
+    out.stdout
 }
 
 /// The lines between `=== CASE name` and the next `=== RC n`, and n.

@@ -87,22 +87,22 @@ impl Request {
     /// Finds the header, data and status byte of `chain`.
     pub fn parse(mem: &GuestMemoryMmap, chain: &Chain) -> Result<Request, ChainError> {
         let layout = |why| ChainError::Layout(chain.head, why);
-        let readable: Vec<Desc> = chain.readable().copied().collect();
-        let writable: Vec<Desc> = chain.writable().copied().collect();
-        if chain
+        // Readable buffers first, then writable ones: two slices, no copies.
+        let first_writable = chain
             .descs
             .iter()
-            .skip_while(|d| !d.writable)
-            .any(|d| !d.writable)
-        {
+            .position(|d| d.writable)
+            .unwrap_or(chain.descs.len());
+        let (readable, writable) = chain.descs.split_at(first_writable);
+        if writable.iter().any(|d| !d.writable) {
             return Err(layout("a readable buffer follows a writable one"));
         }
-        let (head, rdata) = split(&readable, 16).ok_or(layout("no room for the header"))?;
+        let (head, rdata) = split(readable, 16).ok_or(layout("no room for the header"))?;
         let mut hdr = [0u8; 16];
         read_pieces(mem, &head, &mut hdr).ok_or(layout("header unreadable"))?;
         let wlen: u64 = writable.iter().map(|d| u64::from(d.len)).sum();
         let (wdata, status) = split(
-            &writable,
+            writable,
             wlen.checked_sub(1).ok_or(layout("no status byte"))?,
         )
         .ok_or(layout("no status byte"))?;

@@ -52,9 +52,12 @@ pub struct Tap {
     name: String,
 }
 
-fn ioctl(fd: RawFd, req: libc::c_ulong, arg: *const libc::c_void) -> io::Result<()> {
-    // SAFETY: callers pass a request whose argument is `arg`, valid for
-    // the call (an ifreq or an int by value / by pointer).
+/// # Safety
+///
+/// `arg` must be what request `req` takes: a pointer valid for the call to
+/// the type the kernel reads or writes for it, or an integer by value.
+unsafe fn ioctl(fd: RawFd, req: libc::c_ulong, arg: *const libc::c_void) -> io::Result<()> {
+    // SAFETY: the caller upholds this function's contract for `arg`.
     let r = unsafe { libc::ioctl(fd, req as _, arg) };
     if r < 0 {
         Err(io::Error::last_os_error())
@@ -83,14 +86,19 @@ impl Tap {
             _pad: [0; 22],
         };
         req.name[..name.len()].copy_from_slice(name.as_bytes());
-        ioctl(file.as_raw_fd(), TUNSETIFF, (&req as *const IfReq).cast())
+        // SAFETY: TUNSETIFF reads and writes a struct ifreq; `req` is one
+        // (name, flags, padding to its 40 bytes) and lives across the call.
+        unsafe { ioctl(file.as_raw_fd(), TUNSETIFF, (&req as *const IfReq).cast()) }
             .map_err(TapError::Attach)?;
         let hdr: libc::c_int = super::HDR_LEN as libc::c_int;
-        ioctl(
-            file.as_raw_fd(),
-            TUNSETVNETHDRSZ,
-            (&hdr as *const libc::c_int).cast(),
-        )
+        // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer.
+        unsafe {
+            ioctl(
+                file.as_raw_fd(),
+                TUNSETVNETHDRSZ,
+                (&hdr as *const libc::c_int).cast(),
+            )
+        }
         .map_err(|e| TapError::Configure("TUNSETVNETHDRSZ", e))?;
         let tap = Tap {
             file,
@@ -121,27 +129,35 @@ impl Tap {
             _pad: [0; 22],
         };
         req.name[..self.name.len()].copy_from_slice(self.name.as_bytes());
-        ioctl(
-            sock.as_raw_fd(),
-            libc::SIOCGIFFLAGS as _,
-            (&mut req as *mut IfReq).cast(),
-        )?;
+        // SAFETY: SIOCGIFFLAGS fills the flags of the struct ifreq `req`.
+        unsafe {
+            ioctl(
+                sock.as_raw_fd(),
+                libc::SIOCGIFFLAGS as _,
+                (&mut req as *mut IfReq).cast(),
+            )
+        }?;
         req.flags |= libc::IFF_UP as i16;
-        ioctl(
-            sock.as_raw_fd(),
-            libc::SIOCSIFFLAGS as _,
-            (&req as *const IfReq).cast(),
-        )
+        // SAFETY: SIOCSIFFLAGS reads the struct ifreq `req`.
+        unsafe {
+            ioctl(
+                sock.as_raw_fd(),
+                libc::SIOCSIFFLAGS as _,
+                (&req as *const IfReq).cast(),
+            )
+        }
     }
 
     /// Tells the kernel which offloads the guest accepts (TUN_F_*).
     pub fn set_offload(&self, flags: u32) -> io::Result<()> {
-        // TUNSETOFFLOAD takes the flags by value.
-        ioctl(
-            self.file.as_raw_fd(),
-            TUNSETOFFLOAD,
-            flags as usize as *const libc::c_void,
-        )
+        // SAFETY: TUNSETOFFLOAD takes the flags by value; nothing is dereferenced.
+        unsafe {
+            ioctl(
+                self.file.as_raw_fd(),
+                TUNSETOFFLOAD,
+                flags as usize as *const libc::c_void,
+            )
+        }
     }
 
     /// Reads one frame (with its header); WouldBlock when none is queued.
