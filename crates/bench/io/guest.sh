@@ -2,9 +2,12 @@
 # /vt-test.sh): vt-iobench on /dev/vda, then iperf3 against the lab host
 # over eth0, both directions.
 v() { echo "VT-BENCH $1=$2"; }
-secs=5
-for w in $(cat /proc/cmdline); do case "$w" in vt.secs=*) secs=${w#vt.secs=} ;; esac; done
-vt-iobench /dev/vda "$secs" 256 | sed 's/^/VT-BENCH /'
+secs=5; block=1
+for w in $(cat /proc/cmdline); do
+    case "$w" in vt.secs=*) secs=${w#vt.secs=} ;; vt.netonly) block= ;; esac
+done
+[ -n "$block" ] && vt-iobench /dev/vda "$secs" 256 | sed 's/^/VT-BENCH /'
+echo "VT-STEP eth0 up"
 ip addr add 169.254.20.2/24 dev eth0
 ip link set eth0 up
 for i in $(seq 50); do ping -c 1 -W 1 169.254.20.1 >/dev/null 2>&1 && break; done
@@ -20,5 +23,22 @@ diag() {
     for d in /sys/bus/virtio/devices/*; do echo "VT-DIAG ${d##*/} status=$(cat $d/status)"; done
     grep virtio /proc/interrupts | sed 's/^/VT-DIAG /'
 }
-iperf && v net_tx_mbits "$(mbits </tmp/iperf.out)" || diag net_tx
-iperf -R && v net_rx_mbits "$(mbits </tmp/iperf.out)" || diag net_rx
+# What the NIC did during a transfer: interrupts on its receive (input)
+# and transmit (output) vectors, packets each way, bytes.
+irqs() { awk -v q="$1" '$0 ~ "virtio.*-" q {for (i = 2; i <= NF && $i ~ /^[0-9]+$/; i++) n += $i} END {print n + 0}' /proc/interrupts; }
+nstat() { cat /sys/class/net/eth0/statistics/$1; }
+counters() { echo "$(irqs input) $(irqs output) $(nstat rx_packets) $(nstat tx_packets) $(nstat rx_bytes) $(nstat tx_bytes)"; }
+measure() {
+    key=$1; shift
+    echo "VT-STEP $key"
+    c0=$(counters)
+    if iperf "$@"; then
+        v "$key" "$(mbits </tmp/iperf.out)"
+        set -- $c0 $(counters)
+        echo "VT-STAT $key irq_in=$(($7 - $1)) irq_out=$(($8 - $2)) rx_pkts=$(($9 - $3)) tx_pkts=$((${10} - $4)) MB=$(((${11} - $5 + ${12} - $6) >> 20))"
+    else
+        diag "$key"
+    fi
+}
+measure net_tx_mbits
+measure net_rx_mbits -R

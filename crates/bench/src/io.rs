@@ -38,8 +38,11 @@ pub struct IoArgs {
     #[arg(long, default_value_t = 2400)]
     pub timeout: u64,
     /// Write the section into this report (e.g. BENCHMARKS.md) instead of stdout
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "net_only")]
     pub out: Option<PathBuf>,
+    /// Network only (no disk figures): quicker, for working on the NIC
+    #[arg(long)]
+    pub net_only: bool,
 }
 
 /// The section: a heading, how it was run, the table.
@@ -169,8 +172,10 @@ pub fn run(args: &IoArgs) -> anyhow::Result<Table> {
     std::fs::File::create(&disk)?.set_len(1 << 30)?;
     let initrd = initramfs(&dir, &iobench)?;
     let script = format!(
-        "RUNS={} SECS={} sh \"$VTLAB_ROOT/vt/l1.sh\"",
-        args.runs, args.secs
+        "RUNS={} SECS={} NETONLY={} sh \"$VTLAB_ROOT/vt/l1.sh\"",
+        args.runs,
+        args.secs,
+        if args.net_only { "1" } else { "" }
     );
     let l1 = dir.join("l1.sh");
     std::fs::write(&l1, L1_SCRIPT)?;
@@ -220,7 +225,14 @@ pub fn run(args: &IoArgs) -> anyhow::Result<Table> {
         notes: Vec::new(),
         series: Vec::new(),
     };
+    // Interrupts per MB moved, per direction: printed, not tabled.
+    for line in out.stdout.lines().filter(|l| l.starts_with("VT-STAT ")) {
+        eprintln!("{}", line.trim_end());
+    }
     for (key, label, unit) in METRICS {
+        if args.net_only && !key.starts_with("net_") {
+            continue;
+        }
         let mut s = Series::new(label, unit);
         s.ours = get("vt", key);
         s.qemu = get("qemu", key);

@@ -98,6 +98,11 @@ impl RateLimiter {
         }
     }
 
+    /// Whether any limit is set.
+    pub fn is_limited(&self) -> bool {
+        self.bytes.is_some() || self.ops.is_some()
+    }
+
     /// The timer's fd, to poll; readable when refused work may be retried.
     pub fn fd(&self) -> Option<RawFd> {
         self.timer.as_ref().map(|t| t.as_raw_fd())
@@ -128,6 +133,17 @@ impl RateLimiter {
             b.tokens -= 1;
         }
         true
+    }
+
+    /// Gives back what [`RateLimiter::admit`] took for an operation of
+    /// `bytes` that could not be carried out after all.
+    pub fn refund(&mut self, bytes: u64) {
+        if let Some(b) = &mut self.bytes {
+            b.tokens = (b.tokens + i128::from(bytes)).min(b.capacity);
+        }
+        if let Some(b) = &mut self.ops {
+            b.tokens = (b.tokens + 1).min(b.capacity);
+        }
     }
 
     /// Clears the timer after it fired (never blocks: a timer re-armed in

@@ -63,12 +63,15 @@ impl Worker {
             }
         }
         // Extra fds are edge-triggered: a tap stays readable while the
-        // guest has no buffers, and the device must not spin on it.
+        // guest has no buffers, and writable nearly always, and the device
+        // must not spin on it. Writability matters to a device whose writes
+        // were refused (a full tap).
         for (fd, token) in handler.extra_fds() {
+            let events = EventSet::IN | EventSet::OUT | EventSet::EDGE_TRIGGERED;
             epoll.ctl(
                 ControlOperation::Add,
                 fd,
-                EpollEvent::new(EventSet::IN | EventSet::EDGE_TRIGGERED, EXTRA_BASE + token),
+                EpollEvent::new(events, EXTRA_BASE + token),
             )?;
         }
         let stop_evt = stop.try_clone()?;

@@ -7,8 +7,10 @@
 //! reads a frame once and spreads it over as many mergeable receive
 //! buffers as it needs (VIRTIO_NET_F_MRG_RXBUF).
 
-mod rx;
+pub mod rx;
 pub mod tap;
+#[cfg(test)]
+mod tests;
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
@@ -60,16 +62,21 @@ impl Net {
             .mac_bytes()
             .map_err(|_| TapError::Name(config.mac.clone().unwrap_or_default()))?;
         let tap = Tap::open(&config.tap)?;
+        Ok(Net::with_tap(tap, mac, config.rate))
+    }
+
+    /// A NIC on an open tap (or a stand-in, see [`Tap::from_socket`]).
+    pub fn with_tap(tap: Tap, mac: [u8; 6], rate: RateLimit) -> Net {
         let mut space = vec![0u8; 10];
         space[..6].copy_from_slice(&mac);
         space[6..8].copy_from_slice(&STATUS_LINK_UP.to_le_bytes());
         space[8..10].copy_from_slice(&1u16.to_le_bytes()); // max_virtqueue_pairs
-        Ok(Net {
+        Net {
             tap: Arc::new(tap),
             config: space,
-            rate: config.rate,
+            rate,
             worker: None,
-        })
+        }
     }
 }
 
@@ -98,10 +105,14 @@ struct Handler {
     irq: Arc<Interrupt>,
     tap: Arc<Tap>,
     limiter: RateLimiter,
+    /// A frame waits at the head of the transmit queue (tap full, or the
+    /// rate limit).
+    tx_waiting: bool,
 }
 
-/// Sends one transmit chain: header and frame, straight from guest memory.
-fn transmit(
+/// Sends one transmit chain: header and frame, straight from guest memory
+/// (public for the fuzzer).
+pub fn transmit(
     mem: &GuestMemoryMmap,
     tap: &Tap,
     limiter: &mut RateLimiter,
@@ -128,9 +139,16 @@ fn transmit(
             })?);
         }
     }
-    if let Err(e) = tap.write_slices(&slices) {
-        // The host side dropped it (down, full): so does a real NIC.
-        log::debug!("virtio-net: tap write: {e}");
+    match tap.write_slices(&slices) {
+        Ok(_) => {}
+        // The tap's queue is full: keep the frame and retry when it drains
+        // (the worker polls the tap for writability), as QEMU does.
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+            limiter.refund(len);
+            return Ok(Served::Later);
+        }
+        // The host side refused it (down, bad frame): a NIC drops it too.
+        Err(e) => log::debug!("virtio-net: tap write: {e}"),
     }
     Ok(Served::Used(0))
 }
@@ -139,9 +157,11 @@ impl Handler {
     /// True when it stopped on its budget with more to send.
     fn transmit(&mut self) -> bool {
         let (mem, tap, limiter) = (&self.mem, &self.tap, &mut self.limiter);
-        chain::drain(&mut self.tx, mem, &self.irq, TX, |c| {
+        let drained = chain::drain(&mut self.tx, mem, &self.irq, TX, |c| {
             transmit(mem, tap, limiter, c)
-        }) == chain::Drained::Budget
+        });
+        self.tx_waiting = drained == chain::Drained::Later;
+        drained == chain::Drained::Budget
     }
 
     /// True when it stopped on its budget with more to receive.
@@ -165,12 +185,13 @@ impl QueueHandler for Handler {
         v
     }
 
+    /// The tap became readable or writable, or the rate limit's timer
+    /// fired: receive, and send what was waiting for either.
     fn extra_event(&mut self, token: u64) -> bool {
-        let mut more = false;
         if token == TIMER_TOKEN {
             self.limiter.timer_fired();
-            more = self.transmit();
         }
+        let more = self.tx_waiting && self.transmit();
         self.receive() || more
     }
 }
@@ -218,6 +239,7 @@ impl VirtioDevice for Net {
             irq: a.interrupt,
             tap: self.tap.clone(),
             limiter,
+            tx_waiting: false,
         };
         let worker = Worker::spawn("virtio-net", vec![Some(rx_evt), Some(tx_evt)], handler)
             .map_err(ActivateError::Worker)?;

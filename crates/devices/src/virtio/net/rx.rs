@@ -1,16 +1,26 @@
 //! The receive path: frames from the tap into the guest's receive buffers.
 //!
-//! A frame is read once into a local buffer, then copied over one chain,
-//! or with mergeable buffers over as many chains as it needs; the header's
-//! `num_buffers` says how many. A frame waits in the buffer while the guest
-//! has no room (or the rate limit says wait) and goes first next time.
+//! With mergeable buffers and no rate limit, a frame is read straight into
+//! the guest's buffers: the device holds (pops) enough of them for the
+//! largest frame, reads with one readv over all of them, and returns only
+//! the ones the frame filled; the rest wait for the next frame. The
+//! header's `num_buffers` says how many it took.
+//!
+//! Otherwise (no mergeable buffers, a rate limit, or the guest short of
+//! buffers) a frame is read once into a local buffer and copied over as
+//! many buffers as it needs. That frame waits there while the guest has no
+//! room (or the rate limit says wait) and goes first next time.
+//!
+//! The guest is told after every frame (when it asked to be), so it can
+//! take frames and refill the ring while the device is still receiving.
 
+use std::collections::VecDeque;
 use std::io::ErrorKind;
 
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
-use vm_memory::{Bytes, GuestMemoryMmap};
+use vm_memory::{Address, Bytes, GuestMemoryBackend, GuestMemoryMmap, VolatileSlice};
 
-use super::tap::Tap;
+use super::tap::{Tap, MAX_IOVECS};
 use super::HDR_LEN;
 use crate::rate_limiter::RateLimiter;
 use crate::virtio::chain::{read_chain, Chain, ChainError};
@@ -20,6 +30,9 @@ use crate::virtio::Interrupt;
 const FRAME_MAX: usize = 65562 + HDR_LEN;
 /// Most frames moved per call before yielding to the worker.
 const BUDGET: usize = 256;
+/// Frames delivered between interrupts while more keep coming (the guest
+/// is told at once when the tap runs dry or its buffers run out).
+const COALESCE: usize = 8;
 /// Offset of num_buffers in the header.
 const NUM_BUFFERS: usize = 10;
 
@@ -31,13 +44,27 @@ pub struct Receiver {
     pending: usize,
     /// Whether the pending frame was charged to the rate limiter.
     admitted: bool,
-    /// Chains popped for the pending frame, not enough for it yet.
-    reserved: Vec<Chain>,
+    /// Chains popped from the ring and not yet used, oldest first.
+    reserved: VecDeque<Chain>,
+    /// Frames delivered since the guest was last told.
+    unsignaled: usize,
 }
 
 enum Delivery {
     /// The frame is gone: delivered (true) or dropped (false).
     Done(bool),
+    NoRoom,
+}
+
+/// How a read straight into guest buffers went.
+enum Direct {
+    /// A frame was delivered.
+    Delivered,
+    /// The tap is empty.
+    Empty,
+    /// A runt or a read error: nothing delivered, try the next frame.
+    Skipped,
+    /// The guest's buffers cannot hold the largest frame: copy instead.
     NoRoom,
 }
 
@@ -49,7 +76,8 @@ impl Receiver {
             frame: vec![0; FRAME_MAX],
             pending: 0,
             admitted: false,
-            reserved: Vec::new(),
+            reserved: VecDeque::new(),
+            unsignaled: 0,
         }
     }
 
@@ -66,14 +94,42 @@ impl Receiver {
         if irq.failed() {
             return false;
         }
-        let mut used_any = false;
-        let mut budget = BUDGET;
-        let exhausted = loop {
-            if budget == 0 {
-                break true;
-            }
-            budget -= 1;
+        let result = self
+            .run_inner(mem, tap, limiter, irq, index)
+            .and_then(|more| {
+                if self.unsignaled > 0 {
+                    self.notify(mem, irq, index)?;
+                }
+                Ok(more)
+            });
+        result.unwrap_or_else(|e| {
+            irq.fail(&e.to_string());
+            false
+        })
+    }
+
+    fn run_inner(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        tap: &Tap,
+        limiter: &mut RateLimiter,
+        irq: &Interrupt,
+        index: usize,
+    ) -> Result<bool, ChainError> {
+        let direct = self.mergeable && !limiter.is_limited();
+        for _ in 0..BUDGET {
             if self.pending == 0 {
+                if direct {
+                    match self.receive_direct(mem, tap)? {
+                        Direct::Delivered => {
+                            self.delivered(mem, irq, index)?;
+                            continue;
+                        }
+                        Direct::Empty => return Ok(false),
+                        Direct::Skipped => continue,
+                        Direct::NoRoom => {}
+                    }
+                }
                 match tap.read(&mut self.frame) {
                     Ok(n) if n > HDR_LEN => {
                         self.pending = n.min(self.frame.len());
@@ -81,7 +137,7 @@ impl Receiver {
                     }
                     // Runts, and errors other than "empty": skip that frame.
                     Ok(_) => continue,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break false,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
                     Err(e) => {
                         log::debug!("virtio-net: tap read: {e}");
                         continue;
@@ -90,59 +146,75 @@ impl Receiver {
             }
             if !self.admitted {
                 if !limiter.admit(self.pending as u64) {
-                    break false;
+                    return Ok(false);
                 }
                 self.admitted = true;
             }
-            match self.deliver(mem) {
-                Ok(Delivery::Done(used)) => {
+            match self.deliver(mem)? {
+                Delivery::Done(used) => {
                     self.pending = 0;
-                    used_any |= used;
-                }
-                Ok(Delivery::NoRoom) => {
-                    // Every available buffer is reserved: ask for a kick when
-                    // the guest adds one; retry if it already did.
-                    match self.queue.enable_notification(mem) {
-                        Ok(true) => continue,
-                        Ok(false) => break false,
-                        Err(e) => {
-                            irq.fail(&e.to_string());
-                            return false;
-                        }
+                    if used {
+                        self.delivered(mem, irq, index)?;
                     }
                 }
-                Err(e) => {
-                    irq.fail(&e.to_string());
-                    return false;
+                Delivery::NoRoom => {
+                    // Every available buffer is reserved: ask for a kick when
+                    // the guest adds one; retry if it already did.
+                    if !self.queue.enable_notification(mem).map_err(queue_error)? {
+                        return Ok(false);
+                    }
                 }
             }
-        };
-        if used_any {
-            match self.queue.needs_notification(mem) {
-                Ok(true) => irq.signal_queue(index),
-                Ok(false) => {}
-                Err(e) => irq.fail(&e.to_string()),
-            }
         }
-        exhausted
+        Ok(true)
     }
 
-    /// Pops chains until the reserved ones can hold the pending frame.
-    /// Chains stay reserved (popped, not yet used) while there is not
-    /// enough room, so that the guest's next buffer triggers a kick.
-    fn reserve(&mut self, mem: &GuestMemoryMmap) -> Result<bool, ChainError> {
-        let q = |e: virtio_queue::Error| ChainError::Queue(e.to_string());
+    /// Counts a delivered frame and tells the guest of the frames so far
+    /// every [`COALESCE`] frames.
+    fn delivered(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        irq: &Interrupt,
+        index: usize,
+    ) -> Result<(), ChainError> {
+        self.unsignaled += 1;
+        if self.unsignaled >= COALESCE {
+            self.notify(mem, irq, index)?;
+        }
+        Ok(())
+    }
+
+    /// Interrupts the guest if it asked to be told of the frames
+    /// delivered since the last call.
+    fn notify(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        irq: &Interrupt,
+        index: usize,
+    ) -> Result<(), ChainError> {
+        self.unsignaled = 0;
+        if self.queue.needs_notification(mem).map_err(queue_error)? {
+            irq.signal_queue(index);
+        }
+        Ok(())
+    }
+
+    /// Room in the reserved buffers.
+    fn room(&self) -> u64 {
+        self.reserved.iter().map(Chain::writable_len).sum()
+    }
+
+    /// Pops chains until the reserved ones hold `want` bytes (or one chain
+    /// when `want` is 0); false when the ring ran out first. Chains stay
+    /// reserved (popped, not yet used) while there is not enough room, so
+    /// that the guest's next buffer triggers a kick.
+    fn reserve(&mut self, mem: &GuestMemoryMmap, want: u64) -> Result<bool, ChainError> {
+        let mut room = self.room();
         loop {
-            let room: u64 = self.reserved.iter().map(Chain::writable_len).sum();
-            let enough = if self.mergeable {
-                room >= self.pending as u64
-            } else {
-                !self.reserved.is_empty()
-            };
-            if enough {
+            if room >= want && !self.reserved.is_empty() {
                 return Ok(true);
             }
-            let next = self.queue.iter(mem).map_err(q)?.next();
+            let next = self.queue.iter(mem).map_err(queue_error)?.next();
             let Some(c) = next else { return Ok(false) };
             let chain = read_chain(mem, c)?;
             if chain.readable().next().is_some() {
@@ -157,12 +229,91 @@ impl Receiver {
                     "receive buffer smaller than the header",
                 ));
             }
-            self.reserved.push(chain);
+            room += chain.writable_len();
+            self.reserved.push_back(chain);
         }
     }
 
+    /// Reads one frame from the tap straight into the reserved buffers,
+    /// once they can hold the largest frame.
+    fn receive_direct(&mut self, mem: &GuestMemoryMmap, tap: &Tap) -> Result<Direct, ChainError> {
+        if !self.reserve(mem, FRAME_MAX as u64)? {
+            return Ok(Direct::NoRoom);
+        }
+        let mut slices: Vec<VolatileSlice> = Vec::with_capacity(64);
+        let mut room = 0u64;
+        'chains: for chain in &self.reserved {
+            for d in chain.writable() {
+                for s in mem.get_slices(d.addr, d.len as usize) {
+                    if slices.len() == MAX_IOVECS {
+                        break 'chains;
+                    }
+                    let s = s.map_err(|_| ChainError::OutOfMemory {
+                        addr: d.addr.0,
+                        len: d.len,
+                    })?;
+                    room += s.len() as u64;
+                    slices.push(s);
+                }
+            }
+        }
+        if room < FRAME_MAX as u64 {
+            // Tiny buffers, more than one readv takes.
+            return Ok(Direct::NoRoom);
+        }
+        let n = match tap.read_slices(&slices) {
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(Direct::Empty),
+            Err(e) => {
+                log::debug!("virtio-net: tap read: {e}");
+                return Ok(Direct::Skipped);
+            }
+        };
+        drop(slices);
+        if n <= HDR_LEN {
+            // A runt: it only scribbled on buffers the device still holds.
+            return Ok(Direct::Skipped);
+        }
+        self.commit(mem, n)?;
+        Ok(Direct::Delivered)
+    }
+
+    /// Returns to the guest the reserved chains a frame of `len` bytes
+    /// filled, with `num_buffers` set in its header.
+    fn commit(&mut self, mem: &GuestMemoryMmap, len: usize) -> Result<(), ChainError> {
+        let mut count = 0usize;
+        let mut covered = 0u64;
+        for chain in &self.reserved {
+            if covered >= len as u64 {
+                break;
+            }
+            covered += chain.writable_len();
+            count += 1;
+        }
+        let n = u16::try_from(count).unwrap_or(u16::MAX);
+        if let Some(first) = self.reserved.front() {
+            write_at(mem, first, NUM_BUFFERS, &n.to_le_bytes())?;
+        }
+        let mut left = len as u64;
+        for chain in self.reserved.drain(..count) {
+            let used = left.min(chain.writable_len());
+            left -= used;
+            self.queue
+                .add_used(mem, chain.head, used as u32)
+                .map_err(queue_error)?;
+        }
+        Ok(())
+    }
+
+    /// Delivers the frame in the local buffer, copying it into as many
+    /// reserved chains as it needs.
     fn deliver(&mut self, mem: &GuestMemoryMmap) -> Result<Delivery, ChainError> {
-        if !self.reserve(mem)? {
+        let want = if self.mergeable {
+            self.pending as u64
+        } else {
+            0
+        };
+        if !self.reserve(mem, want)? {
             if self.reserved.len() >= usize::from(self.queue.size()) {
                 // Every buffer the ring can hold is ours and the frame still
                 // does not fit: no kick can come. Drop it, keep the buffers.
@@ -171,22 +322,28 @@ impl Receiver {
             }
             return Ok(Delivery::NoRoom);
         }
-        if !self.mergeable
-            && self.reserved.iter().map(Chain::writable_len).sum::<u64>() < self.pending as u64
-        {
+        // The fewest chains that hold the frame (one without merging).
+        let mut count = 0usize;
+        let mut room = 0u64;
+        for chain in &self.reserved {
+            room += chain.writable_len();
+            count += 1;
+            if !self.mergeable || room >= self.pending as u64 {
+                break;
+            }
+        }
+        if room < self.pending as u64 {
             // One buffer too small for this frame: drop the frame, as a NIC
             // does, and keep the buffer for the next one.
             self.pending = 0;
             return Ok(Delivery::Done(false));
         }
-        let chains = std::mem::take(&mut self.reserved);
-        let n = u16::try_from(chains.len()).unwrap_or(u16::MAX);
+        let n = u16::try_from(count).unwrap_or(u16::MAX);
         if let Some(slot) = self.frame.get_mut(NUM_BUFFERS..NUM_BUFFERS + 2) {
             slot.copy_from_slice(&n.to_le_bytes());
         }
         let mut at = 0usize;
-        let q = |e: virtio_queue::Error| ChainError::Queue(e.to_string());
-        for chain in &chains {
+        for chain in self.reserved.drain(..count) {
             let mut used = 0u32;
             for d in chain.writable() {
                 let end = (at + d.len as usize).min(self.pending);
@@ -201,8 +358,50 @@ impl Receiver {
                 at = end;
                 used += part.len() as u32;
             }
-            self.queue.add_used(mem, chain.head, used).map_err(q)?;
+            self.queue
+                .add_used(mem, chain.head, used)
+                .map_err(queue_error)?;
         }
         Ok(Delivery::Done(true))
     }
+}
+
+fn queue_error(e: virtio_queue::Error) -> ChainError {
+    ChainError::Queue(e.to_string())
+}
+
+/// Writes `bytes` at byte `offset` of the writable buffers of `chain`,
+/// across buffer boundaries if need be.
+fn write_at(
+    mem: &GuestMemoryMmap,
+    chain: &Chain,
+    offset: usize,
+    bytes: &[u8],
+) -> Result<(), ChainError> {
+    let mut skip = offset as u64;
+    let mut rest = bytes;
+    for d in chain.writable() {
+        if rest.is_empty() {
+            break;
+        }
+        let len = u64::from(d.len);
+        if skip >= len {
+            skip -= len;
+            continue;
+        }
+        let take = rest.len().min((len - skip) as usize);
+        let (now, later) = rest.split_at(take);
+        let at = d.addr.checked_add(skip).ok_or(ChainError::OutOfMemory {
+            addr: d.addr.0,
+            len: d.len,
+        })?;
+        mem.write_slice(now, at)
+            .map_err(|_| ChainError::OutOfMemory {
+                addr: d.addr.0,
+                len: d.len,
+            })?;
+        rest = later;
+        skip = 0;
+    }
+    Ok(())
 }

@@ -11,6 +11,7 @@ use vm_memory::VolatileSlice;
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
 const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
+const TUNSETSNDBUF: libc::c_ulong = 0x4004_54d4;
 const IFF_TAP: i16 = 0x0002;
 const IFF_NO_PI: i16 = 0x1000;
 const IFF_VNET_HDR: i16 = 0x4000;
@@ -50,6 +51,8 @@ pub enum TapError {
 pub struct Tap {
     file: File,
     name: String,
+    /// False for a socket standing in for a tap (tests, fuzzing).
+    is_tap: bool,
 }
 
 /// # Safety
@@ -100,15 +103,63 @@ impl Tap {
             )
         }
         .map_err(|e| TapError::Configure("TUNSETVNETHDRSZ", e))?;
+        // No send-buffer cap (QEMU's default too): the host's stack paces
+        // the guest through its own queues, and a frame the tap does refuse
+        // waits for it to drain rather than being dropped.
+        let sndbuf = libc::c_int::MAX;
+        // SAFETY: TUNSETSNDBUF reads one int through the pointer.
+        unsafe {
+            ioctl(
+                file.as_raw_fd(),
+                TUNSETSNDBUF,
+                (&sndbuf as *const libc::c_int).cast(),
+            )
+        }
+        .map_err(|e| TapError::Configure("TUNSETSNDBUF", e))?;
         let tap = Tap {
             file,
             name: name.to_string(),
+            is_tap: true,
         };
         if !existed {
             tap.set_up()
                 .map_err(|e| TapError::Configure("SIOCSIFFLAGS", e))?;
         }
         Ok(tap)
+    }
+
+    /// A stand-in for a tap, for tests and fuzzing, and the host's end of
+    /// it: a non-blocking `SOCK_SEQPACKET` socket pair moves frames the way
+    /// a tap does (a write is one frame, a read takes one frame and cuts it
+    /// to the buffer). There are no offloads to set on it.
+    pub fn socket_pair(name: &str) -> io::Result<(Tap, std::os::fd::OwnedFd)> {
+        use std::os::fd::FromRawFd;
+        let mut fds = [0; 2];
+        // SAFETY: socketpair fills the two-int array it is given.
+        let r = unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+                fds.as_mut_ptr(),
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: both fds were just created and are owned by nothing else.
+        let (ours, host) = unsafe {
+            (
+                File::from_raw_fd(fds[0]),
+                std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+            )
+        };
+        let tap = Tap {
+            file: ours,
+            name: name.to_string(),
+            is_tap: false,
+        };
+        Ok((tap, host))
     }
 
     pub fn name(&self) -> &str {
@@ -150,6 +201,9 @@ impl Tap {
 
     /// Tells the kernel which offloads the guest accepts (TUN_F_*).
     pub fn set_offload(&self, flags: u32) -> io::Result<()> {
+        if !self.is_tap {
+            return Ok(());
+        }
         // SAFETY: TUNSETOFFLOAD takes the flags by value; nothing is dereferenced.
         unsafe {
             ioctl(
@@ -168,14 +222,7 @@ impl Tap {
 
     /// Writes one frame (header first) held in guest buffers.
     pub fn write_slices(&self, bufs: &[VolatileSlice]) -> io::Result<usize> {
-        let iovs: Vec<libc::iovec> = bufs
-            .iter()
-            .take(MAX_IOVECS)
-            .map(|b| libc::iovec {
-                iov_base: b.ptr_guard_mut().as_ptr().cast(),
-                iov_len: b.len(),
-            })
-            .collect();
+        let iovs = iovecs(bufs);
         // SAFETY: each iovec points into guest memory borrowed by `bufs`
         // for the whole call, with the slice's length.
         let n = unsafe { libc::writev(self.file.as_raw_fd(), iovs.as_ptr(), iovs.len() as _) };
@@ -185,6 +232,32 @@ impl Tap {
             Ok(n as usize)
         }
     }
+
+    /// Reads one frame (header first) straight into guest buffers; a frame
+    /// longer than they are is cut short. WouldBlock when none is queued.
+    pub fn read_slices(&self, bufs: &[VolatileSlice]) -> io::Result<usize> {
+        let iovs = iovecs(bufs);
+        // SAFETY: each iovec points into guest memory borrowed by `bufs`
+        // for the whole call, with the slice's length; the kernel writes
+        // at most that many bytes into each.
+        let n = unsafe { libc::readv(self.file.as_raw_fd(), iovs.as_ptr(), iovs.len() as _) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+}
+
+/// The first [`MAX_IOVECS`] of `bufs` as iovecs.
+fn iovecs(bufs: &[VolatileSlice]) -> Vec<libc::iovec> {
+    bufs.iter()
+        .take(MAX_IOVECS)
+        .map(|b| libc::iovec {
+            iov_base: b.ptr_guard_mut().as_ptr().cast(),
+            iov_len: b.len(),
+        })
+        .collect()
 }
 
 impl AsRawFd for Tap {
