@@ -24,6 +24,19 @@ impl RateLimit {
     }
 }
 
+/// How a disk's I/O meets the host's page cache (QEMU's and libvirt's
+/// `cache=` names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum CacheMode {
+    /// Through the host's page cache; flushes reach the disk.
+    #[default]
+    #[serde(rename = "writeback")]
+    Writeback,
+    /// O_DIRECT: around the host's page cache, straight to the device.
+    #[serde(rename = "none")]
+    Direct,
+}
+
 /// A virtio-blk disk backed by a raw file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,6 +48,8 @@ pub struct DiskConfig {
     pub serial: Option<String>,
     #[serde(default)]
     pub rate: RateLimit,
+    #[serde(default)]
+    pub cache: CacheMode,
 }
 
 /// A virtio-net NIC on a tap device.
@@ -116,21 +131,29 @@ fn rate(key: &'static str, v: &str, r: &mut RateLimit) -> Result<(), SpecError> 
     Ok(())
 }
 
-/// `path=P[,readonly=on][,serial=S][,bw=BYTES/s][,iops=N]`.
+/// `path=P[,readonly=on][,serial=S][,bw=BYTES/s][,iops=N][,cache=none|writeback]`.
 pub fn parse_disk(spec: &str) -> Result<DiskConfig, SpecError> {
     let mut disk = DiskConfig {
         path: PathBuf::new(),
         readonly: false,
         serial: None,
         rate: RateLimit::default(),
+        cache: CacheMode::Writeback,
     };
-    for (k, v) in pairs(spec, "path, readonly, serial, bw, iops")? {
+    for (k, v) in pairs(spec, "path, readonly, serial, bw, iops, cache")? {
         match k {
             "path" if !v.is_empty() => disk.path = v.into(),
             "path" => return Err(SpecError::Value("path", "empty".into())),
             "readonly" => disk.readonly = on_off("readonly", v)?,
             "serial" => disk.serial = Some(v.to_string()),
             "bw" => rate("bw", v, &mut disk.rate)?,
+            "cache" => {
+                disk.cache = match v {
+                    "none" => CacheMode::Direct,
+                    "writeback" => CacheMode::Writeback,
+                    _ => return Err(SpecError::Value("cache", "not none or writeback".into())),
+                }
+            }
             _ => rate("iops", v, &mut disk.rate)?,
         }
     }
@@ -235,6 +258,9 @@ mod tests {
     #[test]
     fn disk_specs() {
         let d = parse_disk("path=/x.img,readonly=on,serial=abc,bw=10M,iops=200").unwrap();
+        assert_eq!(d.cache, CacheMode::Writeback);
+        let direct = parse_disk("path=/x.img,cache=none").unwrap();
+        assert_eq!(direct.cache, CacheMode::Direct);
         assert_eq!(d.path, PathBuf::from("/x.img"));
         assert!(d.readonly);
         assert_eq!(d.serial.as_deref(), Some("abc"));
@@ -245,9 +271,10 @@ mod tests {
             ("readonly=on", "'path' is required"),
             ("path=", "empty"),
             ("path=/x,path=/y", "given twice"),
-            ("path=/x,cache=none", "unknown key 'cache'"),
+            ("path=/x,format=qcow2", "unknown key 'format'"),
             ("/x", "not key=value"),
             ("path=/x,readonly=maybe", "not on/off"),
+            ("path=/x,cache=unsafe", "not none or writeback"),
             ("path=/x,serial=123456789012345678901", "1 to 20 bytes"),
             ("path=/x,bw=0", "positive size"),
             ("path=/x,iops=-1", "positive size"),

@@ -20,6 +20,9 @@ pub struct DiskSpec {
     pub path: PathBuf,
     #[serde(default)]
     pub readonly: bool,
+    /// `writeback` (the default) or `none` (O_DIRECT).
+    #[serde(default)]
+    pub cache: crate::CacheMode,
 }
 
 /// A network interface of a VM definition.

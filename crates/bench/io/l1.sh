@@ -1,7 +1,8 @@
 # The lab half of `vt-bench io`: the lab host's own figures on its disk
 # (/dev/vda, a virtio disk QEMU-TCG gives the lab), then the same guest
 # under vt-vmm and QEMU (microvm + PCIe, virtio-blk-pci on the same
-# /dev/vda, virtio-net-pci on a tap with vhost off), RUNS times each,
+# /dev/vda with cache=none — O_DIRECT end to end, as the host's figures
+# are — and virtio-net-pci on a tap with vhost off), RUNS times each,
 # interleaved. Prints `VT-BENCH who key=value`.
 R="$VTLAB_ROOT"; T=/tmp/vt-bench; mkdir -p $T
 RUNS=${RUNS:-3}; SECS=${SECS:-5}; DEV=/dev/vda
@@ -68,13 +69,13 @@ run_one() {
     if [ $who = vt ]; then
         timeout -s KILL 300 "$R/vt/vt-vmm" --kernel "$R/guest/vmlinux" \
             --initrd "$R/vt/initramfs.cpio.gz" --memory 512 --cmdline "$CMD" \
-            --disk path=$DEV --net tap=$tap --serial file=$T/out </dev/null &
+            --disk path=$DEV,cache=none --net tap=$tap --serial file=$T/out </dev/null &
     else
         timeout -s KILL 300 qemu-system-x86_64 -M microvm,accel=kvm,pcie=on,rtc=on \
             -cpu host -m 512 -smp 1 -nodefaults -no-user-config -nographic \
             -bios "$R/vt/bios-microvm.bin" -kernel "$R/guest/vmlinux" \
             -initrd "$R/vt/initramfs.cpio.gz" -append "$CMD" \
-            -drive id=d0,file=$DEV,format=raw,if=none,cache=writeback \
+            -drive id=d0,file=$DEV,format=raw,if=none,cache=none \
             -device virtio-blk-pci,drive=d0 \
             -netdev tap,id=n0,ifname=$tap,script=no,downscript=no,vhost=off \
             -device virtio-net-pci,netdev=n0,romfile= \

@@ -220,8 +220,8 @@ pub fn run(args: &IoArgs) -> anyhow::Result<Table> {
     let mut table = Table {
         title: "Block and network I/O in the lab (higher is better)".into(),
         command: format!("vt-bench io --runs {} --secs {}", args.runs, args.secs),
-        ours_cmd: "vt-vmm --disk path=/dev/vda --net tap=vtbN --memory 512 (see crates/bench/io/l1.sh)".into(),
-        qemu_cmd: "qemu-system-x86_64 -M microvm,pcie=on -device virtio-blk-pci (cache=writeback) -device virtio-net-pci (tap, vhost=off)".into(),
+        ours_cmd: "vt-vmm --disk path=/dev/vda,cache=none --net tap=vtbN --memory 512 (see crates/bench/io/l1.sh)".into(),
+        qemu_cmd: "qemu-system-x86_64 -M microvm,pcie=on -device virtio-blk-pci (cache=none) -device virtio-net-pci (tap, vhost=off)".into(),
         notes: Vec::new(),
         series: Vec::new(),
     };

@@ -64,7 +64,8 @@ impl VmHooks for KvmHooks {
 fn virtio_devices(config: &VmConfig) -> Result<Vec<Box<dyn VirtioDevice>>, Error> {
     let mut out: Vec<Box<dyn VirtioDevice>> = Vec::new();
     for d in &config.disks {
-        let disk = RawFile::open(&d.path, d.readonly).map_err(Error::Disk)?;
+        let direct = d.cache == api::CacheMode::Direct;
+        let disk = RawFile::open_with(&d.path, d.readonly, direct).map_err(Error::Disk)?;
         let limiter = RateLimiter::new(d.rate.bytes_per_sec, d.rate.ops_per_sec)
             .map_err(|e| Error::Io("timerfd", e))?;
         out.push(Box::new(Block::new(

@@ -245,8 +245,8 @@ fn bad_input_is_refused_with_status_2() {
         ),
         (vec!["--kernel", k, "--disk", "path=/"], "Is a directory"),
         (
-            vec!["--kernel", k, "--disk", "path=/x,cache=none"],
-            "unknown key 'cache'",
+            vec!["--kernel", k, "--disk", "path=/x,cache=unsafe"],
+            "not none or writeback",
         ),
         (
             vec!["--kernel", k, "--disk", "readonly=on"],

@@ -55,16 +55,20 @@ pub fn spawn(vmm: &Path, kernel: &Path, def: &VmDefinition, dir: &VmDir) -> std:
     cmd.spawn()
 }
 
-/// `--disk path=P[,readonly=on]` for each disk (paths never hold commas:
-/// the definition is validated).
+/// `--disk path=P[,readonly=on][,cache=none]` for each disk (paths never
+/// hold commas: the definition is validated).
 fn disk_flags(def: &VmDefinition) -> Vec<String> {
     def.disks
         .iter()
         .flat_map(|d| {
             let ro = if d.readonly { ",readonly=on" } else { "" };
+            let cache = match d.cache {
+                api::CacheMode::Direct => ",cache=none",
+                api::CacheMode::Writeback => "",
+            };
             [
                 "--disk".to_string(),
-                format!("path={}{ro}", d.path.display()),
+                format!("path={}{ro}{cache}", d.path.display()),
             ]
         })
         .collect()

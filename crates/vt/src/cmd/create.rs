@@ -12,6 +12,7 @@ use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 
 use api::manager::{DiskSpec, NetworkSpec, VmDefinition, VmStatus, MAX_DISK_GIB};
+use api::CacheMode;
 use clap::Args;
 
 use super::client::{CliError, CliResult, Client};
@@ -34,7 +35,7 @@ pub struct CreateArgs {
     /// vCPU count.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub vcpus: u32,
-    /// `path=FILE[,size=GIB][,format=raw][,bus=virtio][,readonly=on]`; repeatable.
+    /// `path=FILE[,size=GIB][,format=raw][,bus=virtio][,readonly=on][,cache=none|writeback]`; repeatable.
     #[arg(long, value_name = "SPEC")]
     pub disk: Vec<String>,
     /// `bridge=NAME[,mac=MAC][,model=virtio]` or `none`; repeatable.
@@ -74,6 +75,7 @@ fn parse_disk(spec: &str) -> CliResult<(DiskSpec, Option<u64>)> {
     let mut disk = DiskSpec {
         path: PathBuf::new(),
         readonly: false,
+        cache: CacheMode::Writeback,
     };
     let mut size = None;
     for (k, v) in pairs(spec, &keys).map_err(|e| CliError::usage(format!("--disk: {e}")))? {
@@ -95,6 +97,9 @@ fn parse_disk(spec: &str) -> CliResult<(DiskSpec, Option<u64>)> {
             "bus" => return Err(bad("only virtio")),
             "readonly" | "ro" => disk.readonly = boolean(&k, &v).map_err(CliError::usage)?,
             "sparse" if boolean(&k, &v) == Ok(true) => {}
+            "cache" if v == "none" => disk.cache = CacheMode::Direct,
+            "cache" if v == "writeback" => disk.cache = CacheMode::Writeback,
+            "cache" => return Err(bad("cache is none or writeback")),
             _ => return Err(bad("not supported")),
         }
     }

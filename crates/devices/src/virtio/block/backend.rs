@@ -41,22 +41,45 @@ pub enum OpenError {
     Size(String, u64),
     #[error("{0} is empty")]
     Empty(String),
+    #[error("{0}: cache=none needs O_DIRECT, which its file system refuses")]
+    NoDirect(String, #[source] io::Error),
 }
 
 /// A raw image file (or block device).
 pub struct RawFile {
     file: File,
+    /// The same file opened with O_DIRECT (`cache=none`): aligned
+    /// transfers go through it, around the host's page cache.
+    direct: Option<File>,
     size: u64,
 }
 
+/// O_DIRECT wants buffers, lengths and offsets aligned to the device's
+/// logical block; 512 covers most, and a refusal falls back to the cache.
+const DIRECT_ALIGN: u64 = 512;
+
 impl RawFile {
     pub fn open(path: &Path, readonly: bool) -> Result<Self, OpenError> {
+        Self::open_with(path, readonly, false)
+    }
+
+    /// Opens `path`; with `direct`, aligned I/O bypasses the page cache.
+    pub fn open_with(path: &Path, readonly: bool, direct: bool) -> Result<Self, OpenError> {
         let name = path.display().to_string();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(!readonly)
-            .open(path)
-            .map_err(|e| OpenError::Open(name.clone(), e))?;
+        let open = |flags: libc::c_int| {
+            use std::os::unix::fs::OpenOptionsExt;
+            OpenOptions::new()
+                .read(true)
+                .write(!readonly)
+                .custom_flags(flags)
+                .open(path)
+        };
+        let file = open(0).map_err(|e| OpenError::Open(name.clone(), e))?;
+        let direct = if direct {
+            Some(open(libc::O_DIRECT).map_err(|e| OpenError::NoDirect(name.clone(), e))?)
+        } else {
+            None
+        };
         let meta = file
             .metadata()
             .map_err(|e| OpenError::Open(name.clone(), e))?;
@@ -77,61 +100,27 @@ impl RawFile {
         if size % SECTOR_SIZE != 0 {
             return Err(OpenError::Size(name, size));
         }
-        Ok(RawFile { file, size })
+        Ok(RawFile { file, direct, size })
     }
 
-    /// preadv/pwritev over all of `bufs`, resuming after short transfers.
+    /// Through the O_DIRECT file when there is one and the transfer is
+    /// aligned for it; through the page cache otherwise, or when the
+    /// device wants a larger alignment than [`DIRECT_ALIGN`].
     fn transfer(&mut self, offset: u64, bufs: &[VolatileSlice], write: bool) -> io::Result<()> {
-        let mut iovs: Vec<libc::iovec> = bufs
-            .iter()
-            .filter(|b| !b.is_empty())
-            .map(|b| libc::iovec {
-                iov_base: b.ptr_guard_mut().as_ptr().cast(),
-                iov_len: b.len(),
-            })
-            .collect();
-        let mut first = 0;
-        let mut pos = offset;
-        while first < iovs.len() {
-            let rest = &iovs[first..];
-            let count = rest.len().min(1024) as libc::c_int;
-            let at = libc::off_t::try_from(pos)
-                .map_err(|_| io::Error::from_raw_os_error(libc::EOVERFLOW))?;
-            // SAFETY: every iovec points into guest memory that `bufs`
-            // borrows for this whole call; lengths are the slices' lengths.
-            let n = unsafe {
-                if write {
-                    libc::pwritev(self.file.as_raw_fd(), rest.as_ptr(), count, at)
-                } else {
-                    libc::preadv(self.file.as_raw_fd(), rest.as_ptr(), count, at)
-                }
-            };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            if n == 0 {
-                return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
-            }
-            let mut n = n as usize;
-            pos += n as u64;
-            while n > 0 && first < iovs.len() {
-                let iov = &mut iovs[first];
-                if n >= iov.iov_len {
-                    n -= iov.iov_len;
-                    first += 1;
-                } else {
-                    // SAFETY: advancing within the same buffer by less than its length.
-                    iov.iov_base = unsafe { iov.iov_base.cast::<u8>().add(n).cast() };
-                    iov.iov_len -= n;
-                    n = 0;
+        let aligned = |v: u64| v % DIRECT_ALIGN == 0;
+        if let Some(direct) = &self.direct {
+            let fits = aligned(offset)
+                && bufs
+                    .iter()
+                    .all(|b| aligned(b.ptr_guard().as_ptr() as u64) && aligned(b.len() as u64));
+            if fits {
+                match transfer(direct, offset, bufs, write) {
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                    r => return r,
                 }
             }
         }
-        Ok(())
+        transfer(&self.file, offset, bufs, write)
     }
 
     fn fallocate(&self, mode: libc::c_int, offset: u64, len: u64) -> io::Result<()> {
@@ -190,4 +179,58 @@ impl DiskBackend for RawFile {
                 Ok(())
             })
     }
+}
+
+/// preadv/pwritev over all of `bufs`, resuming after short transfers.
+fn transfer(file: &File, offset: u64, bufs: &[VolatileSlice], write: bool) -> io::Result<()> {
+    let mut iovs: Vec<libc::iovec> = bufs
+        .iter()
+        .filter(|b| !b.is_empty())
+        .map(|b| libc::iovec {
+            iov_base: b.ptr_guard_mut().as_ptr().cast(),
+            iov_len: b.len(),
+        })
+        .collect();
+    let mut first = 0;
+    let mut pos = offset;
+    while first < iovs.len() {
+        let rest = &iovs[first..];
+        let count = rest.len().min(1024) as libc::c_int;
+        let at = libc::off_t::try_from(pos)
+            .map_err(|_| io::Error::from_raw_os_error(libc::EOVERFLOW))?;
+        // SAFETY: every iovec points into guest memory that `bufs`
+        // borrows for this whole call; lengths are the slices' lengths.
+        let n = unsafe {
+            if write {
+                libc::pwritev(file.as_raw_fd(), rest.as_ptr(), count, at)
+            } else {
+                libc::preadv(file.as_raw_fd(), rest.as_ptr(), count, at)
+            }
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+        }
+        let mut n = n as usize;
+        pos += n as u64;
+        while n > 0 && first < iovs.len() {
+            let iov = &mut iovs[first];
+            if n >= iov.iov_len {
+                n -= iov.iov_len;
+                first += 1;
+            } else {
+                // SAFETY: advancing within the same buffer by less than its length.
+                iov.iov_base = unsafe { iov.iov_base.cast::<u8>().add(n).cast() };
+                iov.iov_len -= n;
+                n = 0;
+            }
+        }
+    }
+    Ok(())
 }

@@ -4,8 +4,8 @@
 //! Every frame carries the 12-byte virtio-net header, which the tap
 //! understands too (IFF_VNET_HDR), so checksum offload and TSO pass through
 //! untouched. Transmit is zero-copy (writev from guest memory); receive
-//! reads a frame once and spreads it over as many mergeable receive
-//! buffers as it needs (VIRTIO_NET_F_MRG_RXBUF).
+//! reads each frame straight into as many mergeable receive buffers as it
+//! needs (VIRTIO_NET_F_MRG_RXBUF), or copies it when it cannot (see `rx`).
 
 pub mod rx;
 pub mod tap;
@@ -65,7 +65,7 @@ impl Net {
         Ok(Net::with_tap(tap, mac, config.rate))
     }
 
-    /// A NIC on an open tap (or a stand-in, see [`Tap::from_socket`]).
+    /// A NIC on an open tap (or a stand-in, see [`Tap::socket_pair`]).
     pub fn with_tap(tap: Tap, mac: [u8; 6], rate: RateLimit) -> Net {
         let mut space = vec![0u8; 10];
         space[..6].copy_from_slice(&mac);
