@@ -192,7 +192,8 @@ fn the_virt_install_line_defines_a_vm_with_disk_and_network() {
     // In its own network namespace, with the bridge the line names.
     let vtd = Vtd::start_in_netns("virtinstall", "vtbr0");
     let line = "create --name myvm --ram 1024 --disk path=myvm.img,size=10 --vcpus 2 \
-                --os-type linux --network bridge=vtbr0 --graphics none --console pty";
+                --os-type linux --network bridge=vtbr0 --graphics none --console pty \
+                --disk path=data.img,size=1,cache=none";
     let args: Vec<&str> = line.split_whitespace().collect();
     let out = vtd.vt(&args);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -210,6 +211,8 @@ fn the_virt_install_line_defines_a_vm_with_disk_and_network() {
     let s = vtd.status("myvm");
     assert_eq!((s.definition.vcpus, s.definition.memory_mib), (2, 1024));
     assert_eq!(s.definition.disks[0].path, img);
+    assert_eq!(s.definition.disks[0].cache, api::CacheMode::Writeback);
+    assert_eq!(s.definition.disks[1].cache, api::CacheMode::Direct);
     assert_eq!(s.definition.networks[0].bridge, "vtbr0");
     // The daemon's default kernel was filled in, and the VM runs.
     assert_eq!(s.definition.kernel.as_ref(), Some(&vtd.guest));
@@ -219,6 +222,11 @@ fn the_virt_install_line_defines_a_vm_with_disk_and_network() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The VMM got the O_DIRECT disk as asked.
+    let pid = vtd.status("myvm").pid.expect("running VM has a pid");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    assert!(cmdline.contains("data.img,cache=none"), "{cmdline}");
     let out = vtd.vt(&["shutdown", "myvm", "--timeout", "1"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("myvm: stopped (shut down"), "{text}");

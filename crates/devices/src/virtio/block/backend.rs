@@ -107,7 +107,7 @@ impl RawFile {
     /// aligned for it; through the page cache otherwise, or when the
     /// device wants a larger alignment than [`DIRECT_ALIGN`].
     fn transfer(&mut self, offset: u64, bufs: &[VolatileSlice], write: bool) -> io::Result<()> {
-        let aligned = |v: u64| v % DIRECT_ALIGN == 0;
+        let aligned = |v: u64| v.is_multiple_of(DIRECT_ALIGN);
         if let Some(direct) = &self.direct {
             let fits = aligned(offset)
                 && bufs

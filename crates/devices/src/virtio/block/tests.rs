@@ -213,7 +213,10 @@ fn cache_none_serves_aligned_and_unaligned_buffers() {
     use super::DiskBackend;
     use vm_memory::{GuestMemoryBackend, GuestMemoryMmap};
     fn one_slice(mem: &GuestMemoryMmap, addr: u64, len: usize) -> vm_memory::VolatileSlice<'_> {
-        mem.get_slices(GuestAddress(addr), len).next().unwrap().unwrap()
+        mem.get_slices(GuestAddress(addr), len)
+            .next()
+            .unwrap()
+            .unwrap()
     }
     let f = image(64 << 10);
     let mut disk = match RawFile::open_with(&f.0, false, true) {
