@@ -60,10 +60,10 @@ enum Delivery {
 enum Direct {
     /// A frame was delivered.
     Delivered,
-    /// The tap is empty.
+    /// The tap is empty (or failed).
     Empty,
-    /// A runt or a read error: nothing delivered, try the next frame.
-    Skipped,
+    /// A runt: nothing delivered, try the next frame.
+    Runt,
     /// The guest's buffers cannot hold the largest frame: copy instead.
     NoRoom,
 }
@@ -126,7 +126,7 @@ impl Receiver {
                             continue;
                         }
                         Direct::Empty => return Ok(false),
-                        Direct::Skipped => continue,
+                        Direct::Runt => continue,
                         Direct::NoRoom => {}
                     }
                 }
@@ -135,13 +135,11 @@ impl Receiver {
                         self.pending = n.min(self.frame.len());
                         self.admitted = false;
                     }
-                    // Runts, and errors other than "empty": skip that frame.
+                    // End of file: only a stand-in whose other end closed.
+                    Ok(0) => return Ok(false),
+                    // A runt: skip it.
                     Ok(_) => continue,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
-                    Err(e) => {
-                        log::debug!("virtio-net: tap read: {e}");
-                        continue;
-                    }
+                    Err(e) => return Ok(read_failed(&e)),
                 }
             }
             if !self.admitted {
@@ -263,16 +261,19 @@ impl Receiver {
         }
         let n = match tap.read_slices(&slices) {
             Ok(n) => n,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(Direct::Empty),
             Err(e) => {
-                log::debug!("virtio-net: tap read: {e}");
-                return Ok(Direct::Skipped);
+                read_failed(&e);
+                return Ok(Direct::Empty);
             }
         };
         drop(slices);
+        if n == 0 {
+            // End of file: only a stand-in whose other end closed.
+            return Ok(Direct::Empty);
+        }
         if n <= HDR_LEN {
             // A runt: it only scribbled on buffers the device still holds.
-            return Ok(Direct::Skipped);
+            return Ok(Direct::Runt);
         }
         self.commit(mem, n)?;
         Ok(Direct::Delivered)
@@ -364,6 +365,17 @@ impl Receiver {
         }
         Ok(Delivery::Done(true))
     }
+}
+
+/// Logs a tap read error other than "empty". Either way the device waits
+/// for the tap's next readiness edge rather than retrying at once: a tap
+/// that keeps failing (deleted under us) must not make the worker spin.
+/// Always false ("no more work now").
+fn read_failed(e: &std::io::Error) -> bool {
+    if e.kind() != ErrorKind::WouldBlock {
+        log::warn!("virtio-net: tap read: {e}");
+    }
+    false
 }
 
 fn queue_error(e: virtio_queue::Error) -> ChainError {

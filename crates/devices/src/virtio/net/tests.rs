@@ -177,3 +177,43 @@ fn a_receive_buffer_the_device_may_not_write_breaks_the_device() {
     host_send(&host, &f);
     assert_eq!(d.used(RXQ), Some((0, 112)));
 }
+
+/// CPU ticks (user + system) of this process's threads named `name`.
+fn thread_ticks(name: &str) -> u64 {
+    let mut total = 0;
+    for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        let after = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
+        let fields: Vec<u64> = after
+            .split(' ')
+            .skip(11)
+            .take(2)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        total += fields.iter().sum::<u64>();
+    }
+    total
+}
+
+#[test]
+fn a_tap_that_stops_working_does_not_make_the_worker_spin() {
+    let (mut d, host) = nic(COMMON_FEATURES | F_MRG_RXBUF);
+    for i in 0..QSIZE {
+        post_rx(&mut d, i, 8192);
+    }
+    host_send(&host, &frame(100, 10));
+    assert_eq!(d.used(RXQ), Some((0, 112)));
+    // The host side goes away: reads now fail (end of file) for good.
+    drop(host);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let before = thread_ticks("virtio-net");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let spent = thread_ticks("virtio-net") - before;
+    // A spinning worker would burn ~50 ticks in 500 ms.
+    assert!(spent < 10, "worker used {spent} ticks in 500 ms");
+    assert_eq!(d.status() & status::NEEDS_RESET, 0);
+}
