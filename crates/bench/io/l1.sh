@@ -82,17 +82,20 @@ run_one() {
             -serial file:$T/out </dev/null &
     fi
     limit=$!
-    sleep 0.5
-    vmm=$(vmm_pid $limit)
+    vmm=
+    for i in 1 2 3 4 5; do sleep 0.2; vmm=$(vmm_pid $limit); [ -n "$vmm" ] && break; done
     watchdog $vmm &
     wd=$!
     cpu_steps $vmm $who $tap &
     wait $limit
     kill $wd 2>/dev/null
+    # A watchdog killed mid-sample must not leave KVM tracing on.
+    e=/sys/kernel/tracing/events/kvm/enable
+    [ -w $e ] && echo 0 > $e
     wait
     sed -n "s/^VT-BENCH /VT-BENCH $who /p" $T/out | tr -d '\r'
     sed -n "s/^VT-\(DIAG\|STAT\) /VT-\1 $who /p" $T/out | tr -d '\r'
-    grep -q 'net_rx_mbits\|net_rx failed' $T/out || { echo "vt-bench: $who run incomplete:"; tail -20 $T/out; }
+    grep -q '^VT-BENCH net_rx_mbits=\|^VT-DIAG net_rx_mbits failed' $T/out || { echo "vt-bench: $who run incomplete:"; tail -20 $T/out; }
 }
 i=0
 while [ $i -lt $RUNS ]; do

@@ -123,7 +123,8 @@ pub enum Drained {
 /// returns each to the driver as soon as it is served, interrupting the
 /// driver when it asked to be (event index). Telling the driver chain by
 /// chain, as QEMU does, lets it refill or send more while the rest of the
-/// batch is served, instead of waiting for the whole batch.
+/// batch is served, instead of waiting for the whole batch. A driver
+/// without event index is told once per batch.
 ///
 /// Any driver error fails the device through `irq` and ends the drain.
 pub fn drain(
@@ -152,7 +153,9 @@ pub fn drain(
                     Served::Used(n) => {
                         queue.add_used(mem, chain.head, n).map_err(q)?;
                         used += 1;
-                        if queue.needs_notification(mem).map_err(q)? {
+                        // Without event index every check says yes: then
+                        // the driver is told once, at the end.
+                        if queue.event_idx_enabled() && queue.needs_notification(mem).map_err(q)? {
                             irq.signal_queue(index);
                         }
                     }
@@ -167,6 +170,13 @@ pub fn drain(
             }
         }
     })();
+    if used > 0 && !queue.event_idx_enabled() {
+        match queue.needs_notification(mem) {
+            Ok(true) => irq.signal_queue(index),
+            Ok(false) => {}
+            Err(e) => irq.fail(&e.to_string()),
+        }
+    }
     result.unwrap_or_else(|e| {
         irq.fail(&e.to_string());
         Drained::Empty

@@ -28,7 +28,7 @@ pub trait QueueHandler: Send + 'static {
     fn extra_fds(&self) -> Vec<(RawFd, u64)> {
         Vec::new()
     }
-    /// One of [`QueueHandler::extra_fds`] is readable.
+    /// One of [`QueueHandler::extra_fds`] is ready (readable or writable).
     fn extra_event(&mut self, _token: u64) -> bool {
         false
     }

@@ -105,8 +105,8 @@ struct Handler {
     irq: Arc<Interrupt>,
     tap: Arc<Tap>,
     limiter: RateLimiter,
-    /// A frame waits at the head of the transmit queue (tap full, or the
-    /// rate limit).
+    /// Frames wait in the transmit queue: the tap was full, the rate limit
+    /// said wait, or the last run stopped on its budget.
     tx_waiting: bool,
 }
 
@@ -160,7 +160,11 @@ impl Handler {
         let drained = chain::drain(&mut self.tx, mem, &self.irq, TX, |c| {
             transmit(mem, tap, limiter, c)
         });
-        self.tx_waiting = drained == chain::Drained::Later;
+        // Anything but an empty queue leaves work behind: a frame waiting
+        // for the tap or the rate limit, or a run cut at its budget. The
+        // guest will not kick for it (notifications stay off until the
+        // queue is drained), so the next tap or timer event must send it.
+        self.tx_waiting = drained != chain::Drained::Empty;
         drained == chain::Drained::Budget
     }
 

@@ -11,8 +11,10 @@
 //! many buffers as it needs. That frame waits there while the guest has no
 //! room (or the rate limit says wait) and goes first next time.
 //!
-//! The guest is told after every frame (when it asked to be), so it can
-//! take frames and refill the ring while the device is still receiving.
+//! The guest is told (when it asked to be, event index) every 8 frames,
+//! and at once when the tap runs dry or its buffers run out, so it can
+//! take frames and refill the ring while the device is still receiving
+//! without an interrupt per frame.
 
 use std::collections::VecDeque;
 use std::io::ErrorKind;
@@ -267,6 +269,9 @@ impl Receiver {
             }
         };
         drop(slices);
+        // The tap reports the frame's full length even when it had to cut
+        // it to the buffers: count only what landed.
+        let n = n.min(usize::try_from(room).unwrap_or(usize::MAX));
         if n == 0 {
             // End of file: only a stand-in whose other end closed.
             return Ok(Direct::Empty);
@@ -348,8 +353,12 @@ impl Receiver {
             let mut used = 0u32;
             for d in chain.writable() {
                 let end = (at + d.len as usize).min(self.pending);
-                let Some(part) = self.frame.get(at..end).filter(|p| !p.is_empty()) else {
+                if at >= self.pending {
                     break;
+                }
+                let Some(part) = self.frame.get(at..end).filter(|p| !p.is_empty()) else {
+                    // A zero-length buffer: on to the next.
+                    continue;
                 };
                 mem.write_slice(part, d.addr)
                     .map_err(|_| ChainError::OutOfMemory {

@@ -223,8 +223,10 @@ impl Tap {
     /// Writes one frame (header first) held in guest buffers.
     pub fn write_slices(&self, bufs: &[VolatileSlice]) -> io::Result<usize> {
         let iovs = iovecs(bufs);
-        // SAFETY: each iovec points into guest memory borrowed by `bufs`
-        // for the whole call, with the slice's length.
+        // SAFETY: each iovec points into guest memory that `bufs` borrows
+        // for the whole call (an mmap-backed region: its address stays
+        // valid while mapped, whatever the pointer guard's lifetime), with
+        // the slice's length; the kernel only reads them.
         let n = unsafe { libc::writev(self.file.as_raw_fd(), iovs.as_ptr(), iovs.len() as _) };
         if n < 0 {
             Err(io::Error::last_os_error())
@@ -237,9 +239,11 @@ impl Tap {
     /// longer than they are is cut short. WouldBlock when none is queued.
     pub fn read_slices(&self, bufs: &[VolatileSlice]) -> io::Result<usize> {
         let iovs = iovecs(bufs);
-        // SAFETY: each iovec points into guest memory borrowed by `bufs`
-        // for the whole call, with the slice's length; the kernel writes
-        // at most that many bytes into each.
+        // SAFETY: each iovec points into guest memory that `bufs` borrows
+        // for the whole call (an mmap-backed region: its address stays
+        // valid while mapped, whatever the pointer guard's lifetime), with
+        // the slice's length; the kernel writes at most that many bytes
+        // into each. No dirty bitmap is kept, so none is marked.
         let n = unsafe { libc::readv(self.file.as_raw_fd(), iovs.as_ptr(), iovs.len() as _) };
         if n < 0 {
             Err(io::Error::last_os_error())
