@@ -83,7 +83,7 @@ run_one() {
     fi
     limit=$!
     vmm=
-    for i in 1 2 3 4 5; do sleep 0.2; vmm=$(vmm_pid $limit); [ -n "$vmm" ] && break; done
+    for try in 1 2 3 4 5; do sleep 0.2; vmm=$(vmm_pid $limit); [ -n "$vmm" ] && break; done
     watchdog $vmm &
     wd=$!
     cpu_steps $vmm $who $tap &
