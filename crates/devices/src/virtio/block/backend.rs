@@ -199,7 +199,9 @@ fn transfer(file: &File, offset: u64, bufs: &[VolatileSlice], write: bool) -> io
         let at = libc::off_t::try_from(pos)
             .map_err(|_| io::Error::from_raw_os_error(libc::EOVERFLOW))?;
         // SAFETY: every iovec points into guest memory that `bufs`
-        // borrows for this whole call; lengths are the slices' lengths.
+        // borrows for this whole call (mmap-backed: the address stays valid
+        // while mapped, whatever the pointer guard's lifetime); lengths are
+        // the slices' lengths, so the kernel stays inside each buffer.
         let n = unsafe {
             if write {
                 libc::pwritev(file.as_raw_fd(), rest.as_ptr(), count, at)

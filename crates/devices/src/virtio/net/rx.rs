@@ -254,11 +254,15 @@ impl Receiver {
                     })?;
                     room += s.len() as u64;
                     slices.push(s);
+                    if room >= FRAME_MAX as u64 {
+                        // Enough for any frame: the rest wait unread.
+                        break 'chains;
+                    }
                 }
             }
         }
         if room < FRAME_MAX as u64 {
-            // Tiny buffers, more than one readv takes.
+            // Tiny buffers: more of them than one readv takes.
             return Ok(Direct::NoRoom);
         }
         let n = match tap.read_slices(&slices) {

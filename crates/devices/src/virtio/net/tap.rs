@@ -222,29 +222,32 @@ impl Tap {
 
     /// Writes one frame (header first) held in guest buffers.
     pub fn write_slices(&self, bufs: &[VolatileSlice]) -> io::Result<usize> {
-        let iovs = iovecs(bufs);
-        // SAFETY: each iovec points into guest memory that `bufs` borrows
-        // for the whole call (an mmap-backed region: its address stays
-        // valid while mapped, whatever the pointer guard's lifetime), with
-        // the slice's length; the kernel only reads them.
-        let n = unsafe { libc::writev(self.file.as_raw_fd(), iovs.as_ptr(), iovs.len() as _) };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+        self.vectored(bufs, true)
     }
 
     /// Reads one frame (header first) straight into guest buffers; a frame
     /// longer than they are is cut short. WouldBlock when none is queued.
     pub fn read_slices(&self, bufs: &[VolatileSlice]) -> io::Result<usize> {
+        self.vectored(bufs, false)
+    }
+
+    /// writev (`write`) or readv over the first [`MAX_IOVECS`] of `bufs`.
+    fn vectored(&self, bufs: &[VolatileSlice], write: bool) -> io::Result<usize> {
         let iovs = iovecs(bufs);
+        let (fd, count) = (self.file.as_raw_fd(), iovs.len() as libc::c_int);
         // SAFETY: each iovec points into guest memory that `bufs` borrows
         // for the whole call (an mmap-backed region: its address stays
         // valid while mapped, whatever the pointer guard's lifetime), with
-        // the slice's length; the kernel writes at most that many bytes
-        // into each. No dirty bitmap is kept, so none is marked.
-        let n = unsafe { libc::readv(self.file.as_raw_fd(), iovs.as_ptr(), iovs.len() as _) };
+        // the slice's length; writev only reads them, readv writes at most
+        // that many bytes into each. No dirty bitmap is kept, so none is
+        // marked.
+        let n = unsafe {
+            if write {
+                libc::writev(fd, iovs.as_ptr(), count)
+            } else {
+                libc::readv(fd, iovs.as_ptr(), count)
+            }
+        };
         if n < 0 {
             Err(io::Error::last_os_error())
         } else {
