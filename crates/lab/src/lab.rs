@@ -18,6 +18,29 @@ pub use crate::output::LabOutput;
 /// two TCG machines on two cores only slow each other down).
 static LAB_LOCK: Mutex<()> = Mutex::new(());
 
+/// Serialises lab boots across processes too (several test binaries, a
+/// benchmark and a developer's run on one 2-core machine): an exclusive
+/// `flock` on `/tmp/vt-lab.lock`, held until the returned file is dropped.
+/// Without the file (read-only /tmp) the boot goes ahead unserialised.
+fn host_lock() -> Option<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/tmp/vt-lab.lock")
+        .ok()?;
+    loop {
+        // SAFETY: flock on a descriptor we own; no memory is touched.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Some(f);
+        }
+        if std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return None;
+        }
+    }
+}
+
 const L1_INIT: &str = include_str!("l1-init.sh");
 
 /// A file to carry from the host into the L1 (or the direct run's root).
@@ -171,6 +194,7 @@ impl Lab {
     /// stderr merged) and exit code.
     pub fn run(&self, command: &str) -> Result<LabOutput, LabError> {
         let _guard = LAB_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let _host_guard = host_lock();
         let mut attempt = 0;
         loop {
             match self.run_once(command) {
