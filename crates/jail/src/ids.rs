@@ -1,0 +1,81 @@
+//! The uid/gid range the manager owns: one id per running VM, never one a
+//! host user or group has (passwd(5), group(5)).
+
+use std::path::Path;
+
+/// Default first id of the range: high above normal users and
+/// systemd's dynamic and container ranges (which end below 0x7000_0000).
+pub const DEFAULT_BASE: u32 = 0x7000_0000;
+/// Ids in the range: at most this many VMs run at once.
+pub const RANGE: u32 = 65_536;
+
+/// A range that cannot be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IdError {
+    #[error("the VM uid range must start above 65535 and end below 4294967294 (got {0})")]
+    Bounds(u32),
+    #[error("the VM uid range {base}..{end} holds {kind} '{name}' ({id}) of {file}: choose another --vm-uid-base")]
+    Collision {
+        base: u32,
+        end: u64,
+        kind: &'static str,
+        name: String,
+        id: u32,
+        file: String,
+    },
+}
+
+/// Checks that `[base, base + RANGE)` is valid and that no user in
+/// `passwd` nor group in `group` has an id in it (the files are read as
+/// given; unreadable files count as empty).
+pub fn check_range(base: u32, passwd: &Path, group: &Path) -> Result<(), IdError> {
+    let end = u64::from(base) + u64::from(RANGE);
+    if base <= 65_535 || end > 0xffff_fffe {
+        return Err(IdError::Bounds(base));
+    }
+    for (file, kind) in [(passwd, "user"), (group, "group")] {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        for line in text.lines() {
+            let mut f = line.split(':');
+            let (Some(name), Some(_), Some(id)) = (f.next(), f.next(), f.next()) else {
+                continue;
+            };
+            let Ok(id) = id.parse::<u32>() else { continue };
+            if u64::from(id) >= u64::from(base) && u64::from(id) < end {
+                return Err(IdError::Collision {
+                    base,
+                    end,
+                    kind,
+                    name: name.to_string(),
+                    id,
+                    file: file.display().to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn collisions_and_bounds() {
+        let dir = std::env::temp_dir().join(format!("vt-ids-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (p, g) = (dir.join("passwd"), dir.join("group"));
+        std::fs::write(
+            &p,
+            "root:x:0:0::/root:/bin/sh\nvm:x:1879048200:1::/:/bin/false\n",
+        )
+        .unwrap();
+        std::fs::write(&g, "root:x:0:\n").unwrap();
+        let e = check_range(DEFAULT_BASE, &p, &g).unwrap_err();
+        assert!(e.to_string().contains("user 'vm' (1879048200)"), "{e}");
+        assert!(check_range(DEFAULT_BASE + RANGE, &p, &g).is_ok());
+        assert_eq!(check_range(1000, &p, &g), Err(IdError::Bounds(1000)));
+        assert!(check_range(u32::MAX - 10, &p, &g).is_err());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
