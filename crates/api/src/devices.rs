@@ -50,6 +50,19 @@ pub struct DiskConfig {
     pub rate: RateLimit,
     #[serde(default)]
     pub cache: CacheMode,
+    /// With `cache=none`: the file to open with O_DIRECT when it is not
+    /// `path` itself (a descriptor passed as `/dev/fd/M` by a manager,
+    /// opened with O_DIRECT there: a jailed VMM cannot reopen files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub direct_path: Option<PathBuf>,
+}
+
+/// `/dev/fd/N`: how a configuration names a descriptor the VMM was given.
+fn fd_path(key: &'static str, v: &str) -> Result<PathBuf, SpecError> {
+    let n: u32 = v
+        .parse()
+        .map_err(|_| SpecError::Value(key, format!("'{v}' is not a descriptor number")))?;
+    Ok(PathBuf::from(format!("/dev/fd/{n}")))
 }
 
 /// A virtio-net NIC on a tap device.
@@ -63,6 +76,11 @@ pub struct NetConfig {
     pub mac: Option<String>,
     #[serde(default)]
     pub rate: RateLimit,
+    /// An already-open tap queue (`/dev/net/tun` after TUNSETIFF), passed
+    /// by a manager that made the tap in the host's network namespace;
+    /// `tap` is then only its name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fd: Option<u32>,
 }
 
 /// A device spec that cannot be used.
@@ -131,7 +149,8 @@ fn rate(key: &'static str, v: &str, r: &mut RateLimit) -> Result<(), SpecError> 
     Ok(())
 }
 
-/// `path=P[,readonly=on][,serial=S][,bw=BYTES/s][,iops=N][,cache=none|writeback]`.
+/// `path=P|fd=N[,direct_fd=M][,readonly=on][,serial=S][,bw=BYTES/s][,iops=N][,cache=none|writeback]`
+/// (`fd=N` is a descriptor the VMM was given, as `/dev/fd/N`).
 pub fn parse_disk(spec: &str) -> Result<DiskConfig, SpecError> {
     let mut disk = DiskConfig {
         path: PathBuf::new(),
@@ -139,9 +158,17 @@ pub fn parse_disk(spec: &str) -> Result<DiskConfig, SpecError> {
         serial: None,
         rate: RateLimit::default(),
         cache: CacheMode::Writeback,
+        direct_path: None,
     };
-    for (k, v) in pairs(spec, "path, readonly, serial, bw, iops, cache")? {
+    let keys = "path, fd, direct_fd, readonly, serial, bw, iops, cache";
+    let pairs = pairs(spec, keys)?;
+    if pairs.iter().any(|(k, _)| *k == "path") && pairs.iter().any(|(k, _)| *k == "fd") {
+        return Err(SpecError::Value("fd", "path= and fd= exclude each other".into()));
+    }
+    for (k, v) in pairs {
         match k {
+            "fd" => disk.path = fd_path("fd", v)?,
+            "direct_fd" => disk.direct_path = Some(fd_path("direct_fd", v)?),
             "path" if !v.is_empty() => disk.path = v.into(),
             "path" => return Err(SpecError::Value("path", "empty".into())),
             "readonly" => disk.readonly = on_off("readonly", v)?,
@@ -164,16 +191,23 @@ pub fn parse_disk(spec: &str) -> Result<DiskConfig, SpecError> {
     Ok(disk)
 }
 
-/// `tap=NAME[,mac=MAC][,bw=BYTES/s][,pps=N]`.
+/// `tap=NAME[,fd=N][,mac=MAC][,bw=BYTES/s][,pps=N]` (`fd=N`: the tap
+/// already open as descriptor N).
 pub fn parse_net(spec: &str) -> Result<NetConfig, SpecError> {
     let mut net = NetConfig {
         tap: String::new(),
         mac: None,
         rate: RateLimit::default(),
+        fd: None,
     };
-    for (k, v) in pairs(spec, "tap, mac, bw, pps")? {
+    for (k, v) in pairs(spec, "tap, fd, mac, bw, pps")? {
         match k {
             "tap" => net.tap = v.to_string(),
+            "fd" => {
+                net.fd = Some(v.parse().map_err(|_| {
+                    SpecError::Value("fd", format!("'{v}' is not a descriptor number"))
+                })?)
+            }
             "mac" => net.mac = Some(v.to_string()),
             "bw" => rate("bw", v, &mut net.rate)?,
             _ => rate("pps", v, &mut net.rate)?,
@@ -267,11 +301,17 @@ mod tests {
         assert_eq!(d.rate.bytes_per_sec, Some(10 << 20));
         assert_eq!(d.rate.ops_per_sec, Some(200));
         assert_eq!(parse_disk("path=/y").unwrap().rate, RateLimit::default());
+        let fd = parse_disk("fd=5,direct_fd=6,cache=none").unwrap();
+        assert_eq!(fd.path, PathBuf::from("/dev/fd/5"));
+        assert_eq!(fd.direct_path, Some(PathBuf::from("/dev/fd/6")));
+        assert_eq!(parse_net("tap=vt0,fd=7").unwrap().fd, Some(7));
         for (bad, want) in [
             ("readonly=on", "'path' is required"),
             ("path=", "empty"),
             ("path=/x,path=/y", "given twice"),
             ("path=/x,format=qcow2", "unknown key 'format'"),
+            ("path=/x,fd=3", "exclude each other"),
+            ("fd=x", "not a descriptor number"),
             ("/x", "not key=value"),
             ("path=/x,readonly=maybe", "not on/off"),
             ("path=/x,cache=unsafe", "not none or writeback"),

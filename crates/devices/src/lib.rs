@@ -11,6 +11,7 @@
 //! and must not panic on any of them.
 
 pub mod bus;
+pub mod files;
 pub mod legacy;
 pub mod pci;
 pub mod power;

@@ -36,10 +36,36 @@ pub const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
 /// Address of the identity-map page KVM needs on Intel (just below the TSS).
 pub const KVM_IDENTITY_MAP_ADDRESS: u64 = 0xfffb_c000;
 
+/// `/dev/kvm` opened before the process gave up the right to open it
+/// (a jailed VMM); [`Hypervisor::open`] duplicates it.
+static PREOPENED: std::sync::OnceLock<std::os::fd::OwnedFd> = std::sync::OnceLock::new();
+
+/// Opens `/dev/kvm` now, for every later [`Hypervisor::open`] (call before
+/// dropping privileges). Errors: the open's.
+pub fn preopen_kvm() -> std::io::Result<()> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")?;
+    let _ = PREOPENED.set(f.into());
+    Ok(())
+}
+
 impl Hypervisor {
-    /// Opens `/dev/kvm` and checks what VT System relies on.
+    /// Opens `/dev/kvm` (or duplicates the [`preopen_kvm`] descriptor) and
+    /// checks what VT System relies on.
     pub fn open() -> Result<Self> {
-        let kvm = Kvm::new().map_err(Error::OpenKvm)?;
+        let kvm = match PREOPENED.get() {
+            Some(fd) => {
+                use std::os::fd::{FromRawFd, IntoRawFd};
+                let dup = fd
+                    .try_clone()
+                    .map_err(|e| Error::OpenKvm(vmm_sys_util::errno::Error::new(e.raw_os_error().unwrap_or(libc::EBADF))))?;
+                // SAFETY: a descriptor of /dev/kvm that we own and hand over.
+                unsafe { Kvm::from_raw_fd(dup.into_raw_fd()) }
+            }
+            None => Kvm::new().map_err(Error::OpenKvm)?,
+        };
         let version = kvm.get_api_version();
         if version != 12 {
             return Err(Error::ApiVersion(version));

@@ -12,7 +12,7 @@ mod vcpu;
 
 pub use cpuid::{patch_cpuid, CpuTopology, CpuVendor};
 pub use irq::{routing_table, MsiRoute, IOAPIC_PINS, MAX_GSI};
-pub use kvm::{Hypervisor, HypervisorKind, Vm};
+pub use kvm::{preopen_kvm, Hypervisor, HypervisorKind, Vm};
 pub use msr::boot_msrs;
 pub use vcpu::{Vcpu, VcpuExit};
 

@@ -33,11 +33,11 @@ impl Console {
         let mut raw = None;
         match config {
             SerialConfig::File(path) => {
-                let f = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|source| Error::Open {
+                let f = match devices::files::passed_fd(path) {
+                    Some(_) => devices::files::open(path, true, libc::O_APPEND),
+                    None => OpenOptions::new().create(true).append(true).open(path),
+                }
+                .map_err(|source| Error::Open {
                         what: "serial output file",
                         path: path.display().to_string(),
                         source,

@@ -76,13 +76,23 @@ impl Control {
             path: path.display().to_string(),
             source,
         };
-        if let Ok(meta) = std::fs::symlink_metadata(path) {
-            if !meta.file_type().is_socket() || UnixStream::connect(path).is_ok() {
-                return Err(open(std::io::ErrorKind::AlreadyExists.into()));
+        let listener = match devices::files::passed_fd(path) {
+            // A listening socket bound by our manager (a jailed VMM has no
+            // path to bind); it is the manager's to remove.
+            Some(fd) => {
+                let f = devices::files::dup(fd).map_err(open)?;
+                UnixListener::from(std::os::fd::OwnedFd::from(f))
             }
-            std::fs::remove_file(path).map_err(open)?;
-        }
-        let listener = UnixListener::bind(path).map_err(open)?;
+            None => {
+                if let Ok(meta) = std::fs::symlink_metadata(path) {
+                    if !meta.file_type().is_socket() || UnixStream::connect(path).is_ok() {
+                        return Err(open(std::io::ErrorKind::AlreadyExists.into()));
+                    }
+                    std::fs::remove_file(path).map_err(open)?;
+                }
+                UnixListener::bind(path).map_err(open)?
+            }
+        };
         let (tx, rx) = mpsc::channel();
         let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| Error::Io("eventfd", e))?;
         let shared = Arc::new(Shared {
@@ -151,7 +161,9 @@ impl Drop for Control {
         if self.stopping.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = std::fs::remove_file(&self.path);
+        if devices::files::passed_fd(&self.path).is_none() {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 

@@ -34,6 +34,8 @@ use std::path::Path;
 
 use api::OnReboot;
 
+pub use hv::preopen_kvm;
+
 /// Runs the VM described by `config` until it powers off, reboots (with
 /// [`OnReboot::Exit`]), crashes or is stopped by a signal.
 pub fn run(config: &VmConfig) -> Result<VmExit, Error> {

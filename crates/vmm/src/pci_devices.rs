@@ -64,8 +64,9 @@ impl VmHooks for KvmHooks {
 fn virtio_devices(config: &VmConfig) -> Result<Vec<Box<dyn VirtioDevice>>, Error> {
     let mut out: Vec<Box<dyn VirtioDevice>> = Vec::new();
     for d in &config.disks {
-        let direct = d.cache == api::CacheMode::Direct;
-        let disk = RawFile::open_with(&d.path, d.readonly, direct).map_err(Error::Disk)?;
+        let direct = (d.cache == api::CacheMode::Direct)
+            .then(|| d.direct_path.as_deref().unwrap_or(&d.path));
+        let disk = RawFile::open_twin(&d.path, direct, d.readonly).map_err(Error::Disk)?;
         let limiter = RateLimiter::new(d.rate.bytes_per_sec, d.rate.ops_per_sec)
             .map_err(|e| Error::Io("timerfd", e))?;
         out.push(Box::new(Block::new(

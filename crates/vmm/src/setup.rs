@@ -12,7 +12,7 @@ use vm_memory::GuestMemoryMmap;
 use crate::Error;
 
 fn open(what: &'static str, path: &Path) -> Result<File, Error> {
-    File::open(path).map_err(|source| Error::Open {
+    devices::files::open(path, false, 0).map_err(|source| Error::Open {
         what,
         path: path.display().to_string(),
         source,

@@ -41,9 +41,26 @@ pub struct Args {
     /// A virtio-rng device fed by the host's getrandom.
     #[arg(long)]
     pub rng: bool,
-    /// Serve the control API (JSON over HTTP) on this Unix socket.
+    /// Serve the control API (JSON over HTTP) on this Unix socket
+    /// (`/dev/fd/N`: a listening socket already bound, passed as fd N).
     #[arg(long, value_name = "PATH")]
     pub api_socket: Option<PathBuf>,
+    /// Run in a cell: new namespaces, a root holding only /dev/kvm,
+    /// no capabilities, the uid/gid of --jail-uid (needs root).
+    #[arg(long, requires = "jail_uid")]
+    pub jail: bool,
+    /// The VM's own uid in the cell (not 0).
+    #[arg(long, value_name = "UID")]
+    pub jail_uid: Option<u32>,
+    /// The VM's own gid in the cell (default: the uid).
+    #[arg(long, value_name = "GID")]
+    pub jail_gid: Option<u32>,
+    /// Largest file the jailed VMM may grow, in bytes (RLIMIT_FSIZE).
+    #[arg(long, value_name = "BYTES")]
+    pub jail_file_size: Option<u64>,
+    /// A label for managers (found in /proc/PID/cmdline); unused otherwise.
+    #[arg(long, value_name = "STR")]
+    pub id: Option<String>,
 }
 
 /// `--on-reboot` values.

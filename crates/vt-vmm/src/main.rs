@@ -7,6 +7,7 @@
 //! says how a VM that ended with status 0 ended.
 
 mod cli;
+mod jail;
 
 use std::process::ExitCode;
 
@@ -14,14 +15,31 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Args::parse();
-    let config = match args.to_config() {
+    let mut config = match args.to_config() {
         Ok(c) => c,
         Err(msg) => {
             eprintln!("vt-vmm: error: {msg}");
             return ExitCode::from(2);
         }
     };
-    match vmm::run_with_api(&config, args.api_socket.as_deref()) {
+    let mut api_socket = args.api_socket.clone();
+    if let (true, Some(uid)) = (args.jail, args.jail_uid) {
+        let j = jail::JailArgs {
+            uid,
+            gid: args.jail_gid.unwrap_or(uid),
+            file_size: args.jail_file_size,
+            hostname: Some("cell".into()),
+        };
+        match jail::enter(&j, &mut config, &mut api_socket) {
+            Ok(jail::Entered::Inside) => {}
+            Ok(jail::Entered::Outside(code)) => return ExitCode::from(code),
+            Err(msg) => {
+                eprintln!("vt-vmm: error: {msg}");
+                return ExitCode::from(1);
+            }
+        }
+    }
+    match vmm::run_with_api(&config, api_socket.as_deref()) {
         Ok(exit @ (vmm::VmExit::PowerOff | vmm::VmExit::Reboot | vmm::VmExit::Stopped(_))) => {
             // Under a manager (with a control socket), say how the VM ended:
             // the manager may not be our parent any more to see the status.

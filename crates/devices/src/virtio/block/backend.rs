@@ -4,7 +4,7 @@
 //! Buffers are guest memory ([`VolatileSlice`]s), so I/O goes straight
 //! between the file and the guest without a copy.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -65,20 +65,22 @@ impl RawFile {
 
     /// Opens `path`; with `direct`, aligned I/O bypasses the page cache.
     pub fn open_with(path: &Path, readonly: bool, direct: bool) -> Result<Self, OpenError> {
+        Self::open_twin(path, direct.then_some(path), readonly)
+    }
+
+    /// Opens `path` (or duplicates it: [`crate::files::open`]); with
+    /// `direct`, that path (the same file, or an `O_DIRECT` descriptor
+    /// passed as `/dev/fd/M`) is opened with `O_DIRECT` for aligned I/O.
+    pub fn open_twin(path: &Path, direct: Option<&Path>, readonly: bool) -> Result<Self, OpenError> {
         let name = path.display().to_string();
-        let open = |flags: libc::c_int| {
-            use std::os::unix::fs::OpenOptionsExt;
-            OpenOptions::new()
-                .read(true)
-                .write(!readonly)
-                .custom_flags(flags)
-                .open(path)
-        };
-        let file = open(0).map_err(|e| OpenError::Open(name.clone(), e))?;
-        let direct = if direct {
-            Some(open(libc::O_DIRECT).map_err(|e| OpenError::NoDirect(name.clone(), e))?)
-        } else {
-            None
+        let file =
+            crate::files::open(path, !readonly, 0).map_err(|e| OpenError::Open(name.clone(), e))?;
+        let direct = match direct {
+            Some(d) => Some(
+                crate::files::open(d, !readonly, libc::O_DIRECT)
+                    .map_err(|e| OpenError::NoDirect(name.clone(), e))?,
+            ),
+            None => None,
         };
         let meta = file
             .metadata()

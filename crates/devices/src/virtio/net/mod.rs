@@ -61,7 +61,10 @@ impl Net {
         let mac = config
             .mac_bytes()
             .map_err(|_| TapError::Name(config.mac.clone().unwrap_or_default()))?;
-        let tap = Tap::open(&config.tap)?;
+        let tap = match config.fd {
+            Some(fd) => Tap::from_fd(fd as i32, &config.tap)?,
+            None => Tap::open(&config.tap)?,
+        };
         Ok(Net::with_tap(tap, mac, config.rate))
     }
 

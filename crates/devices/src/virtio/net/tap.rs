@@ -9,6 +9,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use vm_memory::VolatileSlice;
 
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+const TUNGETIFF: libc::c_ulong = 0x8004_54d2;
 const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
 const TUNSETVNETHDRSZ: libc::c_ulong = 0x4004_54d8;
 const TUNSETSNDBUF: libc::c_ulong = 0x4004_54d4;
@@ -93,6 +94,50 @@ impl Tap {
         // (name, flags, padding to its 40 bytes) and lives across the call.
         unsafe { ioctl(file.as_raw_fd(), TUNSETIFF, (&req as *const IfReq).cast()) }
             .map_err(TapError::Attach)?;
+        let tap = Tap::configure(file, name)?;
+        if !existed {
+            tap.set_up()
+                .map_err(|e| TapError::Configure("SIOCSIFFLAGS", e))?;
+        }
+        Ok(tap)
+    }
+
+    /// Takes the tap queue already open as descriptor `fd` (attached with
+    /// TUNSETIFF by whoever passed it, e.g. a manager making taps in the
+    /// host's network namespace for a VMM in its own); `fd` stays open and
+    /// a duplicate is used. Errors: `fd` is not a tap with virtio-net
+    /// headers ([`TapError::Attach`]), or cannot be configured.
+    pub fn from_fd(fd: RawFd, name: &str) -> Result<Tap, TapError> {
+        let file = crate::files::dup(fd).map_err(TapError::Attach)?;
+        let mut req = IfReq {
+            name: [0; 16],
+            flags: 0,
+            _pad: [0; 22],
+        };
+        // SAFETY: TUNGETIFF writes a struct ifreq; `req` is one and lives
+        // across the call.
+        unsafe { ioctl(file.as_raw_fd(), TUNGETIFF, (&mut req as *mut IfReq).cast()) }
+            .map_err(TapError::Attach)?;
+        if req.flags & (IFF_TAP | IFF_VNET_HDR) != IFF_TAP | IFF_VNET_HDR {
+            return Err(TapError::Attach(io::Error::other(
+                "the descriptor is not a tap with IFF_VNET_HDR",
+            )));
+        }
+        // SAFETY: F_GETFL/F_SETFL on our own descriptor with integer flags.
+        unsafe {
+            let fl = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
+            libc::fcntl(file.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK);
+        }
+        Tap::configure(file, name)
+    }
+
+    /// The queue's descriptor (for handing the tap to another process).
+    pub fn into_fd(self) -> std::os::fd::OwnedFd {
+        self.file.into()
+    }
+
+    /// Sets the header size and the send buffer on an attached tap queue.
+    fn configure(file: File, name: &str) -> Result<Tap, TapError> {
         let hdr: libc::c_int = super::HDR_LEN as libc::c_int;
         // SAFETY: TUNSETVNETHDRSZ reads one int through the pointer.
         unsafe {
@@ -116,16 +161,11 @@ impl Tap {
             )
         }
         .map_err(|e| TapError::Configure("TUNSETSNDBUF", e))?;
-        let tap = Tap {
+        Ok(Tap {
             file,
             name: name.to_string(),
             is_tap: true,
-        };
-        if !existed {
-            tap.set_up()
-                .map_err(|e| TapError::Configure("SIOCSIFFLAGS", e))?;
-        }
-        Ok(tap)
+        })
     }
 
     /// A stand-in for a tap, for tests and fuzzing, and the host's end of
