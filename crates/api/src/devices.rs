@@ -163,7 +163,10 @@ pub fn parse_disk(spec: &str) -> Result<DiskConfig, SpecError> {
     let keys = "path, fd, direct_fd, readonly, serial, bw, iops, cache";
     let pairs = pairs(spec, keys)?;
     if pairs.iter().any(|(k, _)| *k == "path") && pairs.iter().any(|(k, _)| *k == "fd") {
-        return Err(SpecError::Value("fd", "path= and fd= exclude each other".into()));
+        return Err(SpecError::Value(
+            "fd",
+            "path= and fd= exclude each other".into(),
+        ));
     }
     for (k, v) in pairs {
         match k {

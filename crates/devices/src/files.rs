@@ -78,7 +78,13 @@ mod tests {
     #[test]
     fn paths_and_passed_descriptors() {
         assert_eq!(passed_fd(Path::new("/dev/fd/7")), Some(7));
-        for p in ["/dev/fd/", "/dev/fd/x", "/dev/fd/-1", "/dev/fd/07", "/tmp/dev/fd/3"] {
+        for p in [
+            "/dev/fd/",
+            "/dev/fd/x",
+            "/dev/fd/-1",
+            "/dev/fd/07",
+            "/tmp/dev/fd/3",
+        ] {
             assert_eq!(passed_fd(Path::new(p)), None, "{p}");
         }
         let ro = File::open("/etc/hostname").unwrap();

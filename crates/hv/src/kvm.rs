@@ -58,9 +58,11 @@ impl Hypervisor {
         let kvm = match PREOPENED.get() {
             Some(fd) => {
                 use std::os::fd::{FromRawFd, IntoRawFd};
-                let dup = fd
-                    .try_clone()
-                    .map_err(|e| Error::OpenKvm(vmm_sys_util::errno::Error::new(e.raw_os_error().unwrap_or(libc::EBADF))))?;
+                let dup = fd.try_clone().map_err(|e| {
+                    Error::OpenKvm(vmm_sys_util::errno::Error::new(
+                        e.raw_os_error().unwrap_or(libc::EBADF),
+                    ))
+                })?;
                 // SAFETY: a descriptor of /dev/kvm that we own and hand over.
                 unsafe { Kvm::from_raw_fd(dup.into_raw_fd()) }
             }

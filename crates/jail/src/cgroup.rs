@@ -49,6 +49,27 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// Keeps only the limits this host can enforce; returns the names of
+    /// the controllers that are missing for the rest.
+    pub fn enforceable(&self, want: &CgroupLimits) -> (CgroupLimits, Vec<&'static str>) {
+        let mut out = *want;
+        let mut missing = Vec::new();
+        if want.memory_bytes.is_some() && !self.has("memory") {
+            out.memory_bytes = None;
+            missing.push("memory");
+        }
+        if (want.cpu_weight.is_some() || want.cpu_quota_percent.is_some()) && !self.has("cpu") {
+            out.cpu_weight = None;
+            out.cpu_quota_percent = None;
+            missing.push("cpu");
+        }
+        if want.pids.is_some() && !self.has("pids") {
+            out.pids = None;
+            missing.push("pids");
+        }
+        (out, missing)
+    }
+
     /// Reads `/proc/self/mountinfo` and the v2 root's `cgroup.controllers`.
     pub fn detect() -> Layout {
         let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
@@ -88,6 +109,11 @@ impl Layout {
             }
         }
         l
+    }
+
+    /// Whether `controller` (`memory`, `cpu`, `pids`) is available.
+    pub fn has(&self, controller: &'static str) -> bool {
+        self.place(controller, "x").is_ok()
     }
 
     /// `(directory for group `vt/<name>`, is v2)` for `controller`.

@@ -38,10 +38,10 @@ impl Console {
                     None => OpenOptions::new().create(true).append(true).open(path),
                 }
                 .map_err(|source| Error::Open {
-                        what: "serial output file",
-                        path: path.display().to_string(),
-                        source,
-                    })?;
+                    what: "serial output file",
+                    path: path.display().to_string(),
+                    source,
+                })?;
                 file = Some(f);
             }
             SerialConfig::Stdio => {

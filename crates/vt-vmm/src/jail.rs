@@ -80,7 +80,10 @@ fn preopen(config: &mut VmConfig, api: &mut Option<PathBuf>) -> Result<Option<Pa
         }
     }
     let mut bound = None;
-    if let Some(p) = api.as_ref().filter(|p| devices::files::passed_fd(p).is_none()) {
+    if let Some(p) = api
+        .as_ref()
+        .filter(|p| devices::files::passed_fd(p).is_none())
+    {
         let _ = std::fs::remove_file(p);
         let l = UnixListener::bind(p)
             .map_err(|e| format!("cannot bind API socket {}: {e}", p.display()))?;
@@ -91,7 +94,11 @@ fn preopen(config: &mut VmConfig, api: &mut Option<PathBuf>) -> Result<Option<Pa
 }
 
 /// Enters the cell (see the module doc). Errors are one line.
-pub fn enter(args: &JailArgs, config: &mut VmConfig, api: &mut Option<PathBuf>) -> Result<Entered, String> {
+pub fn enter(
+    args: &JailArgs,
+    config: &mut VmConfig,
+    api: &mut Option<PathBuf>,
+) -> Result<Entered, String> {
     if !jail::is_root() {
         return Err("--jail needs root (it makes namespaces and drops to --jail-uid)".into());
     }
@@ -105,7 +112,10 @@ pub fn enter(args: &JailArgs, config: &mut VmConfig, api: &mut Option<PathBuf>) 
             | libc::CLONE_NEWNET;
         // SAFETY: unshare with flags; we are single-threaded here.
         if unsafe { libc::unshare(flags) } != 0 {
-            return Err(format!("cannot make namespaces: {}", std::io::Error::last_os_error()));
+            return Err(format!(
+                "cannot make namespaces: {}",
+                std::io::Error::last_os_error()
+            ));
         }
         // SAFETY: single-threaded, so the child may do anything after fork.
         let pid = unsafe { libc::fork() };

@@ -30,6 +30,8 @@ pub struct Daemon {
     pub defaults: Defaults,
     pub events: Arc<Events>,
     pub audit: Audit,
+    /// How VMMs are confined (`None`: `vtd --jail off`).
+    pub jail: Option<Arc<crate::cell::Jail>>,
     vms: Mutex<BTreeMap<String, Arc<Vm>>>,
 }
 
@@ -52,7 +54,12 @@ fn lock_state(state_dir: &Path) -> std::io::Result<std::fs::File> {
 
 impl Daemon {
     /// Opens (creating) the state directory and loads every VM in it.
-    pub fn open(state_dir: &Path, vmm: PathBuf, defaults: Defaults) -> std::io::Result<Arc<Self>> {
+    pub fn open(
+        state_dir: &Path,
+        vmm: PathBuf,
+        defaults: Defaults,
+        jail: Option<Arc<crate::cell::Jail>>,
+    ) -> std::io::Result<Arc<Self>> {
         std::fs::create_dir_all(state_dir.join("vms"))?;
         let state_lock = lock_state(state_dir)?;
         let audit = Audit::open(&state_dir.join("actions.log"))?;
@@ -63,6 +70,7 @@ impl Daemon {
             defaults,
             events: Arc::new(Events::default()),
             audit,
+            jail,
             vms: Mutex::new(BTreeMap::new()),
         });
         for entry in std::fs::read_dir(d.vms_dir())? {
@@ -85,7 +93,7 @@ impl Daemon {
                     continue;
                 }
             };
-            let vm = Vm::new(def, dir, d.events.clone());
+            let vm = Vm::new(def, dir, d.events.clone(), d.jail.clone());
             vm.reattach();
             lock(&d.vms).insert(name, vm);
         }
@@ -191,7 +199,7 @@ impl Daemon {
             let _ = std::fs::remove_dir_all(&dir.0);
             return Err(ApiError::internal("cannot write the definition", e));
         }
-        let vm = Vm::new(def, dir, self.events.clone());
+        let vm = Vm::new(def, dir, self.events.clone(), self.jail.clone());
         vms.insert(vm.name().to_string(), vm.clone());
         drop(vms);
         self.events

@@ -6,6 +6,7 @@
 //! finds running VMMs again when it restarts.
 
 mod audit;
+mod cell;
 mod daemon;
 mod error;
 mod events;
@@ -47,6 +48,20 @@ struct Args {
     /// Group (numeric id) to own the socket; members may use the API.
     #[arg(long, value_name = "GID")]
     socket_group: Option<u32>,
+    /// Run every VMM in a cell (own uid, namespaces, no capabilities,
+    /// cgroup limits); `off` only for debugging. Needs root.
+    #[arg(long, value_name = "on|off", default_value = "on")]
+    jail: OnOff,
+    /// First uid/gid of the range VMMs run as (65536 ids, none of which
+    /// may belong to a host user or group).
+    #[arg(long, value_name = "UID", default_value_t = jail::ids::DEFAULT_BASE)]
+    vm_uid_base: u32,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
 }
 
 fn default_vmm() -> PathBuf {
@@ -83,7 +98,42 @@ fn main() -> ExitCode {
         kernel: abs(args.default_kernel),
         initrd: abs(args.default_initrd),
     };
-    let daemon = match daemon::Daemon::open(&args.state_dir, vmm, defaults) {
+    let jail = match args.jail {
+        OnOff::Off => None,
+        OnOff::On => {
+            if let Err(e) = jail::ids::check_range(
+                args.vm_uid_base,
+                Path::new("/etc/passwd"),
+                Path::new("/etc/group"),
+            ) {
+                eprintln!("vtd: error: {e}");
+                return ExitCode::from(2);
+            }
+            if !jail::is_root() {
+                eprintln!("vtd: error: --jail on needs root (use --jail off to run VMMs unconfined as this user)");
+                return ExitCode::from(2);
+            }
+            let cgroups = jail::cgroup::Layout::detect();
+            let all = jail::cgroup::CgroupLimits {
+                memory_bytes: Some(1),
+                cpu_weight: Some(1),
+                cpu_quota_percent: None,
+                pids: Some(1),
+            };
+            let (_, missing) = cgroups.enforceable(&all);
+            if !missing.is_empty() {
+                eprintln!(
+                    "vtd: warning: no cgroup controller for {}: VMs run without those limits",
+                    missing.join(", ")
+                );
+            }
+            Some(Arc::new(cell::Jail {
+                uids: cell::UidPool::new(args.vm_uid_base),
+                cgroups,
+            }))
+        }
+    };
+    let daemon = match daemon::Daemon::open(&args.state_dir, vmm, defaults, jail) {
         Ok(d) => d,
         Err(e) => {
             eprintln!(

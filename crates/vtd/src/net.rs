@@ -4,6 +4,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::time::{Duration, Instant};
 
 use api::manager::VmDefinition;
@@ -104,6 +105,80 @@ pub fn attach(bridge: &str, tap: &str, timeout: Duration) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// `struct ifreq` with the flags member.
+#[repr(C)]
+struct IfReqFlags {
+    name: [u8; 16],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+fn name_bytes(name: &str) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    let n = name.len().min(15);
+    b[..n].copy_from_slice(&name.as_bytes()[..n]);
+    b
+}
+
+/// Creates tap `name` in vtd's network namespace with virtio-net headers
+/// (what `vt-vmm --net tap=` would do), brings it up, and returns its
+/// queue descriptor for a jailed VMM (the tap goes away with the last
+/// descriptor). tuntap: the kernel's `Documentation/networking/tuntap.rst`.
+pub fn create_tap(name: &str) -> io::Result<OwnedFd> {
+    const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+    const IFF_TAP: libc::c_short = 0x0002;
+    const IFF_NO_PI: libc::c_short = 0x1000;
+    const IFF_VNET_HDR: libc::c_short = 0x4000;
+    let tun = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open("/dev/net/tun")?;
+    let req = IfReqFlags {
+        name: name_bytes(name),
+        flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR,
+        _pad: [0; 22],
+    };
+    // SAFETY: TUNSETIFF reads and writes a struct ifreq, which `req` is
+    // laid out as, valid for the call.
+    if unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETIFF as _, &req as *const IfReqFlags) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: plain socket(2); the descriptor is owned below.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just returned by socket(2) and is ours alone.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut up = IfReqFlags {
+        name: name_bytes(name),
+        flags: 0,
+        _pad: [0; 22],
+    };
+    // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read (and write) a struct ifreq.
+    unsafe {
+        if libc::ioctl(
+            sock.as_raw_fd(),
+            libc::SIOCGIFFLAGS as _,
+            &mut up as *mut IfReqFlags,
+        ) < 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        up.flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(
+            sock.as_raw_fd(),
+            libc::SIOCSIFFLAGS as _,
+            &up as *const IfReqFlags,
+        ) < 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(tun.into())
 }
 
 #[cfg(test)]

@@ -88,7 +88,7 @@ pub fn is_our_vmm(pid: u32, socket: &Path) -> bool {
     is_vmm
         && args
             .windows(2)
-            .any(|w| w[0] == b"--api-socket" && w[1] == sock)
+            .any(|w| (w[0] == b"--api-socket" || w[0] == b"--id") && w[1] == sock)
 }
 
 /// A descriptor that becomes readable when `pid` ends (any process, not

@@ -33,6 +33,9 @@ pub const MAX_SOCKET_PATH: usize = 107;
 pub struct Runtime {
     pub pid: u32,
     pub started_ms: u64,
+    /// The VMM's own uid when it runs in a cell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
 }
 
 /// How a run ended.
@@ -153,6 +156,7 @@ mod tests {
         let p = d.join("x.json");
         assert_eq!(read_json::<Runtime>(&p).unwrap(), None);
         let rt = Runtime {
+            uid: None,
             pid: 7,
             started_ms: 1,
         };

@@ -39,6 +39,8 @@ struct Run {
     reason: Option<String>,
     /// Set while `vtd` stops the VM: why.
     stopping: Option<String>,
+    /// The running VMM's own uid (jailed).
+    uid: Option<u32>,
 }
 
 pub struct Vm {
@@ -48,6 +50,8 @@ pub struct Vm {
     run: Mutex<Run>,
     ended: Condvar,
     op: Mutex<()>,
+    /// How VMMs are confined (`None`: `vtd --jail off`).
+    jail: Option<Arc<crate::cell::Jail>>,
 }
 
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -55,11 +59,17 @@ pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Vm {
-    pub fn new(def: VmDefinition, dir: VmDir, events: Arc<Events>) -> Arc<Self> {
+    pub fn new(
+        def: VmDefinition,
+        dir: VmDir,
+        events: Arc<Events>,
+        jail: Option<Arc<crate::cell::Jail>>,
+    ) -> Arc<Self> {
         Arc::new(Vm {
             def,
             dir,
             events,
+            jail,
             run: Mutex::new(Run::default()),
             ended: Condvar::new(),
             op: Mutex::new(()),
@@ -158,18 +168,60 @@ impl Vm {
         let io = |what| move |e| ApiError::internal(what, e);
         store::remove(&self.dir.socket()).map_err(io("cannot remove the old socket"))?;
         std::fs::write(self.dir.console(), b"").map_err(io("cannot reset console.log"))?;
-        let mut child = process::spawn(vmm, &kernel, &self.def, &self.dir)
-            .map_err(|e| ApiError::internal(&format!("cannot run {}", vmm.display()), e))?;
-        let pid = child.id();
-        let rt = Runtime {
-            pid,
-            started_ms: now_ms(),
+        let (pid, uid, wait): (
+            u32,
+            Option<u32>,
+            Box<dyn FnOnce() -> Option<ExitStatus> + Send>,
+        ) = match &self.jail {
+            Some(jail) => {
+                let started = crate::cell::start(jail, vmm, &kernel, &self.def, &self.dir)?;
+                let mut child = started.child;
+                let pid = child.pid;
+                // Recorded before the VMM runs: a vtd killed from here
+                // on finds it again.
+                let rt = Runtime {
+                    pid,
+                    started_ms: now_ms(),
+                    uid: Some(started.uid),
+                };
+                let fail = |child: &jail::Child, e: ApiError| {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    started.cgroup.remove();
+                    jail.uids.release(started.uid);
+                    let _ = store::remove(&self.dir.socket());
+                    e
+                };
+                if let Err(e) = store::write_json(&self.dir.runtime(), &rt) {
+                    return Err(fail(
+                        &child,
+                        ApiError::internal("cannot write runtime.json", e),
+                    ));
+                }
+                if let Err(e) = child.release() {
+                    let _ = store::remove(&self.dir.runtime());
+                    let what = format!("cannot run {}", vmm.display());
+                    return Err(fail(&child, ApiError::internal(&what, e)));
+                }
+                (pid, Some(started.uid), Box::new(move || child.wait().ok()))
+            }
+            None => {
+                let mut child = process::spawn(vmm, &kernel, &self.def, &self.dir)
+                    .map_err(|e| ApiError::internal(&format!("cannot run {}", vmm.display()), e))?;
+                let pid = child.id();
+                let rt = Runtime {
+                    pid,
+                    started_ms: now_ms(),
+                    uid: None,
+                };
+                if let Err(e) = store::write_json(&self.dir.runtime(), &rt) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(ApiError::internal("cannot write runtime.json", e));
+                }
+                (pid, None, Box::new(move || child.wait().ok()))
+            }
         };
-        if let Err(e) = store::write_json(&self.dir.runtime(), &rt) {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(ApiError::internal("cannot write runtime.json", e));
-        }
         {
             let mut r = lock(&self.run);
             *r = Run {
@@ -177,13 +229,14 @@ impl Vm {
                 pid: Some(pid),
                 reason: None,
                 stopping: None,
+                uid,
             };
         }
         let me = self.clone();
         let watcher = std::thread::Builder::new()
             .name(format!("wait-{pid}"))
             .spawn(move || {
-                let status = child.wait().ok();
+                let status = wait();
                 me.exited(pid, status);
             });
         if let Err(e) = watcher {
@@ -210,7 +263,12 @@ impl Vm {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        for (i, n) in self.def.networks.iter().enumerate() {
+        let unjailed_nets = if self.jail.is_none() {
+            &self.def.networks[..]
+        } else {
+            &[]
+        };
+        for (i, n) in unjailed_nets.iter().enumerate() {
             let tap = net::tap_name(self.name(), i);
             if let Err(e) = net::attach(&n.bridge, &tap, START_TIMEOUT) {
                 let _ = self.stop("stopped: its network could not be attached");
@@ -241,6 +299,10 @@ impl Vm {
             let mut r = lock(&self.run);
             r.state = Some(VmState::Running);
             r.pid = Some(pid);
+            r.uid = rt.uid;
+        }
+        if let (Some(j), Some(uid)) = (&self.jail, rt.uid) {
+            j.uids.mark(uid);
         }
         let alive = process::is_our_vmm(pid, &self.dir.socket());
         let fd = if alive {
@@ -282,6 +344,12 @@ impl Vm {
         r.state = Some(state);
         r.pid = None;
         r.reason = Some(reason.clone());
+        if let Some(j) = &self.jail {
+            if let Some(uid) = r.uid.take() {
+                j.uids.release(uid);
+            }
+            jail::cgroup::Cgroup::remove_stale(&j.cgroups, self.name());
+        }
         let _ = store::remove(&self.dir.runtime());
         let _ = store::remove(&self.dir.socket());
         let last = LastExit {

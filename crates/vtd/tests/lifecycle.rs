@@ -226,7 +226,33 @@ fn the_virt_install_line_defines_a_vm_with_disk_and_network() {
     let pid = vtd.status("myvm").pid.expect("running VM has a pid");
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
     let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-    assert!(cmdline.contains("data.img,cache=none"), "{cmdline}");
+    assert!(cmdline.contains(",cache=none"), "{cmdline}");
+    // It runs in its cell: own uid, no capabilities, no_new_privs, and
+    // namespaces of its own.
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(|v| v.split_whitespace().next().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    assert_ne!(field("Uid:"), "0", "{status}");
+    assert_eq!(field("CapEff:"), "0000000000000000", "{status}");
+    assert_eq!(field("CapPrm:"), "0000000000000000", "{status}");
+    assert_eq!(field("NoNewPrivs:"), "1", "{status}");
+    for ns in ["mnt", "pid", "net", "ipc", "uts"] {
+        let theirs = std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap();
+        let ours = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+        assert_ne!(theirs, ours, "{ns} namespace shared with the host");
+    }
+    // Its root is the cell: /dev with kvm and null, nothing of the host.
+    let root: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/root/dev"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(root.contains(&"kvm".to_string()), "{root:?}");
+    assert!(!std::path::Path::new(&format!("/proc/{pid}/root/etc")).exists());
     let out = vtd.vt(&["shutdown", "myvm", "--timeout", "1"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("myvm: stopped (shut down"), "{text}");

@@ -30,6 +30,7 @@ echo "VT-HOST shutdown_secs=$(echo "$t0 $t1" | awk '{print $2 - $1}')"
 echo "VT-HOST info=$($VT info lx --output json | tr -d '\n')"
 $VT console lx --no-follow | sed 's/^/CONSOLE /'
 cat /tmp/vtd.log
+sed 's/^/VMMLOG /' /tmp/vt-state/vms/lx/vmm.log
 "#;
 
 fn host<'a>(out: &'a str, key: &str) -> &'a str {

@@ -71,7 +71,11 @@ impl RawFile {
     /// Opens `path` (or duplicates it: [`crate::files::open`]); with
     /// `direct`, that path (the same file, or an `O_DIRECT` descriptor
     /// passed as `/dev/fd/M`) is opened with `O_DIRECT` for aligned I/O.
-    pub fn open_twin(path: &Path, direct: Option<&Path>, readonly: bool) -> Result<Self, OpenError> {
+    pub fn open_twin(
+        path: &Path,
+        direct: Option<&Path>,
+        readonly: bool,
+    ) -> Result<Self, OpenError> {
         let name = path.display().to_string();
         let file =
             crate::files::open(path, !readonly, 0).map_err(|e| OpenError::Open(name.clone(), e))?;

@@ -1,0 +1,287 @@
+//! Starting a VMM in its cell (the `jail` crate): `vtd` opens every
+//! resource itself and passes descriptors, makes the taps in its own
+//! network namespace, creates the VM's cgroup, and gives the VMM a uid of
+//! its own from the range it owns.
+//!
+//! Descriptors reach the VMM as fd 3, 4, … in the order pushed here; its
+//! flags name them `/dev/fd/N` (`fd=N` for disks and NICs).
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use api::manager::VmDefinition;
+
+use crate::error::ApiError;
+use crate::store::VmDir;
+
+/// Guest RAM plus this much is the VMM's memory limit: its own heap,
+/// thread stacks, page tables and device buffers (measured at a few MiB,
+/// BENCHMARKS.md) with room for the page cache of cached disk I/O.
+pub const MEMORY_OVERHEAD_MIB: u64 = 256;
+/// Tasks allowed besides one per vCPU: main, console, API listener and up
+/// to 32 connections, one worker per device, and spare.
+pub const PIDS_OVERHEAD: u64 = 96;
+
+/// The uids handed to running VMs: `base + slot`, lowest free slot first.
+#[derive(Debug)]
+pub struct UidPool {
+    base: u32,
+    used: Mutex<BTreeSet<u32>>,
+}
+
+impl UidPool {
+    pub fn new(base: u32) -> Self {
+        UidPool {
+            base,
+            used: Mutex::new(BTreeSet::new()),
+        }
+    }
+
+    /// A uid no running VM has. Errors when all [`jail::ids::RANGE`] are taken.
+    pub fn take(&self) -> Result<u32, ApiError> {
+        let mut used = crate::vm::lock(&self.used);
+        let slot = (0..jail::ids::RANGE)
+            .find(|s| !used.contains(&(self.base + s)))
+            .ok_or_else(|| ApiError::new(503, "every VM uid is in use"))?;
+        used.insert(self.base + slot);
+        Ok(self.base + slot)
+    }
+
+    /// Marks `uid` taken (a VMM found running after a restart).
+    pub fn mark(&self, uid: u32) {
+        crate::vm::lock(&self.used).insert(uid);
+    }
+
+    /// Gives `uid` back.
+    pub fn release(&self, uid: u32) {
+        crate::vm::lock(&self.used).remove(&uid);
+    }
+}
+
+/// How `vtd` runs VMMs.
+#[derive(Debug)]
+pub struct Jail {
+    pub uids: UidPool,
+    pub cgroups: jail::cgroup::Layout,
+}
+
+/// A VMM started in its cell, still gated until [`jail::Child::release`].
+pub struct Started {
+    pub child: jail::Child,
+    pub uid: u32,
+    pub cgroup: jail::cgroup::Cgroup,
+}
+
+/// The descriptors and flags under construction.
+#[derive(Default)]
+struct Passed {
+    fds: Vec<OwnedFd>,
+    args: Vec<OsString>,
+}
+
+impl Passed {
+    /// Pushes `fd`; returns the number the VMM will see.
+    fn push(&mut self, fd: impl Into<OwnedFd>) -> usize {
+        self.fds.push(fd.into());
+        2 + self.fds.len()
+    }
+
+    fn arg(&mut self, a: impl Into<OsString>) {
+        self.args.push(a.into());
+    }
+}
+
+fn open(path: &Path, write: bool, flags: i32, what: &str) -> Result<File, ApiError> {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags(flags | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| {
+            ApiError::bad_request(format!("cannot open {what} {}: {e}", path.display()))
+        })?;
+    let meta = f.metadata().map_err(|e| ApiError::internal("fstat", e))?;
+    use std::os::unix::fs::FileTypeExt;
+    if !(meta.is_file() || meta.file_type().is_block_device()) {
+        return Err(ApiError::bad_request(format!(
+            "{what} {} is not a regular file or block device",
+            path.display()
+        )));
+    }
+    // Blocking again for the VMM (O_NONBLOCK only kept a FIFO from hanging us).
+    // SAFETY: F_GETFL/F_SETFL on our own descriptor with integer flags.
+    unsafe {
+        use std::os::fd::AsRawFd;
+        let fl = libc::fcntl(f.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(f.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK);
+    }
+    Ok(f)
+}
+
+/// The largest file the VMM may grow: its biggest disk plus an eighth
+/// (image metadata) plus 64 MiB, and at least 1 GiB (the console log).
+fn file_size_limit(disks: &[File]) -> u64 {
+    let biggest = disks
+        .iter()
+        .filter_map(|f| f.metadata().ok())
+        .map(|m| m.len())
+        .max()
+        .unwrap_or(0);
+    (biggest + biggest / 8 + (64 << 20)).max(1 << 30)
+}
+
+/// Opens everything `def` needs, makes its taps, its cgroup and its uid,
+/// and spawns `vmm` in a cell, gated. On error nothing is left behind.
+pub fn start(
+    jail: &Jail,
+    vmm: &Path,
+    kernel: &Path,
+    def: &VmDefinition,
+    dir: &VmDir,
+) -> Result<Started, ApiError> {
+    let mut p = Passed::default();
+    let k = open(kernel, false, 0, "kernel")?;
+    let n = p.push(k);
+    p.arg("--kernel");
+    p.arg(format!("/dev/fd/{n}"));
+    if let Some(i) = &def.initrd {
+        let n = p.push(open(i, false, 0, "initrd")?);
+        p.arg("--initrd");
+        p.arg(format!("/dev/fd/{n}"));
+    }
+    let mut disks = Vec::new();
+    for d in &def.disks {
+        let f = open(&d.path, !d.readonly, 0, "disk")?;
+        disks.push(f.try_clone().map_err(|e| ApiError::internal("dup", e))?);
+        let mut spec = format!("fd={}", p.push(f));
+        if d.cache == api::CacheMode::Direct {
+            let direct = open(&d.path, !d.readonly, libc::O_DIRECT, "disk (O_DIRECT)")?;
+            spec.push_str(&format!(",direct_fd={},cache=none", p.push(direct)));
+        }
+        if d.readonly {
+            spec.push_str(",readonly=on");
+        }
+        p.arg("--disk");
+        p.arg(spec);
+    }
+    for (i, n) in def.networks.iter().enumerate() {
+        let name = crate::net::tap_name(&def.name, i);
+        let tap = crate::net::create_tap(&name)
+            .map_err(|e| ApiError::internal(&format!("cannot create tap {name}"), e))?;
+        crate::net::attach(&n.bridge, &name, std::time::Duration::ZERO).map_err(|e| {
+            ApiError::internal(&format!("cannot add {name} to bridge {}", n.bridge), e)
+        })?;
+        let mac = n
+            .mac
+            .as_ref()
+            .map(|m| format!(",mac={m}"))
+            .unwrap_or_default();
+        let fd = p.push(tap);
+        p.arg("--net");
+        p.arg(format!("tap={name},fd={fd}{mac}"));
+    }
+    let console = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(dir.console())
+        .map_err(|e| ApiError::internal("cannot open console.log", e))?;
+    let n = p.push(console);
+    p.arg("--serial");
+    p.arg(format!("file=/dev/fd/{n}"));
+    let listener = UnixListener::bind(dir.socket())
+        .map_err(|e| ApiError::internal("cannot bind the VM's control socket", e))?;
+    let n = p.push(listener);
+    p.arg("--api-socket");
+    p.arg(format!("/dev/fd/{n}"));
+    let mut args: Vec<OsString> = vec![
+        "--cmdline".into(),
+        def.cmdline.clone().into(),
+        "--cpus".into(),
+        def.vcpus.to_string().into(),
+        "--memory".into(),
+        def.memory_mib.to_string().into(),
+        "--on-reboot".into(),
+        "restart".into(),
+    ];
+    args.append(&mut p.args);
+    let uid = jail.uids.take()?;
+    args.extend([
+        "--id".into(),
+        dir.socket().into_os_string(),
+        "--jail".into(),
+        "--jail-uid".into(),
+        uid.to_string().into(),
+        "--jail-file-size".into(),
+        file_size_limit(&disks).to_string().into(),
+    ]);
+    let undo = |uid| {
+        jail.uids.release(uid);
+        let _ = std::fs::remove_file(dir.socket());
+    };
+    let want = jail::cgroup::CgroupLimits {
+        memory_bytes: Some((def.memory_mib + MEMORY_OVERHEAD_MIB) << 20),
+        cpu_weight: Some(100),
+        cpu_quota_percent: None,
+        pids: Some(u64::from(def.vcpus) + PIDS_OVERHEAD),
+    };
+    // Default limits apply where the host has the controller (vtd says at
+    // start which are missing).
+    let (want, _) = jail.cgroups.enforceable(&want);
+    let cgroup = jail::cgroup::Cgroup::create(&jail.cgroups, &def.name, &want).map_err(|e| {
+        undo(uid);
+        ApiError::internal("cannot set up the VM's cgroup", e)
+    })?;
+    let log = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(dir.vmm_log())
+        .map_err(|e| ApiError::internal("cannot open vmm.log", e))?;
+    let spec = jail::SpawnSpec {
+        program: resolve(vmm),
+        args,
+        env: std::env::vars_os()
+            .filter(|(k, _)| k == "PATH" || k == "RUST_BACKTRACE" || k == "VT_LOG")
+            .collect(),
+        fds: p.fds,
+        output: log.into(),
+        namespaces: true,
+    };
+    let child = jail::spawn(spec).map_err(|e| {
+        cgroup.remove();
+        undo(uid);
+        ApiError::internal(&format!("cannot run {}", vmm.display()), e)
+    })?;
+    if let Err(e) = cgroup.add(child.pid) {
+        let _ = child.kill();
+        let _ = child.wait();
+        cgroup.remove();
+        undo(uid);
+        return Err(ApiError::internal("cannot put the VMM in its cgroup", e));
+    }
+    Ok(Started { child, uid, cgroup })
+}
+
+/// `vmm` as an absolute path (searched in `PATH` when it has no `/`:
+/// the cell's exec does no search).
+fn resolve(vmm: &Path) -> PathBuf {
+    if vmm.components().count() == 1 {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        if let Some(p) = std::env::split_paths(&path)
+            .map(|d| d.join(vmm))
+            .find(|p| p.is_file())
+        {
+            return p;
+        }
+    }
+    std::path::absolute(vmm).unwrap_or_else(|_| vmm.to_path_buf())
+}
