@@ -107,14 +107,31 @@ pub fn enter() -> Result<(), CellError> {
     std::fs::create_dir(&old).map_err(sys("create the old root's mount point"))?;
     let (new_c, old_c) = (c(root), c(&old));
     // SAFETY: two NUL-terminated paths valid for the call.
-    check(unsafe { libc::syscall(libc::SYS_pivot_root, new_c.as_ptr(), old_c.as_ptr()) })
-        .map_err(sys("pivot_root into the cell"))?;
-    std::env::set_current_dir("/").map_err(sys("chdir to the cell's root"))?;
-    let old_c = c("/old");
-    // SAFETY: a NUL-terminated path valid for the call.
-    check(unsafe { libc::umount2(old_c.as_ptr(), libc::MNT_DETACH) }.into())
-        .map_err(sys("unmount the host's tree"))?;
-    std::fs::remove_dir("/old").map_err(sys("remove the old root's mount point"))?;
+    let pivoted = unsafe { libc::syscall(libc::SYS_pivot_root, new_c.as_ptr(), old_c.as_ptr()) };
+    if pivoted == 0 {
+        std::env::set_current_dir("/").map_err(sys("chdir to the cell's root"))?;
+        let old_c = c("/old");
+        // SAFETY: a NUL-terminated path valid for the call.
+        check(unsafe { libc::umount2(old_c.as_ptr(), libc::MNT_DETACH) }.into())
+            .map_err(sys("unmount the host's tree"))?;
+        std::fs::remove_dir("/old").map_err(sys("remove the old root's mount point"))?;
+    } else {
+        let e = crate::last_err();
+        if e.raw_os_error() != Some(libc::EINVAL) {
+            return Err(CellError::Sys("pivot_root into the cell".into(), e));
+        }
+        // The host runs from an initramfs (rootfs cannot be pivoted away):
+        // move the cell over / and chroot into it, as switch_root(8) and
+        // runc's no-pivot mode do. Without CAP_SYS_CHROOT and with no
+        // directory descriptor from outside, the VMM cannot climb out.
+        std::fs::remove_dir(&old).map_err(sys("remove the old root's mount point"))?;
+        std::env::set_current_dir(root).map_err(sys("chdir to the cell"))?;
+        mount(Some("."), "/", None, libc::MS_MOVE, None)?;
+        let dot = c(".");
+        // SAFETY: a NUL-terminated path valid for the call.
+        check(unsafe { libc::chroot(dot.as_ptr()) }.into()).map_err(sys("chroot into the cell"))?;
+        std::env::set_current_dir("/").map_err(sys("chdir to the cell's root"))?;
+    }
     mount(
         None,
         "/",

@@ -61,6 +61,11 @@ impl Daemon {
         jail: Option<Arc<crate::cell::Jail>>,
     ) -> std::io::Result<Arc<Self>> {
         std::fs::create_dir_all(state_dir.join("vms"))?;
+        // Consoles carry logins and boot secrets: only root reads the state.
+        use std::os::unix::fs::PermissionsExt;
+        for d in [state_dir.to_path_buf(), state_dir.join("vms")] {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))?;
+        }
         let state_lock = lock_state(state_dir)?;
         let audit = Audit::open(&state_dir.join("actions.log"))?;
         let d = Arc::new(Daemon {

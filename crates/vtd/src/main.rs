@@ -92,6 +92,10 @@ fn bind(path: &Path, group: Option<u32>) -> Result<UnixListener, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // Every file and directory vtd makes (definitions, logs, sockets) is
+    // its own alone, whatever umask it was started with.
+    // SAFETY: umask takes a mode and cannot fail.
+    unsafe { libc::umask(0o077) };
     let vmm = args.vmm.unwrap_or_else(default_vmm);
     let abs = |p: Option<PathBuf>| p.map(|p| std::path::absolute(&p).unwrap_or(p));
     let defaults = daemon::Defaults {

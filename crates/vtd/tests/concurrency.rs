@@ -40,6 +40,16 @@ fn socket_is_group_only() {
     let vtd = Vtd::start("perms");
     let mode = std::fs::metadata(&vtd.socket).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o660);
+    // The state (consoles, definitions, logs) is root's alone, whatever
+    // the umask: a VM's files too.
+    vtd.expect("POST", "/vms", Some(r#"{"name":"p"}"#), 201);
+    for p in [vtd.state.clone(), vtd.state.join("vms")] {
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "{}", p.display());
+    }
+    let def = vtd.state.join("vms/p/definition.json");
+    let mode = std::fs::metadata(&def).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "definition.json is {:o}", mode & 0o777);
 }
 
 #[test]
