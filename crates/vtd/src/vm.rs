@@ -54,6 +54,9 @@ pub struct Vm {
     jail: Option<Arc<crate::cell::Jail>>,
 }
 
+/// Blocks until the VMM ends; its status when it was our child.
+type Waiter = Box<dyn FnOnce() -> Option<ExitStatus> + Send>;
+
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -168,11 +171,7 @@ impl Vm {
         let io = |what| move |e| ApiError::internal(what, e);
         store::remove(&self.dir.socket()).map_err(io("cannot remove the old socket"))?;
         std::fs::write(self.dir.console(), b"").map_err(io("cannot reset console.log"))?;
-        let (pid, uid, wait): (
-            u32,
-            Option<u32>,
-            Box<dyn FnOnce() -> Option<ExitStatus> + Send>,
-        ) = match &self.jail {
+        let (pid, uid, wait): (u32, Option<u32>, Waiter) = match &self.jail {
             Some(jail) => {
                 let started = crate::cell::start(jail, vmm, &kernel, &self.def, &self.dir)?;
                 let mut child = started.child;
