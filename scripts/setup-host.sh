@@ -8,8 +8,9 @@
 #                     vtd tests: a bridge in a network namespace (ip, unshare,
 #                     nsenter) and a pty for `vt console` (script)
 #   iperf3            vt-bench io (TCP between guest and lab host)
+#   curl              vtd tests: raw API calls as another user
 set -euo pipefail
-PKGS="qemu-system-x86 busybox-static cpio lz4 zstd xz-utils file binutils procps iproute2 util-linux bsdutils iperf3"
+PKGS="qemu-system-x86 busybox-static cpio lz4 zstd xz-utils file binutils procps iproute2 util-linux bsdutils iperf3 curl"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -62,6 +62,18 @@ pub struct VmDefinition {
     /// Start when `vtd` starts for the first time since host boot.
     #[serde(default)]
     pub autostart: bool,
+    /// Who defined the VM (set by `vtd` from the caller's credentials;
+    /// its paths are opened as this user). `None`: root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+}
+
+/// A user and group, as `SO_PEERCRED` gives them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
 }
 
 fn one() -> u32 {

@@ -17,6 +17,7 @@ use std::sync::Mutex;
 
 use api::manager::VmDefinition;
 
+use crate::daemon::Defaults;
 use crate::error::ApiError;
 use crate::store::VmDir;
 
@@ -97,31 +98,22 @@ impl Passed {
     }
 }
 
-fn open(path: &Path, write: bool, flags: i32, what: &str) -> Result<File, ApiError> {
-    let f = OpenOptions::new()
-        .read(true)
-        .write(write)
-        .custom_flags(flags | libc::O_CLOEXEC | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| {
-            ApiError::bad_request(format!("cannot open {what} {}: {e}", path.display()))
-        })?;
-    let meta = f.metadata().map_err(|e| ApiError::internal("fstat", e))?;
-    use std::os::unix::fs::FileTypeExt;
-    if !(meta.is_file() || meta.file_type().is_block_device()) {
-        return Err(ApiError::bad_request(format!(
-            "{what} {} is not a regular file or block device",
-            path.display()
-        )));
-    }
-    // Blocking again for the VMM (O_NONBLOCK only kept a FIFO from hanging us).
-    // SAFETY: F_GETFL/F_SETFL on our own descriptor with integer flags.
-    unsafe {
-        use std::os::fd::AsRawFd;
-        let fl = libc::fcntl(f.as_raw_fd(), libc::F_GETFL);
-        libc::fcntl(f.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK);
-    }
-    Ok(f)
+/// Opens a file of `def` as its owner ([`crate::access`]); the admin's
+/// default kernel and initrd as vtd.
+fn open(
+    def: &VmDefinition,
+    defaults: &Defaults,
+    path: &Path,
+    write: bool,
+    flags: i32,
+    what: &'static str,
+) -> Result<File, ApiError> {
+    let owner = if defaults.is_default(path) {
+        None
+    } else {
+        def.owner
+    };
+    Ok(crate::access::open_as(owner, what, path, write, flags)?)
 }
 
 /// The largest file the VMM may grow: its biggest disk plus an eighth
@@ -143,25 +135,26 @@ pub fn start(
     vmm: &Path,
     kernel: &Path,
     def: &VmDefinition,
+    defaults: &Defaults,
     dir: &VmDir,
 ) -> Result<Started, ApiError> {
     let mut p = Passed::default();
-    let k = open(kernel, false, 0, "kernel")?;
+    let k = open(def, defaults, kernel, false, 0, "kernel")?;
     let n = p.push(k);
     p.arg("--kernel");
     p.arg(format!("/dev/fd/{n}"));
     if let Some(i) = &def.initrd {
-        let n = p.push(open(i, false, 0, "initrd")?);
+        let n = p.push(open(def, defaults, i, false, 0, "initrd")?);
         p.arg("--initrd");
         p.arg(format!("/dev/fd/{n}"));
     }
     let mut disks = Vec::new();
     for d in &def.disks {
-        let f = open(&d.path, !d.readonly, 0, "disk")?;
+        let f = open(def, defaults, &d.path, !d.readonly, 0, "disk")?;
         disks.push(f.try_clone().map_err(|e| ApiError::internal("dup", e))?);
         let mut spec = format!("fd={}", p.push(f));
         if d.cache == api::CacheMode::Direct {
-            let direct = open(&d.path, !d.readonly, libc::O_DIRECT, "disk (O_DIRECT)")?;
+            let direct = open(def, defaults, &d.path, !d.readonly, libc::O_DIRECT, "disk")?;
             spec.push_str(&format!(",direct_fd={},cache=none", p.push(direct)));
         }
         if d.readonly {

@@ -22,6 +22,16 @@ pub struct Defaults {
     pub initrd: Option<PathBuf>,
 }
 
+impl Defaults {
+    /// Whether `p` is the admin's default kernel or initrd (opened as
+    /// vtd, whoever defined the VM).
+    pub fn is_default(&self, p: &std::path::Path) -> bool {
+        [&self.kernel, &self.initrd]
+            .iter()
+            .any(|d| d.as_deref() == Some(p))
+    }
+}
+
 pub struct Daemon {
     /// Held (flock) for the daemon's life: one vtd per state directory.
     _lock: std::fs::File,
@@ -133,7 +143,7 @@ impl Daemon {
             if vm.state().is_active() {
                 continue;
             }
-            if let Err(e) = vm.start(&self.vmm) {
+            if let Err(e) = vm.start(&self.vmm, &self.defaults) {
                 eprintln!("vtd: autostart of {} failed: {}", vm.name(), e.message);
             }
         }
@@ -159,10 +169,17 @@ impl Daemon {
                 "no kernel: give one (vt create --boot kernel=PATH; booting from a disk needs firmware, not supported yet) or start vtd with --default-kernel",
             )
         })?;
-        let files = std::iter::once(("kernel", kernel))
-            .chain(def.initrd.iter().map(|i| ("initrd", i)))
-            .chain(def.disks.iter().map(|d| ("disk", &d.path)));
-        for (what, p) in files {
+        let files = std::iter::once(("kernel", kernel, false))
+            .chain(def.initrd.iter().map(|i| ("initrd", i, false)))
+            .chain(def.disks.iter().map(|d| ("disk", &d.path, !d.readonly)));
+        for (what, p, write) in files {
+            if let Some(owner) = def.owner.filter(|o| o.uid != 0) {
+                // Checked as the caller, whose own access is all it gets.
+                if !self.defaults.is_default(p) {
+                    crate::access::open_as(Some(owner), what, p, write, 0)?;
+                }
+                continue;
+            }
             if !p.is_file() {
                 return Err(ApiError::bad_request(format!(
                     "{what} {} does not exist or is not a file",

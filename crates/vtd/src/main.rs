@@ -5,6 +5,7 @@
 //! VM as its own `vt-vmm` process (own session, so it outlives `vtd`) and
 //! finds running VMMs again when it restarts.
 
+mod access;
 mod audit;
 mod cell;
 mod daemon;
@@ -45,9 +46,15 @@ struct Args {
     /// Initrd that goes with `--default-kernel`.
     #[arg(long, value_name = "PATH")]
     default_initrd: Option<PathBuf>,
-    /// Group (numeric id) to own the socket; members may use the API.
-    #[arg(long, value_name = "GID")]
-    socket_group: Option<u32>,
+    /// Group (a name or a numeric id) to own the admin socket; members
+    /// may use the whole API.
+    #[arg(long, value_name = "GROUP")]
+    socket_group: Option<String>,
+    /// The read-only socket, mode 0666 (list, info, console output,
+    /// events; every change refused). Default: the admin socket's path
+    /// with `-ro` before its extension (`/run/vt/vtd-ro.sock`).
+    #[arg(long, value_name = "PATH")]
+    ro_socket: Option<PathBuf>,
     /// Run every VMM in a cell (own uid, namespaces, no capabilities,
     /// cgroup limits); `off` only for debugging. Needs root.
     #[arg(long, value_name = "on|off", default_value = "on")]
@@ -72,16 +79,59 @@ fn default_vmm() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("vt-vmm"))
 }
 
-fn bind(path: &Path, group: Option<u32>) -> Result<UnixListener, String> {
-    if let Some(dir) = path.parent() {
+/// A group name or number as a gid (getgrnam_r(3)).
+fn group_id(g: &str) -> Result<u32, String> {
+    if let Ok(n) = g.parse::<u32>() {
+        return Ok(n);
+    }
+    let name = std::ffi::CString::new(g).map_err(|_| format!("bad group name '{g}'"))?;
+    // SAFETY: group is plain data; getgrnam_r fills it with pointers into
+    // `buf`, both alive for the call, and `out` tells whether it found one.
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    let mut out: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: as above; every pointer is valid for the call.
+    let r = unsafe {
+        libc::getgrnam_r(
+            name.as_ptr(),
+            &mut grp,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut out,
+        )
+    };
+    if r != 0 || out.is_null() {
+        return Err(format!("--socket-group: no group named '{g}'"));
+    }
+    Ok(grp.gr_gid)
+}
+
+/// `/run/vt/vtd.sock` → `/run/vt/vtd-ro.sock`.
+fn ro_path(admin: &Path) -> PathBuf {
+    let stem = admin
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = match admin.extension() {
+        Some(ext) => format!("{stem}-ro.{}", ext.to_string_lossy()),
+        None => format!("{stem}-ro"),
+    };
+    admin.with_file_name(name)
+}
+
+fn bind(path: &Path, group: Option<u32>, mode: u32) -> Result<UnixListener, String> {
+    if let Some(dir) = path.parent().filter(|d| !d.exists()) {
+        // Reachable by everyone: the sockets' own modes decide who may talk.
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| format!("chmod {}: {e}", dir.display()))?;
     }
     if std::os::unix::net::UnixStream::connect(path).is_ok() {
         return Err(format!("{} is in use by another vtd", path.display()));
     }
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let perms = std::fs::Permissions::from_mode(0o660);
+    let perms = std::fs::Permissions::from_mode(mode);
     std::fs::set_permissions(path, perms).map_err(|e| format!("chmod {}: {e}", path.display()))?;
     if let Some(gid) = group {
         std::os::unix::fs::chown(path, None, Some(gid))
@@ -147,7 +197,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let listener = match bind(&args.socket, args.socket_group) {
+    let group = match args.socket_group.as_deref().map(group_id).transpose() {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("vtd: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let ro_socket = args
+        .ro_socket
+        .clone()
+        .unwrap_or_else(|| ro_path(&args.socket));
+    let (listener, ro_listener) = match bind(&args.socket, group, 0o660)
+        .and_then(|l| Ok((l, bind(&ro_socket, None, 0o666)?)))
+    {
         Ok(l) => l,
         Err(e) => {
             eprintln!("vtd: error: {e}");
@@ -159,6 +222,14 @@ fn main() -> ExitCode {
     let autostart = daemon.clone();
     std::thread::spawn(move || autostart.autostart(due));
     let api = Arc::new(routes::Api(daemon));
+    let ro = Arc::new(routes::ReadOnly(api.clone()));
+    let ro_thread = std::thread::Builder::new()
+        .name("ro-socket".into())
+        .spawn(move || vt_http::serve(ro_listener, ro, vt_http::Limits::default(), 512));
+    if let Err(e) = ro_thread {
+        eprintln!("vtd: error: cannot serve the read-only socket: {e}");
+        return ExitCode::FAILURE;
+    }
     vt_http::serve(listener, api, vt_http::Limits::default(), 512);
     ExitCode::SUCCESS
 }

@@ -138,7 +138,11 @@ impl Vm {
     }
 
     /// Starts the VMM and waits until its control socket answers.
-    pub fn start(self: &Arc<Self>, vmm: &std::path::Path) -> Result<(), ApiError> {
+    pub fn start(
+        self: &Arc<Self>,
+        vmm: &std::path::Path,
+        defaults: &crate::daemon::Defaults,
+    ) -> Result<(), ApiError> {
         if self.state().is_active() {
             return Err(ApiError::conflict(format!(
                 "VM '{}' is already running",
@@ -173,7 +177,8 @@ impl Vm {
         std::fs::write(self.dir.console(), b"").map_err(io("cannot reset console.log"))?;
         let (pid, uid, wait): (u32, Option<u32>, Waiter) = match &self.jail {
             Some(jail) => {
-                let started = crate::cell::start(jail, vmm, &kernel, &self.def, &self.dir)?;
+                let started =
+                    crate::cell::start(jail, vmm, &kernel, &self.def, defaults, &self.dir)?;
                 let mut child = started.child;
                 let pid = child.pid;
                 // Recorded before the VMM runs: a vtd killed from here

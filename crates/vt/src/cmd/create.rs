@@ -222,6 +222,7 @@ pub fn run(c: &Client, a: CreateArgs, format: Format) -> CliResult {
         disks: Vec::new(),
         networks: Vec::new(),
         autostart: a.autostart,
+        owner: None,
     };
     if let Some(b) = &a.boot {
         apply_boot(&mut def, b)?;

@@ -16,7 +16,7 @@ pub fn run(d: &Daemon, name: &str, action: &str, req: &Request) -> Answer {
     let vm = d.get(name)?;
     let _op = vm.op();
     match action {
-        "start" => vm.start(&d.vmm)?,
+        "start" => vm.start(&d.vmm, &d.defaults)?,
         "stop" => vm.stop("stopped by request")?,
         "shutdown" => {
             let secs = match req.query_param("timeout_secs") {

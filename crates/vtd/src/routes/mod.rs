@@ -61,7 +61,7 @@ fn matches<'a>(pattern: &str, path: &'a str) -> Option<Option<&'a str>> {
 }
 
 impl Api {
-    fn route(&self, req: &Request) -> Answer {
+    fn route(&self, req: &Request, peer: &Peer) -> Answer {
         let d = &*self.0;
         let path = req.path.strip_suffix('/').filter(|p| !p.is_empty());
         let path = path.unwrap_or(&req.path);
@@ -78,7 +78,7 @@ impl Api {
             return match (*method, *pattern) {
                 ("GET", "/openapi.json") => Ok(Reply::Full(Response::json(200, OPENAPI))),
                 ("GET", "/vms") => vms::list(d),
-                ("POST", "/vms") => vms::create(d, &req.body),
+                ("POST", "/vms") => vms::create(d, &req.body, peer),
                 ("GET", "/vms/{name}") => vms::get(d, name),
                 ("DELETE", "/vms/{name}") => vms::undefine(d, name),
                 ("GET", "/vms/{name}/console") => console::stream(d, name, req),
@@ -108,7 +108,7 @@ impl Api {
 
 impl Handler for Api {
     fn handle(&self, req: Request, peer: &Peer) -> Reply {
-        let answer = self.route(&req);
+        let answer = self.route(&req, peer);
         let status = match &answer {
             Ok(Reply::Full(r)) => r.status,
             Ok(Reply::Stream { .. }) => 200,
@@ -122,6 +122,33 @@ impl Handler for Api {
 
     fn error(&self, status: u16, message: &str) -> Response {
         ApiError::new(status, message).response()
+    }
+}
+
+/// The API on the read-only socket (mode 0666, as libvirt's
+/// `libvirt-sock-ro`): lists, status, console output, events and the
+/// OpenAPI document for anyone on the host; every change is refused with
+/// 403 and recorded in the action log with the caller's credentials.
+pub struct ReadOnly(pub Arc<Api>);
+
+impl Handler for ReadOnly {
+    fn handle(&self, req: Request, peer: &Peer) -> Reply {
+        if req.method == "GET" {
+            return self.0.handle(req, peer);
+        }
+        let e = ApiError::new(
+            403,
+            "the read-only socket allows GET only: changes go through the admin socket",
+        );
+        self.0
+             .0
+            .audit
+            .record(peer, &req.method, &req.path, e.status);
+        Reply::Full(e.response())
+    }
+
+    fn error(&self, status: u16, message: &str) -> Response {
+        self.0.error(status, message)
     }
 }
 

@@ -13,9 +13,20 @@ pub fn list(d: &Daemon) -> Answer {
 }
 
 /// `POST /vms` with a [`VmDefinition`].
-pub fn create(d: &Daemon, body: &[u8]) -> Answer {
-    let def: VmDefinition = serde_json::from_slice(body)
+pub fn create(d: &Daemon, body: &[u8], peer: &vt_http::Peer) -> Answer {
+    let mut def: VmDefinition = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("invalid VM definition: {e}")))?;
+    let caller = api::manager::Owner {
+        uid: peer.uid,
+        gid: peer.gid,
+    };
+    // Root may define a VM for another user; anyone else defines their own.
+    if peer.uid != 0 {
+        if def.owner.is_some_and(|o| o != caller) {
+            return Err(ApiError::new(403, "only root may set another owner"));
+        }
+        def.owner = Some(caller);
+    }
     let vm = d.create(def)?;
     json(201, &vm.status(false))
 }

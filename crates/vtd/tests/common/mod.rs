@@ -50,6 +50,8 @@ pub struct Vtd {
     child: Option<Child>,
     /// Run in a new network namespace with this bridge in it.
     bridge: Option<String>,
+    /// More vtd flags.
+    args: Vec<String>,
 }
 
 impl Vtd {
@@ -63,7 +65,16 @@ impl Vtd {
         Self::start_with(name, Some(bridge.to_string()))
     }
 
+    /// A vtd started with more flags.
+    pub fn start_with_args(name: &str, args: &[&str]) -> Vtd {
+        Self::start_full(name, None, args)
+    }
+
     fn start_with(name: &str, bridge: Option<String>) -> Vtd {
+        Self::start_full(name, bridge, &[])
+    }
+
+    fn start_full(name: &str, bridge: Option<String>, args: &[&str]) -> Vtd {
         let dir = std::env::temp_dir().join(format!("vtd-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -80,6 +91,7 @@ impl Vtd {
             dir,
             child: None,
             bridge,
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         v.restart();
         v
@@ -107,6 +119,7 @@ impl Vtd {
             .arg(sibling("vt-vmm"))
             .arg("--default-kernel")
             .arg(&self.guest)
+            .args(&self.args)
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
@@ -184,6 +197,20 @@ impl Vtd {
             .args(args)
             .env("VT_SOCKET", &self.socket)
             .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// `vt` run as another user (uid = gid = `uid`) on `socket`.
+    pub fn vt_as(&self, uid: u32, socket: &Path, args: &[&str]) -> Output {
+        use std::os::unix::process::CommandExt;
+        Command::new(sibling("vt"))
+            .args(args)
+            .env("VT_SOCKET", socket)
+            .current_dir(&self.dir)
+            .uid(uid)
+            .gid(uid)
             .stdin(Stdio::null())
             .output()
             .unwrap()

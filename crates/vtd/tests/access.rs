@@ -1,0 +1,153 @@
+//! The API knows who asks: paths a non-root member of the socket group
+//! puts in a definition are opened as that user (at define and again at
+//! start, never following a symlink), an error does not tell whether a
+//! hidden path exists, the read-only socket serves anyone and refuses
+//! every change, and each refusal is in the action log with the uid.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use common::Vtd;
+
+const MEMBER: u32 = 60_000;
+const STRANGER: u32 = 60_001;
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// `curl` as `uid`: the status line, then the body.
+fn curl_as(uid: u32, sock: &std::path::Path, method: &str, path: &str, body: &str) -> String {
+    use std::os::unix::process::CommandExt;
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}", "-X", method, "--data", body])
+        .arg("--unix-socket")
+        .arg(sock)
+        .arg(format!("http://vtd{path}"))
+        .uid(uid)
+        .gid(uid)
+        .output()
+        .expect("curl (scripts/setup-host.sh installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    format!("{code} {body}")
+}
+
+#[test]
+fn callers_get_only_what_their_uid_allows() {
+    if !jail::is_root() {
+        eprintln!("not root: skipped");
+        return;
+    }
+    let vtd = Vtd::start_with_args("access", &["--socket-group", &MEMBER.to_string()]);
+    let ro = vtd.dir.join("vtd-ro.sock");
+    let mode = std::fs::metadata(&ro).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o666);
+    // The member's own image, and a root-only one beside it.
+    let mine = vtd.dir.join("mine.img");
+    std::fs::write(&mine, vec![0u8; 1 << 20]).unwrap();
+    std::os::unix::fs::chown(&mine, Some(MEMBER), Some(MEMBER)).unwrap();
+    let secret = vtd.dir.join("root.img");
+    std::fs::write(&secret, vec![0u8; 1 << 20]).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let sock = vtd.socket.clone();
+
+    for (name, path) in [
+        ("shadow", "/etc/shadow".to_string()),
+        ("rootimg", secret.display().to_string()),
+    ] {
+        let disk = format!("path={path}");
+        let out = vtd.vt_as(MEMBER, &sock, &["create", "--name", name, "--disk", &disk]);
+        assert!(!out.status.success(), "{name}: {}", text(&out));
+        // The same words whether the file exists or not.
+        let want = format!("no such file, or not writable by uid {MEMBER}");
+        assert!(text(&out).contains(&want), "{name}: {}", text(&out));
+    }
+    // Straight to the API (vt itself checks that a disk exists): a missing
+    // path reads exactly like a forbidden one.
+    let missing = vtd.dir.join("nope.img");
+    let body = format!(
+        r#"{{"name":"missing","disks":[{{"path":"{}"}}]}}"#,
+        missing.display()
+    );
+    let out = curl_as(MEMBER, &sock, "POST", "/vms", &body);
+    assert!(
+        out.contains("\"status\":403") || out.starts_with("403"),
+        "{out}"
+    );
+    let want = format!("nope.img: no such file, or not writable by uid {MEMBER}");
+    assert!(out.contains(&want), "{out}");
+    // Its own file: defined and started (in a cell), then stopped.
+    let disk = format!("path={}", mine.display());
+    let out = vtd.vt_as(
+        MEMBER,
+        &sock,
+        &["create", "--name", "mine", "--disk", &disk],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        vtd.status("mine").definition.owner.map(|o| o.uid),
+        Some(MEMBER)
+    );
+    let out = vtd.vt_as(MEMBER, &sock, &["start", "mine"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = vtd.vt_as(MEMBER, &sock, &["stop", "mine"]);
+    assert!(out.status.success(), "{}", text(&out));
+    // The image swapped for a symlink to the root-only one: refused at start.
+    std::fs::remove_file(&mine).unwrap();
+    std::os::unix::fs::symlink(&secret, &mine).unwrap();
+    let out = vtd.vt_as(MEMBER, &sock, &["start", "mine"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("symbolic links are not followed"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(vtd.status("mine").pid, None);
+
+    // Anyone reads through the read-only socket and changes nothing.
+    let out = vtd.vt_as(STRANGER, &ro, &["list"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("mine"), "{}", text(&out));
+    let out = vtd.vt_as(STRANGER, &ro, &["start", "mine"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("read-only socket"), "{}", text(&out));
+    // The admin socket is not theirs at all.
+    let out = vtd.vt_as(STRANGER, &sock, &["list"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+
+    // Every refusal is in the action log, with who asked.
+    let log = std::fs::read_to_string(vtd.state.join("actions.log")).unwrap();
+    let refused: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| v["status"] == 403)
+        .collect();
+    let by = |uid: u32| refused.iter().filter(|v| v["uid"] == uid).count();
+    assert_eq!(by(MEMBER), 4, "{log}");
+    assert_eq!(refused.iter().filter(|v| v["method"] == "POST").count(), 5);
+    assert_eq!(by(STRANGER), 1, "{log}");
+}
+
+#[test]
+fn a_bad_vm_uid_range_is_refused_before_anything_is_made() {
+    let dir = std::env::temp_dir().join(format!("vtd-{}-uidrange", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vtd"))
+        .arg("--socket")
+        .arg(dir.join("s.sock"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .args(["--vm-uid-base", "1000"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("must start above 65535"), "{err}");
+    assert!(!dir.exists(), "vtd made {} before refusing", dir.display());
+}
