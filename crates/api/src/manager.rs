@@ -132,6 +132,24 @@ pub struct VmStatus {
     /// From the VMM, in `GET /vms/{name}` while active.
     #[serde(default)]
     pub counters: Option<VmmCounters>,
+    /// How the running VMM is confined; `None` when it is not running or
+    /// runs unconfined (`vtd --jail off`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confinement: Option<Confinement>,
+}
+
+/// The cell a running VMM is in (see README, "Isolation").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Confinement {
+    /// The VMM's own uid (and gid).
+    pub uid: u32,
+    /// The cgroup limits in force, as `file=value` (`memory.max=…`,
+    /// `memory.limit_in_bytes=…`, `pids.max=…`, `cpu.weight=…`).
+    pub cgroup_limits: Vec<String>,
+    /// Controllers this host lacks, so those limits are not in force.
+    #[serde(default)]
+    pub cgroup_missing: Vec<String>,
 }
 
 /// One line of `GET /events`.

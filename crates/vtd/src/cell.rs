@@ -77,6 +77,8 @@ pub struct Started {
     pub child: jail::Child,
     pub uid: u32,
     pub cgroup: jail::cgroup::Cgroup,
+    /// What `vt info` shows of the cell.
+    pub confinement: api::manager::Confinement,
 }
 
 /// The descriptors and flags under construction.
@@ -227,7 +229,7 @@ pub fn start(
     };
     // Default limits apply where the host has the controller (vtd says at
     // start which are missing).
-    let (want, _) = jail.cgroups.enforceable(&want);
+    let (want, missing) = jail.cgroups.enforceable(&want);
     let cgroup = jail::cgroup::Cgroup::create(&jail.cgroups, &def.name, &want).map_err(|e| {
         undo(uid);
         ApiError::internal("cannot set up the VM's cgroup", e)
@@ -261,7 +263,17 @@ pub fn start(
         undo(uid);
         return Err(ApiError::internal("cannot put the VMM in its cgroup", e));
     }
-    Ok(Started { child, uid, cgroup })
+    let confinement = api::manager::Confinement {
+        uid,
+        cgroup_limits: cgroup.limits().to_vec(),
+        cgroup_missing: missing.iter().map(|m| m.to_string()).collect(),
+    };
+    Ok(Started {
+        child,
+        uid,
+        cgroup,
+        confinement,
+    })
 }
 
 /// `vmm` as an absolute path (searched in `PATH` when it has no `/`:

@@ -36,6 +36,9 @@ pub struct Runtime {
     /// The VMM's own uid when it runs in a cell.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<u32>,
+    /// The cell's cgroup limits in force and the controllers missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confinement: Option<api::manager::Confinement>,
 }
 
 /// How a run ended.
@@ -157,6 +160,7 @@ mod tests {
         assert_eq!(read_json::<Runtime>(&p).unwrap(), None);
         let rt = Runtime {
             uid: None,
+            confinement: None,
             pid: 7,
             started_ms: 1,
         };

@@ -12,7 +12,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use api::control::{self as proto, RunState, VmmCounters, VmmInfo};
-use api::manager::{VmDefinition, VmState, VmStatus};
+use api::manager::{Confinement, VmDefinition, VmState, VmStatus};
 
 use crate::error::ApiError;
 use crate::events::Events;
@@ -41,6 +41,8 @@ struct Run {
     stopping: Option<String>,
     /// The running VMM's own uid (jailed).
     uid: Option<u32>,
+    /// Its cell, for `vt info`.
+    confinement: Option<Confinement>,
 }
 
 pub struct Vm {
@@ -94,9 +96,11 @@ impl Vm {
 
     /// The VM's status; with `counters`, asks a running VMM for its counters.
     pub fn status(&self, counters: bool) -> VmStatus {
-        let (state, pid, reason) = {
+        let (state, pid, reason, confinement) = {
             let r = lock(&self.run);
-            (r.state.unwrap_or(VmState::Stopped), r.pid, r.reason.clone())
+            let state = r.state.unwrap_or(VmState::Stopped);
+            let conf = r.confinement.clone().filter(|_| state.is_active());
+            (state, r.pid, r.reason.clone(), conf)
         };
         let counters = (counters && state.is_active())
             .then(|| {
@@ -118,6 +122,7 @@ impl Vm {
             reason,
             definition: self.def.clone(),
             counters,
+            confinement,
         }
     }
 
@@ -175,7 +180,7 @@ impl Vm {
         let io = |what| move |e| ApiError::internal(what, e);
         store::remove(&self.dir.socket()).map_err(io("cannot remove the old socket"))?;
         std::fs::write(self.dir.console(), b"").map_err(io("cannot reset console.log"))?;
-        let (pid, uid, wait): (u32, Option<u32>, Waiter) = match &self.jail {
+        let (pid, confinement, wait): (u32, Option<Confinement>, Waiter) = match &self.jail {
             Some(jail) => {
                 let started =
                     crate::cell::start(jail, vmm, &kernel, &self.def, defaults, &self.dir)?;
@@ -187,6 +192,7 @@ impl Vm {
                     pid,
                     started_ms: now_ms(),
                     uid: Some(started.uid),
+                    confinement: Some(started.confinement.clone()),
                 };
                 let fail = |child: &jail::Child, e: ApiError| {
                     let _ = child.kill();
@@ -207,7 +213,11 @@ impl Vm {
                     let what = format!("cannot run {}", vmm.display());
                     return Err(fail(&child, ApiError::internal(&what, e)));
                 }
-                (pid, Some(started.uid), Box::new(move || child.wait().ok()))
+                (
+                    pid,
+                    Some(started.confinement),
+                    Box::new(move || child.wait().ok()),
+                )
             }
             None => {
                 let mut child = process::spawn(vmm, &kernel, &self.def, &self.dir)
@@ -217,6 +227,7 @@ impl Vm {
                     pid,
                     started_ms: now_ms(),
                     uid: None,
+                    confinement: None,
                 };
                 if let Err(e) = store::write_json(&self.dir.runtime(), &rt) {
                     let _ = child.kill();
@@ -233,7 +244,8 @@ impl Vm {
                 pid: Some(pid),
                 reason: None,
                 stopping: None,
-                uid,
+                uid: confinement.as_ref().map(|c| c.uid),
+                confinement,
             };
         }
         let me = self.clone();
@@ -304,6 +316,7 @@ impl Vm {
             r.state = Some(VmState::Running);
             r.pid = Some(pid);
             r.uid = rt.uid;
+            r.confinement = rt.confinement.clone();
         }
         if let (Some(j), Some(uid)) = (&self.jail, rt.uid) {
             j.uids.mark(uid);
@@ -349,6 +362,7 @@ impl Vm {
         r.pid = None;
         r.reason = Some(reason.clone());
         if let Some(j) = &self.jail {
+            r.confinement = None;
             if let Some(uid) = r.uid.take() {
                 j.uids.release(uid);
             }

@@ -253,6 +253,11 @@ fn the_virt_install_line_defines_a_vm_with_disk_and_network() {
         .collect();
     assert!(root.contains(&"kvm".to_string()), "{root:?}");
     assert!(!std::path::Path::new(&format!("/proc/{pid}/root/etc")).exists());
+    // vt info says so, with the limits in force.
+    let info = vtd.vt(&["info", "myvm"]);
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert!(info.contains(&format!("uid {}", field("Uid:"))), "{info}");
+    assert!(info.contains("pids.max=98"), "{info}");
     let out = vtd.vt(&["shutdown", "myvm", "--timeout", "1"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("myvm: stopped (shut down"), "{text}");

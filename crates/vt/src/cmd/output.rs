@@ -67,6 +67,27 @@ pub fn vm_details(s: &VmStatus) {
     for n in &d.networks {
         rows.push(("Network", format!("bridge={} [not attached yet]", n.bridge)));
     }
+    if let Some(c) = &s.confinement {
+        rows.push((
+            "Cell",
+            format!("uid {}, own namespaces, no capabilities", c.uid),
+        ));
+        let limits = if c.cgroup_limits.is_empty() {
+            "none".to_string()
+        } else {
+            c.cgroup_limits.join(", ")
+        };
+        rows.push(("Limits", limits));
+        if !c.cgroup_missing.is_empty() {
+            let missing = c.cgroup_missing.join(", ");
+            rows.push((
+                "Unlimited",
+                format!("{missing} (no such cgroup controller)"),
+            ));
+        }
+    } else if s.state.is_active() {
+        rows.push(("Cell", "none: runs unconfined (vtd --jail off)".into()));
+    }
     if let Some(c) = &s.counters {
         rows.push(("Uptime", format!("{:.1} s", c.uptime_ms as f64 / 1000.0)));
         rows.push(("Boots", c.boots.to_string()));
