@@ -258,9 +258,22 @@ fn the_virt_install_line_defines_a_vm_with_disk_and_network() {
     let info = String::from_utf8_lossy(&info.stdout);
     assert!(info.contains(&format!("uid {}", field("Uid:"))), "{info}");
     assert!(info.contains("pids.max=98"), "{info}");
+    // In its own cgroup while it runs...
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert!(cgroups.contains("/vt/myvm"), "{cgroups}");
     let out = vtd.vt(&["shutdown", "myvm", "--timeout", "1"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("myvm: stopped (shut down"), "{text}");
+    // ...and none is left behind.
+    let layout = jail::cgroup::Layout::detect();
+    let mounts = layout
+        .v1
+        .iter()
+        .map(|(_, m)| m.clone())
+        .chain(layout.v2.clone());
+    for m in mounts {
+        assert!(!m.join("vt/myvm").exists(), "{} left behind", m.display());
+    }
 }
 
 /// `vt console` on a terminal (a pty from `script`): raw mode, keys go to
