@@ -64,6 +64,7 @@ pub fn run_confined(
 ) -> Result<VmExit, Error> {
     config.validate().map_err(Error::Config)?;
     memory::check_host(config.memory_mib)?;
+    setup::check_boot_files(config)?;
     signals::init()?;
     let console = console::Console::new(&config.serial)?;
     let listener = api_socket.map(control::Control::bind).transpose()?;

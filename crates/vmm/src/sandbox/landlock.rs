@@ -18,7 +18,8 @@
 //!
 //! Not granted, because they are open before the restriction and kept as
 //! fds: the serial file, stdio, the control socket (bound before). Paths
-//! that do not exist get no rule (opening them fails as it would anyway).
+//! that do not exist, and directories, get no rule (opening them fails as
+//! it would anyway; a rule on a directory would grant the whole tree).
 
 use std::path::{Path, PathBuf};
 
@@ -105,8 +106,13 @@ pub fn restrict(paths: &Paths) -> Result<(LandlockState, u8), Error> {
     Ok((state, abi))
 }
 
-/// An `O_PATH` fd for a rule, or None when the path does not exist.
+/// An `O_PATH` fd for a rule, or None when the path does not exist or is a
+/// directory (a rule on a directory would grant its whole tree; opening it
+/// fails as it would anyway).
 fn path_fd(path: &Path) -> Result<Option<PathFd>, Error> {
+    if std::fs::metadata(path).is_ok_and(|m| m.is_dir()) {
+        return Ok(None);
+    }
     match PathFd::new(path) {
         Ok(fd) => Ok(Some(fd)),
         Err(PathFdError::OpenCall { source, .. })

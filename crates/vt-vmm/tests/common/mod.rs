@@ -47,7 +47,11 @@ pub fn run_in_lab(name: &str, guest_script: &str, host_script: &str, limit: Dura
         .with_guest_artifacts()
         .add_file(initramfs_with(name, guest_script), "/vt/initramfs.cpio.gz")
         .add_binary(env!("CARGO_BIN_EXE_vt-vmm"), "/vt/vt-vmm")
-        .run_auto(host_script)
+        // A call a seccomp filter refused is in the L1's kernel log
+        // (audit type 1326, with its number): show it with the output.
+        .run_auto(&format!(
+            "{host_script}\nrc=$?\ndmesg | grep -a 'type=1326' | sed 's/^/VT-SECCOMP /'\nexit $rc\n"
+        ))
         .expect("lab run");
     eprintln!("{}", out.stdout);
     assert_eq!(out.exit_code, 0, "{}", out.stdout);

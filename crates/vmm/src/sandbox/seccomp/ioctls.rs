@@ -80,16 +80,14 @@ pub const TUNSETSNDBUF: u64 = ioc(WRITE, TUNTAP, 0xd4, size_of::<libc::c_int>())
 pub const TUNSETVNETHDRSZ: u64 = ioc(WRITE, TUNTAP, 0xd8, size_of::<libc::c_int>());
 
 /// Interface flags (bringing a new tap up), on a datagram socket.
-pub const SIOCGIFFLAGS: u64 = libc::SIOCGIFFLAGS as u64;
+pub const SIOCGIFFLAGS: u64 = libc::SIOCGIFFLAGS;
 /// Interface flags (bringing a new tap up), on a datagram socket.
-pub const SIOCSIFFLAGS: u64 = libc::SIOCSIFFLAGS as u64;
+pub const SIOCSIFFLAGS: u64 = libc::SIOCSIFFLAGS;
 
 /// Terminal settings (the raw stdin terminal is restored at exit).
-pub const TCGETS: u64 = libc::TCGETS as u64;
+pub const TCGETS: u64 = libc::TCGETS;
 /// Terminal settings (the raw stdin terminal is restored at exit).
-pub const TCSETS: u64 = libc::TCSETS as u64;
-/// `isatty` on stdin.
-pub const TIOCGWINSZ: u64 = libc::TIOCGWINSZ as u64;
+pub const TCSETS: u64 = libc::TCSETS;
 
 /// Everything KVM the main thread does to build a VM and its vCPUs.
 pub const KVM_BUILD: &[u64] = &[

@@ -32,6 +32,9 @@ pub fn rules(r: &mut Rules) -> Result<()> {
         // it is on; the next VMM replaces a stale socket).
         libc::SYS_unlink,
     ]);
+    // glibc installs its internal SIGCANCEL handler (signal 33) on the first
+    // pthread_create, which can be the first vCPU's, under this filter.
+    r.allow_arg(libc::SYS_rt_sigaction, 0, &[33])?;
     r.allow_ioctls(ioctls::KVM_BUILD)?;
     r.allow_ioctls(ioctls::TAP_SETUP)?;
     // The raw terminal on stdin is restored at exit.

@@ -155,9 +155,9 @@ impl Rules {
         conditions: Vec<SeccompCondition>,
     ) -> Result<()> {
         let rule = SeccompRule::new(conditions)?;
-        match self.0.entry(call).or_insert_with(|| Some(Vec::new())) {
-            Some(rules) => rules.push(rule),
-            None => {} // already allowed whatever the arguments
+        // None: already allowed whatever the arguments.
+        if let Some(rules) = self.0.entry(call).or_insert_with(|| Some(Vec::new())) {
+            rules.push(rule);
         }
         Ok(())
     }
