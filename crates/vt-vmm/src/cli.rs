@@ -58,15 +58,20 @@ pub struct Args {
 /// `--seccomp` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SeccompArg {
+    /// A call outside the thread's allow-list kills the VMM.
     On,
+    /// Such a call is allowed and logged by the kernel.
     Log,
+    /// No filter.
     Off,
 }
 
 /// `on` / `off` flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Switch {
+    /// Enabled.
     On,
+    /// Disabled.
     Off,
 }
 

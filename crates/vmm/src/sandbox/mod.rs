@@ -32,14 +32,16 @@ pub use seccomp::ThreadKind;
 /// Why the barriers could not be put up.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("seccomp filter for {0} threads")]
-    Seccomp(&'static str, #[source] seccompiler::Error),
+    /// A thread kind's allow-list could not be compiled.
     #[error("seccomp filter for {0} threads")]
     SeccompBackend(&'static str, #[source] seccompiler::BackendError),
+    /// The kernel refused the Landlock ruleset or a rule.
     #[error("landlock")]
     Landlock(#[source] ::landlock::RulesetError),
+    /// A path for a Landlock rule could not be opened (`O_PATH`).
     #[error("landlock: {0}")]
     LandlockPath(String, #[source] std::io::Error),
+    /// [`Confinement::enter`] was called a second time.
     #[error("the confinement was already set up in this process")]
     Twice,
 }

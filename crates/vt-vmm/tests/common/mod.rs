@@ -9,6 +9,37 @@ use std::time::Duration;
 
 use lab::{CpioWriter, Lab};
 
+/// Kills the VMM when the test ends, however it ends.
+pub struct Vmm(pub std::process::Child);
+
+impl Drop for Vmm {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// True when this host's /dev/kvm can be opened read-write.
+pub fn have_kvm() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+}
+
+/// Polls `f` every 10 ms for up to 10 s.
+pub fn wait_for(mut f: impl FnMut() -> bool, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// True (and says so) when `VT_LAB=never` turns Linux guest tests off.
 pub fn lab_disabled() -> bool {
     let off = std::env::var("VT_LAB").is_ok_and(|v| v == "never");
