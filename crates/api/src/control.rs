@@ -53,11 +53,12 @@ pub struct VmmInfo {
 #[serde(rename_all = "snake_case")]
 pub enum SeccompMode {
     /// The process is killed (SIGSYS).
-    #[default]
     On,
     /// The call is allowed and logged by the kernel (audit / kernel log).
     Log,
-    /// No filter at all (debugging).
+    /// No filter at all (debugging; also what a VMM that does not report
+    /// its confinement had).
+    #[default]
     Off,
 }
 

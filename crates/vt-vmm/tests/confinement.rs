@@ -380,3 +380,23 @@ fn bind_abstract(name: &str) -> std::os::fd::OwnedFd {
     assert_eq!(unsafe { libc::listen(fd, 1) }, 0);
     owned
 }
+
+#[test]
+fn a_bad_barrier_value_is_one_line_and_status_2() {
+    for (flag, value) in [
+        ("--seccomp", "maybe"),
+        ("--landlock", "log"),
+        ("--seccomp", ""),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_vt-vmm"))
+            .args(["--kernel", "/nonexistent", flag, value])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {err}");
+        assert_eq!(err.lines().count(), 1, "{flag} {value}: {err}");
+        assert!(err.starts_with("vt-vmm: error: "), "{err}");
+        assert!(err.contains(flag), "{err}");
+    }
+}

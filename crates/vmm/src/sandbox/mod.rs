@@ -86,8 +86,12 @@ static CONFINEMENT: OnceLock<Confinement> = OnceLock::new();
 impl Confinement {
     /// Compiles the filters and applies Landlock for `config` (with the
     /// control socket already bound, if any). Call on the main thread
-    /// before any other thread is started; once per process.
+    /// before any other thread is started; once per process. With both
+    /// barriers off it does nothing (and may be called again).
     pub fn enter(config: &VmConfig, policy: Policy) -> Result<Status, Error> {
+        if policy == Policy::off() {
+            return Ok(Status::default());
+        }
         let filters = seccomp::Filters::compile(policy.seccomp)?;
         let (landlock, landlock_abi) = if policy.landlock {
             landlock::restrict(&landlock::Paths::of(config))?
