@@ -13,13 +13,9 @@ use super::{Result, Rules};
 pub fn rules(r: &mut Rules) -> Result<()> {
     r.allow(&[
         libc::SYS_accept4,
-        libc::SYS_accept,
+        // std's UnixStream reads with recv and writes with send/write.
         libc::SYS_recvfrom,
         libc::SYS_sendto,
-        libc::SYS_recvmsg,
-        libc::SYS_sendmsg,
-        libc::SYS_shutdown,
-        libc::SYS_poll,
         // Connection threads.
         libc::SYS_clone3,
     ]);

@@ -17,13 +17,12 @@ pub fn rules(r: &mut Rules) -> Result<()> {
         libc::SYS_openat,
         libc::SYS_statx,
         libc::SYS_newfstatat,
-        libc::SYS_fstat,
         libc::SYS_lseek,
+        libc::SYS_pread64,
         // The event loop and its signalfd (made anew for each boot).
         libc::SYS_epoll_create1,
         libc::SYS_epoll_ctl,
         libc::SYS_epoll_wait,
-        libc::SYS_epoll_pwait,
         libc::SYS_eventfd2,
         libc::SYS_signalfd4,
         // vCPU threads.

@@ -7,7 +7,13 @@
 //! virtio-blk `preadv`/`pwritev` into guest memory, `fdatasync`,
 //! `fallocate` (discard, write-zeroes) and `pwrite64` (zeroes written by
 //! hand); virtio-net `readv`/`writev` on the tap; virtio-rng `getrandom`
-//! (in the common list). No `ioctl`, no `open`, no sockets.
+//! (in the common list); a rate-limit timer re-armed (`timerfd_settime`)
+//! and read. No `ioctl`, no `open`, no sockets.
+//!
+//! Measured (`strace -f` of a Linux guest in the lab using its disk, NIC
+//! and rng, across a reboot): blk `preadv pwritev fdatasync`, net `readv
+//! writev`, rng `getrandom`, all `epoll_wait read write`, plus the thread
+//! start-up calls in the common list.
 
 use super::{Result, Rules};
 
@@ -15,20 +21,14 @@ use super::{Result, Rules};
 pub fn rules(r: &mut Rules) -> Result<()> {
     r.allow(&[
         libc::SYS_epoll_wait,
-        libc::SYS_epoll_pwait,
         libc::SYS_preadv,
         libc::SYS_pwritev,
-        libc::SYS_preadv2,
-        libc::SYS_pwritev2,
-        libc::SYS_pread64,
         libc::SYS_pwrite64,
         libc::SYS_readv,
         libc::SYS_writev,
         libc::SYS_fdatasync,
-        libc::SYS_fsync,
         libc::SYS_fallocate,
         libc::SYS_timerfd_settime,
-        libc::SYS_timerfd_gettime,
     ]);
     Ok(())
 }
