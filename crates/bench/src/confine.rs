@@ -6,13 +6,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::Context;
 use clap::Args;
 
 use crate::host::{self, Scratch};
 use crate::run;
 use crate::stats::summarize;
-use crate::tiny::{once, OURS};
+use crate::tiny::{once, write_guest, OURS};
 
 #[derive(Debug, Clone, Args)]
 pub struct ConfineArgs {
@@ -44,13 +43,7 @@ fn cmd(vmm: &Path, kernel: &Path, barriers: &[&str]) -> Command {
 pub fn run(args: &ConfineArgs) -> anyhow::Result<String> {
     let vmm = args.vmm.clone().unwrap_or_else(host::default_vmm);
     let dir = Scratch::new("confine")?;
-    let elf = dir.path().join("tiny-pvh.elf");
-    let image = tinyguest::elf_with(
-        tinyguest::DEFAULT_MESSAGE,
-        true,
-        tinyguest::Ending::PowerOff,
-    );
-    std::fs::write(&elf, image).with_context(|| format!("writing {}", elf.display()))?;
+    let elf = write_guest(&dir)?;
     let mut on: [Vec<f64>; 3] = Default::default();
     let mut off: [Vec<f64>; 3] = Default::default();
     for i in 0..args.warmup + args.runs {

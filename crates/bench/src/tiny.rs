@@ -95,9 +95,8 @@ pub fn once(side: &Side, mut cmd: Command) -> anyhow::Result<[f64; 3]> {
     ])
 }
 
-pub fn run(args: &TinyArgs) -> anyhow::Result<Table> {
-    let vmm = args.vmm.clone().unwrap_or_else(host::default_vmm);
-    let dir = Scratch::new("tiny")?;
+/// Writes the powering-off tiny guest (PVH) into `dir`; returns its path.
+pub fn write_guest(dir: &Scratch) -> anyhow::Result<PathBuf> {
     let elf = dir.path().join("tiny-pvh.elf");
     let image = tinyguest::elf_with(
         tinyguest::DEFAULT_MESSAGE,
@@ -105,6 +104,13 @@ pub fn run(args: &TinyArgs) -> anyhow::Result<Table> {
         tinyguest::Ending::PowerOff,
     );
     std::fs::write(&elf, image).with_context(|| format!("writing {}", elf.display()))?;
+    Ok(elf)
+}
+
+pub fn run(args: &TinyArgs) -> anyhow::Result<Table> {
+    let vmm = args.vmm.clone().unwrap_or_else(host::default_vmm);
+    let dir = Scratch::new("tiny")?;
+    let elf = write_guest(&dir)?;
 
     let mut series = [
         Series::new("start → first serial byte", "ms"),
