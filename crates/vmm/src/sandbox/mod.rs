@@ -90,13 +90,16 @@ impl Confinement {
     /// barriers off it does nothing (and may be called again).
     pub fn enter(config: &VmConfig, policy: Policy) -> Result<Status, Error> {
         if policy == Policy::off() {
-            return Ok(Status::default());
+            return Ok(status());
+        }
+        if CONFINEMENT.get().is_some() {
+            return Err(Error::Twice);
         }
         let filters = seccomp::Filters::compile(policy.seccomp)?;
         let (landlock, landlock_abi) = if policy.landlock {
             landlock::restrict(&landlock::Paths::of(config))?
         } else {
-            (LandlockState::Off, 0)
+            (LandlockState::Off, landlock::kernel_abi())
         };
         if landlock == LandlockState::Unsupported {
             eprintln!("vt-vmm: landlock: not supported by this kernel, running without it");
@@ -113,9 +116,16 @@ impl Confinement {
     }
 }
 
-/// What is in force in this process (all off before [`Confinement::enter`]).
+/// What is in force in this process (all off before [`Confinement::enter`],
+/// and with both barriers off).
 pub fn status() -> Status {
-    CONFINEMENT.get().map(|c| c.status).unwrap_or_default()
+    CONFINEMENT.get().map_or_else(
+        || Status {
+            landlock_abi: landlock::kernel_abi(),
+            ..Status::default()
+        },
+        |c| c.status,
+    )
 }
 
 /// Installs the filter of `kind` on the calling thread. Does nothing before
