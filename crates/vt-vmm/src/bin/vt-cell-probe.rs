@@ -48,7 +48,13 @@ fn run() -> Result<(), String> {
                 policy.seccomp =
                     serde_json::from_value(value()?.into()).map_err(|e| e.to_string())?
             }
-            "--landlock" => policy.landlock = value()? == "on",
+            "--landlock" => {
+                policy.landlock = match value()?.as_str() {
+                    "on" => true,
+                    "off" => false,
+                    v => return Err(format!("--landlock {v}: on or off")),
+                }
+            }
             "--kernel" => config["kernel"] = value()?.into(),
             "--initrd" => config["initrd"] = value()?.into(),
             "--disk" => {
