@@ -19,7 +19,6 @@ use std::os::unix::net::UnixListener;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use api::control::{self as proto, LandlockState, SeccompMode, VmmInfo};
 use tinyguest::Ending;
@@ -126,10 +125,12 @@ fn every_thread_of_a_running_vmm_is_filtered() {
     let d = dir("status");
     let (vmm, sock) = start(&d, &[]);
     // A connection thread exists while this one is open.
-    let mut conn = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    let conn = std::os::unix::net::UnixStream::connect(&sock).unwrap();
     let pid = vmm.0.id();
-    let _ = std::io::Write::write_all(&mut conn, b"");
-    std::thread::sleep(Duration::from_millis(50));
+    wait_for(
+        || threads(pid).iter().any(|t| t.0 == "http-conn"),
+        "the connection thread",
+    );
     // KVM's own kernel worker in the process (NX huge page recovery) is
     // not ours.
     let all: Vec<_> = threads(pid)
