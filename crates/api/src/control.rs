@@ -43,6 +43,50 @@ pub struct VmmInfo {
     /// The VMM's process id.
     pub pid: u32,
     pub config: VmConfig,
+    /// Which of the VMM's own barriers are in force.
+    #[serde(default)]
+    pub confinement: Confinement,
+}
+
+/// `vt-vmm --seccomp`: what a system call outside a thread's allow-list does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SeccompMode {
+    /// The process is killed (SIGSYS).
+    On,
+    /// The call is allowed and logged by the kernel (audit / kernel log).
+    Log,
+    /// No filter at all (debugging; also what a VMM that does not report
+    /// its confinement had).
+    #[default]
+    Off,
+}
+
+/// Whether the VMM's Landlock ruleset is in force.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LandlockState {
+    /// `--landlock off`.
+    #[default]
+    Off,
+    /// Every restriction asked for is enforced.
+    Enforced,
+    /// Enforced with what this kernel's Landlock ABI supports (best effort).
+    PartiallyEnforced,
+    /// The kernel has no Landlock (the VMM runs without it and said so).
+    Unsupported,
+}
+
+/// The barriers a VMM put up around itself (`GET /vm/info`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Confinement {
+    /// The seccomp mode every thread's filter uses.
+    pub seccomp: SeccompMode,
+    /// The Landlock ruleset's state.
+    pub landlock: LandlockState,
+    /// The kernel's Landlock ABI version (0 when it has none).
+    pub landlock_abi: u8,
 }
 
 /// `GET /vm/counters`.

@@ -7,10 +7,13 @@
 //! - `linux`: stock Linux to init in the lab (runs `linux-inner` there);
 //! - `io`: block and network throughput in the lab (also vs the lab host);
 //! - `all`: tiny, rss and linux, written to BENCHMARKS.md;
+//! - `confinement`: the tiny guest with the VMM's seccomp + Landlock on
+//!   vs off (its own section of BENCHMARKS.md);
 //! - `api`: the manager (`vtd`) under 50 concurrent clients, and `vt start`
 //!   to first guest output (its own section of BENCHMARKS.md).
 
 mod api;
+mod confine;
 mod host;
 mod io;
 mod linux;
@@ -49,6 +52,8 @@ enum Cmd {
     All(report::AllArgs),
     /// vtd API latency under concurrent clients; `vt start` to first output
     Api(api::ApiArgs),
+    /// Tiny guest with the VMM's seccomp + Landlock on vs off, interleaved
+    Confinement(confine::ConfineArgs),
     /// Write the tiny guest used here (PVH ELF) to a file, for runs by hand
     TinyElf {
         /// Output file
@@ -99,6 +104,16 @@ fn main() -> ExitCode {
             None => {
                 print!("{md}");
                 Ok(())
+            }
+        }),
+        Cmd::Confinement(a) => confine::run(&a).and_then(|md| {
+            let md = section::wrap("confinement", &md);
+            match &a.out {
+                Some(out) => section::write(out, "confinement", &md),
+                None => {
+                    print!("{md}");
+                    Ok(())
+                }
             }
         }),
         Cmd::TinyElf { out, spin } => write_elf(&out, spin),

@@ -52,12 +52,16 @@ pub fn qemu_cmd(qemu: &str, kernel: &Path, memory_mib: u32) -> Command {
     c
 }
 
-struct Side {
-    name: &'static str,
-    expect: Exit,
+/// One VMM under test and the exit status its tiny-guest run must end with.
+pub struct Side {
+    /// The name in error messages.
+    pub name: &'static str,
+    /// The expected exit.
+    pub expect: Exit,
 }
 
-const OURS: Side = Side {
+/// Our VMM: status 0 after the guest's power-off.
+pub const OURS: Side = Side {
     name: "vt-vmm",
     expect: Exit::Code(0),
 };
@@ -67,7 +71,7 @@ const QEMU: Side = Side {
 };
 
 /// One run: (first byte ms, exit ms, peak RSS MiB).
-fn once(side: &Side, mut cmd: Command) -> anyhow::Result<[f64; 3]> {
+pub fn once(side: &Side, mut cmd: Command) -> anyhow::Result<[f64; 3]> {
     let f = run::measure(&mut cmd, b"", TIMEOUT)
         .with_context(|| format!("{}: {}", side.name, run::describe(&cmd)))?;
     let shown = String::from_utf8_lossy(&f.stdout);
@@ -91,9 +95,8 @@ fn once(side: &Side, mut cmd: Command) -> anyhow::Result<[f64; 3]> {
     ])
 }
 
-pub fn run(args: &TinyArgs) -> anyhow::Result<Table> {
-    let vmm = args.vmm.clone().unwrap_or_else(host::default_vmm);
-    let dir = Scratch::new("tiny")?;
+/// Writes the powering-off tiny guest (PVH) into `dir`; returns its path.
+pub fn write_guest(dir: &Scratch) -> anyhow::Result<PathBuf> {
     let elf = dir.path().join("tiny-pvh.elf");
     let image = tinyguest::elf_with(
         tinyguest::DEFAULT_MESSAGE,
@@ -101,6 +104,13 @@ pub fn run(args: &TinyArgs) -> anyhow::Result<Table> {
         tinyguest::Ending::PowerOff,
     );
     std::fs::write(&elf, image).with_context(|| format!("writing {}", elf.display()))?;
+    Ok(elf)
+}
+
+pub fn run(args: &TinyArgs) -> anyhow::Result<Table> {
+    let vmm = args.vmm.clone().unwrap_or_else(host::default_vmm);
+    let dir = Scratch::new("tiny")?;
+    let elf = write_guest(&dir)?;
 
     let mut series = [
         Series::new("start → first serial byte", "ms"),

@@ -95,6 +95,13 @@ pub fn enter() -> Result<(), CellError> {
         Some("size=64k,mode=0755"),
     )?;
     std::fs::create_dir(format!("{root}/dev")).map_err(sys("create /dev in the cell"))?;
+    // Whatever umask we were started with: the VM's uid must reach /dev.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        format!("{root}/dev"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .map_err(sys("set the mode of /dev in the cell"))?;
     for (dev, _) in DEVICES {
         if !Path::new(dev).exists() {
             continue;

@@ -27,6 +27,8 @@ pub struct Console {
 }
 
 impl Console {
+    /// Opens the console `config` describes (the serial file, or a raw
+    /// terminal on stdin); [`Console::start_input`] starts reading stdin.
     pub fn new(config: &SerialConfig) -> Result<Self, Error> {
         let slot: Slot = Arc::new(Mutex::new(None));
         let mut file = None;
@@ -44,14 +46,7 @@ impl Console {
                 })?;
                 file = Some(f);
             }
-            SerialConfig::Stdio => {
-                raw = RawTerminal::enter();
-                let slot = slot.clone();
-                std::thread::Builder::new()
-                    .name("console-in".into())
-                    .spawn(move || copy_input(std::io::stdin(), slot))
-                    .map_err(Error::Thread)?;
-            }
+            SerialConfig::Stdio => raw = RawTerminal::enter(),
             SerialConfig::Null => {}
         }
         Ok(Console {
@@ -60,6 +55,23 @@ impl Console {
             slot,
             _raw: raw,
         })
+    }
+
+    /// With `stdio`, starts the thread copying stdin into the UART (its
+    /// seccomp filter is the `console` kind).
+    pub fn start_input(&self) -> Result<(), Error> {
+        if self.config != SerialConfig::Stdio {
+            return Ok(());
+        }
+        let slot = self.slot.clone();
+        std::thread::Builder::new()
+            .name("console-in".into())
+            .spawn(move || {
+                crate::sandbox::enter_thread(crate::sandbox::ThreadKind::Console);
+                copy_input(std::io::stdin(), slot)
+            })
+            .map_err(Error::Thread)?;
+        Ok(())
     }
 
     /// A writer for a new UART's output.

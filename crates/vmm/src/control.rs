@@ -69,8 +69,8 @@ pub struct Control {
 }
 
 impl Control {
-    /// Binds `path` (a stale socket there is replaced) and starts serving.
-    pub fn start(path: &Path, config: &VmConfig, input: ConsoleInput) -> Result<Self, Error> {
+    /// Binds `path` (a stale socket there is replaced).
+    pub fn bind(path: &Path) -> Result<UnixListener, Error> {
         let open = |source| Error::Open {
             what: "API socket",
             path: path.display().to_string(),
@@ -93,6 +93,18 @@ impl Control {
                 UnixListener::bind(path).map_err(open)?
             }
         };
+        Ok(listener)
+    }
+
+    /// Starts serving on `listener`, bound at `path` by [`Control::bind`].
+    /// The listener thread (and so its connection threads) runs under the
+    /// `api` seccomp filter.
+    pub fn start(
+        listener: UnixListener,
+        path: &Path,
+        config: &VmConfig,
+        input: ConsoleInput,
+    ) -> Result<Self, Error> {
         let (tx, rx) = mpsc::channel();
         let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| Error::Io("eventfd", e))?;
         let shared = Arc::new(Shared {
@@ -110,7 +122,10 @@ impl Control {
         let handler = Arc::new(ControlHandler(shared.clone()));
         std::thread::Builder::new()
             .name("api-listener".into())
-            .spawn(move || vt_http::serve(listener, handler, Limits::default(), 32))
+            .spawn(move || {
+                crate::sandbox::enter_thread(crate::sandbox::ThreadKind::Api);
+                vt_http::serve(listener, handler, Limits::default(), 32)
+            })
             .map_err(Error::Thread)?;
         Ok(Control {
             shared,
@@ -225,6 +240,7 @@ impl Handler for ControlHandler {
                     state: *lock(&self.0.state),
                     pid: std::process::id(),
                     config: self.0.config.clone(),
+                    confinement: crate::sandbox::status(),
                 },
             ),
             ("GET", proto::COUNTERS) => json(200, &self.counters()),

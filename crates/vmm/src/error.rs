@@ -42,6 +42,8 @@ pub enum Error {
     Net(String, #[source] devices::virtio::net::TapError),
     #[error("PCI: {0}")]
     Pci(String),
+    #[error("confinement")]
+    Sandbox(#[from] crate::sandbox::Error),
 }
 
 impl Error {

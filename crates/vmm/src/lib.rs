@@ -13,6 +13,10 @@
 //! - with `--api-socket`, the **control socket** threads ([`control`]), whose
 //!   commands reach the event loop over a channel and an eventfd.
 //!
+//! Each thread confines itself with the seccomp filter of its kind, and the
+//! whole process with Landlock ([`sandbox`]; `vt-vmm --seccomp`,
+//! `--landlock`).
+//!
 //! When the loop sees the end of the VM it stops every vCPU, joins them, and
 //! returns a [`VmExit`].
 
@@ -21,6 +25,7 @@ pub mod control;
 mod error;
 pub mod memory;
 mod pci_devices;
+pub mod sandbox;
 mod setup;
 mod signals;
 pub mod vcpu;
@@ -44,15 +49,41 @@ pub fn run(config: &VmConfig) -> Result<VmExit, Error> {
 
 /// [`run`], with a control socket at `api_socket` ([`control`]).
 pub fn run_with_api(config: &VmConfig, api_socket: Option<&Path>) -> Result<VmExit, Error> {
+    run_confined(config, api_socket, sandbox::Policy::off())
+}
+
+/// [`run_with_api`], confined as `policy` says ([`sandbox`]). Once per
+/// process: the confinement cannot be lifted.
+///
+/// Order: everything opened once (serial file, control socket) is opened
+/// first; then Landlock restricts the process and every filter is
+/// compiled, before any thread starts; each thread installs its filter as
+/// it starts; the main thread installs its own once the first VM is built.
+pub fn run_confined(
+    config: &VmConfig,
+    api_socket: Option<&Path>,
+    policy: sandbox::Policy,
+) -> Result<VmExit, Error> {
     config.validate().map_err(Error::Config)?;
+    memory::check_host(config.memory_mib)?;
+    setup::check_boot_files(config)?;
     signals::init()?;
     let console = console::Console::new(&config.serial)?;
-    let control = match api_socket {
-        Some(p) => Some(control::Control::start(p, config, console.input())?),
-        None => None,
+    let listener = api_socket.map(control::Control::bind).transpose()?;
+    devices::virtio::worker::set_thread_start_hook(sandbox::enter_worker_thread);
+    sandbox::Confinement::enter(config, policy)?;
+    console.start_input()?;
+    let control = match (api_socket, listener) {
+        (Some(p), Some(l)) => Some(control::Control::start(l, p, config, console.input())?),
+        _ => None,
     };
+    let mut main_confined = false;
     loop {
         let vm = vm::Vm::build(config, &console)?;
+        if !main_confined {
+            sandbox::enter_thread(sandbox::ThreadKind::Main);
+            main_confined = true;
+        }
         match vm.run(control.as_ref())? {
             VmExit::Reboot if config.on_reboot == OnReboot::Restart => continue,
             exit => return Ok(exit),

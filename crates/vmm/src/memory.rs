@@ -12,13 +12,19 @@ pub fn host_memory_mib() -> Option<u64> {
     Some(kib / 1024)
 }
 
+/// Refuses `mib` MiB of guest memory when it exceeds the host's RAM (when
+/// that can be read: under Landlock, /proc/meminfo cannot, so the VMM
+/// checks before it restricts itself).
+pub fn check_host(mib: u64) -> Result<(), Error> {
+    match host_memory_mib() {
+        Some(host) if mib > host => Err(Error::MemoryExceedsHost { asked: mib, host }),
+        _ => Ok(()),
+    }
+}
+
 /// Maps `mib` MiB of guest memory following the platform layout.
 pub fn create(mib: u64) -> Result<GuestMemoryMmap, Error> {
-    if let Some(host) = host_memory_mib() {
-        if mib > host {
-            return Err(Error::MemoryExceedsHost { asked: mib, host });
-        }
-    }
+    check_host(mib)?;
     let bytes = mib << 20;
     let ranges: Vec<_> = arch::layout::ram_regions(bytes)
         .into_iter()

@@ -19,20 +19,35 @@ fn open(what: &'static str, path: &Path) -> Result<File, Error> {
     })
 }
 
+fn open_kernel(path: &Path) -> Result<File, Error> {
+    let file = open("kernel", path)?;
+    if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
+        return Err(Error::Open {
+            what: "kernel",
+            path: path.display().to_string(),
+            source: std::io::Error::other("is a directory"),
+        });
+    }
+    Ok(file)
+}
+
+/// Opens the kernel and initramfs once, so that a bad path gets its own
+/// error before Landlock (which would answer EACCES for a directory).
+pub fn check_boot_files(config: &VmConfig) -> Result<(), Error> {
+    open_kernel(&config.kernel)?;
+    if let Some(initrd) = &config.initrd {
+        open("initramfs", initrd)?;
+    }
+    Ok(())
+}
+
 /// Loads kernel, initramfs, command line and ACPI tables; returns the boot vCPU's entry.
 pub fn load_guest(mem: &GuestMemoryMmap, config: &VmConfig, cpus: u8) -> Result<BootCpu, Error> {
     let kernel_err = |source| Error::Kernel {
         path: config.kernel.display().to_string(),
         source,
     };
-    let mut kernel_file = open("kernel", &config.kernel)?;
-    if kernel_file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
-        return Err(Error::Open {
-            what: "kernel",
-            path: config.kernel.display().to_string(),
-            source: std::io::Error::other("is a directory"),
-        });
-    }
+    let mut kernel_file = open_kernel(&config.kernel)?;
     let kernel = boot::load_kernel(mem, &mut kernel_file).map_err(kernel_err)?;
     boot::write_cmdline(mem, &kernel, &config.cmdline).map_err(kernel_err)?;
     let initrd = match &config.initrd {

@@ -100,6 +100,7 @@ impl VcpuHandle {
         let (tx, rx) = std::sync::mpsc::channel();
         let name = format!("vcpu{}", vcpu.id());
         let thread = std::thread::Builder::new().name(name).spawn(move || {
+            crate::sandbox::enter_thread(crate::sandbox::ThreadKind::Vcpu);
             VcpuThread {
                 vcpu,
                 bus,

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use api::control::SeccompMode;
 use api::{parse_disk, parse_net, OnReboot, SerialConfig, VmConfig};
 use clap::{Parser, ValueEnum};
 
@@ -61,6 +62,34 @@ pub struct Args {
     /// A label for managers (found in /proc/PID/cmdline); unused otherwise.
     #[arg(long, value_name = "STR")]
     pub id: Option<String>,
+    /// seccomp filters per thread: `on` (a call outside the allow-list
+    /// kills the VMM), `log` (allowed and logged by the kernel), `off`.
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = SeccompArg::On)]
+    pub seccomp: SeccompArg,
+    /// Landlock: the VMM may open only its own files (`on`) or anything
+    /// its user may (`off`).
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = Switch::On)]
+    pub landlock: Switch,
+}
+
+/// `--seccomp` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SeccompArg {
+    /// A call outside the thread's allow-list kills the VMM.
+    On,
+    /// Such a call is allowed and logged by the kernel.
+    Log,
+    /// No filter.
+    Off,
+}
+
+/// `on` / `off` flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
 }
 
 /// `--on-reboot` values.
@@ -85,6 +114,18 @@ pub fn parse_serial(s: &str) -> Result<SerialConfig, String> {
 }
 
 impl Args {
+    /// The confinement `--seccomp` and `--landlock` ask for.
+    pub fn policy(&self) -> vmm::sandbox::Policy {
+        vmm::sandbox::Policy {
+            seccomp: match self.seccomp {
+                SeccompArg::On => SeccompMode::On,
+                SeccompArg::Log => SeccompMode::Log,
+                SeccompArg::Off => SeccompMode::Off,
+            },
+            landlock: self.landlock == Switch::On,
+        }
+    }
+
     /// The VM configuration these flags describe.
     pub fn to_config(&self) -> Result<VmConfig, String> {
         let config = VmConfig {
@@ -112,6 +153,31 @@ impl Args {
         };
         config.validate().map_err(|e| e.to_string())?;
         Ok(config)
+    }
+}
+
+/// Bad flags: `vt-vmm: error: ...` on one line and status 2 (`--help` and
+/// `--version` print as usual and exit 0).
+pub fn usage_error(e: clap::Error) -> std::process::ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        e.exit();
+    }
+    eprintln!("vt-vmm: error: {}", one_line(&e.to_string()));
+    std::process::ExitCode::from(2)
+}
+
+/// clap's message without its `error:` prefix, tips and usage, on one line.
+fn one_line(msg: &str) -> String {
+    let mut lines = msg
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more"));
+    let first = lines.next().unwrap_or("bad arguments");
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    match lines.next() {
+        Some(more) if more.starts_with('[') || first.ends_with(':') => format!("{first} {more}"),
+        _ => first.to_string(),
     }
 }
 
@@ -150,5 +216,30 @@ mod tests {
         assert_eq!(c.cmdline, "console=ttyS0");
         let a = Args::parse_from(["vt-vmm", "--kernel", "/k", "--cpus", "0"]);
         assert!(a.to_config().unwrap_err().contains("between 1 and 254"));
+    }
+
+    #[test]
+    fn confinement_flags() {
+        let on = Args::parse_from(["vt-vmm", "--kernel", "/k"]).policy();
+        assert_eq!(on, vmm::sandbox::Policy::default());
+        assert_eq!(on.seccomp, SeccompMode::On);
+        assert!(on.landlock);
+        let a = Args::parse_from(["vt-vmm", "--kernel", "/k", "--seccomp", "log"]);
+        assert_eq!(a.policy().seccomp, SeccompMode::Log);
+        let a = Args::parse_from([
+            "vt-vmm",
+            "--kernel",
+            "/k",
+            "--seccomp",
+            "off",
+            "--landlock",
+            "off",
+        ]);
+        assert_eq!(a.policy(), vmm::sandbox::Policy::off());
+        for bad in [["--seccomp", "maybe"], ["--landlock", "log"]] {
+            let mut argv = vec!["vt-vmm", "--kernel", "/k"];
+            argv.extend(bad);
+            assert!(Args::try_parse_from(argv).is_err(), "{bad:?}");
+        }
     }
 }

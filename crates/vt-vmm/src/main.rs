@@ -14,7 +14,10 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let args = cli::Args::parse();
+    let args = match cli::Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => return cli::usage_error(e),
+    };
     let mut config = match args.to_config() {
         Ok(c) => c,
         Err(msg) => {
@@ -39,7 +42,7 @@ fn main() -> ExitCode {
             }
         }
     }
-    match vmm::run_with_api(&config, api_socket.as_deref()) {
+    match vmm::run_confined(&config, api_socket.as_deref(), args.policy()) {
         Ok(exit @ (vmm::VmExit::PowerOff | vmm::VmExit::Reboot | vmm::VmExit::Stopped(_))) => {
             // Under a manager (with a control socket), say how the VM ended:
             // the manager may not be our parent any more to see the status.

@@ -13,6 +13,16 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 const STOP: u64 = u64::MAX;
+
+/// Called first thing in every worker thread: the VMM installs the worker
+/// seccomp filter there (this crate knows nothing of seccomp).
+static THREAD_START: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Sets the function every worker thread calls before anything else (the
+/// first call wins; later ones are ignored).
+pub fn set_thread_start_hook(hook: fn()) {
+    let _ = THREAD_START.set(hook);
+}
 /// Extra descriptors' tokens start here; queue n has token n.
 pub const EXTRA_BASE: u64 = 1 << 32;
 
@@ -78,6 +88,9 @@ impl Worker {
         let thread = std::thread::Builder::new()
             .name(name.to_string())
             .spawn(move || {
+                if let Some(hook) = THREAD_START.get() {
+                    hook();
+                }
                 let again: Vec<u64> = (0..queue_evts.len() as u64)
                     .filter(|i| queue_evts.get(*i as usize).is_some_and(Option::is_some))
                     .collect();

@@ -9,6 +9,37 @@ use std::time::Duration;
 
 use lab::{CpioWriter, Lab};
 
+/// Kills the VMM when the test ends, however it ends.
+pub struct Vmm(pub std::process::Child);
+
+impl Drop for Vmm {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// True when this host's /dev/kvm can be opened read-write.
+pub fn have_kvm() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+}
+
+/// Polls `f` every 10 ms for up to 10 s.
+pub fn wait_for(mut f: impl FnMut() -> bool, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// True (and says so) when `VT_LAB=never` turns Linux guest tests off.
 pub fn lab_disabled() -> bool {
     let off = std::env::var("VT_LAB").is_ok_and(|v| v == "never");
@@ -47,7 +78,11 @@ pub fn run_in_lab(name: &str, guest_script: &str, host_script: &str, limit: Dura
         .with_guest_artifacts()
         .add_file(initramfs_with(name, guest_script), "/vt/initramfs.cpio.gz")
         .add_binary(env!("CARGO_BIN_EXE_vt-vmm"), "/vt/vt-vmm")
-        .run_auto(host_script)
+        // A call a seccomp filter refused is in the L1's kernel log
+        // (audit type 1326, with its number): show it with the output.
+        .run_auto(&format!(
+            "{host_script}\nrc=$?\ndmesg | grep -a 'type=1326' | sed 's/^/VT-SECCOMP /'\nexit $rc\n"
+        ))
         .expect("lab run");
     eprintln!("{}", out.stdout);
     assert_eq!(out.exit_code, 0, "{}", out.stdout);

@@ -1,0 +1,38 @@
+//! The control socket's allow-list, installed first thing in the listener
+//! thread; its connection threads (started by the listener) inherit it.
+//!
+//! It accepts connections on the socket bound before confinement, reads
+//! the peer's credentials, sets the idle timeout, reads and writes HTTP on
+//! the connection, hands commands to the event loop (a channel and an
+//! eventfd write), and queues console input (UART FIFO, irqfd write).
+//! No `ioctl`, no `open`, no new sockets.
+
+use super::{Result, Rules};
+
+/// Adds the control socket threads' calls to `r`.
+pub fn rules(r: &mut Rules) -> Result<()> {
+    r.allow(&[
+        libc::SYS_accept4,
+        // std's UnixStream reads with recv and writes with send/write.
+        libc::SYS_recvfrom,
+        libc::SYS_sendto,
+        // Connection threads.
+        libc::SYS_clone3,
+    ]);
+    // SO_PEERCRED; SO_RCVTIMEO (idle timeout).
+    r.allow_when(
+        libc::SYS_getsockopt,
+        vec![
+            super::arg_eq(1, libc::SOL_SOCKET as u64)?,
+            super::arg_eq(2, libc::SO_PEERCRED as u64)?,
+        ],
+    )?;
+    r.allow_when(
+        libc::SYS_setsockopt,
+        vec![
+            super::arg_eq(1, libc::SOL_SOCKET as u64)?,
+            super::arg_eq(2, libc::SO_RCVTIMEO as u64)?,
+        ],
+    )?;
+    Ok(())
+}
