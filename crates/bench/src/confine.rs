@@ -30,8 +30,19 @@ pub struct ConfineArgs {
 }
 
 const MEMORY_MIB: u32 = 128;
-const ON: [&str; 4] = ["--seccomp", "on", "--landlock", "on"];
-const OFF: [&str; 4] = ["--seccomp", "off", "--landlock", "off"];
+const ON: &[&str] = &["--seccomp", "on", "--landlock", "on"];
+const OFF: &[&str] = &["--seccomp", "off", "--landlock", "off"];
+/// The cell too (`vt-vmm --jail`, as run by hand: open, unshare, fork,
+/// pivot_root, drop to this uid), then seccomp and Landlock.
+const JAILED: &[&str] = &[
+    "--seccomp",
+    "on",
+    "--landlock",
+    "on",
+    "--jail",
+    "--jail-uid",
+    "1879048192",
+];
 
 fn cmd(vmm: &Path, kernel: &Path, barriers: &[&str]) -> Command {
     let mut c = crate::tiny::ours_cmd(vmm, kernel, MEMORY_MIB);
@@ -44,36 +55,48 @@ pub fn run(args: &ConfineArgs) -> anyhow::Result<String> {
     let vmm = args.vmm.clone().unwrap_or_else(host::default_vmm);
     let dir = Scratch::new("confine")?;
     let elf = write_guest(&dir)?;
-    let mut on: [Vec<f64>; 3] = Default::default();
-    let mut off: [Vec<f64>; 3] = Default::default();
+    let mut sides: Vec<(&str, &[&str])> = vec![("off", OFF), ("seccomp + Landlock", ON)];
+    // SAFETY: geteuid has no arguments and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        sides.push(("+ jail", JAILED));
+    }
+    let mut samples: Vec<[Vec<f64>; 3]> = vec![Default::default(); sides.len()];
     for i in 0..args.warmup + args.runs {
-        // Alternate which side goes first, so neither always follows the other.
-        let (a, b) = if i % 2 == 0 { (ON, OFF) } else { (OFF, ON) };
-        let ra = once(&OURS, cmd(&vmm, &elf, &a))?;
-        let rb = once(&OURS, cmd(&vmm, &elf, &b))?;
-        if i < args.warmup {
-            continue;
-        }
-        let (r_on, r_off) = if i % 2 == 0 { (ra, rb) } else { (rb, ra) };
-        for k in 0..3 {
-            on[k].push(r_on[k]);
-            off[k].push(r_off[k]);
+        // Rotate which side goes first, so none always follows another.
+        for j in 0..sides.len() {
+            let side = (i + j) % sides.len();
+            let r = once(&OURS, cmd(&vmm, &elf, sides[side].1))?;
+            if i >= args.warmup {
+                for k in 0..3 {
+                    samples[side][k].push(r[k]);
+                }
+            }
         }
     }
-    let mut m = String::from("### Confinement cost: seccomp + Landlock on vs off (tiny guest)\n\n");
+    let mut m =
+        String::from("### Confinement cost: the cell, seccomp and Landlock (tiny guest)\n\n");
     m.push_str(&format!(
         "Command: `vt-bench confinement --runs {} --warmup {}` ({} runs a side, interleaved, \
-         the first side alternating; {MEMORY_MIB} MiB, 1 vCPU, the tiny guest prints a line \
-         then powers off)\n\n",
+         the first side rotating; {MEMORY_MIB} MiB, 1 vCPU, the tiny guest prints a line \
+         then powers off; the jailed side only as root)\n\n",
         args.runs, args.warmup, args.runs
     ));
-    m.push_str(&format!(
-        "- on: `{}`\n- off: `{}`\n\n",
-        run::describe(&cmd(&vmm, Path::new("tiny-pvh.elf"), &ON)),
-        run::describe(&cmd(&vmm, Path::new("tiny-pvh.elf"), &OFF))
-    ));
-    m.push_str("| metric | on: median (p90, min–max) | off: median (p90, min–max) | on − off (medians) |\n");
-    m.push_str("|---|---|---|---|\n");
+    for (name, flags) in &sides {
+        m.push_str(&format!(
+            "- {name}: `{}`\n",
+            run::describe(&cmd(&vmm, Path::new("tiny-pvh.elf"), flags))
+        ));
+    }
+    m.push_str("\n| metric | ");
+    for (name, _) in &sides {
+        m.push_str(&format!("{name}: median (p90, min–max) | "));
+    }
+    for (name, _) in sides.iter().skip(1) {
+        m.push_str(&format!("{name} − off | "));
+    }
+    m.push('\n');
+    m.push_str(&"|---".repeat(1 + 2 * sides.len() - 1));
+    m.push_str("|\n");
     for (k, (name, unit)) in [
         ("start → first serial byte", "ms"),
         ("start → process exit", "ms"),
@@ -82,7 +105,6 @@ pub fn run(args: &ConfineArgs) -> anyhow::Result<String> {
     .into_iter()
     .enumerate()
     {
-        let (a, b) = (summarize(&on[k]), summarize(&off[k]));
         let cell = |s: Option<crate::stats::Summary>| {
             s.map_or_else(
                 || "–".to_string(),
@@ -94,15 +116,19 @@ pub fn run(args: &ConfineArgs) -> anyhow::Result<String> {
                 },
             )
         };
-        let diff = match (a, b) {
-            (Some(a), Some(b)) => format!("{:+.2} {unit}", a.median - b.median),
-            _ => "–".into(),
-        };
-        m.push_str(&format!(
-            "| {name} | {} | {} | {diff} |\n",
-            cell(a),
-            cell(b)
-        ));
+        let sums: Vec<_> = samples.iter().map(|s| summarize(&s[k])).collect();
+        m.push_str(&format!("| {name} |"));
+        for s in &sums {
+            m.push_str(&format!(" {} |", cell(*s)));
+        }
+        for s in sums.iter().skip(1) {
+            let diff = match (s, &sums[0]) {
+                (Some(a), Some(b)) => format!("{:+.2} {unit}", a.median - b.median),
+                _ => "–".into(),
+            };
+            m.push_str(&format!(" {diff} |"));
+        }
+        m.push('\n');
     }
     Ok(m)
 }

@@ -103,7 +103,8 @@ pub fn enter(
         return Err("--jail needs root (it makes namespaces and drops to --jail-uid)".into());
     }
     // SAFETY: getpid has no arguments and cannot fail.
-    if unsafe { libc::getpid() } != 1 {
+    let hand_run = unsafe { libc::getpid() } != 1;
+    if hand_run {
         let bound = preopen(config, api)?;
         let flags = libc::CLONE_NEWNS
             | libc::CLONE_NEWPID
@@ -141,6 +142,13 @@ pub fn enter(
     }
     jail::privs::drop_to(args.uid, args.gid, limits)
         .map_err(|e| format!("jail: {}", crate::cli::error_chain(&e)))?;
+    if hand_run {
+        // Run by hand: the VM goes when its outside parent does (kill -9
+        // of the pid the user knows). Set after the uid change, which
+        // would clear it; a parent gone already leaves us to init.
+        // SAFETY: prctl with integer arguments.
+        unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    }
     Ok(Entered::Inside)
 }
 

@@ -48,9 +48,14 @@ echo "=== CASE reboot"
     --serial file=$T/con.log </dev/null 2>$T/err.log &
 pid=$!
 for i in $(seq 1200); do grep -q 'VT-GUEST boot=1' $T/con.log 2>/dev/null && break; sleep 0.1; done
-echo "VT-HOST seccomp=$(sed -n 's/^Seccomp:\s*//p' /proc/$pid/status)"
-echo "VT-HOST nnp=$(sed -n 's/^NoNewPrivs:\s*//p' /proc/$pid/status)"
-for t in /proc/$pid/task/*; do
+# The VMM runs jailed: the process we started waits outside, the VM is its child.
+vmm=$(cat /proc/$pid/task/$pid/children | cut -d' ' -f1)
+echo "VT-HOST seccomp=$(sed -n 's/^Seccomp:\s*//p' /proc/$vmm/status)"
+echo "VT-HOST nnp=$(sed -n 's/^NoNewPrivs:\s*//p' /proc/$vmm/status)"
+echo "VT-HOST uid=$(sed -n 's/^Uid:\s*\([0-9]*\).*/\1/p' /proc/$vmm/status)"
+echo "VT-HOST capeff=$(sed -n 's/^CapEff:\s*//p' /proc/$vmm/status)"
+echo "VT-HOST netns_differs=$([ "$(readlink /proc/$vmm/ns/net)" != "$(readlink /proc/self/ns/net)" ] && echo yes)"
+for t in /proc/$vmm/task/*; do
     echo "VT-HOST thread $(cat $t/comm)=$(sed -n 's/^Seccomp_filters:\s*//p' $t/status)"
 done
 timeout -s KILL 240 sh -c "while kill -0 $pid 2>/dev/null; do sleep 0.2; done"
@@ -87,6 +92,9 @@ fn linux_reboots_and_keeps_its_devices_under_seccomp_and_landlock() {
     let h = |k: &str| common::host_value(&body, k).unwrap_or_else(|| panic!("no {k}:\n{all}"));
     assert_eq!(h("seccomp"), "2");
     assert_eq!(h("nnp"), "1");
+    assert_eq!(h("uid"), common::LAB_VM_UID.to_string());
+    assert_eq!(h("capeff"), "0000000000000000");
+    assert_eq!(h("netns_differs"), "yes");
     assert_eq!(h("thread vt-vmm"), "1");
     assert_eq!(h("thread vcpu0"), "2");
     assert_eq!(h("thread vcpu1"), "2");

@@ -66,18 +66,40 @@ pub fn initramfs_with(name: &str, script: &str) -> PathBuf {
     path
 }
 
+/// The uid lab tests' VMMs run as (the first of vtd's default range).
+pub const LAB_VM_UID: u32 = 1_879_048_192;
+
+/// `$VTLAB_ROOT/vt/vt-vmm` in the lab: every lab test's VMM runs in a cell
+/// (`vt-vmm --jail`, its own uid, namespaces, no capabilities), on top of
+/// its default seccomp and Landlock, as under vtd. The real binary is
+/// `vt/bin/vt-vmm`; the VMM is the outside process's child.
+fn jailed_vmm_wrapper(dir: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("vt-vmm-jailed.sh");
+    let script = format!(
+        "#!/bin/sh\nexec \"$(dirname \"$0\")/bin/vt-vmm\" --jail --jail-uid {LAB_VM_UID} \"$@\"\n"
+    );
+    std::fs::write(&path, script).expect("write the jail wrapper");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
+}
+
 /// Runs `host_script` in the lab (or directly on VT-x/AMD-V) with the
-/// guest artifacts, this crate's `vt-vmm` at `$VTLAB_ROOT/vt/vt-vmm` and the
-/// guest initramfs plus `guest_script` at `$VTLAB_ROOT/vt/initramfs.cpio.gz`;
-/// checks the lab's own exit status and returns its output.
+/// guest artifacts, this crate's `vt-vmm` jailed at `$VTLAB_ROOT/vt/vt-vmm`
+/// ([`jailed_vmm_wrapper`]) and the guest initramfs plus `guest_script`
+/// at `$VTLAB_ROOT/vt/initramfs.cpio.gz`; checks the lab's own exit status
+/// and returns its output.
 pub fn run_in_lab(name: &str, guest_script: &str, host_script: &str, limit: Duration) -> String {
+    let initramfs = initramfs_with(name, guest_script);
+    let wrapper = jailed_vmm_wrapper(initramfs.parent().expect("a temp dir"));
     let out = Lab::new()
         .memory_mib(3072)
         .cpus(2)
         .timeout(limit)
         .with_guest_artifacts()
-        .add_file(initramfs_with(name, guest_script), "/vt/initramfs.cpio.gz")
-        .add_binary(env!("CARGO_BIN_EXE_vt-vmm"), "/vt/vt-vmm")
+        .add_file(initramfs, "/vt/initramfs.cpio.gz")
+        .add_binary(env!("CARGO_BIN_EXE_vt-vmm"), "/vt/bin/vt-vmm")
+        .add_file(wrapper, "/vt/vt-vmm")
         // A call a seccomp filter refused is in the L1's kernel log
         // (audit type 1326, with its number): show it with the output.
         .run_auto(&format!(
