@@ -37,13 +37,52 @@ pub enum CacheMode {
     Direct,
 }
 
-/// A virtio-blk disk backed by a raw file.
+/// An image format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskFormat {
+    /// The file's bytes are the disk's bytes.
+    Raw,
+    /// QEMU's copy-on-write format (v2 or v3).
+    Qcow2,
+}
+
+impl DiskFormat {
+    /// `"raw"` or `"qcow2"`, as in `format=`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DiskFormat::Raw => "raw",
+            DiskFormat::Qcow2 => "qcow2",
+        }
+    }
+
+    /// Parses `raw` or `qcow2`.
+    pub fn parse(v: &str) -> Result<DiskFormat, SpecError> {
+        match v {
+            "raw" => Ok(DiskFormat::Raw),
+            "qcow2" => Ok(DiskFormat::Qcow2),
+            _ => Err(SpecError::Value(
+                "format",
+                format!("'{v}' is not raw or qcow2"),
+            )),
+        }
+    }
+}
+
+/// A virtio-blk disk backed by an image file (raw or qcow2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiskConfig {
     pub path: PathBuf,
     #[serde(default)]
     pub readonly: bool,
+    /// The image format; unset probes, and refuses a writable image that
+    /// is not raw (pass `raw` to use an image header as plain bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<DiskFormat>,
+    /// No image lock (the user shares the disk between VMs on purpose).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shareable: bool,
     #[serde(default)]
     pub serial: Option<String>,
     #[serde(default)]
@@ -131,17 +170,22 @@ fn rate(key: &'static str, v: &str, r: &mut RateLimit) -> Result<(), SpecError> 
     Ok(())
 }
 
-/// `path=P[,readonly=on][,serial=S][,bw=BYTES/s][,iops=N][,cache=none|writeback]`.
+/// `path=P[,format=raw|qcow2][,readonly=on][,shareable=on][,serial=S][,bw=BYTES/s][,iops=N][,cache=none|writeback]`.
 pub fn parse_disk(spec: &str) -> Result<DiskConfig, SpecError> {
     let mut disk = DiskConfig {
         path: PathBuf::new(),
         readonly: false,
+        format: None,
+        shareable: false,
         serial: None,
         rate: RateLimit::default(),
         cache: CacheMode::Writeback,
     };
-    for (k, v) in pairs(spec, "path, readonly, serial, bw, iops, cache")? {
+    let keys = "path, format, readonly, shareable, serial, bw, iops, cache";
+    for (k, v) in pairs(spec, keys)? {
         match k {
+            "format" => disk.format = Some(DiskFormat::parse(v)?),
+            "shareable" => disk.shareable = on_off("shareable", v)?,
             "path" if !v.is_empty() => disk.path = v.into(),
             "path" => return Err(SpecError::Value("path", "empty".into())),
             "readonly" => disk.readonly = on_off("readonly", v)?,
@@ -267,11 +311,16 @@ mod tests {
         assert_eq!(d.rate.bytes_per_sec, Some(10 << 20));
         assert_eq!(d.rate.ops_per_sec, Some(200));
         assert_eq!(parse_disk("path=/y").unwrap().rate, RateLimit::default());
+        let q = parse_disk("path=/q,format=qcow2,shareable=on").unwrap();
+        assert_eq!((q.format, q.shareable), (Some(DiskFormat::Qcow2), true));
+        assert_eq!(parse_disk("path=/q").unwrap().format, None);
         for (bad, want) in [
             ("readonly=on", "'path' is required"),
             ("path=", "empty"),
             ("path=/x,path=/y", "given twice"),
-            ("path=/x,format=qcow2", "unknown key 'format'"),
+            ("path=/x,format=vmdk", "'vmdk' is not raw or qcow2"),
+            ("path=/x,bus=ide", "unknown key 'bus'"),
+            ("path=/x,shareable=maybe", "not on/off"),
             ("/x", "not key=value"),
             ("path=/x,readonly=maybe", "not on/off"),
             ("path=/x,cache=unsafe", "not none or writeback"),

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use api::VmConfig;
 use devices::pci::PciRoot;
 use devices::rate_limiter::RateLimiter;
-use devices::virtio::block::{Block, BlockOptions, RawFile};
+use devices::virtio::block::{Block, BlockOptions};
 use devices::virtio::net::Net;
 use devices::virtio::rng::Rng;
 use devices::virtio::{pci::BAR_SIZE, VirtioDevice, VirtioPci, VmHooks};
@@ -64,12 +64,17 @@ impl VmHooks for KvmHooks {
 fn virtio_devices(config: &VmConfig) -> Result<Vec<Box<dyn VirtioDevice>>, Error> {
     let mut out: Vec<Box<dyn VirtioDevice>> = Vec::new();
     for d in &config.disks {
-        let direct = d.cache == api::CacheMode::Direct;
-        let disk = RawFile::open_with(&d.path, d.readonly, direct).map_err(Error::Disk)?;
+        let opts = disk::OpenOptions {
+            readonly: d.readonly,
+            cache: d.cache,
+            format: d.format,
+            shareable: d.shareable,
+        };
+        let disk = disk::open_path(&d.path, &opts).map_err(Error::Disk)?;
         let limiter = RateLimiter::new(d.rate.bytes_per_sec, d.rate.ops_per_sec)
             .map_err(|e| Error::Io("timerfd", e))?;
         out.push(Box::new(Block::new(
-            Box::new(disk),
+            disk,
             BlockOptions {
                 readonly: d.readonly,
                 serial: d.serial.clone(),
