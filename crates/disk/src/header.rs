@@ -92,6 +92,8 @@ pub struct Header {
     pub refcount_table_clusters: u32,
     /// Internal snapshots.
     pub nb_snapshots: u32,
+    /// Host offset of the snapshot table.
+    pub snapshots_offset: u64,
     /// Incompatible feature bits (v3; 0 in v2).
     pub incompatible: u64,
     /// Compatible feature bits (v3; 0 in v2).
@@ -158,6 +160,7 @@ impl Header {
             refcount_table_offset: be64(b, 48)?,
             refcount_table_clusters: be32(b, 56)?,
             nb_snapshots: be32(b, 60)?,
+            snapshots_offset: be64(b, 64)?,
             incompatible,
             compatible,
             refcount_order,

@@ -18,12 +18,16 @@
 //! - images are locked with OFD locks on QEMU's lock bytes ([`lock`]):
 //!   one writer, or any number of readers, across VT System and QEMU.
 
+pub mod check;
+pub mod create;
 pub mod header;
+pub mod info;
 pub mod lock;
 pub mod open;
 pub mod probe;
 pub mod qcow2;
 pub mod raw;
+pub mod resize;
 
 use std::io;
 
@@ -31,8 +35,8 @@ use vm_memory::VolatileSlice;
 
 pub use api::{CacheMode, DiskFormat};
 pub use open::{
-    open_file, open_path, BackingOpener, ImageFile, OpenError, OpenOptions, PathOpener,
-    MAX_CHAIN_DEPTH,
+    open_file, open_image, open_path, BackingOpener, Image, ImageFile, OpenError, OpenOptions,
+    PathOpener, MAX_CHAIN_DEPTH,
 };
 pub use probe::Probed;
 pub use raw::RawFile;

@@ -170,6 +170,27 @@ pub fn open_file(
     opts: &OpenOptions,
     opener: &mut dyn BackingOpener,
 ) -> Result<Box<dyn DiskBackend>, OpenError> {
+    Ok(match open_image(image, opts, opener)? {
+        Image::Raw(r) => Box::new(r),
+        Image::Qcow2(q) => Box::new(q),
+    })
+}
+
+/// An opened disk by its format, for tools that need more than
+/// [`DiskBackend`] (resizing, say).
+pub enum Image {
+    /// A raw file or block device.
+    Raw(RawFile),
+    /// A qcow2 image with its backing chain.
+    Qcow2(Qcow2),
+}
+
+/// [`open_file`], keeping the format's own type.
+pub fn open_image(
+    image: ImageFile,
+    opts: &OpenOptions,
+    opener: &mut dyn BackingOpener,
+) -> Result<Image, OpenError> {
     let ImageFile { file, name, dir } = image;
     raw::file_size(&file).map_err(|e| OpenError::Raw(name.clone(), e))?;
     if !opts.shareable {
@@ -196,7 +217,7 @@ pub fn open_file(
             let direct = opts.cache == CacheMode::Direct;
             let raw = RawFile::from_file(file, opts.readonly, direct)
                 .map_err(|e| OpenError::Raw(name, e))?;
-            Ok(Box::new(raw))
+            Ok(Image::Raw(raw))
         }
         DiskFormat::Qcow2 => {
             if opts.cache == CacheMode::Direct {
@@ -214,7 +235,7 @@ pub fn open_file(
             if !q.size().is_multiple_of(SECTOR_SIZE) {
                 return Err(OpenError::Size(name, q.size()));
             }
-            Ok(Box::new(q))
+            Ok(Image::Qcow2(q))
         }
     }
 }

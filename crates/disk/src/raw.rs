@@ -84,6 +84,11 @@ impl RawFile {
         Self::from_file(file, readonly, direct).map_err(|e| OpenError::Raw(name, e))
     }
 
+    /// The underlying file.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
     /// The raw backend on an open file (readable, and writable unless
     /// `readonly`); with `direct`, a second O_DIRECT handle on it.
     pub fn from_file(file: File, readonly: bool, direct: bool) -> Result<Self, RawError> {

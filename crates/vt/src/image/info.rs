@@ -1,0 +1,121 @@
+//! `vt image info` output: qemu-img's human text and its JSON (the same
+//! field names as `qemu-img info --output=json`).
+
+use disk::info::ImageInfo;
+use serde_json::{json, Map, Value};
+
+/// `qemu-img info --output=json`'s object.
+pub fn json(i: &ImageInfo) -> Value {
+    let mut m = Map::new();
+    m.insert("virtual-size".into(), json!(i.virtual_size));
+    m.insert("filename".into(), json!(i.filename));
+    m.insert("format".into(), json!(i.format.name()));
+    m.insert("actual-size".into(), json!(i.actual_size));
+    m.insert("dirty-flag".into(), json!(i.dirty));
+    if let Some(q) = &i.qcow2 {
+        m.insert("cluster-size".into(), json!(q.cluster_size));
+        if let Some(b) = &q.backing_filename {
+            m.insert("backing-filename".into(), json!(b));
+        }
+        if let Some(b) = &q.full_backing_filename {
+            m.insert("full-backing-filename".into(), json!(b));
+        }
+        if let Some(b) = &q.backing_format {
+            m.insert("backing-filename-format".into(), json!(b));
+        }
+        let mut data = json!({
+            "compat": q.compat,
+            "compression-type": q.compression_type,
+            "lazy-refcounts": q.lazy_refcounts,
+            "refcount-bits": q.refcount_bits,
+            "corrupt": q.corrupt,
+            "extended-l2": q.extended_l2,
+        });
+        if q.compat == "0.10" {
+            // qemu-img shows only these for v2 images.
+            data = json!({ "compat": q.compat, "compression-type": q.compression_type, "refcount-bits": q.refcount_bits });
+        }
+        m.insert(
+            "format-specific".into(),
+            json!({ "type": "qcow2", "data": data }),
+        );
+    }
+    Value::Object(m)
+}
+
+/// Sizes as qemu-img prints them: `1 MiB`, `196 KiB`, `1.5 GiB`.
+fn human_size(n: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        let s = format!("{v:.3}");
+        let s = s.trim_end_matches('0').trim_end_matches('.');
+        format!("{s} {}", UNITS[u])
+    }
+}
+
+/// `qemu-img info`'s text.
+pub fn human(i: &ImageInfo) -> String {
+    let mut s = format!(
+        "image: {}\nfile format: {}\nvirtual size: {} ({} bytes)\ndisk size: {}\n",
+        i.filename,
+        i.format.name(),
+        human_size(i.virtual_size),
+        i.virtual_size,
+        human_size(i.actual_size)
+    );
+    if let Some(q) = &i.qcow2 {
+        s += &format!("cluster_size: {}\n", q.cluster_size);
+        if let Some(b) = &q.backing_filename {
+            s += &format!("backing file: {b}");
+            if q.full_backing_filename.as_ref() != Some(b) {
+                if let Some(f) = &q.full_backing_filename {
+                    s += &format!(" (actual path: {f})");
+                }
+            }
+            s.push('\n');
+        }
+        if let Some(f) = &q.backing_format {
+            s += &format!("backing file format: {f}\n");
+        }
+        if q.snapshots > 0 {
+            s += &format!("snapshots: {}\n", q.snapshots);
+        }
+        s += &format!(
+            "Format specific information:\n    compat: {}\n    compression type: {}\n",
+            q.compat, q.compression_type
+        );
+        if q.compat != "0.10" {
+            s += &format!(
+                "    lazy refcounts: {}\n    refcount bits: {}\n    corrupt: {}\n    extended l2: {}\n",
+                q.lazy_refcounts, q.refcount_bits, q.corrupt, q.extended_l2
+            );
+        } else {
+            s += &format!("    refcount bits: {}\n", q.refcount_bits);
+        }
+    }
+    if i.dirty {
+        s += "dirty flag: true\n";
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_like_qemu_img() {
+        assert_eq!(human_size(512), "512 B");
+        assert_eq!(human_size(1 << 20), "1 MiB");
+        assert_eq!(human_size(200704), "196 KiB");
+        assert_eq!(human_size(3 << 29), "1.5 GiB");
+    }
+}
