@@ -265,6 +265,17 @@ pub fn check(path: &Path, repair: Repair) -> Result<Report, CheckError> {
         LockMode::Shared
     };
     lock::lock(&file, &name, mode)?;
+    check_file(&file, &name, repair)
+}
+
+/// [`check`] on an open (and locked) file, shown as `name`; writable
+/// when repairing.
+pub fn check_file(file: &File, name: &str, repair: Repair) -> Result<Report, CheckError> {
+    let name = name.to_string();
+    let writable = repair != Repair::None;
+    let file = file
+        .try_clone()
+        .map_err(|e| CheckError::Io(name.clone(), e))?;
     let h = Header::read(&file).map_err(|e| CheckError::Header(name.clone(), e))?;
     if h.refcount_bits() < 8 {
         return Err(CheckError::RefcountWidth(name, h.refcount_bits()));

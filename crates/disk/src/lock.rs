@@ -145,6 +145,14 @@ mod tests {
     use super::*;
     use std::fs::OpenOptions;
 
+    /// The kill test forks a child: between fork and exec the child holds
+    /// copies of every fd, locks included, so the tests take turns.
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn serial() -> std::sync::MutexGuard<'static, ()> {
+        SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn temp(name: &str) -> std::path::PathBuf {
         let p = std::env::temp_dir().join(format!("vt-lock-{}-{name}", std::process::id()));
         std::fs::write(&p, vec![0u8; 4096]).unwrap();
@@ -157,6 +165,7 @@ mod tests {
 
     #[test]
     fn second_writer_refused() {
+        let _turn = serial();
         let p = temp("ww");
         let a = open(&p, true);
         lock(&a, "a", LockMode::Exclusive).unwrap();
@@ -179,6 +188,7 @@ mod tests {
 
     #[test]
     fn readers_share_and_keep_writers_out() {
+        let _turn = serial();
         let p = temp("rr");
         let a = open(&p, false);
         let b = open(&p, false);
@@ -211,6 +221,7 @@ mod tests {
     #[test]
     fn lock_released_when_holder_is_killed() {
         use std::io::BufRead;
+        let _turn = serial();
         let p = temp("kill");
         let mut child = std::process::Command::new(std::env::current_exe().unwrap())
             .args([

@@ -14,6 +14,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use crate::check;
 use crate::header::{Header, HeaderError};
 use crate::lock::{self, LockError, LockMode};
 use crate::probe::{self, Probed};
@@ -150,6 +151,12 @@ pub enum OpenError {
     DirectQcow2(String),
     #[error("disk {0}: size {1} is not a multiple of 512 bytes")]
     Size(String, u64),
+    #[error("disk {0}: cannot check the image before writing to it")]
+    Check(String, #[source] Box<check::CheckError>),
+    #[error(
+        "disk {0}: {1} metadata errors, refusing to write to it (first: {2}); see `vt image check`"
+    )]
+    Inconsistent(String, u64, String),
 }
 
 impl OpenError {
@@ -280,6 +287,22 @@ impl Chain<'_> {
         header
             .check_usable()
             .map_err(|e| OpenError::Header(image.name.clone(), e))?;
+        if writable {
+            // imago trusts the refcount structure when it allocates (a
+            // hostile one sent it into unbounded recursion under the fuzzer):
+            // a writable image must be consistent first, as `check` sees it.
+            let report = check::check_file(&image.file, &image.name, check::Repair::None)
+                .map_err(|e| OpenError::Check(image.name.clone(), Box::new(e)))?;
+            if report.corruptions > 0 {
+                let first = report.messages.iter().find(|m| m.starts_with("ERROR"));
+                let first = first.map_or("", |m| m.as_str()).to_string();
+                return Err(OpenError::Inconsistent(
+                    image.name,
+                    report.corruptions,
+                    first,
+                ));
+            }
+        }
         let backing = match &header.backing_file {
             None => None,
             Some(reference) => Some(self.backing(&image, reference, &header, depth)?),

@@ -214,20 +214,26 @@ fn corrupt_tables_are_errors_not_panics() {
     let l1 = u64::from_be_bytes(data[40..48].try_into().unwrap());
     let l2 = u64::from_be_bytes(data[l1 as usize..l1 as usize + 8].try_into().unwrap())
         & 0x00ff_ffff_ffff_fe00;
-    let first = data[l2 as usize..l2 as usize + 8].to_vec();
-    poke(&img, l2 + 8, &first); // a cluster referenced twice
+    let entry = |i: u64| data[(l2 + 8 * i) as usize..(l2 + 8 * i + 8) as usize].to_vec();
+    let used = (0..8192).find(|i| entry(*i) != [0u8; 8]).unwrap();
+    poke(&img, l2 + 8 * (used + 1), &entry(used)); // a cluster referenced twice
+                                                   // Writable opens need consistent metadata (allocation trusts it).
+    let e = err(&img, false);
+    assert!(e.contains("metadata errors, refusing to write"), "{e}");
     poke(
         &img,
-        l2 + 16,
+        l2 + 8 * (used + 2),
         &(0x8000_0000_0000_0000u64 | (1 << 50)).to_be_bytes(),
     );
     let mut d = open_path(&img, &opts(Some(DiskFormat::Qcow2), true)).unwrap();
     let mut buf = vec![0u8; 3 * 65536];
+    let at = used * 65536;
     // Past the end of the file reads as zeros (as in QEMU) or fails;
     // either way nothing outside the file is touched.
-    if d.read_at(0, &[vm_memory::VolatileSlice::from(&mut buf[..])])
+    if d.read_at(at, &[vm_memory::VolatileSlice::from(&mut buf[..])])
         .is_ok()
     {
+        assert_eq!(buf[..65536], buf[65536..2 * 65536]);
         assert!(buf[2 * 65536..].iter().all(|b| *b == 0));
     }
     drop(d);
