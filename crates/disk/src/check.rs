@@ -71,6 +71,8 @@ pub enum CheckError {
     RefcountWidth(String, u32),
     #[error(transparent)]
     Lock(#[from] LockError),
+    #[error("{0}")]
+    Size(String, #[source] crate::raw::RawError),
 }
 
 const OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
@@ -280,10 +282,8 @@ pub fn check_file(file: &File, name: &str, repair: Repair) -> Result<Report, Che
     if h.refcount_bits() < 8 {
         return Err(CheckError::RefcountWidth(name, h.refcount_bits()));
     }
-    let file_len = file
-        .metadata()
-        .map_err(|e| CheckError::Io(name.clone(), e))?
-        .len();
+    // A block device's metadata says 0: its size is where it ends.
+    let file_len = crate::raw::file_size(&file).map_err(|e| CheckError::Size(name.clone(), e))?;
     let cs = h.cluster_size();
     let nclusters = file_len.div_ceil(cs);
     let mut c = Checker {
