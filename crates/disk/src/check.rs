@@ -73,7 +73,13 @@ pub enum CheckError {
     Lock(#[from] LockError),
     #[error("{0}")]
     Size(String, #[source] crate::raw::RawError),
+    #[error("{0}: {1} clusters are more than check counts")]
+    TooLarge(String, u64),
 }
+
+/// Most host clusters a check counts (1 GiB of counters): a 64 TiB file
+/// at 64 KiB clusters; a (sparse) file beyond it is refused.
+const MAX_CLUSTERS: u64 = 1 << 29;
 
 const OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
 const COPIED: u64 = 1 << 63;
@@ -84,8 +90,9 @@ struct Checker {
     h: Header,
     cs: u64,
     file_len: u64,
-    /// Counted references per host cluster.
-    refs: Vec<u64>,
+    /// Counted references per host cluster (saturating: 2 bytes a
+    /// cluster, 32 MiB for a 1 TiB file at 64 KiB clusters).
+    refs: Vec<u16>,
     /// Active L1/L2 entries with their COPIED flag: (host offset, flag,
     /// where the entry lives).
     copied: Vec<(u64, bool)>,
@@ -118,7 +125,7 @@ impl Checker {
         let (first, last) = (off / self.cs, end.saturating_sub(1) / self.cs);
         for c in first..=last {
             if let Some(n) = self.refs.get_mut(c as usize) {
-                *n += 1;
+                *n = n.saturating_add(1);
             }
         }
         true
@@ -286,6 +293,9 @@ pub fn check_file(file: &File, name: &str, repair: Repair) -> Result<Report, Che
     let file_len = crate::raw::file_size(&file).map_err(|e| CheckError::Size(name.clone(), e))?;
     let cs = h.cluster_size();
     let nclusters = file_len.div_ceil(cs);
+    if nclusters > MAX_CLUSTERS {
+        return Err(CheckError::TooLarge(name, nclusters));
+    }
     let mut c = Checker {
         file,
         cs,
@@ -314,7 +324,7 @@ pub fn check_file(file: &File, name: &str, repair: Repair) -> Result<Report, Che
     }
     let mut fixes = Vec::new();
     for i in 0..nclusters {
-        let want = c.refs[i as usize];
+        let want = u64::from(c.refs[i as usize]);
         let (have, at) = c.stored(i, &rt);
         if want > 0 {
             c.r.image_end_offset = (i + 1) * cs;

@@ -129,7 +129,7 @@ pub enum OpenError {
     Probe(String, #[source] io::Error),
     #[error("disk {0} looks like a {1} image but no format was given; pass format={1} to use it as {1}, or format=raw to give the guest its bytes (header included)")]
     Unsafe(String, &'static str),
-    #[error("disk {0} is a {1} image, which is not supported (only raw and qcow2)")]
+    #[error("disk {0} looks like a {1} image, which is not supported (raw and qcow2 are); pass format=raw to give the guest its bytes")]
     Unsupported(String, &'static str),
     #[error("disk {0} is not a qcow2 image (format=qcow2 was given)")]
     NotQcow2(String),
