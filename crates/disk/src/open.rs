@@ -193,21 +193,55 @@ pub enum Image {
 }
 
 /// [`open_file`], keeping the format's own type.
+///
+/// On an error, the locks this call took are released again, even when
+/// the caller (or the opener) keeps other fds of the same open files.
 pub fn open_image(
     image: ImageFile,
     opts: &OpenOptions,
     opener: &mut dyn BackingOpener,
 ) -> Result<Image, OpenError> {
+    let mut locked = Vec::new();
+    let r = open_locked(image, opts, opener, &mut locked);
+    if r.is_err() {
+        locked.iter().for_each(lock::unlock);
+    }
+    r
+}
+
+/// Locks `file` in `mode` unless shareable, and keeps a handle on it in
+/// `locked` (to unlock it if the open fails later).
+fn lock_layer(
+    file: &File,
+    name: &str,
+    mode: LockMode,
+    shareable: bool,
+    locked: &mut Vec<File>,
+) -> Result<(), OpenError> {
+    if shareable {
+        return Ok(());
+    }
+    lock::lock(file, name, mode)?;
+    if let Ok(f) = file.try_clone() {
+        locked.push(f);
+    }
+    Ok(())
+}
+
+fn open_locked(
+    image: ImageFile,
+    opts: &OpenOptions,
+    opener: &mut dyn BackingOpener,
+    locked: &mut Vec<File>,
+) -> Result<Image, OpenError> {
     let ImageFile { file, name, dir } = image;
     raw::file_size(&file).map_err(|e| OpenError::Raw(name.clone(), e))?;
-    if !opts.shareable {
-        let mode = if opts.readonly {
-            LockMode::Shared
-        } else {
-            LockMode::Exclusive
-        };
-        lock::lock(&file, &name, mode)?;
-    }
+    let mode = if opts.readonly {
+        LockMode::Shared
+    } else {
+        LockMode::Exclusive
+    };
+    lock_layer(&file, &name, mode, opts.shareable, locked)?;
     let probed = probe::probe(&file).map_err(|e| OpenError::Probe(name.clone(), e))?;
     let format = match (opts.format, probed) {
         (Some(DiskFormat::Raw), _) => DiskFormat::Raw,
@@ -234,6 +268,7 @@ pub fn open_image(
                 opener,
                 shareable: opts.shareable,
                 seen: HashSet::new(),
+                locked,
             };
             let top = ImageFile { file, name, dir };
             let name = top.name.clone();
@@ -259,6 +294,8 @@ struct Chain<'a> {
     shareable: bool,
     /// (device, inode) of every layer so far: a layer seen twice is a loop.
     seen: HashSet<(u64, u64)>,
+    /// Handles on the files locked so far.
+    locked: &'a mut Vec<File>,
 }
 
 impl Chain<'_> {
@@ -339,9 +376,13 @@ impl Chain<'_> {
             .opener
             .open_backing(reference, &image.dir)
             .map_err(|e| OpenError::Backing(name(), reference.into(), e))?;
-        if !self.shareable {
-            lock::lock(&below.file, &below.name, LockMode::Shared)?;
-        }
+        lock_layer(
+            &below.file,
+            &below.name,
+            LockMode::Shared,
+            self.shareable,
+            self.locked,
+        )?;
         match format {
             DiskFormat::Qcow2 => {
                 if probe::probe(&below.file).ok() != Some(Probed::Qcow2) {

@@ -182,6 +182,25 @@ fn locks_are_qemus() {
     o.shareable = true;
     drop(open_path(&img, &o).unwrap());
     drop((r1, r2));
+    // A failed open leaves no lock behind, even while another fd of the
+    // same open file lives on (as when vtd passes an fd and keeps its own).
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&img)
+        .unwrap();
+    let kept = f.try_clone().unwrap();
+    let image = disk::ImageFile {
+        file: f,
+        name: "a.qcow2".into(),
+        dir: t.0.clone(),
+    };
+    let e = disk::open_file(image, &opts(None, false), &mut disk::PathOpener)
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("no format was given"), "{e}");
+    drop(open_path(&img, &opts(Some(DiskFormat::Qcow2), false)).unwrap());
+    drop(kept);
     // A backing file in use by an overlay is locked shared: no writer.
     let top = t.path("top.qcow2");
     qemu(
