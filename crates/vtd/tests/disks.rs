@@ -67,6 +67,11 @@ fn create_makes_qcow2_and_linked_clones_and_stores_formats() {
         d.join("base.qcow2").display().to_string()
     );
     assert_eq!(clone["backing-filename-format"], "qcow2");
+    // vt info shows each disk's format and allocation.
+    let out = vtd.vt(&["info", "c"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("clone.qcow2 (qcow2, "), "{text}");
+    assert!(text.contains(" allocated of 1 GiB)"), "{text}");
     // An existing image given without format= is probed once, here.
     let out = Command::new("qemu-img")
         .args(["create", "-q", "-f", "qcow2"])

@@ -44,7 +44,7 @@ pub fn json(i: &ImageInfo) -> Value {
 }
 
 /// Sizes as qemu-img prints them: `1 MiB`, `196 KiB`, `1.5 GiB`.
-fn human_size(n: u64) -> String {
+pub fn human_size(n: u64) -> String {
     const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
     let mut v = n as f64;
     let mut u = 0;

@@ -19,6 +19,7 @@ use disk::create::{CreateOptions, Preallocation};
 use disk::DiskFormat;
 
 use crate::cmd::output::Format;
+pub use info::human_size;
 
 #[derive(Subcommand)]
 pub enum ImageCommand {
