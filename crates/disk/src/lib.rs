@@ -23,6 +23,7 @@ pub mod create;
 pub mod header;
 pub mod info;
 pub mod lock;
+pub mod map;
 pub mod open;
 pub mod probe;
 pub mod qcow2;

@@ -483,3 +483,126 @@ fn check_repairs_an_image_left_dirty() {
         &["-f", "qcow2", "-c", "read -P 0x3 0 128k", "l.qcow2"],
     );
 }
+
+/// `vt image map` prints what `qemu-img map` prints, JSON and table, byte
+/// for byte: data, zero and unallocated clusters, several L2 tables, a
+/// compressed image and a qcow2 ← qcow2 ← sparse raw chain.
+#[test]
+fn map_equals_qemu_img() {
+    let t = scratch("map");
+    let d = t.0.as_path();
+    ok(
+        d,
+        "qemu-img",
+        &["create", "-q", "-f", "raw", "base.raw", "8M"],
+    );
+    ok(
+        d,
+        "qemu-io",
+        &["-f", "raw", "-c", "write -P 5 512k 64k", "base.raw"],
+    );
+    ok(
+        d,
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "base.raw",
+            "-F",
+            "raw",
+            "mid.qcow2",
+        ],
+    );
+    ok(
+        d,
+        "qemu-io",
+        &[
+            "-f",
+            "qcow2",
+            "-c",
+            "write -P 6 2M 128k",
+            "-c",
+            "write -z 4M 64k",
+            "mid.qcow2",
+        ],
+    );
+    ok(
+        d,
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "mid.qcow2",
+            "-F",
+            "qcow2",
+            "top.qcow2",
+        ],
+    );
+    ok(
+        d,
+        "qemu-io",
+        &[
+            "-f",
+            "qcow2",
+            "-c",
+            "write -P 7 0 64k",
+            "-c",
+            "write -P 8 2M 4k",
+            "top.qcow2",
+        ],
+    );
+    ok(
+        d,
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            "cluster_size=4096",
+            "small.qcow2",
+            "8M",
+        ],
+    );
+    ok(
+        d,
+        "qemu-io",
+        &[
+            "-f",
+            "qcow2",
+            "-c",
+            "write -P 1 0 8k",
+            "-c",
+            "write -P 2 3M 12k",
+            "-c",
+            "write -z 6M 4k",
+            "small.qcow2",
+        ],
+    );
+    ok(
+        d,
+        "qemu-img",
+        &["convert", "-c", "-O", "qcow2", "top.qcow2", "packed.qcow2"],
+    );
+    // Compressed clusters have no plain offset: the table refuses them.
+    assert_eq!(vt_code(d, &["map", "packed.qcow2"]), 1);
+    assert_eq!(code(d, "qemu-img", &["map", "packed.qcow2"]), 1);
+    assert_eq!(
+        ok(d, "vt", &["image", "map", "--output=json", "packed.qcow2"]),
+        ok(d, "qemu-img", &["map", "--output=json", "packed.qcow2"])
+    );
+    for f in ["top.qcow2", "mid.qcow2", "small.qcow2"] {
+        for args in [&["map", f][..], &["map", "--output=json", f][..]] {
+            let mut ours = vec!["image"];
+            ours.extend_from_slice(args);
+            assert_eq!(ok(d, "vt", &ours), ok(d, "qemu-img", args), "{args:?}");
+        }
+    }
+}

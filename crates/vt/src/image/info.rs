@@ -107,6 +107,49 @@ pub fn human(i: &ImageInfo) -> String {
     s
 }
 
+/// `qemu-img map --output=json`'s text, byte for byte.
+pub fn map_json(extents: &[disk::map::Extent]) -> String {
+    let lines: Vec<String> = extents
+        .iter()
+        .map(|e| {
+            let offset = e.offset.map_or(String::new(), |o| format!(", \"offset\": {o}"));
+            format!(
+                "{{ \"start\": {}, \"length\": {}, \"depth\": {}, \"present\": {}, \"zero\": {}, \"data\": {}{offset}}}",
+                e.start, e.length, e.depth, e.present, e.zero, e.data
+            )
+        })
+        .collect();
+    format!("[{}]\n", lines.join(",\n"))
+}
+
+/// `qemu-img map`'s table: the ranges stored as data in some file.
+pub fn map_human(extents: &[disk::map::Extent]) -> String {
+    // C's "%#-16x": no 0x for zero.
+    let hex = |v: u64| {
+        if v == 0 {
+            "0".to_string()
+        } else {
+            format!("{v:#x}")
+        }
+    };
+    let mut s = format!(
+        "{:<16}{:<16}{:<16}{}\n",
+        "Offset", "Length", "Mapped to", "File"
+    );
+    for e in extents.iter().filter(|e| e.data) {
+        if let Some(o) = e.offset {
+            s += &format!(
+                "{:<16}{:<16}{:<16}{}\n",
+                hex(e.start),
+                hex(e.length),
+                hex(o),
+                e.file
+            );
+        }
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -97,6 +97,14 @@ pub enum ImageCommand {
         source: PathBuf,
         dest: PathBuf,
     },
+    /// Show where each guest range lives, as `qemu-img map` (`--output=json`
+    /// gives its JSON).
+    Map {
+        /// Format; probed when omitted.
+        #[arg(short = 'f')]
+        format: Option<String>,
+        file: PathBuf,
+    },
     /// Change an image's virtual size, as `qemu-img resize`: SIZE, +SIZE or -SIZE.
     Resize {
         /// Format; probed when omitted.
@@ -265,6 +273,26 @@ pub fn run(cmd: ImageCommand, output: Format) -> anyhow::Result<ExitCode> {
                 progress: progress && !quiet,
             };
             c.run()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ImageCommand::Map { format: f, file } => {
+            let fmt = match opt_format(&f)? {
+                Some(f) => f,
+                None => disk::info::info(&file, None)?.format,
+            };
+            if fmt == DiskFormat::Raw {
+                bail!("map of raw images is not supported (qcow2 only)");
+            }
+            let extents = disk::map::map(&file)?;
+            match output {
+                Format::Json => print!("{}", info::map_json(&extents)),
+                Format::Table => {
+                    print!("{}", info::map_human(&extents));
+                    if extents.iter().any(|e| e.data && e.offset.is_none()) {
+                        bail!("File contains external, encrypted or compressed clusters.");
+                    }
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         ImageCommand::Resize {
