@@ -161,10 +161,7 @@ pub fn create(path: &Path, o: &CreateOptions) -> Result<u64, CreateError> {
 /// The virtual size of the backing file `reference` of a new image at
 /// `path`, opened read-only in `format`.
 fn backing_size(path: &Path, reference: &str, format: DiskFormat) -> Result<u64, CreateError> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => ".".into(),
-    };
+    let dir = crate::open::parent(path);
     let image = crate::BackingOpener::open_backing(&mut PathOpener, reference, &dir)
         .map_err(|e| CreateError::Backing(OpenError::Open(reference.into(), e)))?;
     let opts = OpenOptions {

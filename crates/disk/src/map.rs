@@ -281,10 +281,7 @@ fn seek(file: &File, at: u64, whence: libc::c_int) -> Option<u64> {
 pub fn map(path: &Path) -> Result<Vec<Extent>, MapError> {
     let name = path.display().to_string();
     let file = File::open(path).map_err(|e| MapError::Io(name.clone(), e))?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => ".".into(),
-    };
+    let dir = crate::open::parent(path);
     let top = Layer::open(ImageFile { file, name, dir }, 0)?;
     let mut out = Vec::new();
     top.map(0, top.size(), 0, &mut out)?;

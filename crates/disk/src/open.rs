@@ -55,7 +55,8 @@ impl ImageFile {
     }
 }
 
-fn parent(path: &Path) -> PathBuf {
+/// The directory of `path` (`.` for a bare file name).
+pub(crate) fn parent(path: &Path) -> PathBuf {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
