@@ -27,6 +27,8 @@ pub struct ImageInfo {
     pub dirty: bool,
     /// qcow2 only.
     pub qcow2: Option<Qcow2Info>,
+    /// Internal snapshots (qcow2).
+    pub snapshots: Vec<crate::snapshot::Snapshot>,
 }
 
 /// The qcow2 part of [`ImageInfo`].
@@ -103,6 +105,7 @@ pub fn info(path: &Path, format: Option<DiskFormat>) -> Result<ImageInfo, InfoEr
         actual_size: meta.blocks() * 512,
         dirty: false,
         qcow2: None,
+        snapshots: Vec::new(),
     };
     match format {
         DiskFormat::Raw => {
@@ -112,6 +115,7 @@ pub fn info(path: &Path, format: Option<DiskFormat>) -> Result<ImageInfo, InfoEr
             let h = Header::read(&file).map_err(|e| InfoError::Header(name.clone(), e))?;
             out.virtual_size = h.size;
             out.dirty = h.dirty();
+            out.snapshots = crate::snapshot::read_table(&file, &h).unwrap_or_default();
             out.qcow2 = Some(Qcow2Info {
                 cluster_size: h.cluster_size(),
                 compat: h.compat(),

@@ -29,6 +29,7 @@ pub mod probe;
 pub mod qcow2;
 pub mod raw;
 pub mod resize;
+pub mod snapshot;
 
 use std::io;
 

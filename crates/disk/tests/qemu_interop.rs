@@ -223,3 +223,49 @@ fn locks_are_qemus() {
     assert!(e.to_string().contains("in use by another process"), "{e}");
     drop(d);
 }
+
+/// Writing to an image with an internal snapshot leaves the snapshot
+/// intact (clusters shared with it are copied, not overwritten): qemu-img
+/// reads the snapshot back as it was, and `check` is clean for both tools.
+#[test]
+fn writes_keep_internal_snapshots() {
+    let t = Scratch::new("snap");
+    let img = t.path("s.qcow2");
+    qemu("qemu-img", &["create", "-q", "-f", "qcow2", s(&img), "4M"]);
+    qemu(
+        "qemu-io",
+        &["-f", "qcow2", "-c", "write -P 0x11 0 1M", s(&img)],
+    );
+    qemu("qemu-img", &["snapshot", "-c", "first", s(&img)]);
+    let mut d = open_path(&img, &opts(Some(DiskFormat::Qcow2), false)).unwrap();
+    write(d.as_mut(), 4096, &mut vec![0x22u8; 512 << 10]);
+    d.discard(768 << 10, 64 << 10).unwrap();
+    d.flush().unwrap();
+    drop(d);
+    let (code, out) = qemu_status(&["check", s(&img)]);
+    assert_eq!(code, 0, "{out}");
+    let r = disk::check::check(&img, disk::check::Repair::None).unwrap();
+    assert_eq!(r.exit_code(), 0, "{}", r.text());
+    let snap = t.path("snap.raw");
+    qemu(
+        "qemu-img",
+        &[
+            "convert",
+            "-l",
+            "snapshot.name=first",
+            "-O",
+            "raw",
+            s(&img),
+            s(&snap),
+        ],
+    );
+    let mut want = vec![0x11u8; 1 << 20];
+    want.resize(4 << 20, 0);
+    assert_eq!(first_diff(&std::fs::read(&snap).unwrap(), &want), None);
+    let names: Vec<String> = disk::snapshot::list(&img)
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, ["first"]);
+}

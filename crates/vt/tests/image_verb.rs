@@ -606,3 +606,31 @@ fn map_equals_qemu_img() {
         }
     }
 }
+
+/// `snapshot -l` prints qemu-img's table; `info --output=json` has the
+/// same `snapshots` list.
+#[test]
+fn snapshot_list_equals_qemu_img() {
+    let t = scratch("snap");
+    let d = t.0.as_path();
+    ok(
+        d,
+        "qemu-img",
+        &["create", "-q", "-f", "qcow2", "s.qcow2", "1M"],
+    );
+    ok(d, "qemu-img", &["snapshot", "-c", "first", "s.qcow2"]);
+    ok(
+        d,
+        "qemu-img",
+        &["snapshot", "-c", "a-name-longer-than-17", "s.qcow2"],
+    );
+    assert_eq!(
+        ok(d, "vt", &["image", "snapshot", "-l", "s.qcow2"]),
+        ok(d, "qemu-img", &["snapshot", "-l", "s.qcow2"])
+    );
+    assert_eq!(
+        json(d, "vt", "s.qcow2")["snapshots"],
+        json(d, "qemu-img", "s.qcow2")["snapshots"]
+    );
+    assert_eq!(vt_code(d, &["snapshot", "-c", "x", "s.qcow2"]), 1);
+}

@@ -37,8 +37,7 @@ impl Convert<'_> {
         let mut src = disk::open_path(self.source, &src_opts)?;
         let size = src.size();
         self.create.size = Some(size);
-        disk::create::create(self.dest, &self.create)
-            .with_context(|| format!("cannot create {}", self.dest.display()))?;
+        disk::create::create(self.dest, &self.create)?;
         let dst_opts = OpenOptions {
             format: self.create.format,
             ..Default::default()

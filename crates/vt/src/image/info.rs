@@ -12,6 +12,28 @@ pub fn json(i: &ImageInfo) -> Value {
     m.insert("format".into(), json!(i.format.name()));
     m.insert("actual-size".into(), json!(i.actual_size));
     m.insert("dirty-flag".into(), json!(i.dirty));
+    if !i.snapshots.is_empty() {
+        let list: Vec<Value> = i
+            .snapshots
+            .iter()
+            .map(|s| {
+                let mut o = json!({
+                    "vm-clock-nsec": s.vm_clock_nsec % 1_000_000_000,
+                    "name": s.name,
+                    "date-sec": s.date_sec,
+                    "date-nsec": s.date_nsec,
+                    "vm-clock-sec": s.vm_clock_nsec / 1_000_000_000,
+                    "id": s.id,
+                    "vm-state-size": s.vm_state_size,
+                });
+                if let Some(ic) = s.icount {
+                    o["icount"] = json!(ic);
+                }
+                o
+            })
+            .collect();
+        m.insert("snapshots".into(), Value::Array(list));
+    }
     if let Some(q) = &i.qcow2 {
         m.insert("cluster-size".into(), json!(q.cluster_size));
         if let Some(b) = &q.backing_filename {
@@ -103,6 +125,55 @@ pub fn human(i: &ImageInfo) -> String {
     }
     if i.dirty {
         s += "dirty flag: true\n";
+    }
+    s
+}
+
+/// `date_sec` as local time, `%Y-%m-%d %H:%M:%S` (as QEMU prints it).
+fn local_time(secs: u32) -> String {
+    let t = libc::time_t::from(secs);
+    // SAFETY: tm is plain data; localtime_r writes into it and keeps no pointer.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are to live locals for the duration of the call.
+    if unsafe { libc::localtime_r(&t, &mut tm) }.is_null() {
+        return String::new();
+    }
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    )
+}
+
+/// `qemu-img snapshot -l`'s table (QEMU's `bdrv_snapshot_dump` layout).
+pub fn snapshot_table(snaps: &[disk::snapshot::Snapshot]) -> String {
+    let mut s = format!(
+        "Snapshot list:\n{:<10}{:<17}{:>8}{:>20}{:>13}{:>11}\n",
+        "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK", "ICOUNT"
+    );
+    for sn in snaps {
+        let ms = sn.vm_clock_nsec / 1_000_000;
+        let clock = format!(
+            "{:02}:{:02}:{:02}.{:03}",
+            ms / 3_600_000,
+            ms / 60_000 % 60,
+            ms / 1000 % 60,
+            ms % 1000
+        );
+        let icount = sn.icount.map_or(String::new(), |i| i.to_string());
+        s += &format!(
+            "{:<9} {:<16} {:>8}{:>20}{:>13}{:>11}\n",
+            sn.id,
+            sn.name,
+            human_size(sn.vm_state_size),
+            local_time(sn.date_sec),
+            clock,
+            icount
+        );
     }
     s
 }

@@ -12,7 +12,7 @@ mod size;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, bail};
 use clap::Subcommand;
 use disk::check::Repair;
 use disk::create::{CreateOptions, Preallocation};
@@ -103,6 +103,23 @@ pub enum ImageCommand {
         /// Format; probed when omitted.
         #[arg(short = 'f')]
         format: Option<String>,
+        file: PathBuf,
+    },
+    /// Internal snapshots, as `qemu-img snapshot`: `-l` lists them (creating,
+    /// applying and deleting are not supported yet).
+    Snapshot {
+        /// List the snapshots.
+        #[arg(short = 'l')]
+        list: bool,
+        /// Create a snapshot (not supported yet).
+        #[arg(short = 'c', value_name = "NAME")]
+        create: Option<String>,
+        /// Apply a snapshot (not supported yet).
+        #[arg(short = 'a', value_name = "NAME")]
+        apply: Option<String>,
+        /// Delete a snapshot (not supported yet).
+        #[arg(short = 'd', value_name = "NAME")]
+        delete: Option<String>,
         file: PathBuf,
     },
     /// Change an image's virtual size, as `qemu-img resize`: SIZE, +SIZE or -SIZE.
@@ -200,8 +217,7 @@ pub fn run(cmd: ImageCommand, output: Format) -> anyhow::Result<ExitCode> {
                 };
                 o.backing = Some((b, format(&bf)?));
             }
-            let size = disk::create::create(&file, &o)
-                .with_context(|| format!("cannot create {}", file.display()))?;
+            let size = disk::create::create(&file, &o)?;
             if !quiet {
                 println!(
                     "Formatting '{}', fmt={} size={size}",
@@ -293,6 +309,20 @@ pub fn run(cmd: ImageCommand, output: Format) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        ImageCommand::Snapshot {
+            list,
+            create,
+            apply,
+            delete,
+            file,
+        } => {
+            if create.is_some() || apply.is_some() || delete.is_some() || !list {
+                bail!("only snapshot -l (list) is supported yet");
+            }
+            let snaps = disk::snapshot::list(&file)?;
+            print!("{}", info::snapshot_table(&snaps));
             Ok(ExitCode::SUCCESS)
         }
         ImageCommand::Resize {
