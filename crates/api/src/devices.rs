@@ -73,6 +73,7 @@ impl DiskFormat {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiskConfig {
+    /// The image file or block device.
     pub path: PathBuf,
     #[serde(default)]
     pub readonly: bool,

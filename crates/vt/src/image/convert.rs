@@ -19,15 +19,21 @@ const BLOCK: usize = 64 << 10;
 
 /// One conversion.
 pub struct Convert<'a> {
+    /// The image to read.
     pub source: &'a Path,
+    /// Its format; probed (read-only) when `None`.
     pub source_format: Option<DiskFormat>,
+    /// The image to create (overwritten if it exists, as qemu-img does).
     pub dest: &'a Path,
     /// Format and options of the destination (its size is the source's).
     pub create: CreateOptions,
+    /// Draw a progress bar (only when stderr is a terminal).
     pub progress: bool,
 }
 
 impl Convert<'_> {
+    /// Creates the destination and copies every non-zero block into it,
+    /// then flushes it.
     pub fn run(mut self) -> anyhow::Result<()> {
         let src_opts = OpenOptions {
             readonly: true,

@@ -180,6 +180,8 @@ fn on_off(v: &str) -> anyhow::Result<bool> {
     }
 }
 
+/// Runs one `vt image` verb; `output` is the global `--output` (`json`
+/// for `info` and `map`). Returns qemu-img's exit status for the verb.
 pub fn run(cmd: ImageCommand, output: Format) -> anyhow::Result<ExitCode> {
     match cmd {
         ImageCommand::FetchLinux { dir } => {
