@@ -50,7 +50,7 @@ impl Convert<'_> {
         };
         let mut dst = disk::open_path(self.dest, &dst_opts)?;
         let bar = (self.progress && std::io::stderr().is_terminal()).then(|| {
-            let b = indicatif::ProgressBar::new(size);
+            let b = indicatif::ProgressBar::new(size.max(1));
             b.set_style(
                 indicatif::ProgressStyle::with_template(
                     "{bar:40} {percent:>3}% {bytes}/{total_bytes} {eta}",
@@ -60,16 +60,20 @@ impl Convert<'_> {
             b
         });
         let mut buf = vec![0u8; CHUNK];
-        let mut at = 0u64;
-        while at < size {
-            let n = (size - at).min(CHUNK as u64) as usize;
-            src.read_at(at, &[VolatileSlice::from(&mut buf[..n])])
-                .with_context(|| format!("cannot read {} at {at}", self.source.display()))?;
-            copy_nonzero(dst.as_mut(), at, &mut buf[..n])
-                .with_context(|| format!("cannot write {} at {at}", self.dest.display()))?;
-            at += n as u64;
-            if let Some(b) = &bar {
-                b.set_position(at);
+        let mut done = 0u64;
+        for (start, len) in self.ranges(size) {
+            let mut at = start;
+            while at < start + len {
+                let n = (start + len - at).min(CHUNK as u64) as usize;
+                src.read_at(at, &[VolatileSlice::from(&mut buf[..n])])
+                    .with_context(|| format!("cannot read {} at {at}", self.source.display()))?;
+                copy_nonzero(dst.as_mut(), at, &mut buf[..n])
+                    .with_context(|| format!("cannot write {} at {at}", self.dest.display()))?;
+                at += n as u64;
+                done += n as u64;
+                if let Some(b) = &bar {
+                    b.set_position(done);
+                }
             }
         }
         dst.flush()
@@ -78,6 +82,29 @@ impl Convert<'_> {
             b.finish();
         }
         Ok(())
+    }
+}
+
+impl Convert<'_> {
+    /// The guest ranges worth reading: all but those the source's map says
+    /// read as zeros (holes of a raw file, unallocated or zero clusters down
+    /// a qcow2 chain). The whole disk when the map is not to be trusted
+    /// (it cannot be read, or the file was forced to another format than
+    /// its header says).
+    fn ranges(&self, size: u64) -> Vec<(u64, u64)> {
+        let whole = vec![(0, size)];
+        let probed = disk::info::info(self.source, None).map(|i| i.format).ok();
+        if self.source_format.is_some() && self.source_format != probed {
+            return whole;
+        }
+        match disk::map::map(self.source) {
+            Ok(extents) => extents
+                .iter()
+                .filter(|e| !e.zero && e.start < size)
+                .map(|e| (e.start, e.length.min(size - e.start)))
+                .collect(),
+            Err(_) => whole,
+        }
     }
 }
 
