@@ -93,8 +93,7 @@ struct Checker {
     /// Counted references per host cluster (saturating: 2 bytes a
     /// cluster, 32 MiB for a 1 TiB file at 64 KiB clusters).
     refs: Vec<u16>,
-    /// Active L1/L2 entries with their COPIED flag: (host offset, flag,
-    /// where the entry lives).
+    /// Active L1/L2 entries as (host offset they point to, COPIED flag).
     copied: Vec<(u64, bool)>,
     /// The previous active data cluster (fragmentation).
     last_data: Option<u64>,

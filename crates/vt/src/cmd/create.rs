@@ -244,9 +244,17 @@ fn make_disks(disks: &mut [DiskSpec], new: &[NewDisk]) -> CliResult<Vec<PathBuf>
             } => Ok(false),
             _ => make_disk(disk, new),
         };
-        let step = step.and_then(|m| {
-            disk.format = Some(detect_format(disk)?);
-            Ok(m)
+        let step = step.and_then(|made_now| match detect_format(disk) {
+            Ok(f) => {
+                disk.format = Some(f);
+                Ok(made_now)
+            }
+            Err(e) => {
+                if made_now {
+                    let _ = std::fs::remove_file(&disk.path);
+                }
+                Err(e)
+            }
         });
         match step {
             Ok(true) => made.push(disk.path.clone()),
