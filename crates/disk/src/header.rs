@@ -62,7 +62,7 @@ pub enum HeaderError {
     Unknown(u64),
     #[error("qcow2 image is marked corrupt; repair it with `qemu-img check -r all` first")]
     Corrupt,
-    #[error("qcow2 image is dirty (not closed cleanly with lazy refcounts); repair it with `vt image check -r all` first")]
+    #[error("qcow2 image is dirty (not closed cleanly with lazy refcounts); open it writable once, or repair it with `vt image check -r all`")]
     Dirty,
 }
 

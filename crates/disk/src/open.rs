@@ -320,8 +320,22 @@ impl Chain<'_> {
         depth: usize,
     ) -> Result<Layer, OpenError> {
         self.identity(&image)?;
-        let header =
-            Header::read(&image.file).map_err(|e| OpenError::Header(image.name.clone(), e))?;
+        let read =
+            |f: &ImageFile| Header::read(&f.file).map_err(|e| OpenError::Header(f.name.clone(), e));
+        let mut header = read(&image)?;
+        if writable && header.dirty() && !header.corrupt() {
+            // Left dirty (lazy refcounts, a writer that did not close): as
+            // QEMU does on the first writable open, rebuild the refcounts
+            // from the tables (`check -r all`), which clears the bit.
+            let report = check::check_file(&image.file, &image.name, check::Repair::All)
+                .map_err(|e| OpenError::Check(image.name.clone(), Box::new(e)))?;
+            log::info!(
+                "{}: dirty image repaired ({} refcounts fixed)",
+                image.name,
+                report.corruptions_fixed + report.leaks_fixed
+            );
+            header = read(&image)?;
+        }
         header
             .check_usable()
             .map_err(|e| OpenError::Header(image.name.clone(), e))?;

@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use disk::{open_path, DiskFormat};
+use std::error::Error;
 
 const MIB: usize = 1 << 20;
 
@@ -268,4 +269,63 @@ fn writes_keep_internal_snapshots() {
         .map(|s| s.name)
         .collect();
     assert_eq!(names, ["first"]);
+}
+
+/// An image a lazy-refcounts writer left dirty (qemu-io killed after a
+/// write): read-only opens refuse it clearly; the first writable open
+/// rebuilds its refcounts and clears the bit, as QEMU does; then both
+/// tools find it clean and the data is there.
+#[test]
+fn writable_open_repairs_a_dirty_image() {
+    let t = Scratch::new("dirty");
+    let img = t.path("l.qcow2");
+    qemu(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            "lazy_refcounts=on",
+            s(&img),
+            "4M",
+        ],
+    );
+    let _ = std::process::Command::new("qemu-io")
+        .args([
+            "-f",
+            "qcow2",
+            "-c",
+            "write -P 0x3 0 128k",
+            "-c",
+            "sigraise 9",
+            s(&img),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(qemu_status(&["check", s(&img)]).0, 2, "not left dirty");
+    let e = open_path(&img, &opts(Some(DiskFormat::Qcow2), true))
+        .err()
+        .unwrap();
+    assert!(e.source().unwrap().to_string().contains("is dirty"), "{e}");
+    let mut d = open_path(&img, &opts(Some(DiskFormat::Qcow2), false)).unwrap();
+    assert_eq!(read(d.as_mut(), 0, 128 << 10), vec![0x3u8; 128 << 10]);
+    write(d.as_mut(), 1 << 20, &mut vec![0x4u8; 4096]);
+    d.flush().unwrap();
+    drop(d);
+    let (code, out) = qemu_status(&["check", s(&img)]);
+    assert_eq!(code, 0, "{out}");
+    qemu(
+        "qemu-io",
+        &[
+            "-f",
+            "qcow2",
+            "-c",
+            "read -P 0x3 0 128k",
+            "-c",
+            "read -P 0x4 1M 4k",
+            s(&img),
+        ],
+    );
 }
