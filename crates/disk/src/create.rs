@@ -105,6 +105,15 @@ pub fn create(path: &Path, o: &CreateOptions) -> Result<u64, CreateError> {
     if !cluster.is_power_of_two() || !(512..=2 << 20).contains(&cluster) {
         return Err(CreateError::ClusterSize(cluster));
     }
+    // Options checked before anything on disk changes.
+    if format == DiskFormat::Raw {
+        if o.backing.is_some() {
+            return Err(CreateError::RawOption("backing file"));
+        }
+        if o.lazy_refcounts || o.cluster_size.is_some() {
+            return Err(CreateError::RawOption("cluster_size or lazy_refcounts"));
+        }
+    }
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -116,12 +125,6 @@ pub fn create(path: &Path, o: &CreateOptions) -> Result<u64, CreateError> {
     file.set_len(0).map_err(io_err)?;
     match format {
         DiskFormat::Raw => {
-            if o.backing.is_some() {
-                return Err(CreateError::RawOption("backing file"));
-            }
-            if o.lazy_refcounts || o.cluster_size.is_some() {
-                return Err(CreateError::RawOption("cluster_size or lazy_refcounts"));
-            }
             file.set_len(size).map_err(io_err)?;
             if o.preallocation != Preallocation::Off {
                 fallocate(&file, size).map_err(io_err)?;

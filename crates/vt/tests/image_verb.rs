@@ -232,6 +232,24 @@ fn created_images_pass_qemu_img_check() {
         json(d, "qemu-img", "d.qcow2")["format-specific"]["data"]["lazy-refcounts"],
         true
     );
+    // Bad options change nothing on disk.
+    let before = std::fs::read(d.join("a.qcow2")).unwrap();
+    assert_eq!(
+        vt_code(
+            d,
+            &[
+                "create",
+                "-f",
+                "raw",
+                "-o",
+                "cluster_size=4096",
+                "a.qcow2",
+                "1M"
+            ]
+        ),
+        1
+    );
+    assert_eq!(std::fs::read(d.join("a.qcow2")).unwrap(), before);
     // A size with no backing file is refused; -b without -F too.
     assert_eq!(vt_code(d, &["create", "-f", "qcow2", "e.qcow2"]), 1);
     assert_eq!(
