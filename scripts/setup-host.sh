@@ -2,6 +2,7 @@
 # Installs what VT System's build, tests and lab need on a fresh Debian host
 # (run as root). Idempotent: packages already present are left alone.
 #   qemu-system-x86   the lab (QEMU TCG) and the peer VMM in benchmarks
+#   qemu-utils        qemu-img and qemu-io: the referee of the disk crate's qcow2 interop tests
 #   busybox-static, cpio, lz4, zstd, xz-utils, file, binutils
 #                     guest artifacts (scripts/guest-artifacts.sh)
 #   iproute2, util-linux, bsdutils
@@ -10,7 +11,7 @@
 #   iperf3            vt-bench io (TCP between guest and lab host)
 #   curl              vtd tests: raw API calls as another user
 set -euo pipefail
-PKGS="qemu-system-x86 busybox-static cpio lz4 zstd xz-utils file binutils procps iproute2 util-linux bsdutils iperf3 curl"
+PKGS="qemu-system-x86 qemu-utils busybox-static cpio lz4 zstd xz-utils file binutils procps iproute2 util-linux bsdutils iperf3 curl"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

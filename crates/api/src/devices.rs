@@ -37,13 +37,53 @@ pub enum CacheMode {
     Direct,
 }
 
-/// A virtio-blk disk backed by a raw file.
+/// An image format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskFormat {
+    /// The file's bytes are the disk's bytes.
+    Raw,
+    /// QEMU's copy-on-write format (v2 or v3).
+    Qcow2,
+}
+
+impl DiskFormat {
+    /// `"raw"` or `"qcow2"`, as in `format=`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DiskFormat::Raw => "raw",
+            DiskFormat::Qcow2 => "qcow2",
+        }
+    }
+
+    /// Parses `raw` or `qcow2`.
+    pub fn parse(v: &str) -> Result<DiskFormat, SpecError> {
+        match v {
+            "raw" => Ok(DiskFormat::Raw),
+            "qcow2" => Ok(DiskFormat::Qcow2),
+            _ => Err(SpecError::Value(
+                "format",
+                format!("'{v}' is not raw or qcow2"),
+            )),
+        }
+    }
+}
+
+/// A virtio-blk disk backed by an image file (raw or qcow2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiskConfig {
+    /// The image file or block device.
     pub path: PathBuf,
     #[serde(default)]
     pub readonly: bool,
+    /// The image format; unset probes, and refuses a writable image that
+    /// is not raw (pass `raw` to use an image header as plain bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<DiskFormat>,
+    /// No image lock (the user shares the disk between VMs on purpose).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shareable: bool,
     #[serde(default)]
     pub serial: Option<String>,
     #[serde(default)]
@@ -55,6 +95,11 @@ pub struct DiskConfig {
     /// opened with O_DIRECT there: a jailed VMM cannot reopen files).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub direct_path: Option<PathBuf>,
+    /// A qcow2's backing files already open, top-down (`/dev/fd/N`,
+    /// passed by a manager that walked the chain); empty: the VMM opens
+    /// the backing files the image names itself.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backing_paths: Vec<PathBuf>,
 }
 
 /// `/dev/fd/N`: how a configuration names a descriptor the VMM was given.
@@ -149,18 +194,22 @@ fn rate(key: &'static str, v: &str, r: &mut RateLimit) -> Result<(), SpecError> 
     Ok(())
 }
 
-/// `path=P|fd=N[,direct_fd=M][,readonly=on][,serial=S][,bw=BYTES/s][,iops=N][,cache=none|writeback]`
+/// `path=P|fd=N[,direct_fd=M][,format=raw|qcow2][,readonly=on][,shareable=on][,serial=S][,bw=BYTES/s][,iops=N][,cache=none|writeback]`
 /// (`fd=N` is a descriptor the VMM was given, as `/dev/fd/N`).
 pub fn parse_disk(spec: &str) -> Result<DiskConfig, SpecError> {
     let mut disk = DiskConfig {
         path: PathBuf::new(),
         readonly: false,
+        format: None,
+        shareable: false,
         serial: None,
         rate: RateLimit::default(),
         cache: CacheMode::Writeback,
         direct_path: None,
+        backing_paths: Vec::new(),
     };
-    let keys = "path, fd, direct_fd, readonly, serial, bw, iops, cache";
+    let keys =
+        "path, fd, direct_fd, backing_fds, format, readonly, shareable, serial, bw, iops, cache";
     let pairs = pairs(spec, keys)?;
     if pairs.iter().any(|(k, _)| *k == "path") && pairs.iter().any(|(k, _)| *k == "fd") {
         return Err(SpecError::Value(
@@ -172,6 +221,14 @@ pub fn parse_disk(spec: &str) -> Result<DiskConfig, SpecError> {
         match k {
             "fd" => disk.path = fd_path("fd", v)?,
             "direct_fd" => disk.direct_path = Some(fd_path("direct_fd", v)?),
+            "backing_fds" => {
+                disk.backing_paths = v
+                    .split(':')
+                    .map(|n| fd_path("backing_fds", n))
+                    .collect::<Result<_, _>>()?
+            }
+            "format" => disk.format = Some(DiskFormat::parse(v)?),
+            "shareable" => disk.shareable = on_off("shareable", v)?,
             "path" if !v.is_empty() => disk.path = v.into(),
             "path" => return Err(SpecError::Value("path", "empty".into())),
             "readonly" => disk.readonly = on_off("readonly", v)?,
@@ -307,7 +364,15 @@ mod tests {
         let fd = parse_disk("fd=5,direct_fd=6,cache=none").unwrap();
         assert_eq!(fd.path, PathBuf::from("/dev/fd/5"));
         assert_eq!(fd.direct_path, Some(PathBuf::from("/dev/fd/6")));
+        let chain = parse_disk("fd=5,backing_fds=7:8,format=qcow2").unwrap();
+        assert_eq!(
+            chain.backing_paths,
+            [PathBuf::from("/dev/fd/7"), "/dev/fd/8".into()]
+        );
         assert_eq!(parse_net("tap=vt0,fd=7").unwrap().fd, Some(7));
+        let q = parse_disk("path=/q,format=qcow2,shareable=on").unwrap();
+        assert_eq!((q.format, q.shareable), (Some(DiskFormat::Qcow2), true));
+        assert_eq!(parse_disk("path=/q").unwrap().format, None);
         for (bad, want) in [
             ("readonly=on", "'path' is required"),
             ("path=", "empty"),
@@ -315,6 +380,9 @@ mod tests {
             ("path=/x,format=qcow2", "unknown key 'format'"),
             ("path=/x,fd=3", "exclude each other"),
             ("fd=x", "not a descriptor number"),
+            ("path=/x,format=vmdk", "'vmdk' is not raw or qcow2"),
+            ("path=/x,bus=ide", "unknown key 'bus'"),
+            ("path=/x,shareable=maybe", "not on/off"),
             ("/x", "not key=value"),
             ("path=/x,readonly=maybe", "not on/off"),
             ("path=/x,cache=unsafe", "not none or writeback"),

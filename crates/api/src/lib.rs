@@ -10,8 +10,8 @@ pub mod manager;
 mod vm;
 
 pub use devices::{
-    parse_disk, parse_mac, parse_net, parse_size, CacheMode, DiskConfig, NetConfig, RateLimit,
-    SpecError, MAX_SERIAL_LEN,
+    parse_disk, parse_mac, parse_net, parse_size, CacheMode, DiskConfig, DiskFormat, NetConfig,
+    RateLimit, SpecError, MAX_SERIAL_LEN,
 };
 
 pub use vm::{

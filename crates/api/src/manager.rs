@@ -16,10 +16,16 @@ pub const MAX_DISK_GIB: u64 = 64 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DiskSpec {
-    /// Absolute path of a raw image.
+    /// Absolute path of the image.
     pub path: PathBuf,
     #[serde(default)]
     pub readonly: bool,
+    /// The image format, decided once when the disk is added (`vt create`
+    /// probes it) and passed to the VMM as `format=`; unset (definitions
+    /// from before formats) lets the VMM probe, which refuses a writable
+    /// image that is not raw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<crate::DiskFormat>,
     /// `writeback` (the default) or `none` (O_DIRECT).
     #[serde(default)]
     pub cache: crate::CacheMode,

@@ -2,11 +2,12 @@
 # /vt-test.sh): vt-iobench on /dev/vda, then iperf3 against the lab host
 # over eth0, both directions.
 v() { echo "VT-BENCH $1=$2"; }
-secs=5; block=1
+secs=5; block=1; net=1
 for w in $(cat /proc/cmdline); do
-    case "$w" in vt.secs=*) secs=${w#vt.secs=} ;; vt.netonly) block= ;; esac
+    case "$w" in vt.secs=*) secs=${w#vt.secs=} ;; vt.netonly) block= ;; vt.blockonly) net= ;; esac
 done
 [ -n "$block" ] && vt-iobench /dev/vda "$secs" 256 | sed 's/^/VT-BENCH /'
+[ -n "$net" ] || exit 0
 echo "VT-STEP eth0 up"
 ip addr add 169.254.20.2/24 dev eth0
 ip link set eth0 up

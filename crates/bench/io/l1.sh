@@ -9,8 +9,11 @@ RUNS=${RUNS:-3}; SECS=${SECS:-5}; DEV=/dev/vda
 [ -b $DEV ] || { echo "vt-bench: no $DEV in the lab"; exit 1; }
 ip link set lo up
 CMD="console=ttyS0 quiet vt.secs=$SECS"
+FMT=${DISKFMT:-raw}; CACHE=${DISKCACHE:-none}
+[ -n "$BLOCKONLY" ] && CMD="$CMD vt.blockonly"
 if [ -n "$NETONLY" ]; then CMD="$CMD vt.netonly"
-else "$R/vt/vt-iobench" $DEV "$SECS" 256 | sed 's/^/VT-BENCH host /'; fi
+# The lab host's own figures only on a raw disk (they would write over a qcow2).
+elif [ "$FMT" = raw ]; then "$R/vt/vt-iobench" $DEV "$SECS" 256 | sed 's/^/VT-BENCH host /'; fi
 "$R/vt/iperf3" -s -D
 # The VMM's pid given the pid `timeout` started with: busybox's timeout
 # execs the command itself (same pid), coreutils' runs it as a child.
@@ -69,13 +72,13 @@ run_one() {
     if [ $who = vt ]; then
         timeout -s KILL 300 "$R/vt/vt-vmm" --kernel "$R/guest/vmlinux" \
             --initrd "$R/vt/initramfs.cpio.gz" --memory 512 --cmdline "$CMD" \
-            --disk path=$DEV,cache=none --net tap=$tap --serial file=$T/out </dev/null &
+            --disk path=$DEV,format=$FMT,cache=$CACHE --net tap=$tap --serial file=$T/out </dev/null &
     else
         timeout -s KILL 300 qemu-system-x86_64 -M microvm,accel=kvm,pcie=on,rtc=on \
             -cpu host -m 512 -smp 1 -nodefaults -no-user-config -nographic \
             -bios "$R/vt/bios-microvm.bin" -kernel "$R/guest/vmlinux" \
             -initrd "$R/vt/initramfs.cpio.gz" -append "$CMD" \
-            -drive id=d0,file=$DEV,format=raw,if=none,cache=none \
+            -drive id=d0,file=$DEV,format=$FMT,if=none,cache=$CACHE \
             -device virtio-blk-pci,drive=d0 \
             -netdev tap,id=n0,ifname=$tap,script=no,downscript=no,vhost=off \
             -device virtio-net-pci,netdev=n0,romfile= \
@@ -95,7 +98,8 @@ run_one() {
     wait
     sed -n "s/^VT-BENCH /VT-BENCH $who /p" $T/out | tr -d '\r'
     sed -n "s/^VT-\(DIAG\|STAT\) /VT-\1 $who /p" $T/out | tr -d '\r'
-    grep -q '^VT-BENCH net_rx_mbits=\|^VT-DIAG net_rx_mbits failed' $T/out || { echo "vt-bench: $who run incomplete:"; tail -20 $T/out; }
+    last='net_rx_mbits'; [ -n "$BLOCKONLY" ] && last='rand_write_iops'
+    grep -q "^VT-BENCH $last=\|^VT-DIAG $last failed" $T/out || { echo "vt-bench: $who run incomplete:"; tail -20 $T/out; }
 }
 i=0
 while [ $i -lt $RUNS ]; do

@@ -43,6 +43,18 @@ pub struct IoArgs {
     /// Network only (no disk figures): quicker, for working on the NIC
     #[arg(long)]
     pub net_only: bool,
+    /// Disk only (no network figures)
+    #[arg(long, conflicts_with = "net_only")]
+    pub block_only: bool,
+    /// The guest disk's format: raw, or qcow2 (made by qemu-img; both VMMs
+    /// then open it as qcow2, and the lab host's own figures are skipped,
+    /// since they would write over the image)
+    #[arg(long, default_value = "raw", value_parser = ["raw", "qcow2"])]
+    pub disk_format: String,
+    /// The VMMs' cache mode on the guest disk: none (O_DIRECT) or
+    /// writeback (qcow2 is writeback only in vt-vmm)
+    #[arg(long, default_value = "none", value_parser = ["none", "writeback"])]
+    pub cache: String,
 }
 
 /// The section: a heading, how it was run, the table.
@@ -169,13 +181,37 @@ pub fn run(args: &IoArgs) -> anyhow::Result<Table> {
     let dir = std::env::temp_dir().join(format!("vt-bench-io-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let disk = dir.join("lab-disk.img");
-    std::fs::File::create(&disk)?.set_len(1 << 30)?;
+    let qcow2 = args.disk_format == "qcow2";
+    anyhow::ensure!(
+        !(qcow2 && args.cache == "none"),
+        "vt-vmm opens qcow2 with cache=writeback only: add --cache writeback"
+    );
+    if qcow2 {
+        // 1 GiB as the guest sees it, in a 2 GiB device (room for clusters).
+        let ok = std::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&disk)
+            .arg("1G")
+            .status()
+            .context("qemu-img (apt-get install qemu-utils)")?
+            .success();
+        anyhow::ensure!(ok, "qemu-img create failed");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&disk)?
+            .set_len(2 << 30)?;
+    } else {
+        std::fs::File::create(&disk)?.set_len(1 << 30)?;
+    }
     let initrd = initramfs(&dir, &iobench)?;
     let script = format!(
-        "RUNS={} SECS={} NETONLY={} sh \"$VTLAB_ROOT/vt/l1.sh\"",
+        "RUNS={} SECS={} NETONLY={} BLOCKONLY={} DISKFMT={} DISKCACHE={} sh \"$VTLAB_ROOT/vt/l1.sh\"",
         args.runs,
         args.secs,
-        if args.net_only { "1" } else { "" }
+        if args.net_only { "1" } else { "" },
+        if args.block_only { "1" } else { "" },
+        args.disk_format,
+        args.cache,
     );
     let l1 = dir.join("l1.sh");
     std::fs::write(&l1, L1_SCRIPT)?;
@@ -219,9 +255,22 @@ pub fn run(args: &IoArgs) -> anyhow::Result<Table> {
     };
     let mut table = Table {
         title: "Block and network I/O in the lab (higher is better)".into(),
-        command: format!("vt-bench io --runs {} --secs {}", args.runs, args.secs),
-        ours_cmd: "vt-vmm --disk path=/dev/vda,cache=none --net tap=vtbN --memory 512 (see crates/bench/io/l1.sh)".into(),
-        qemu_cmd: "qemu-system-x86_64 -M microvm,pcie=on -device virtio-blk-pci (cache=none) -device virtio-net-pci (tap, vhost=off)".into(),
+        command: format!(
+            "vt-bench io --runs {} --secs {} --disk-format {} --cache {}{}",
+            args.runs,
+            args.secs,
+            args.disk_format,
+            args.cache,
+            if args.block_only { " --block-only" } else { "" }
+        ),
+        ours_cmd: format!(
+            "vt-vmm --disk path=/dev/vda,format={},cache={} --net tap=vtbN --memory 512 (see crates/bench/io/l1.sh)",
+            args.disk_format, args.cache
+        ),
+        qemu_cmd: format!(
+            "qemu-system-x86_64 -M microvm,pcie=on -device virtio-blk-pci (format={}, cache={}) -device virtio-net-pci (tap, vhost=off)",
+            args.disk_format, args.cache
+        ),
         notes: Vec::new(),
         series: Vec::new(),
     };
@@ -230,7 +279,9 @@ pub fn run(args: &IoArgs) -> anyhow::Result<Table> {
         eprintln!("{}", line.trim_end());
     }
     for (key, label, unit) in METRICS {
-        if args.net_only && !key.starts_with("net_") {
+        if (args.net_only && !key.starts_with("net_"))
+            || (args.block_only && key.starts_with("net_"))
+        {
             continue;
         }
         let mut s = Series::new(label, unit);
@@ -248,10 +299,12 @@ pub fn run(args: &IoArgs) -> anyhow::Result<Table> {
         }
         table.series.push(s);
     }
-    if samples
-        .get("vt")
-        .is_none_or(|m| m.get("net_rx_mbits").is_none())
-    {
+    let last_key = if args.block_only {
+        "rand_write_iops"
+    } else {
+        "net_rx_mbits"
+    };
+    if samples.get("vt").is_none_or(|m| m.get(last_key).is_none()) {
         eprintln!("{}", out.stdout);
         anyhow::bail!("no vt-vmm results in the lab output");
     }

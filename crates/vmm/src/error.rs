@@ -36,8 +36,8 @@ pub enum Error {
     Io(&'static str, #[source] std::io::Error),
     #[error("cannot start vCPU thread")]
     Thread(#[source] std::io::Error),
-    #[error("disk")]
-    Disk(#[source] devices::virtio::block::OpenError),
+    #[error(transparent)]
+    Disk(disk::OpenError),
     #[error("NIC on tap '{0}'")]
     Net(String, #[source] devices::virtio::net::TapError),
     #[error("PCI: {0}")]

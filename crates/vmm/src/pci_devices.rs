@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use api::VmConfig;
 use devices::pci::PciRoot;
 use devices::rate_limiter::RateLimiter;
-use devices::virtio::block::{Block, BlockOptions, RawFile};
+use devices::virtio::block::{Block, BlockOptions};
 use devices::virtio::net::Net;
 use devices::virtio::rng::Rng;
 use devices::virtio::{pci::BAR_SIZE, VirtioDevice, VirtioPci, VmHooks};
@@ -60,17 +60,54 @@ impl VmHooks for KvmHooks {
     }
 }
 
+/// Opens disk `d`: its path, or the descriptors a manager passed in
+/// (`/dev/fd/N` for the image, its O_DIRECT twin and its backing chain).
+fn open_disk(d: &api::DiskConfig) -> Result<Box<dyn disk::DiskBackend>, Error> {
+    let opts = disk::OpenOptions {
+        readonly: d.readonly,
+        cache: d.cache,
+        format: d.format,
+        shareable: d.shareable,
+    };
+    let name = d.path.display().to_string();
+    let open = |p: &std::path::Path, write: bool, flags: i32| {
+        devices::files::open(p, write, flags)
+            .map_err(|e| Error::Disk(disk::OpenError::Open(p.display().to_string(), e)))
+    };
+    let file = open(&d.path, !d.readonly, 0)?;
+    let direct = match (&d.cache, &d.direct_path) {
+        (api::CacheMode::Direct, Some(p)) => Some(open(p, !d.readonly, libc::O_DIRECT)?),
+        _ => None,
+    };
+    let dir = d
+        .path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."))
+        .to_path_buf();
+    let image = disk::ImageFile { file, name, dir };
+    let r = if d.backing_paths.is_empty() {
+        disk::open_file_twin(image, direct, &opts, &mut disk::PathOpener)
+    } else {
+        let files = d
+            .backing_paths
+            .iter()
+            .map(|p| open(p, false, 0))
+            .collect::<Result<Vec<_>, _>>()?;
+        disk::open_file_twin(image, direct, &opts, &mut disk::PassedOpener::new(files))
+    };
+    r.map_err(Error::Disk)
+}
+
 /// The virtio devices `config` asks for, in slot order: disks, NICs, rng.
 fn virtio_devices(config: &VmConfig) -> Result<Vec<Box<dyn VirtioDevice>>, Error> {
     let mut out: Vec<Box<dyn VirtioDevice>> = Vec::new();
     for d in &config.disks {
-        let direct = (d.cache == api::CacheMode::Direct)
-            .then(|| d.direct_path.as_deref().unwrap_or(&d.path));
-        let disk = RawFile::open_twin(&d.path, direct, d.readonly).map_err(Error::Disk)?;
+        let disk = open_disk(d)?;
         let limiter = RateLimiter::new(d.rate.bytes_per_sec, d.rate.ops_per_sec)
             .map_err(|e| Error::Io("timerfd", e))?;
         out.push(Box::new(Block::new(
-            Box::new(disk),
+            disk,
             BlockOptions {
                 readonly: d.readonly,
                 serial: d.serial.clone(),

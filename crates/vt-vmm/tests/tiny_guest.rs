@@ -190,6 +190,17 @@ fn bad_input_is_refused_with_status_2() {
     let empty_disk = scratch("empty.img");
     std::fs::write(&empty_disk, b"").unwrap();
     let empty = format!("path={}", empty_disk.display());
+    // A qcow2 header given as a writable disk without format=: refused, so
+    // the guest can never write over the image's metadata.
+    let qcow2_disk = scratch("image.qcow2");
+    let mut header = vec![0u8; 4096];
+    header[..8].copy_from_slice(b"QFI\xfb\0\0\0\x03");
+    std::fs::write(&qcow2_disk, &header).unwrap();
+    let qcow2 = format!("path={}", qcow2_disk.display());
+    let qcow2_msg = format!(
+        "disk {} looks like a qcow2 image but no format was given; pass format=qcow2",
+        qcow2_disk.display()
+    );
     let k = k.to_str().unwrap();
     let nk = not_kernel.to_str().unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
@@ -239,6 +250,11 @@ fn bad_input_is_refused_with_status_2() {
             "size 1000 is not a multiple of 512",
         ),
         (vec!["--kernel", k, "--disk", &empty], "is empty"),
+        (vec!["--kernel", k, "--disk", &qcow2], &qcow2_msg),
+        (
+            vec!["--kernel", k, "--disk", "path=/x,format=vmdk"],
+            "'vmdk' is not raw or qcow2",
+        ),
         (
             vec!["--kernel", k, "--disk", "path=/nonexistent.img"],
             "cannot open /nonexistent.img",

@@ -28,8 +28,8 @@ struct Cli {
         default_value = "/run/vt/vtd.sock"
     )]
     socket: PathBuf,
-    /// Output format.
-    #[arg(long, short, global = true, value_enum, default_value_t = Format::Table)]
+    /// Output format (`human` is taken for `table`, as qemu-img names it).
+    #[arg(long, global = true, value_enum, default_value_t = Format::Table)]
     output: Format,
     #[command(subcommand)]
     command: Command,
@@ -116,7 +116,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Lab(c) => lab::run(c),
-        Command::Image(c) => image::run(c),
+        Command::Image(c) => image::run(c, cli.output),
         Command::Run { args } => run::run(args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "vt", &mut std::io::stdout());

@@ -162,6 +162,22 @@ pub fn start(
         if d.readonly {
             spec.push_str(",readonly=on");
         }
+        if let Some(f) = d.format {
+            spec.push_str(&format!(",format={}", f.name()));
+        }
+        if d.format == Some(api::DiskFormat::Qcow2) {
+            // The VMM cannot reach the backing files: open the chain here,
+            // as the owner, read-only, and pass it top-down.
+            let chain = disk::backing_chain(&d.path);
+            if !chain.is_empty() {
+                let fds = chain
+                    .iter()
+                    .map(|b| open(def, defaults, b, false, 0, "backing file").map(|f| p.push(f)))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let fds: Vec<String> = fds.iter().map(|n| n.to_string()).collect();
+                spec.push_str(&format!(",backing_fds={}", fds.join(":")));
+            }
+        }
         p.arg("--disk");
         p.arg(spec);
     }

@@ -55,8 +55,8 @@ pub fn spawn(vmm: &Path, kernel: &Path, def: &VmDefinition, dir: &VmDir) -> std:
     cmd.spawn()
 }
 
-/// `--disk path=P[,readonly=on][,cache=none]` for each disk (paths never
-/// hold commas: the definition is validated).
+/// `--disk path=P[,readonly=on][,cache=none][,format=F]` for each disk
+/// (paths never hold commas: the definition is validated).
 fn disk_flags(def: &VmDefinition) -> Vec<String> {
     def.disks
         .iter()
@@ -66,9 +66,12 @@ fn disk_flags(def: &VmDefinition) -> Vec<String> {
                 api::CacheMode::Direct => ",cache=none",
                 api::CacheMode::Writeback => "",
             };
+            let format = d
+                .format
+                .map_or(String::new(), |f| format!(",format={}", f.name()));
             [
                 "--disk".to_string(),
-                format!("path={}{ro}{cache}", d.path.display()),
+                format!("path={}{ro}{cache}{format}", d.path.display()),
             ]
         })
         .collect()

@@ -255,9 +255,9 @@ fn the_cli_reports_bad_input_with_exit_codes() {
             "no such file",
         ),
         (
-            &["create", "--name", "x", "--disk", "path=d.img,format=qcow2"],
+            &["create", "--name", "x", "--disk", "path=d.img,format=vmdk"],
             2,
-            "only raw",
+            "raw or qcow2",
         ),
         (
             &["create", "--name", "x", "--graphics", "vnc"],

@@ -58,6 +58,10 @@ impl Paths {
             } else {
                 p.read_write.push(d.path.clone());
             }
+            // A qcow2's backing files, read-only (none when passed in).
+            if d.backing_paths.is_empty() && devices::files::passed_fd(&d.path).is_none() {
+                p.read.extend(disk::backing_chain(&d.path));
+            }
         }
         // Descriptors passed in (`/dev/fd/N`) are already open: no rule.
         let named =

@@ -4,15 +4,19 @@
 //! --os-type linux --network bridge=vtbr0 --graphics none --console pty
 //! [--boot kernel=PATH,initrd=PATH,kernel_args="console=ttyS0 ..."]`
 //!
-//! Disks given with `size=` are created here (sparse raw, GiB) unless they
-//! exist; they become virtio-blk devices. Each `--network bridge=` NIC is a
-//! virtio-net device on a tap that vtd adds to the bridge at start.
+//! Disks given with `size=` (GiB) or `backing=` are created here unless
+//! they exist: sparse raw, or qcow2 with `format=qcow2` (a `backing=BASE`
+//! makes a linked clone, qcow2 over BASE, BASE's format probed once and
+//! stored in the new header). Every disk's format is decided here once
+//! (given, or probed from the file) and stored in the definition, so the
+//! VMM never has to guess. Disks become virtio-blk devices. Each
+//! `--network bridge=` NIC is a virtio-net device on a tap that vtd adds to
+//! the bridge at start.
 
-use std::fs::OpenOptions;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use api::manager::{DiskSpec, NetworkSpec, VmDefinition, VmStatus, MAX_DISK_GIB};
-use api::CacheMode;
+use api::{CacheMode, DiskFormat};
 use clap::Args;
 
 use super::client::{CliError, CliResult, Client};
@@ -35,7 +39,7 @@ pub struct CreateArgs {
     /// vCPU count.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub vcpus: u32,
-    /// `path=FILE[,size=GIB][,format=raw][,bus=virtio][,readonly=on][,cache=none|writeback]`; repeatable.
+    /// `path=FILE[,size=GIB][,format=raw|qcow2][,backing=BASE][,bus=virtio][,readonly=on][,cache=none|writeback]`; repeatable.
     #[arg(long, value_name = "SPEC")]
     pub disk: Vec<String>,
     /// `bridge=NAME[,mac=MAC][,model=virtio]` or `none`; repeatable.
@@ -68,16 +72,26 @@ fn absolute(p: &str) -> CliResult<PathBuf> {
     std::path::absolute(p).map_err(|e| CliError::usage(format!("{p}: {e}")))
 }
 
-fn parse_disk(spec: &str) -> CliResult<(DiskSpec, Option<u64>)> {
+/// What to create for a disk that does not exist yet.
+#[derive(Debug, Default)]
+struct NewDisk {
+    /// Size in GiB.
+    size: Option<u64>,
+    /// A linked clone's base image (absolute).
+    backing: Option<PathBuf>,
+}
+
+fn parse_disk(spec: &str) -> CliResult<(DiskSpec, NewDisk)> {
     let keys = [
-        "path", "size", "format", "bus", "readonly", "ro", "sparse", "cache",
+        "path", "size", "format", "backing", "bus", "readonly", "ro", "sparse", "cache",
     ];
     let mut disk = DiskSpec {
         path: PathBuf::new(),
         readonly: false,
+        format: None,
         cache: CacheMode::Writeback,
     };
-    let mut size = None;
+    let mut new = NewDisk::default();
     for (k, v) in pairs(spec, &keys).map_err(|e| CliError::usage(format!("--disk: {e}")))? {
         let bad = |why: &str| CliError::usage(format!("--disk {k}={v}: {why}"));
         match k.as_str() {
@@ -89,10 +103,10 @@ fn parse_disk(spec: &str) -> CliResult<(DiskSpec, Option<u64>)> {
                 if gib == 0 || gib > MAX_DISK_GIB {
                     return Err(bad(&format!("size must be 1-{MAX_DISK_GIB} GiB")));
                 }
-                size = Some(gib);
+                new.size = Some(gib);
             }
-            "format" if v == "raw" => {}
-            "format" => return Err(bad("only raw images are supported")),
+            "format" => disk.format = Some(DiskFormat::parse(&v).map_err(|e| bad(&e.to_string()))?),
+            "backing" => new.backing = Some(absolute(&v)?),
             "bus" if v == "virtio" => {}
             "bus" => return Err(bad("only virtio")),
             "readonly" | "ro" => disk.readonly = boolean(&k, &v).map_err(CliError::usage)?,
@@ -106,7 +120,18 @@ fn parse_disk(spec: &str) -> CliResult<(DiskSpec, Option<u64>)> {
     if disk.path.as_os_str().is_empty() {
         return Err(CliError::usage(format!("--disk {spec}: path= is required")));
     }
-    Ok((disk, size))
+    if new.backing.is_some() {
+        match disk.format {
+            None => disk.format = Some(DiskFormat::Qcow2),
+            Some(DiskFormat::Qcow2) => {}
+            Some(DiskFormat::Raw) => {
+                return Err(CliError::usage(format!(
+                    "--disk {spec}: backing= needs format=qcow2"
+                )))
+            }
+        }
+    }
+    Ok((disk, new))
 }
 
 fn parse_network(spec: &str) -> CliResult<Option<NetworkSpec>> {
@@ -164,35 +189,73 @@ fn check_choice(flag: &str, value: &Option<String>, allowed: &str) -> CliResult 
     }
 }
 
-/// Makes a sparse raw image of `gib` GiB unless the file exists.
-fn make_disk(path: &Path, gib: u64) -> CliResult<bool> {
-    let f = match OpenOptions::new().write(true).create_new(true).open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            eprintln!("vt: note: {} exists; used as it is", path.display());
-            return Ok(false);
+/// Creates `disk` as `new` says unless the file exists; true when made.
+fn make_disk(disk: &DiskSpec, new: &NewDisk) -> CliResult<bool> {
+    let path = &disk.path;
+    if path.exists() {
+        eprintln!("vt: note: {} exists; used as it is", path.display());
+        return Ok(false);
+    }
+    let backing = match &new.backing {
+        None => None,
+        Some(b) => {
+            let info = disk::info::info(b, None)
+                .map_err(|e| CliError::usage(format!("--disk backing={}: {e}", b.display())))?;
+            Some((b.display().to_string(), info.format))
         }
-        Err(e) => return Err(CliError::usage(format!("{}: {e}", path.display()))),
     };
-    f.set_len(gib << 30).map_err(|e| {
+    let o = disk::create::CreateOptions {
+        format: disk.format,
+        size: new.size.map(|g| g << 30),
+        backing,
+        ..Default::default()
+    };
+    disk::create::create(path, &o).map_err(|e| {
         let _ = std::fs::remove_file(path);
-        CliError::usage(format!("{}: cannot size to {gib} GiB: {e}", path.display()))
+        CliError::usage(format!("{}: {e}", path.display()))
     })?;
     Ok(true)
 }
 
-/// Creates the disks that have a size; on failure removes those it made.
-fn make_disks(disks: &[DiskSpec], sizes: &[Option<u64>]) -> CliResult<Vec<PathBuf>> {
+/// The format of an existing image: the one given, checked, or the one
+/// its first sector shows.
+fn detect_format(disk: &DiskSpec) -> CliResult<DiskFormat> {
+    let info = disk::info::info(&disk.path, disk.format)
+        .map_err(|e| CliError::usage(format!("--disk {}: {e}", disk.path.display())))?;
+    Ok(info.format)
+}
+
+/// Creates the disks that have a size or a backing file, and stores every
+/// disk's format; on failure removes those it made.
+fn make_disks(disks: &mut [DiskSpec], new: &[NewDisk]) -> CliResult<Vec<PathBuf>> {
     let mut made = Vec::new();
-    for (disk, size) in disks.iter().zip(sizes) {
-        let step = match size {
-            Some(gib) => make_disk(&disk.path, *gib),
-            None if !disk.path.is_file() => Err(CliError::usage(format!(
+    for (disk, new) in disks.iter_mut().zip(new) {
+        let step = match new {
+            NewDisk {
+                size: None,
+                backing: None,
+            } if !disk.path.is_file() => Err(CliError::usage(format!(
                 "--disk {}: no such file (add size=GIB to create it)",
                 disk.path.display()
             ))),
-            None => Ok(false),
+            NewDisk {
+                size: None,
+                backing: None,
+            } => Ok(false),
+            _ => make_disk(disk, new),
         };
+        let step = step.and_then(|made_now| match detect_format(disk) {
+            Ok(f) => {
+                disk.format = Some(f);
+                Ok(made_now)
+            }
+            Err(e) => {
+                if made_now {
+                    let _ = std::fs::remove_file(&disk.path);
+                }
+                Err(e)
+            }
+        });
         match step {
             Ok(true) => made.push(disk.path.clone()),
             Ok(false) => {}
@@ -227,10 +290,10 @@ pub fn run(c: &Client, a: CreateArgs, format: Format) -> CliResult {
     if let Some(b) = &a.boot {
         apply_boot(&mut def, b)?;
     }
-    let mut sizes = Vec::new();
+    let mut new = Vec::new();
     for d in &a.disk {
-        let (disk, size) = parse_disk(d)?;
-        sizes.push(size);
+        let (disk, n) = parse_disk(d)?;
+        new.push(n);
         def.disks.push(disk);
     }
     for n in &a.network {
@@ -238,7 +301,7 @@ pub fn run(c: &Client, a: CreateArgs, format: Format) -> CliResult {
     }
     def.validate().map_err(|e| CliError::usage(e.to_string()))?;
 
-    let made = make_disks(&def.disks, &sizes)?;
+    let made = make_disks(&mut def.disks, &new)?;
     let body = serde_json::to_vec(&def).map_err(|e| CliError::usage(e.to_string()))?;
     let status: VmStatus = match c.json("POST", "/vms", Some(body)) {
         Ok(s) => s,

@@ -5,6 +5,7 @@ use clap::ValueEnum;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
+    #[value(alias = "human")]
     Table,
     Json,
 }
@@ -61,8 +62,18 @@ pub fn vm_details(s: &VmStatus) {
         ("Autostart", if d.autostart { "yes" } else { "no" }.into()),
     ];
     for disk in &d.disks {
-        let ro = if disk.readonly { " (read-only)" } else { "" };
-        rows.push(("Disk", format!("{}{ro}", disk.path.display())));
+        let ro = if disk.readonly { ", read-only" } else { "" };
+        // Format and allocation as this host sees the file (vt usually
+        // runs where vtd does); just the path when it cannot be read.
+        let facts = disk::info::info(&disk.path, disk.format).map_or(String::new(), |i| {
+            format!(
+                " ({}, {} allocated of {}{ro})",
+                i.format.name(),
+                crate::image::human_size(i.actual_size),
+                crate::image::human_size(i.virtual_size)
+            )
+        });
+        rows.push(("Disk", format!("{}{facts}", disk.path.display())));
     }
     for n in &d.networks {
         rows.push(("Network", format!("bridge={} [not attached yet]", n.bridge)));

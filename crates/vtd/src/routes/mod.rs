@@ -169,6 +169,31 @@ mod tests {
         assert_eq!(matches("/vms", "/vms/a"), None);
     }
 
+    /// The document's disk schema has exactly the fields of
+    /// `api::manager::DiskSpec`, and the formats it accepts.
+    #[test]
+    fn openapi_disk_schema_matches_disk_spec() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        let props = &doc["components"]["schemas"]["VmDefinition"]["properties"]["disks"]["items"]
+            ["properties"];
+        let mut documented: Vec<&String> = props.as_object().unwrap().keys().collect();
+        documented.sort();
+        let full = api::manager::DiskSpec {
+            path: "/d.qcow2".into(),
+            readonly: true,
+            format: Some(api::DiskFormat::Qcow2),
+            cache: api::CacheMode::Direct,
+        };
+        let value = serde_json::to_value(&full).unwrap();
+        let mut fields: Vec<&String> = value.as_object().unwrap().keys().collect();
+        fields.sort();
+        assert_eq!(documented, fields);
+        for f in [api::DiskFormat::Raw, api::DiskFormat::Qcow2] {
+            let name = serde_json::to_value(f).unwrap();
+            assert!(props["format"]["enum"].as_array().unwrap().contains(&name));
+        }
+    }
+
     /// Every route is in the OpenAPI document, and the document has no
     /// route the server lacks.
     #[test]

@@ -6,7 +6,6 @@
 //! (F_RO: writes fail with IOERR), indirect descriptors, event index, and a
 //! per-disk token-bucket rate limit.
 
-pub mod backend;
 pub mod request;
 #[cfg(test)]
 mod tests;
@@ -16,7 +15,12 @@ use std::sync::Arc;
 
 use vm_memory::GuestMemoryMmap;
 
-pub use backend::{DiskBackend, OpenError, RawFile, SECTOR_SIZE};
+/// The disk backends live in the `disk` crate; re-exported for the code
+/// that knew them here.
+pub mod backend {
+    pub use disk::{DiskBackend, OpenError, RawFile, SECTOR_SIZE};
+}
+pub use disk::{DiskBackend, OpenError, RawFile, SECTOR_SIZE};
 use request::Request;
 
 use super::chain::{self, Chain, ChainError, Served};

@@ -1,48 +1,30 @@
-//! Disk backends: where a virtio-blk device's sectors live. [`RawFile`] is
-//! a plain file; qcow2 will be another implementation of [`DiskBackend`].
-//!
-//! Buffers are guest memory ([`VolatileSlice`]s), so I/O goes straight
-//! between the file and the guest without a copy.
+//! The raw backend: the disk is the file (or block device), byte for
+//! byte. I/O is preadv/pwritev straight into guest memory; discard punches
+//! holes, write-zeroes zeroes ranges.
 
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use vm_memory::VolatileSlice;
 
-/// Sector size of the virtio-blk protocol.
-pub const SECTOR_SIZE: u64 = 512;
+use crate::open::OpenError;
+use crate::{DiskBackend, SECTOR_SIZE};
 
-/// A disk image.
-pub trait DiskBackend: Send {
-    /// Size in bytes (a multiple of [`SECTOR_SIZE`]).
-    fn size(&self) -> u64;
-    /// Fills `bufs`, in order, from the disk at byte `offset`.
-    fn read_at(&mut self, offset: u64, bufs: &[VolatileSlice]) -> io::Result<()>;
-    /// Writes `bufs`, in order, to the disk at byte `offset`.
-    fn write_at(&mut self, offset: u64, bufs: &[VolatileSlice]) -> io::Result<()>;
-    /// Makes every completed write durable.
-    fn flush(&mut self) -> io::Result<()>;
-    /// Lets the backend drop the range (reads may then return anything).
-    fn discard(&mut self, offset: u64, len: u64) -> io::Result<()>;
-    /// Makes the range read as zeros.
-    fn write_zeroes(&mut self, offset: u64, len: u64) -> io::Result<()>;
-}
-
-/// Why a disk could not be opened.
+/// Why a file cannot be a raw disk (the caller adds the file's name).
 #[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    #[error("cannot open {0}")]
-    Open(String, #[source] io::Error),
-    #[error("{0} is not a regular file or block device")]
-    NotAFile(String),
-    #[error("{0}: size {1} is not a multiple of 512 bytes")]
-    Size(String, u64),
-    #[error("{0} is empty")]
-    Empty(String),
-    #[error("{0}: cache=none needs O_DIRECT, which its file system refuses")]
-    NoDirect(String, #[source] io::Error),
+pub enum RawError {
+    #[error("cannot stat")]
+    Stat(#[source] io::Error),
+    #[error("not a regular file or block device")]
+    NotAFile,
+    #[error("size {0} is not a multiple of 512 bytes")]
+    Size(u64),
+    #[error("is empty")]
+    Empty,
+    #[error("cache=none needs O_DIRECT, which its file system refuses")]
+    NoDirect(#[source] io::Error),
 }
 
 /// A raw image file (or block device).
@@ -58,53 +40,75 @@ pub struct RawFile {
 /// logical block; 512 covers most, and a refusal falls back to the cache.
 const DIRECT_ALIGN: u64 = 512;
 
+/// Size of a regular file or block device; other kinds are refused.
+pub fn file_size(file: &File) -> Result<u64, RawError> {
+    use std::os::unix::fs::FileTypeExt;
+    let meta = file.metadata().map_err(RawError::Stat)?;
+    if meta.file_type().is_block_device() {
+        use std::io::Seek;
+        let mut f = file;
+        f.seek(io::SeekFrom::End(0)).map_err(RawError::Stat)
+    } else if meta.is_file() {
+        Ok(meta.len())
+    } else {
+        Err(RawError::NotAFile)
+    }
+}
+
+/// Opens the file behind `file` a second time with O_DIRECT (through
+/// `/proc/self/fd`, so it works for a file passed in as an fd).
+pub fn reopen_direct(file: &File, readonly: bool) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .read(true)
+        .write(!readonly)
+        .custom_flags(libc::O_DIRECT | libc::O_CLOEXEC)
+        .open(format!("/proc/self/fd/{}", file.as_raw_fd()))
+}
+
 impl RawFile {
+    /// Opens `path` for the raw backend, without locks (tests and tools;
+    /// the VMM goes through [`crate::open_file`]).
     pub fn open(path: &Path, readonly: bool) -> Result<Self, OpenError> {
         Self::open_with(path, readonly, false)
     }
 
     /// Opens `path`; with `direct`, aligned I/O bypasses the page cache.
     pub fn open_with(path: &Path, readonly: bool, direct: bool) -> Result<Self, OpenError> {
-        Self::open_twin(path, direct.then_some(path), readonly)
+        let name = path.display().to_string();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(!readonly)
+            .open(path)
+            .map_err(|e| OpenError::Open(name.clone(), e))?;
+        Self::from_file(file, readonly, direct).map_err(|e| OpenError::Raw(name, e))
     }
 
-    /// Opens `path` (or duplicates it: [`crate::files::open`]); with
-    /// `direct`, that path (the same file, or an `O_DIRECT` descriptor
-    /// passed as `/dev/fd/M`) is opened with `O_DIRECT` for aligned I/O.
-    pub fn open_twin(
-        path: &Path,
-        direct: Option<&Path>,
-        readonly: bool,
-    ) -> Result<Self, OpenError> {
-        let name = path.display().to_string();
-        let file =
-            crate::files::open(path, !readonly, 0).map_err(|e| OpenError::Open(name.clone(), e))?;
-        let direct = match direct {
-            Some(d) => Some(
-                crate::files::open(d, !readonly, libc::O_DIRECT)
-                    .map_err(|e| OpenError::NoDirect(name.clone(), e))?,
-            ),
-            None => None,
-        };
-        let meta = file
-            .metadata()
-            .map_err(|e| OpenError::Open(name.clone(), e))?;
-        use std::os::unix::fs::FileTypeExt;
-        let size = if meta.file_type().is_block_device() {
-            use std::io::Seek;
-            (&file)
-                .seek(io::SeekFrom::End(0))
-                .map_err(|e| OpenError::Open(name.clone(), e))?
-        } else if meta.is_file() {
-            meta.len()
+    /// The underlying file.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// The raw backend on an open file (readable, and writable unless
+    /// `readonly`); with `direct`, a second O_DIRECT handle on it.
+    pub fn from_file(file: File, readonly: bool, direct: bool) -> Result<Self, RawError> {
+        let direct = if direct {
+            Some(reopen_direct(&file, readonly).map_err(RawError::NoDirect)?)
         } else {
-            return Err(OpenError::NotAFile(name));
+            None
         };
+        Self::from_files(file, direct)
+    }
+
+    /// The raw backend on an open file and, for `cache=none`, an O_DIRECT
+    /// handle on the same file that the caller opened.
+    pub fn from_files(file: File, direct: Option<File>) -> Result<Self, RawError> {
+        let size = file_size(&file)?;
         if size == 0 {
-            return Err(OpenError::Empty(name));
+            return Err(RawError::Empty);
         }
-        if size % SECTOR_SIZE != 0 {
-            return Err(OpenError::Size(name, size));
+        if !size.is_multiple_of(SECTOR_SIZE) {
+            return Err(RawError::Size(size));
         }
         Ok(RawFile { file, direct, size })
     }
@@ -174,15 +178,8 @@ impl DiskBackend for RawFile {
             .or_else(|_| self.fallocate(libc::FALLOC_FL_PUNCH_HOLE | keep, offset, len))
             .or_else(|_| {
                 // No hole punching here (e.g. a block device): write zeros.
-                let zeros = vec![0u8; 64 << 10];
-                let mut done = 0;
-                while done < len {
-                    let n = (len - done).min(zeros.len() as u64) as usize;
-                    use std::os::unix::fs::FileExt;
-                    self.file.write_all_at(&zeros[..n], offset + done)?;
-                    done += n as u64;
-                }
-                Ok(())
+                use std::os::unix::fs::FileExt;
+                crate::fill_zeroes(offset, len, |buf, at| self.file.write_all_at(buf, at))
             })
     }
 }
