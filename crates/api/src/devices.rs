@@ -377,7 +377,6 @@ mod tests {
             ("readonly=on", "'path' is required"),
             ("path=", "empty"),
             ("path=/x,path=/y", "given twice"),
-            ("path=/x,format=qcow2", "unknown key 'format'"),
             ("path=/x,fd=3", "exclude each other"),
             ("fd=x", "not a descriptor number"),
             ("path=/x,format=vmdk", "'vmdk' is not raw or qcow2"),

@@ -7,7 +7,12 @@
 //! 1. `spawn` clones; the child starts a session, clears its signal mask,
 //!    and blocks reading the *gate* pipe.
 //! 2. The caller places the child (`Child::pid`, host pid) in its cgroups,
-//!    then [`Child::release`] closes the gate's write end.
+//!    then [`Child::release`] writes one byte to the gate. End of file
+//!    instead (the caller died, or dropped the child unreleased) makes the
+//!    child exit 127: it never runs outside its cgroups unrecorded. (A
+//!    byte, not end of file, also keeps concurrent spawns from waiting on
+//!    each other: a gated child holds copies of the gate ends of spawns
+//!    that started while it waited.)
 //! 3. The child moves the descriptors to 0, 1, 2 and 3.., marks every
 //!    other one close-on-exec, and execs. If exec fails it writes its errno
 //!    to the *report* pipe and exits 127; `release` reads that pipe until
@@ -215,9 +220,15 @@ impl ChildCtx<'_> {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
             // Wait until the parent has put us in our cgroups.
             let mut b = 0u8;
-            while libc::read(self.gate_r, (&mut b as *mut u8).cast(), 1) < 0
-                && *libc::__errno_location() == libc::EINTR
-            {}
+            let n = loop {
+                let n = libc::read(self.gate_r, (&mut b as *mut u8).cast(), 1);
+                if n >= 0 || *libc::__errno_location() != libc::EINTR {
+                    break n;
+                }
+            };
+            if n != 1 {
+                libc::_exit(127);
+            }
             for (from, to) in [(self.null, 0), (self.output, 1), (self.output, 2)] {
                 if libc::dup2(from, to) < 0 {
                     fail(self.report_w);
@@ -249,7 +260,13 @@ impl Child {
     /// Lets the child exec. Errors: the child's own error (exec failed:
     /// `ENOENT`, `EACCES`, …), in which case it has exited with 127.
     pub fn release(&mut self) -> io::Result<()> {
-        self.gate = None;
+        if let Some(gate) = self.gate.take() {
+            // SAFETY: writes one byte from our stack to our own pipe.
+            let n = unsafe { libc::write(gate.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
+            if n != 1 {
+                return Err(io::Error::last_os_error());
+            }
+        }
         let Some(report) = self.report.take() else {
             return Ok(());
         };
@@ -351,6 +368,19 @@ mod tests {
         assert!(out.starts_with("0 1 2 3 4 /"), "{out}");
         assert!(out.contains("/etc/hostname"), "{out}");
         drop(stray);
+    }
+
+    #[test]
+    fn a_child_never_released_never_runs() {
+        let (mut r, w) = std::io::pipe().unwrap();
+        let spec = sh("echo ran", vec![], w.into());
+        let mut child = spawn(spec).unwrap();
+        // The caller goes away without releasing it (vtd killed, say).
+        child.gate = None;
+        assert_eq!(child.wait().unwrap().code(), Some(127));
+        let mut out = String::new();
+        r.read_to_string(&mut out).unwrap();
+        assert_eq!(out, "");
     }
 
     #[test]

@@ -137,15 +137,18 @@ timeout -s KILL 150 "$R/vt/vt-vmm" --kernel "$R/guest/vmlinux" \
     --initrd "$R/vt/initramfs.cpio.gz" --memory 256 \
     --cmdline "console=ttyS0 quiet" --disk path={disk},format=qcow2 </dev/null
 echo "=== RC $?"
+dmesg | grep -a 'type=1326' | sed 's/^/VT-SECCOMP /'
 "#
     );
+    let wrapper = common::jailed_vmm_wrapper(&dir);
     let out = lab::Lab::new()
         .memory_mib(2048)
         .cpus(2)
         .timeout(Duration::from_secs(300))
         .with_guest_artifacts()
         .add_file(initramfs_with("qcow2", GUEST), "/vt/initramfs.cpio.gz")
-        .add_binary(env!("CARGO_BIN_EXE_vt-vmm"), "/vt/vt-vmm")
+        .add_binary(env!("CARGO_BIN_EXE_vt-vmm"), "/vt/bin/vt-vmm")
+        .add_file(wrapper, "/vt/vt-vmm")
         .qemu_arg("-drive")
         .qemu_arg(format!(
             "file={},if=virtio,format=raw,cache=writeback",

@@ -10,7 +10,6 @@
 //! opened with `O_NOFOLLOW`, so a file swapped for a symlink after the
 //! definition is refused; `O_NONBLOCK` keeps a FIFO from hanging the open.
 
-use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
@@ -69,53 +68,67 @@ pub enum AccessError {
     },
 }
 
+/// What kind of file a caller may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A regular file or a block device (a disk).
+    FileOrBlock,
+    /// A regular file only (kernel, initrd, backing files).
+    Regular,
+}
+
 /// Opens `path` for reading (and writing with `write`), with extra open
 /// flags, as `owner` (`None` or uid 0: as vtd itself, following links).
+///
+/// The type is checked with `stat` (as the owner, so it tells nothing
+/// about hidden paths) *before* the open, so a FIFO, a character device
+/// (`/dev/watchdog`, a tape, a tty) or a socket is never opened at all,
+/// and again on the opened file. The owner's thread also gives up every
+/// effective capability, so `/proc/PID/root` and similar magic links are
+/// checked as the owner too.
 pub fn open_as(
     owner: Option<Owner>,
     what: &'static str,
     path: &Path,
     write: bool,
     flags: libc::c_int,
+    kind: Kind,
 ) -> Result<File, AccessError> {
-    let opts = |extra: libc::c_int| {
-        let mut o = OpenOptions::new();
-        o.read(true)
-            .write(write)
-            .custom_flags(flags | extra | libc::O_CLOEXEC | libc::O_NONBLOCK);
-        o
-    };
     let owner = owner.filter(|o| o.uid != 0);
+    let open = move || -> io::Result<File> {
+        let nofollow = if owner.is_some() { libc::O_NOFOLLOW } else { 0 };
+        let meta = if owner.is_some() {
+            std::fs::symlink_metadata(path)?
+        } else {
+            std::fs::metadata(path)?
+        };
+        if meta.file_type().is_symlink() {
+            return Err(io::Error::from_raw_os_error(libc::ELOOP));
+        }
+        check_kind(&meta, kind)?;
+        let f = OpenOptions::new()
+            .read(true)
+            .write(write)
+            .custom_flags(flags | nofollow | libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .open(path)?;
+        check_kind(&f.metadata()?, kind)?;
+        Ok(f)
+    };
     let result = match owner {
-        None => opts(0).open(path),
+        None => open(),
         Some(o) => {
             let groups = groups_of(o.uid, o.gid);
-            let path_c = CString::new(path.as_os_str().as_encoded_bytes())
-                .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
             std::thread::scope(|s| {
-                s.spawn(|| -> io::Result<File> {
-                    path_c
-                        .as_ref()
-                        .map_err(|e| io::Error::new(e.kind(), "NUL"))?;
-                    // SAFETY: raw per-thread credential calls with integers
-                    // and our own group list; this thread ends right after.
-                    unsafe {
-                        if libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) != 0 {
-                            return Err(io::Error::last_os_error());
-                        }
-                        libc::syscall(libc::SYS_setfsgid, o.gid);
-                        libc::syscall(libc::SYS_setfsuid, o.uid);
-                        // setfs*id report the previous value: check it took.
-                        if libc::syscall(libc::SYS_setfsuid, u32::MAX) as u32 != o.uid
-                            || libc::syscall(libc::SYS_setfsgid, u32::MAX) as u32 != o.gid
-                        {
-                            return Err(io::Error::other("cannot take the caller's identity"));
-                        }
-                    }
-                    opts(libc::O_NOFOLLOW).open(path)
-                })
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("open thread failed")))
+                let t = std::thread::Builder::new().spawn_scoped(s, || -> io::Result<File> {
+                    become_owner(o, &groups)?;
+                    open()
+                });
+                match t {
+                    Ok(t) => t
+                        .join()
+                        .unwrap_or_else(|_| Err(io::Error::other("open thread failed"))),
+                    Err(e) => Err(e),
+                }
             })
         }
     };
@@ -136,19 +149,6 @@ pub fn open_as(
             err: e,
         },
     })?;
-    use std::os::unix::fs::FileTypeExt;
-    let meta = f.metadata().map_err(|err| AccessError::Other {
-        what,
-        path: name.clone(),
-        err,
-    })?;
-    if !(meta.is_file() || meta.file_type().is_block_device()) {
-        return Err(AccessError::Other {
-            what,
-            path: name,
-            err: io::Error::other("not a regular file or block device"),
-        });
-    }
     // Blocking again for the VMM (O_NONBLOCK only kept a FIFO from hanging us).
     use std::os::fd::AsRawFd;
     // SAFETY: F_GETFL/F_SETFL on our own descriptor with integer flags.
@@ -157,6 +157,73 @@ pub fn open_as(
         libc::fcntl(f.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK);
     }
     Ok(f)
+}
+
+fn check_kind(meta: &std::fs::Metadata, kind: Kind) -> io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let ok = meta.is_file() || (kind == Kind::FileOrBlock && meta.file_type().is_block_device());
+    if ok {
+        return Ok(());
+    }
+    Err(io::Error::other(match kind {
+        Kind::FileOrBlock => "not a regular file or block device",
+        Kind::Regular => "not a regular file",
+    }))
+}
+
+/// Makes the calling thread (only) act as `o` on the file system: its
+/// groups, fsgid and fsuid, and no effective capability left.
+fn become_owner(o: Owner, groups: &[libc::gid_t]) -> io::Result<()> {
+    // SAFETY: raw per-thread credential calls with integers and our own
+    // group list; the thread ends right after the open.
+    unsafe {
+        if libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        libc::syscall(libc::SYS_setfsgid, o.gid);
+        libc::syscall(libc::SYS_setfsuid, o.uid);
+        // setfs*id report the previous value: check it took.
+        if libc::syscall(libc::SYS_setfsuid, u32::MAX) as u32 != o.uid
+            || libc::syscall(libc::SYS_setfsgid, u32::MAX) as u32 != o.gid
+        {
+            return Err(io::Error::other("cannot take the caller's identity"));
+        }
+    }
+    drop_effective_caps()
+}
+
+/// Clears this thread's effective capability set (capset(2) is per
+/// thread); permitted stays, but the thread never raises them again.
+fn drop_effective_caps() -> io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Default, Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut h = Header {
+        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+        pid: 0,
+    };
+    let mut d = [Data::default(); 2];
+    // SAFETY: capget/capset with a v3 header and the two structs v3 uses.
+    unsafe {
+        if libc::syscall(libc::SYS_capget, &mut h, d.as_mut_ptr()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        d[0].effective = 0;
+        d[1].effective = 0;
+        if libc::syscall(libc::SYS_capset, &mut h, d.as_ptr()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 impl AccessError {
@@ -197,13 +264,29 @@ mod tests {
         std::fs::write(&secret, b"s").unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(open_as(Some(user), "disk", &theirs, true, 0).is_ok());
-        let e = open_as(Some(user), "disk", &secret, false, 0).unwrap_err();
+        assert!(open_as(Some(user), "disk", &theirs, true, 0, Kind::FileOrBlock).is_ok());
+        let e = open_as(Some(user), "disk", &secret, false, 0, Kind::FileOrBlock).unwrap_err();
         assert_eq!(e.status(), 403, "{e}");
-        let e = open_as(Some(user), "disk", Path::new("/etc/shadow"), false, 0).unwrap_err();
+        let e = open_as(
+            Some(user),
+            "disk",
+            Path::new("/etc/shadow"),
+            false,
+            0,
+            Kind::FileOrBlock,
+        )
+        .unwrap_err();
         assert_eq!(e.status(), 403, "{e}");
         // Missing and forbidden read the same.
-        let missing = open_as(Some(user), "disk", &dir.join("nope"), false, 0).unwrap_err();
+        let missing = open_as(
+            Some(user),
+            "disk",
+            &dir.join("nope"),
+            false,
+            0,
+            Kind::FileOrBlock,
+        )
+        .unwrap_err();
         assert_eq!(missing.status(), 403);
         assert!(missing
             .to_string()
@@ -211,18 +294,28 @@ mod tests {
         // The caller's own file swapped for a link to a root-only file.
         std::fs::remove_file(&theirs).unwrap();
         std::os::unix::fs::symlink(&secret, &theirs).unwrap();
-        let e = open_as(Some(user), "disk", &theirs, false, 0).unwrap_err();
+        let e = open_as(Some(user), "disk", &theirs, false, 0, Kind::FileOrBlock).unwrap_err();
         assert_eq!(e.status(), 403, "{e}");
         // Root follows links and reads anything; this thread kept its identity.
-        assert!(open_as(None, "disk", &theirs, false, 0).is_ok());
-        assert!(open_as(Some(Owner { uid: 0, gid: 0 }), "disk", &secret, true, 0).is_ok());
+        assert!(open_as(None, "disk", &theirs, false, 0, Kind::FileOrBlock).is_ok());
+        assert!(open_as(
+            Some(Owner { uid: 0, gid: 0 }),
+            "disk",
+            &secret,
+            true,
+            0,
+            Kind::FileOrBlock
+        )
+        .is_ok());
         // A FIFO neither hangs nor passes.
         let fifo = dir.join("fifo");
-        let c = CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
         // SAFETY: a NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o666) }, 0);
         assert_eq!(
-            open_as(None, "disk", &fifo, false, 0).unwrap_err().status(),
+            open_as(None, "disk", &fifo, false, 0, Kind::FileOrBlock)
+                .unwrap_err()
+                .status(),
             400
         );
         std::fs::remove_dir_all(&dir).unwrap();

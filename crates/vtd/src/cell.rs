@@ -17,6 +17,7 @@ use std::sync::Mutex;
 
 use api::manager::VmDefinition;
 
+use crate::access::Kind;
 use crate::daemon::Defaults;
 use crate::error::ApiError;
 use crate::store::VmDir;
@@ -100,8 +101,9 @@ impl Passed {
     }
 }
 
-/// Opens a file of `def` as its owner ([`crate::access`]); the admin's
-/// default kernel and initrd as vtd.
+/// Opens a file of `def` as its owner ([`crate::access`]). Only the
+/// admin's default kernel and initrd, in those roles and read-only, are
+/// opened as vtd.
 fn open(
     def: &VmDefinition,
     defaults: &Defaults,
@@ -110,12 +112,54 @@ fn open(
     flags: i32,
     what: &'static str,
 ) -> Result<File, ApiError> {
-    let owner = if defaults.is_default(path) {
+    let boot_file = matches!(what, "kernel" | "initrd");
+    let owner = if boot_file && !write && defaults.is_default(path) {
         None
     } else {
         def.owner
     };
-    Ok(crate::access::open_as(owner, what, path, write, flags)?)
+    let kind = if what == "disk" {
+        Kind::FileOrBlock
+    } else {
+        Kind::Regular
+    };
+    Ok(crate::access::open_as(
+        owner, what, path, write, flags, kind,
+    )?)
+}
+
+/// The backing chain of the qcow2 `top` (opened from `path` as the owner),
+/// each layer opened as the owner, read-only, regular files only: the
+/// references come from headers the owner wrote, so vtd never opens one
+/// as itself. Stops at a layer that is not qcow2 or has no backing file;
+/// the VMM checks formats, loops and depth again when it opens the chain.
+fn open_chain(
+    def: &VmDefinition,
+    defaults: &Defaults,
+    top: &File,
+    path: &Path,
+) -> Result<Vec<File>, ApiError> {
+    let mut out: Vec<File> = Vec::new();
+    let mut current = path.to_path_buf();
+    loop {
+        let layer = out.last().unwrap_or(top);
+        let Ok(header) = disk::header::Header::read(layer) else {
+            return Ok(out);
+        };
+        let Some(reference) = header.backing_file else {
+            return Ok(out);
+        };
+        if out.len() >= disk::MAX_CHAIN_DEPTH {
+            return Err(ApiError::bad_request(format!(
+                "{}: backing chain deeper than {}",
+                path.display(),
+                disk::MAX_CHAIN_DEPTH
+            )));
+        }
+        let dir = current.parent().unwrap_or(Path::new("/")).to_path_buf();
+        current = dir.join(reference);
+        out.push(open(def, defaults, &current, false, 0, "backing file")?);
+    }
 }
 
 /// The largest file the VMM may grow: its biggest disk plus an eighth
@@ -168,12 +212,12 @@ pub fn start(
         if d.format == Some(api::DiskFormat::Qcow2) {
             // The VMM cannot reach the backing files: open the chain here,
             // as the owner, read-only, and pass it top-down.
-            let chain = disk::backing_chain(&d.path);
+            let top = disks
+                .last()
+                .ok_or_else(|| ApiError::internal("disk", "lost"))?;
+            let chain = open_chain(def, defaults, top, &d.path)?;
             if !chain.is_empty() {
-                let fds = chain
-                    .iter()
-                    .map(|b| open(def, defaults, b, false, 0, "backing file").map(|f| p.push(f)))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let fds: Vec<usize> = chain.into_iter().map(|f| p.push(f)).collect();
                 let fds: Vec<String> = fds.iter().map(|n| n.to_string()).collect();
                 spec.push_str(&format!(",backing_fds={}", fds.join(":")));
             }
@@ -223,6 +267,13 @@ pub fn start(
         "restart".into(),
     ];
     args.append(&mut p.args);
+    let log = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(dir.vmm_log())
+        .map_err(|e| ApiError::internal("cannot open vmm.log", e))?;
     let uid = jail.uids.take()?;
     args.extend([
         "--id".into(),
@@ -250,13 +301,6 @@ pub fn start(
         undo(uid);
         ApiError::internal("cannot set up the VM's cgroup", e)
     })?;
-    let log = OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(dir.vmm_log())
-        .map_err(|e| ApiError::internal("cannot open vmm.log", e))?;
     let spec = jail::SpawnSpec {
         program: resolve(vmm),
         args,

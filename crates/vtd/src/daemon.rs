@@ -175,8 +175,13 @@ impl Daemon {
         for (what, p, write) in files {
             if let Some(owner) = def.owner.filter(|o| o.uid != 0) {
                 // Checked as the caller, whose own access is all it gets.
-                if !self.defaults.is_default(p) {
-                    crate::access::open_as(Some(owner), what, p, write, 0)?;
+                let default_boot_file = what != "disk" && self.defaults.is_default(p);
+                if !default_boot_file {
+                    let kind = match what {
+                        "disk" => crate::access::Kind::FileOrBlock,
+                        _ => crate::access::Kind::Regular,
+                    };
+                    crate::access::open_as(Some(owner), what, p, write, 0, kind)?;
                 }
                 continue;
             }

@@ -155,11 +155,7 @@ fn main() -> ExitCode {
     let jail = match args.jail {
         OnOff::Off => None,
         OnOff::On => {
-            if let Err(e) = jail::ids::check_range(
-                args.vm_uid_base,
-                Path::new("/etc/passwd"),
-                Path::new("/etc/group"),
-            ) {
+            if let Err(e) = jail::ids::check_range(args.vm_uid_base, &jail::ids::IdFiles::host()) {
                 eprintln!("vtd: error: {e}");
                 return ExitCode::from(2);
             }

@@ -94,6 +94,13 @@ pub fn is_our_vmm(pid: u32, socket: &Path) -> bool {
             .any(|w| (w[0] == b"--api-socket" || w[0] == b"--id") && w[1] == sock)
 }
 
+/// The real uid of process `pid`, from `/proc/PID/status`.
+pub fn uid_of(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    line.split_whitespace().next()?.parse().ok()
+}
+
 /// A descriptor that becomes readable when `pid` ends (any process, not
 /// only our children).
 pub fn pidfd(pid: u32) -> std::io::Result<OwnedFd> {

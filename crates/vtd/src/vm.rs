@@ -126,6 +126,16 @@ impl Vm {
         }
     }
 
+    /// Whether `pid` still is this VM's VMM: by its uid when jailed (a
+    /// VMM cannot change that; its command line it could rewrite), else
+    /// by its flags.
+    fn is_ours(&self, pid: u32) -> bool {
+        match lock(&self.run).uid {
+            Some(uid) => process::uid_of(pid) == Some(uid),
+            None => process::is_our_vmm(pid, &self.dir.socket()),
+        }
+    }
+
     fn active_pid(&self) -> Result<u32, ApiError> {
         let r = lock(&self.run);
         match (r.state, r.pid) {
@@ -159,8 +169,13 @@ impl Vm {
             .kernel
             .clone()
             .ok_or_else(|| ApiError::bad_request("the definition has no kernel"))?;
+        // Root's own definitions get a friendly early word; a caller's
+        // files are checked only by opening them as the caller (below), so
+        // nothing here tells whether a path it cannot see exists.
+        let root_owned = self.def.owner.is_none_or(|o| o.uid == 0);
         for (what, p) in std::iter::once(("kernel", &kernel))
             .chain(self.def.initrd.iter().map(|i| ("initrd", i)))
+            .filter(|_| root_owned)
         {
             if !p.is_file() {
                 return Err(ApiError::bad_request(format!(
@@ -220,6 +235,18 @@ impl Vm {
                 )
             }
             None => {
+                // Unconfined, the VMM opens the paths itself as vtd's
+                // user: only root's VMs may run that way.
+                if let Some(o) = self.def.owner.filter(|o| o.uid != 0) {
+                    return Err(ApiError::new(
+                        403,
+                        format!(
+                            "VM '{}' belongs to uid {}: with vtd --jail off only root's VMs start (their files would be opened as root)",
+                            self.name(),
+                            o.uid
+                        ),
+                    ));
+                }
                 let mut child = process::spawn(vmm, &kernel, &self.def, &self.dir)
                     .map_err(|e| ApiError::internal(&format!("cannot run {}", vmm.display()), e))?;
                 let pid = child.id();
@@ -321,7 +348,12 @@ impl Vm {
         if let (Some(j), Some(uid)) = (&self.jail, rt.uid) {
             j.uids.mark(uid);
         }
-        let alive = process::is_our_vmm(pid, &self.dir.socket());
+        // A jailed VMM is known by its uid (which it cannot change; its
+        // command line it could rewrite), an unjailed one by its flags.
+        let alive = match rt.uid {
+            Some(uid) => process::uid_of(pid) == Some(uid),
+            None => process::is_our_vmm(pid, &self.dir.socket()),
+        };
         let fd = if alive {
             process::pidfd(pid).ok()
         } else {
@@ -423,7 +455,7 @@ impl Vm {
         if self.wait_end(pid, patience) {
             return Ok(());
         }
-        if process::is_our_vmm(pid, &self.dir.socket()) {
+        if self.is_ours(pid) {
             process::kill(pid);
         }
         if self.wait_end(pid, STOP_TIMEOUT) {

@@ -7,11 +7,14 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 
 use common::Vtd;
 
 const MEMBER: u32 = 60_000;
 const STRANGER: u32 = 60_001;
+/// A second member of the socket group (primary group MEMBER).
+const OTHER_MEMBER: u32 = 60_003;
 
 fn text(o: &std::process::Output) -> String {
     format!(
@@ -57,16 +60,27 @@ fn callers_get_only_what_their_uid_allows() {
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     let sock = vtd.socket.clone();
 
+    // vt itself cannot read them as the member (it probes the format)...
+    let out = vtd.vt_as(
+        MEMBER,
+        &sock,
+        &["create", "--name", "s", "--disk", "path=/etc/shadow"],
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+    // ...and vtd opens them as the member whatever the client says.
     for (name, path) in [
-        ("shadow", "/etc/shadow".to_string()),
-        ("rootimg", secret.display().to_string()),
+        ("shadow", PathBuf::from("/etc/shadow")),
+        ("rootimg", secret.clone()),
     ] {
-        let disk = format!("path={path}");
-        let out = vtd.vt_as(MEMBER, &sock, &["create", "--name", name, "--disk", &disk]);
-        assert!(!out.status.success(), "{name}: {}", text(&out));
+        let body = format!(
+            r#"{{"name":"{name}","disks":[{{"path":"{}","format":"raw"}}]}}"#,
+            path.display()
+        );
+        let out = curl_as(MEMBER, &sock, "POST", "/vms", &body);
+        assert!(out.starts_with("403"), "{name}: {out}");
         // The same words whether the file exists or not.
         let want = format!("no such file, or not writable by uid {MEMBER}");
-        assert!(text(&out).contains(&want), "{name}: {}", text(&out));
+        assert!(out.contains(&want), "{name}: {out}");
     }
     // Straight to the API (vt itself checks that a disk exists): a missing
     // path reads exactly like a forbidden one.
@@ -98,6 +112,19 @@ fn callers_get_only_what_their_uid_allows() {
     assert!(out.status.success(), "{}", text(&out));
     let out = vtd.vt_as(MEMBER, &sock, &["stop", "mine"]);
     assert!(out.status.success(), "{}", text(&out));
+    // Another member of the group may not touch it, nor a root VM.
+    vtd.define("rootvm");
+    for (vm, args, whose) in [
+        ("mine", &["stop", "mine"][..], "uid 60000"),
+        ("mine", &["undefine", "mine"][..], "uid 60000"),
+        ("mine", &["console", "mine", "--no-follow"][..], "uid 60000"),
+        ("rootvm", &["start", "rootvm"][..], "root"),
+    ] {
+        let out = vtd.vt_as_ids(OTHER_MEMBER, MEMBER, &sock, args);
+        assert!(!out.status.success(), "{vm}: {}", text(&out));
+        let want = format!("VM '{vm}' belongs to {whose}");
+        assert!(text(&out).contains(&want), "{args:?}: {}", text(&out));
+    }
     // The image swapped for a symlink to the root-only one: refused at start.
     std::fs::remove_file(&mine).unwrap();
     std::os::unix::fs::symlink(&secret, &mine).unwrap();
@@ -130,7 +157,9 @@ fn callers_get_only_what_their_uid_allows() {
         .collect();
     let by = |uid: u32| refused.iter().filter(|v| v["uid"] == uid).count();
     assert_eq!(by(MEMBER), 4, "{log}");
-    assert_eq!(refused.iter().filter(|v| v["method"] == "POST").count(), 5);
+    // stop, undefine and start by the other member (a GET is not logged).
+    assert_eq!(by(OTHER_MEMBER), 3, "{log}");
+    assert_eq!(refused.iter().filter(|v| v["method"] == "POST").count(), 7);
     assert_eq!(by(STRANGER), 1, "{log}");
 }
 

@@ -73,7 +73,7 @@ pub const LAB_VM_UID: u32 = 1_879_048_192;
 /// (`vt-vmm --jail`, its own uid, namespaces, no capabilities), on top of
 /// its default seccomp and Landlock, as under vtd. The real binary is
 /// `vt/bin/vt-vmm`; the VMM is the outside process's child.
-fn jailed_vmm_wrapper(dir: &std::path::Path) -> std::path::PathBuf {
+pub fn jailed_vmm_wrapper(dir: &std::path::Path) -> std::path::PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.join("vt-vmm-jailed.sh");
     let script = format!(

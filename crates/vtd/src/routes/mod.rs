@@ -75,6 +75,12 @@ impl Api {
                 continue;
             }
             let name = name.unwrap_or_default();
+            // A VM is its owner's and root's: changing it, and reading its
+            // console (logins, boot secrets), needs one of them.
+            let console = pattern.ends_with("/console");
+            if pattern.contains("{name}") && (*method != "GET" || console) {
+                authorize(d, name, peer)?;
+            }
             return match (*method, *pattern) {
                 ("GET", "/openapi.json") => Ok(Reply::Full(Response::json(200, OPENAPI))),
                 ("GET", "/vms") => vms::list(d),
@@ -104,6 +110,23 @@ impl Api {
             ))
         }
     }
+}
+
+/// Root, or the uid that defined VM `name`; a VM with no recorded owner
+/// (defined by root, or before owners were recorded) is root's.
+fn authorize(d: &Daemon, name: &str, peer: &Peer) -> Result<(), ApiError> {
+    if peer.uid == 0 {
+        return Ok(());
+    }
+    let owner = d.get(name)?.def.owner.map(|o| o.uid);
+    if owner == Some(peer.uid) {
+        return Ok(());
+    }
+    let whose = owner.map_or("root".to_string(), |u| format!("uid {u}"));
+    Err(ApiError::new(
+        403,
+        format!("VM '{name}' belongs to {whose}: only its owner or root may do that"),
+    ))
 }
 
 impl Handler for Api {

@@ -204,13 +204,18 @@ impl Vtd {
 
     /// `vt` run as another user (uid = gid = `uid`) on `socket`.
     pub fn vt_as(&self, uid: u32, socket: &Path, args: &[&str]) -> Output {
+        self.vt_as_ids(uid, uid, socket, args)
+    }
+
+    /// `vt` run as `uid` with primary group `gid` on `socket`.
+    pub fn vt_as_ids(&self, uid: u32, gid: u32, socket: &Path, args: &[&str]) -> Output {
         use std::os::unix::process::CommandExt;
         Command::new(sibling("vt"))
             .args(args)
             .env("VT_SOCKET", socket)
             .current_dir(&self.dir)
             .uid(uid)
-            .gid(uid)
+            .gid(gid)
             .stdin(Stdio::null())
             .output()
             .unwrap()

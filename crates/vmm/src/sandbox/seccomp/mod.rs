@@ -222,6 +222,9 @@ fn common(r: &mut Rules, pid: u32) -> Result<()> {
             libc::F_GETFL as u64,
             libc::F_SETFL as u64,
             libc::F_DUPFD_CLOEXEC as u64,
+            // Image locks (QEMU's OFD locks), taken when disks are opened.
+            libc::F_OFD_GETLK as u64,
+            libc::F_OFD_SETLK as u64,
         ],
     )?;
     // Signals to threads of this process only (vCPU kicks, abort()).

@@ -13,7 +13,10 @@
 //! Measured (`strace -f` of a Linux guest in the lab using its disk, NIC
 //! and rng, across a reboot): blk `preadv pwritev fdatasync`, net `readv
 //! writev`, rng `getrandom`, all `epoll_wait read write`, plus the thread
-//! start-up calls in the common list.
+//! start-up calls in the common list. A qcow2 disk (imago, `strace -f` of
+//! `crates/disk/tests/qemu_interop.rs`) adds `pread64` (metadata),
+//! `ftruncate` and `fstat`-by-descriptor (the file's end when allocating),
+//! `lseek` and `fsync`.
 
 use super::{Result, Rules};
 
@@ -29,6 +32,16 @@ pub fn rules(r: &mut Rules) -> Result<()> {
         libc::SYS_fdatasync,
         libc::SYS_fallocate,
         libc::SYS_timerfd_settime,
+        libc::SYS_pread64,
+        libc::SYS_ftruncate,
+        libc::SYS_fstat,
+        libc::SYS_lseek,
+        libc::SYS_fsync,
     ]);
+    // fstat through the *at calls, on the descriptor only (an empty path
+    // with AT_EMPTY_PATH, as std's File::metadata does): no path is looked at.
+    let empty = libc::AT_EMPTY_PATH as u64;
+    r.allow_arg(libc::SYS_newfstatat, 3, &[empty])?;
+    r.allow_arg(libc::SYS_statx, 2, &[empty])?;
     Ok(())
 }
