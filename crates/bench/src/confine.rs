@@ -94,6 +94,8 @@ pub fn run(args: &ConfineArgs) -> anyhow::Result<String> {
     for (name, _) in sides.iter().skip(1) {
         m.push_str(&format!("{name} − off | "));
     }
+    let header_end = m.trim_end().len();
+    m.truncate(header_end);
     m.push('\n');
     m.push_str(&"|---".repeat(1 + 2 * sides.len() - 1));
     m.push_str("|\n");

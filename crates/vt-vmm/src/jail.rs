@@ -159,7 +159,8 @@ fn supervise(child: libc::pid_t) -> u8 {
     let set = unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
-        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        // SIGCHLD too: the child's end wakes the wait at once.
+        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGCHLD] {
             libc::sigaddset(&mut set, s);
         }
         libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
@@ -172,7 +173,7 @@ fn supervise(child: libc::pid_t) -> u8 {
     loop {
         // SAFETY: waits on our own mask with a timeout; no siginfo wanted.
         let sig = unsafe { libc::sigtimedwait(&set, std::ptr::null_mut(), &tick) };
-        if sig > 0 {
+        if sig > 0 && sig != libc::SIGCHLD {
             // SAFETY: signalling our own child.
             unsafe { libc::kill(child, sig) };
         }
