@@ -72,6 +72,32 @@ pub struct VmDefinition {
     /// its paths are opened as this user). `None`: root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<Owner>,
+    /// CPU limits of the VM's cgroup; unset: weight 100, no quota. A
+    /// limit asked for here that the host cannot enforce (no cpu
+    /// controller) fails the start.
+    #[serde(default, skip_serializing_if = "CpuTune::is_default")]
+    pub cpu: CpuTune,
+}
+
+/// CPU share and cap of a VM (libvirt's `<cputune>` `shares`/`quota`,
+/// cgroup v2 `cpu.weight`/`cpu.max`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CpuTune {
+    /// Relative weight against other VMs, 1–10000 (default 100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    /// At most this much CPU time, in percent of one host CPU (e.g. 150:
+    /// one and a half CPUs), 1–100000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_percent: Option<u32>,
+}
+
+impl CpuTune {
+    /// Nothing asked for.
+    pub fn is_default(&self) -> bool {
+        *self == CpuTune::default()
+    }
 }
 
 /// A user and group, as `SO_PEERCRED` gives them.
@@ -192,6 +218,8 @@ pub enum DefinitionError {
     Bridge(String),
     #[error("{0}")]
     Mac(String),
+    #[error("cpu.weight must be 1-10000, cpu.quota_percent 1-100000")]
+    CpuTune,
 }
 
 /// Whether `name` may name a VM (it also names a directory and a socket).
@@ -214,6 +242,14 @@ impl VmDefinition {
         }
         if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&self.memory_mib) {
             return Err(DefinitionError::Memory(self.memory_mib));
+        }
+        let weight_ok = self.cpu.weight.is_none_or(|w| (1..=10_000).contains(&w));
+        let quota_ok = self
+            .cpu
+            .quota_percent
+            .is_none_or(|q| (1..=100_000).contains(&q));
+        if !weight_ok || !quota_ok {
+            return Err(DefinitionError::CpuTune);
         }
         let abs = |what, p: &PathBuf| {
             if p.is_absolute() {

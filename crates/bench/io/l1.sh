@@ -70,7 +70,8 @@ run_one() {
     ( for i in $(seq 100); do [ -e /sys/class/net/$tap ] && break; sleep 0.1; done
       ip addr add 169.254.20.1/24 dev $tap; ip link set $tap up ) &
     if [ $who = vt ]; then
-        timeout -s KILL 300 "$R/vt/vt-vmm" --kernel "$R/guest/vmlinux" \
+        # shellcheck disable=SC2086 # VTJAIL is empty or several flags
+        timeout -s KILL 300 "$R/vt/vt-vmm" $VTJAIL --kernel "$R/guest/vmlinux" \
             --initrd "$R/vt/initramfs.cpio.gz" --memory 512 --cmdline "$CMD" \
             --disk path=$DEV,format=$FMT,cache=$CACHE --net tap=$tap --serial file=$T/out </dev/null &
     else

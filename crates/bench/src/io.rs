@@ -55,6 +55,11 @@ pub struct IoArgs {
     /// writeback (qcow2 is writeback only in vt-vmm)
     #[arg(long, default_value = "none", value_parser = ["none", "writeback"])]
     pub cache: String,
+    /// Run our VMM in its cell (`vt-vmm --jail`): the jail's cost against
+    /// the same QEMU runs (per-thread CPU lines then show the outside
+    /// process only)
+    #[arg(long)]
+    pub jail: bool,
 }
 
 /// The section: a heading, how it was run, the table.
@@ -205,13 +210,14 @@ pub fn run(args: &IoArgs) -> anyhow::Result<Table> {
     }
     let initrd = initramfs(&dir, &iobench)?;
     let script = format!(
-        "RUNS={} SECS={} NETONLY={} BLOCKONLY={} DISKFMT={} DISKCACHE={} sh \"$VTLAB_ROOT/vt/l1.sh\"",
+        "RUNS={} SECS={} NETONLY={} BLOCKONLY={} DISKFMT={} DISKCACHE={} VTJAIL='{}' sh \"$VTLAB_ROOT/vt/l1.sh\"",
         args.runs,
         args.secs,
         if args.net_only { "1" } else { "" },
         if args.block_only { "1" } else { "" },
         args.disk_format,
         args.cache,
+        if args.jail { "--jail --jail-uid 1879048192" } else { "" },
     );
     let l1 = dir.join("l1.sh");
     std::fs::write(&l1, L1_SCRIPT)?;
@@ -256,15 +262,17 @@ pub fn run(args: &IoArgs) -> anyhow::Result<Table> {
     let mut table = Table {
         title: "Block and network I/O in the lab (higher is better)".into(),
         command: format!(
-            "vt-bench io --runs {} --secs {} --disk-format {} --cache {}{}",
+            "vt-bench io --runs {} --secs {} --disk-format {} --cache {}{}{}",
             args.runs,
             args.secs,
             args.disk_format,
             args.cache,
-            if args.block_only { " --block-only" } else { "" }
+            if args.block_only { " --block-only" } else { "" },
+            if args.jail { " --jail" } else { "" }
         ),
         ours_cmd: format!(
-            "vt-vmm --disk path=/dev/vda,format={},cache={} --net tap=vtbN --memory 512 (see crates/bench/io/l1.sh)",
+            "vt-vmm {}--disk path=/dev/vda,format={},cache={} --net tap=vtbN --memory 512 (see crates/bench/io/l1.sh)",
+            if args.jail { "--jail --jail-uid 1879048192 " } else { "" },
             args.disk_format, args.cache
         ),
         qemu_cmd: format!(

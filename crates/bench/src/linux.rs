@@ -25,6 +25,10 @@ pub struct LinuxArgs {
     /// Our VMM [default: vt-vmm next to vt-bench]
     #[arg(long, value_name = "PATH")]
     pub vmm: Option<PathBuf>,
+    /// Run our VMM in its cell (`vt-vmm --jail`), to measure what the
+    /// jail costs against the same QEMU runs
+    #[arg(long)]
+    pub jail: bool,
     /// Lab (L1) memory
     #[arg(long, value_name = "MIB", default_value_t = 3072)]
     pub lab_memory: u32,
@@ -46,6 +50,9 @@ pub struct InnerArgs {
     /// Where vmlinuz, vmlinux and initramfs.cpio.gz are
     #[arg(long, value_name = "DIR")]
     pub guest_dir: PathBuf,
+    /// `vt-vmm --jail --jail-uid` JAIL_UID
+    #[arg(long)]
+    pub jail: bool,
     /// QEMU firmware (`-bios`) for microvm, when QEMU cannot find its own
     #[arg(long, value_name = "PATH")]
     pub bios: Option<PathBuf>,
@@ -66,7 +73,10 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(150);
 /// The stock microvm firmware (qboot), which `Lab::with_qemu` does not carry.
 const MICROVM_BIOS: &str = "/usr/share/qemu/bios-microvm.bin";
 
-fn ours_cmd(vmm: &Path, kernel: &Path, initrd: &Path) -> Command {
+/// The uid of a jailed run (the first of vtd's default range).
+const JAIL_UID: &str = "1879048192";
+
+fn ours_cmd(vmm: &Path, kernel: &Path, initrd: &Path, jail: bool) -> Command {
     let mut c = Command::new(vmm);
     c.args(["--memory", &MEMORY_MIB.to_string(), "--cpus", "1"])
         .arg("--kernel")
@@ -74,6 +84,9 @@ fn ours_cmd(vmm: &Path, kernel: &Path, initrd: &Path) -> Command {
         .arg("--initrd")
         .arg(initrd)
         .args(["--cmdline", CMDLINE]);
+    if jail {
+        c.args(["--jail", "--jail-uid", JAIL_UID]);
+    }
     c
 }
 
@@ -174,7 +187,7 @@ pub fn inner(args: &InnerArgs) -> anyhow::Result<()> {
         for i in 0..args.warmup + args.runs {
             let n = format!("{file} run {}/{}", i + 1, args.warmup + args.runs);
             eprintln!("vt-bench: {n}: vt-vmm");
-            let o = boot("vt-vmm", ours_cmd(&args.vmm, &kernel, &initrd));
+            let o = boot("vt-vmm", ours_cmd(&args.vmm, &kernel, &initrd, args.jail));
             eprintln!("vt-bench: {n}: QEMU");
             let q = boot("QEMU", qemu_cmd(&args.qemu, bios, &kernel, &initrd));
             let (o, q) = match (o, q) {
@@ -215,6 +228,7 @@ pub fn inner(args: &InnerArgs) -> anyhow::Result<()> {
                 Path::new("vt-vmm"),
                 &shown(file),
                 &shown("initramfs.cpio.gz"),
+                args.jail,
             )),
             qemu_cmd: run::describe(&qemu_cmd(
                 &args.qemu,
@@ -260,8 +274,10 @@ pub fn run(args: &LinuxArgs) -> anyhow::Result<InnerResult> {
     }
     let script = format!(
         "R=\"$VTLAB_ROOT\"; \"$R/vt/vt-bench\" linux-inner --runs {} --warmup {} \
-         --vmm \"$R/vt/vt-vmm\" --guest-dir \"$R/guest\"{bios_arg}",
-        args.runs, args.warmup
+         --vmm \"$R/vt/vt-vmm\" --guest-dir \"$R/guest\"{bios_arg}{jail}",
+        args.runs,
+        args.warmup,
+        jail = if args.jail { " --jail" } else { "" }
     );
     // The lab (nested SVM under TCG) has been seen to wedge, rarely, in a
     // long run: a second attempt, said so in the notes, beats losing the run.

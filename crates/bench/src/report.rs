@@ -70,6 +70,7 @@ pub fn all(args: &AllArgs) -> anyhow::Result<()> {
             runs: args.linux_runs,
             warmup: 1,
             vmm: Some(vmm.clone()),
+            jail: false,
             lab_memory: 3072,
             timeout: 1500,
         })?)

@@ -290,13 +290,20 @@ pub fn start(
     };
     let want = jail::cgroup::CgroupLimits {
         memory_bytes: Some((def.memory_mib + MEMORY_OVERHEAD_MIB) << 20),
-        cpu_weight: Some(100),
-        cpu_quota_percent: None,
+        cpu_weight: Some(def.cpu.weight.unwrap_or(100)),
+        cpu_quota_percent: def.cpu.quota_percent,
         pids: Some(u64::from(def.vcpus) + PIDS_OVERHEAD),
     };
     // Default limits apply where the host has the controller (vtd says at
-    // start which are missing).
+    // start which are missing); a limit the definition asks for must be
+    // enforced, or the VM does not start.
     let (want, missing) = jail.cgroups.enforceable(&want);
+    if !def.cpu.is_default() && missing.contains(&"cpu") {
+        undo(uid);
+        return Err(ApiError::bad_request(
+            "the definition sets cpu limits, but this host has no cgroup cpu controller (neither cgroup v1 nor v2)",
+        ));
+    }
     let cgroup = jail::cgroup::Cgroup::create(&jail.cgroups, &def.name, &want).map_err(|e| {
         undo(uid);
         ApiError::internal("cannot set up the VM's cgroup", e)

@@ -241,6 +241,18 @@ fn the_virt_install_line_defines_a_vm_with_disk_and_network() {
     assert_eq!(field("CapEff:"), "0000000000000000", "{status}");
     assert_eq!(field("CapPrm:"), "0000000000000000", "{status}");
     assert_eq!(field("NoNewPrivs:"), "1", "{status}");
+    // ...and its own barriers are up: seccomp filtering (the main thread's
+    // filter goes on once the VM is built, just after the socket answers).
+    let seccomp = || {
+        let st = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        st.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["Seccomp:", "2"])
+    };
+    let t0 = std::time::Instant::now();
+    while !seccomp() && t0.elapsed() < std::time::Duration::from_secs(5) {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(seccomp(), "no seccomp filter on the VMM's main thread");
     for ns in ["mnt", "pid", "net", "ipc", "uts"] {
         let theirs = std::fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap();
         let ours = std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
@@ -385,4 +397,46 @@ fn vt_events_follows_and_completions_print() {
         "{script}"
     );
     assert!(script.contains("shutdown") && script.contains("--ram"));
+}
+
+/// CPU limits from the definition reach the VMM's cgroup and `vt info`.
+#[test]
+fn cpu_limits_from_the_definition_reach_the_cgroup() {
+    let vtd = Vtd::start("cputune");
+    let def = r#"{"name":"cpu","memory_mib":16,"cpu":{"weight":50,"quota_percent":150}}"#;
+    vtd.expect("POST", "/vms", Some(def), 201);
+    let bad = r#"{"name":"bad","memory_mib":16,"cpu":{"weight":0}}"#;
+    let e = vtd.expect("POST", "/vms", Some(bad), 400);
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("cpu.weight must be 1-10000"),
+        "{e}"
+    );
+    vtd.expect("POST", "/vms/cpu/start", None, 200);
+    let s = vtd.status("cpu");
+    let limits = s.confinement.expect("jailed").cgroup_limits;
+    let v2 = limits.iter().any(|l| l.starts_with("cpu.max="));
+    let want: &[&str] = if v2 {
+        &["cpu.weight=50", "cpu.max=150000 100000"]
+    } else {
+        &["cpu.shares=512", "cpu.cfs_quota_us=150000"]
+    };
+    for w in want {
+        assert!(limits.iter().any(|l| l == w), "{w} not in {limits:?}");
+    }
+    // What the kernel holds, read back from the VMM's own cgroup.
+    let pid = s.pid.expect("running");
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let layout = jail::cgroup::Layout::detect();
+    let quota = if v2 {
+        let v2 = layout.v2.clone().unwrap();
+        std::fs::read_to_string(v2.join("vt/cpu/cpu.max")).unwrap()
+    } else {
+        let (_, m) = layout.v1.iter().find(|(c, _)| c == "cpu").unwrap();
+        std::fs::read_to_string(m.join("vt/cpu/cpu.cfs_quota_us")).unwrap()
+    };
+    assert!(quota.starts_with("150000"), "{quota} ({cg})");
+    vtd.expect("POST", "/vms/cpu/stop", None, 200);
 }

@@ -286,6 +286,7 @@ pub fn run(c: &Client, a: CreateArgs, format: Format) -> CliResult {
         networks: Vec::new(),
         autostart: a.autostart,
         owner: None,
+        cpu: Default::default(),
     };
     if let Some(b) = &a.boot {
         apply_boot(&mut def, b)?;
