@@ -47,32 +47,56 @@ fn rlimit(res: libc::__rlimit_resource_t, v: u64, what: &'static str) -> Result<
         .map_err(|e| PrivError::Sys(what, e))
 }
 
-/// `(effective, permitted)` capability sets of this thread (capget(2)).
-pub fn capabilities() -> io::Result<(u64, u64)> {
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: i32,
-    }
-    #[repr(C)]
-    #[derive(Default, Clone, Copy)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    let mut h = Header {
+/// capget(2)/capset(2)'s version 3 header and data (two 32-bit halves).
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Default, Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+fn cap_header() -> CapHeader {
+    CapHeader {
         version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
         pid: 0,
-    };
-    let mut d = [Data::default(); 2];
+    }
+}
+
+fn capget() -> io::Result<[CapData; 2]> {
+    let mut h = cap_header();
+    let mut d = [CapData::default(); 2];
     // SAFETY: capget with a v3 header and the two data structs v3 fills.
     check(unsafe { libc::syscall(libc::SYS_capget, &mut h, d.as_mut_ptr()) })?;
+    Ok(d)
+}
+
+/// `(effective, permitted)` capability sets of this thread (capget(2)).
+pub fn capabilities() -> io::Result<(u64, u64)> {
+    let d = capget()?;
     let join = |lo: u32, hi: u32| u64::from(lo) | (u64::from(hi) << 32);
     Ok((
         join(d[0].effective, d[1].effective),
         join(d[0].permitted, d[1].permitted),
     ))
+}
+
+/// Clears the calling *thread's* effective capability set (capset(2)
+/// works per thread); its permitted set stays. For a short-lived thread
+/// that must act with no more than a user's own rights.
+pub fn clear_effective() -> io::Result<()> {
+    let mut d = capget()?;
+    d[0].effective = 0;
+    d[1].effective = 0;
+    let mut h = cap_header();
+    // SAFETY: capset with a v3 header and the two data structs v3 reads.
+    check(unsafe { libc::syscall(libc::SYS_capset, &mut h, d.as_ptr()) }).map(drop)
 }
 
 /// Applies `limits`, drops every capability, sets `no_new_privs` and

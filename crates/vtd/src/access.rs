@@ -189,41 +189,7 @@ fn become_owner(o: Owner, groups: &[libc::gid_t]) -> io::Result<()> {
             return Err(io::Error::other("cannot take the caller's identity"));
         }
     }
-    drop_effective_caps()
-}
-
-/// Clears this thread's effective capability set (capset(2) is per
-/// thread); permitted stays, but the thread never raises them again.
-fn drop_effective_caps() -> io::Result<()> {
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: i32,
-    }
-    #[repr(C)]
-    #[derive(Default, Clone, Copy)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    let mut h = Header {
-        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
-        pid: 0,
-    };
-    let mut d = [Data::default(); 2];
-    // SAFETY: capget/capset with a v3 header and the two structs v3 uses.
-    unsafe {
-        if libc::syscall(libc::SYS_capget, &mut h, d.as_mut_ptr()) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        d[0].effective = 0;
-        d[1].effective = 0;
-        if libc::syscall(libc::SYS_capset, &mut h, d.as_ptr()) != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(())
+    jail::privs::clear_effective()
 }
 
 impl AccessError {
