@@ -168,6 +168,10 @@ pub struct VmStatus {
     /// runs unconfined (`vtd --jail off`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confinement: Option<Confinement>,
+    /// The VMM's own barriers (seccomp, Landlock), from its `GET /vm/info`,
+    /// in `GET /vms/{name}` while active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub barriers: Option<crate::control::Confinement>,
 }
 
 /// The cell a running VMM is in (see README, "Isolation").

@@ -130,8 +130,9 @@ fn open(
 
 /// The backing chain of the qcow2 `top` (opened from `path` as the owner),
 /// each layer opened as the owner, read-only, regular files only: the
-/// references come from headers the owner wrote, so vtd never opens one
-/// as itself. Stops at a layer that is not qcow2 or has no backing file;
+/// references come from headers the owner wrote, so vtd opens none as
+/// itself for a non-root owner (and, for root's VMs, only regular files,
+/// checked before the open). Stops at a layer that is not qcow2 or has no backing file;
 /// the VMM checks formats, loops and depth again when it opens the chain.
 fn open_chain(
     def: &VmDefinition,

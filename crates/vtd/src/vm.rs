@@ -102,19 +102,26 @@ impl Vm {
             let conf = r.confinement.clone().filter(|_| state.is_active());
             (state, r.pid, r.reason.clone(), conf)
         };
-        let counters = (counters && state.is_active())
-            .then(|| {
-                let r = vt_http::call_with_timeout(
-                    &self.dir.socket(),
-                    "GET",
-                    proto::COUNTERS,
-                    None,
-                    Some(COUNTERS_TIMEOUT),
-                );
-                r.ok()
-                    .and_then(|r| serde_json::from_slice::<VmmCounters>(&r.body).ok())
-            })
-            .flatten();
+        let ask = |path: &str| {
+            vt_http::call_with_timeout(
+                &self.dir.socket(),
+                "GET",
+                path,
+                None,
+                Some(COUNTERS_TIMEOUT),
+            )
+            .ok()
+        };
+        let live = counters && state.is_active();
+        let counters = live
+            .then(|| ask(proto::COUNTERS))
+            .flatten()
+            .and_then(|r| serde_json::from_slice::<VmmCounters>(&r.body).ok());
+        let barriers = live
+            .then(|| ask(proto::INFO))
+            .flatten()
+            .and_then(|r| serde_json::from_slice::<VmmInfo>(&r.body).ok())
+            .map(|i| i.confinement);
         VmStatus {
             name: self.def.name.clone(),
             state,
@@ -123,6 +130,7 @@ impl Vm {
             definition: self.def.clone(),
             counters,
             confinement,
+            barriers,
         }
     }
 

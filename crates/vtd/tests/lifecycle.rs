@@ -270,6 +270,8 @@ fn the_virt_install_line_defines_a_vm_with_disk_and_network() {
     let info = String::from_utf8_lossy(&info.stdout);
     assert!(info.contains(&format!("uid {}", field("Uid:"))), "{info}");
     assert!(info.contains("pids.max=98"), "{info}");
+    assert!(info.contains("Seccomp:   on"), "{info}");
+    assert!(info.contains("Landlock:  "), "{info}");
     // In its own cgroup while it runs...
     let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     assert!(cgroups.contains("/vt/myvm"), "{cgroups}");

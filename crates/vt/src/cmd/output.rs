@@ -99,6 +99,14 @@ pub fn vm_details(s: &VmStatus) {
     } else if s.state.is_active() {
         rows.push(("Cell", "none: runs unconfined (vtd --jail off)".into()));
     }
+    if let Some(b) = &s.barriers {
+        rows.push(("Seccomp", api_name(&b.seccomp)));
+        let ll = match b.landlock {
+            api::control::LandlockState::Unsupported => "unsupported by this kernel".to_string(),
+            other => format!("{} (ABI {})", api_name(&other), b.landlock_abi),
+        };
+        rows.push(("Landlock", ll));
+    }
     if let Some(c) = &s.counters {
         rows.push(("Uptime", format!("{:.1} s", c.uptime_ms as f64 / 1000.0)));
         rows.push(("Boots", c.boots.to_string()));
@@ -107,4 +115,12 @@ pub fn vm_details(s: &VmStatus) {
     for (k, v) in rows {
         println!("{:<10} {v}", format!("{k}:"));
     }
+}
+
+/// A unit enum's name as the API spells it (serde's: `partially_enforced`).
+fn api_name<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|j| j.as_str().map(String::from))
+        .unwrap_or_default()
 }
