@@ -13,7 +13,16 @@ use disk::{DiskBackend, DiskFormat, OpenOptions};
 use vm_memory::VolatileSlice;
 
 /// Bytes read per source request.
-const CHUNK: usize = 1 << 20;
+const CHUNK: usize = 2 << 20;
+/// Chunks read ahead of the writer.
+const DEPTH: usize = 4;
+
+/// A chunk read from the source: `n` bytes of `buf` from guest offset `at`.
+struct Chunk {
+    at: u64,
+    n: usize,
+    buf: Vec<u8>,
+}
 /// The granularity of zero detection.
 const BLOCK: usize = 64 << 10;
 
@@ -59,23 +68,53 @@ impl Convert<'_> {
             );
             b
         });
-        let mut buf = vec![0u8; CHUNK];
+        // Reading and writing overlap: a reader thread fills buffers
+        // (at most DEPTH in flight) while this one writes the last ones, as
+        // qemu-img keeps several requests in flight.
+        let ranges = self.ranges(size);
+        let source = self.source;
+        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Chunk>(DEPTH);
+        let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        for _ in 0..DEPTH + 1 {
+            let _ = empty_tx.send(vec![0u8; CHUNK]);
+        }
         let mut done = 0u64;
-        for (start, len) in self.ranges(size) {
-            let mut at = start;
-            while at < start + len {
-                let n = (start + len - at).min(CHUNK as u64) as usize;
-                src.read_at(at, &[VolatileSlice::from(&mut buf[..n])])
-                    .with_context(|| format!("cannot read {} at {at}", self.source.display()))?;
+        std::thread::scope(|s| -> anyhow::Result<()> {
+            // Owned here, so an early return (a write error) drops it and a
+            // reader waiting for a buffer stops instead of waiting forever.
+            let empty_tx = empty_tx;
+            let reader = s.spawn(move || -> anyhow::Result<()> {
+                for (start, len) in ranges {
+                    let mut at = start;
+                    while at < start + len {
+                        let n = (start + len - at).min(CHUNK as u64) as usize;
+                        // The writer gave up (an error): stop quietly.
+                        let Ok(mut buf) = empty_rx.recv() else {
+                            return Ok(());
+                        };
+                        src.read_at(at, &[VolatileSlice::from(&mut buf[..n])])
+                            .with_context(|| format!("cannot read {} at {at}", source.display()))?;
+                        if full_tx.send(Chunk { at, n, buf }).is_err() {
+                            return Ok(());
+                        }
+                        at += n as u64;
+                    }
+                }
+                Ok(())
+            });
+            for Chunk { at, n, mut buf } in full_rx {
                 copy_nonzero(dst.as_mut(), at, &mut buf[..n])
                     .with_context(|| format!("cannot write {} at {at}", self.dest.display()))?;
-                at += n as u64;
                 done += n as u64;
                 if let Some(b) = &bar {
                     b.set_position(done);
                 }
+                let _ = empty_tx.send(buf);
             }
-        }
+            reader
+                .join()
+                .map_err(|_| anyhow::anyhow!("the reading thread failed"))?
+        })?;
         dst.flush()
             .with_context(|| format!("cannot flush {}", self.dest.display()))?;
         if let Some(b) = bar {
