@@ -10,7 +10,6 @@
 use std::fs::OpenOptions;
 use std::os::fd::{IntoRawFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
 use api::VmConfig;
@@ -59,6 +58,19 @@ fn preopen(config: &mut VmConfig, api: &mut Option<PathBuf>) -> Result<Option<Pa
         if d.cache == api::CacheMode::Direct && d.direct_path.is_none() {
             d.direct_path = Some(open_fd(&d.path, !d.readonly, libc::O_DIRECT, "disk")?);
         }
+        // A qcow2's backing files, read-only: the cell has no path to them.
+        if d.backing_paths.is_empty() && devices::files::passed_fd(&d.path).is_none() {
+            for b in disk::backing_chain(&d.path) {
+                // Regular files only: a FIFO or a device is never opened.
+                if !std::fs::metadata(&b).is_ok_and(|m| m.is_file()) {
+                    return Err(format!(
+                        "backing file {} is not a regular file",
+                        b.display()
+                    ));
+                }
+                d.backing_paths.push(open_fd(&b, false, 0, "backing file")?);
+            }
+        }
         d.path = open_fd(&d.path, !d.readonly, 0, "disk")?;
     }
     if let api::SerialConfig::File(p) = &config.serial {
@@ -84,9 +96,9 @@ fn preopen(config: &mut VmConfig, api: &mut Option<PathBuf>) -> Result<Option<Pa
         .as_ref()
         .filter(|p| devices::files::passed_fd(p).is_none())
     {
-        let _ = std::fs::remove_file(p);
-        let l = UnixListener::bind(p)
-            .map_err(|e| format!("cannot bind API socket {}: {e}", p.display()))?;
+        // As without the jail: a stale socket is replaced, a live one or
+        // anything else at the path is an error.
+        let l = vmm::control::Control::bind(p).map_err(|e| crate::cli::error_chain(&e))?;
         bound = Some(p.clone());
         *api = Some(keep(l));
     }
@@ -106,18 +118,10 @@ pub fn enter(
     let hand_run = unsafe { libc::getpid() } != 1;
     if hand_run {
         let bound = preopen(config, api)?;
-        let flags = libc::CLONE_NEWNS
-            | libc::CLONE_NEWPID
-            | libc::CLONE_NEWIPC
-            | libc::CLONE_NEWUTS
-            | libc::CLONE_NEWNET;
-        // SAFETY: unshare with flags; we are single-threaded here.
-        if unsafe { libc::unshare(flags) } != 0 {
-            return Err(format!(
-                "cannot make namespaces: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
+        // The pid namespace is for the child only; the other namespaces the
+        // child makes itself below, so this parent stays in the host's
+        // (pivot_root would otherwise move its root into the cell too).
+        unshare(libc::CLONE_NEWPID)?;
         // SAFETY: single-threaded, so the child may do anything after fork.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
@@ -130,6 +134,7 @@ pub fn enter(
             }
             return Ok(Entered::Outside(status));
         }
+        unshare(libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS | libc::CLONE_NEWNET)?;
     }
     jail::cell::enter().map_err(|e| format!("jail: {}", crate::cli::error_chain(&e)))?;
     vmm::preopen_kvm().map_err(|e| format!("jail: cannot open /dev/kvm in the cell: {e}"))?;
@@ -150,6 +155,18 @@ pub fn enter(
         unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     }
     Ok(Entered::Inside)
+}
+
+/// unshare(2) of this (single-threaded) process; errors are one line.
+fn unshare(flags: libc::c_int) -> Result<(), String> {
+    // SAFETY: unshare with flags; we are single-threaded here.
+    if unsafe { libc::unshare(flags) } != 0 {
+        return Err(format!(
+            "cannot make namespaces: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
 }
 
 /// The outside parent: passes termination signals on, returns the

@@ -132,3 +132,55 @@ fn each_way_the_cell_cannot_be_built_is_one_clear_line() {
         .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn a_hand_run_jailed_vmm_opens_a_linked_clone_and_its_socket_outside() {
+    if !ready() {
+        return;
+    }
+    let kernel = scratch("clone.elf");
+    std::fs::write(
+        &kernel,
+        tinyguest::elf_with("clone ok\n", true, Ending::PowerOff),
+    )
+    .unwrap();
+    let (base, clone) = (scratch("base.qcow2"), scratch("clone.qcow2"));
+    let _ = std::fs::remove_file(&clone);
+    let img = |args: &[&str]| {
+        let out = Command::new("qemu-img")
+            .args(args)
+            .output()
+            .expect("qemu-img (qemu-utils)");
+        assert!(out.status.success(), "{}", text(&out));
+    };
+    img(&["create", "-q", "-f", "qcow2", base.to_str().unwrap(), "16M"]);
+    // A relative backing name: resolved against the clone's directory,
+    // which the VMM inside its cell cannot see.
+    img(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        "base.qcow2",
+        "-F",
+        "qcow2",
+        clone.to_str().unwrap(),
+    ]);
+    let sock = scratch("api.sock");
+    let out = Command::new(env!("CARGO_BIN_EXE_vt-vmm"))
+        .arg("--kernel")
+        .arg(&kernel)
+        .arg("--disk")
+        .arg(format!("path={},format=qcow2", clone.display()))
+        .arg("--api-socket")
+        .arg(&sock)
+        .args(["--memory", "16", "--jail", "--jail-uid", VM_UID])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("clone ok"), "{}", text(&out));
+    // The outside parent bound the socket, so it removes it.
+    assert!(!sock.exists(), "the API socket was left behind");
+}
