@@ -156,22 +156,24 @@ impl Cgroup {
         r.map(|()| cg)
     }
 
+    /// Makes `dir` (`<mount>/vt/<name>`) and, on v2, enables `controller`
+    /// for it in the root's and `vt`'s `cgroup.subtree_control` (done for
+    /// each controller, even when the directory exists already: one v2
+    /// group serves all of them).
     fn dir(&mut self, dir: &Path, v2: bool, controller: &str) -> Result<(), CgroupError> {
+        let create = |d: &Path| {
+            std::fs::create_dir_all(d).map_err(|e| CgroupError::Create(d.display().to_string(), e))
+        };
+        if v2 {
+            let vt = dir.parent().unwrap_or(dir);
+            let root = vt.parent().unwrap_or(vt);
+            let enable = format!("+{controller}");
+            write(&root.join("cgroup.subtree_control"), &enable)?;
+            create(vt)?;
+            write(&vt.join("cgroup.subtree_control"), &enable)?;
+        }
         if !self.dirs.iter().any(|d| d == dir) {
-            if v2 {
-                // Enable the controller on the way down (root and vt/).
-                if let Some(vt) = dir.parent() {
-                    for p in [vt.parent(), Some(vt)].into_iter().flatten() {
-                        if p == vt {
-                            std::fs::create_dir_all(vt)
-                                .map_err(|e| CgroupError::Create(vt.display().to_string(), e))?;
-                        }
-                        write(&p.join("cgroup.subtree_control"), &format!("+{controller}"))?;
-                    }
-                }
-            }
-            std::fs::create_dir_all(dir)
-                .map_err(|e| CgroupError::Create(dir.display().to_string(), e))?;
+            create(dir)?;
             self.dirs.push(dir.to_path_buf());
         }
         Ok(())

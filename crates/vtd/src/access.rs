@@ -80,10 +80,11 @@ pub enum Kind {
 /// Opens `path` for reading (and writing with `write`), with extra open
 /// flags, as `owner` (`None` or uid 0: as vtd itself, following links).
 ///
-/// The type is checked with `stat` (as the owner, so it tells nothing
-/// about hidden paths) *before* the open, so a FIFO, a character device
-/// (`/dev/watchdog`, a tape, a tty) or a socket is never opened at all,
-/// and again on the opened file. The owner's thread also gives up every
+/// The type is checked on an `O_PATH` handle (as the owner, so it tells
+/// nothing about hidden paths) *before* the file is really opened, through
+/// that handle, so a FIFO, a character device (`/dev/watchdog`, a tape, a
+/// tty) or a socket is never opened at all, and nothing can be swapped in
+/// between the check and the open. The owner's thread also gives up every
 /// effective capability, so `/proc/PID/root` and similar magic links are
 /// checked as the owner too.
 pub fn open_as(
@@ -97,22 +98,25 @@ pub fn open_as(
     let owner = owner.filter(|o| o.uid != 0);
     let open = move || -> io::Result<File> {
         let nofollow = if owner.is_some() { libc::O_NOFOLLOW } else { 0 };
-        let meta = if owner.is_some() {
-            std::fs::symlink_metadata(path)?
-        } else {
-            std::fs::metadata(path)?
-        };
+        // First a handle that opens nothing (O_PATH: no device open
+        // routine runs, no FIFO blocks), then its type, then the real open
+        // of that very inode through /proc/self/fd: nothing can be swapped
+        // in between the check and the open.
+        let handle = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | nofollow | libc::O_CLOEXEC)
+            .open(path)?;
+        let meta = handle.metadata()?;
         if meta.file_type().is_symlink() {
             return Err(io::Error::from_raw_os_error(libc::ELOOP));
         }
         check_kind(&meta, kind)?;
-        let f = OpenOptions::new()
+        use std::os::fd::AsRawFd;
+        OpenOptions::new()
             .read(true)
             .write(write)
-            .custom_flags(flags | nofollow | libc::O_CLOEXEC | libc::O_NONBLOCK)
-            .open(path)?;
-        check_kind(&f.metadata()?, kind)?;
-        Ok(f)
+            .custom_flags(flags | libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .open(format!("/proc/self/fd/{}", handle.as_raw_fd()))
     };
     let result = match owner {
         None => open(),
@@ -278,6 +282,16 @@ mod tests {
         let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
         // SAFETY: a NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o666) }, 0);
+        // Nor is a character device opened, even by root.
+        let null = open_as(
+            None,
+            "disk",
+            Path::new("/dev/null"),
+            false,
+            0,
+            Kind::FileOrBlock,
+        );
+        assert_eq!(null.unwrap_err().status(), 400);
         assert_eq!(
             open_as(None, "disk", &fifo, false, 0, Kind::FileOrBlock)
                 .unwrap_err()
