@@ -94,9 +94,15 @@ pub fn is_our_vmm(pid: u32, socket: &Path) -> bool {
             .any(|w| (w[0] == b"--api-socket" || w[0] == b"--id") && w[1] == sock)
 }
 
-/// The real uid of process `pid`, from `/proc/PID/status`.
+/// The real uid of live process `pid`, from `/proc/PID/status`; `None`
+/// when it is gone or a zombie (dead, not yet reaped: a VMM whose vtd
+/// died is reaped by init, at its own pace).
 pub fn uid_of(pid: u32) -> Option<u32> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let state = status.lines().find_map(|l| l.strip_prefix("State:"))?;
+    if matches!(state.trim_start().chars().next(), Some('Z' | 'X')) {
+        return None;
+    }
     let line = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
     line.split_whitespace().next()?.parse().ok()
 }
