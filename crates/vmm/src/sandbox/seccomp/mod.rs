@@ -196,6 +196,10 @@ fn common(r: &mut Rules, pid: u32) -> Result<()> {
         libc::SYS_rt_sigprocmask,
         libc::SYS_rt_sigreturn,
         libc::SYS_sched_getaffinity,
+        // Lock contention: spinning locks (std's, parking_lot's in imago,
+        // glibc's) yield the CPU. Seen once on a vCPU thread in CI, which
+        // the filter killed.
+        libc::SYS_sched_yield,
         libc::SYS_getpid,
         libc::SYS_gettid,
         libc::SYS_getrandom,
