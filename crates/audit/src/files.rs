@@ -1,0 +1,168 @@
+//! The trail's files: `DIR/trail-NNNNNN.log` (numbered from 1, oldest
+//! first) and `DIR/head`, and reading their lines with a bound on length
+//! (a garbage file must not make a reader hold gigabytes).
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+/// Longest line read whole; longer ones are reported, not parsed.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// The name of trail file `n`.
+pub fn name(n: u64) -> String {
+    format!("trail-{n:06}.log")
+}
+
+/// The number in a trail file's name.
+pub fn number(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("trail-")?.strip_suffix(".log")?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The trail files in `dir`, oldest first.
+pub fn list(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        if let Some(n) = e.file_name().to_str().and_then(number) {
+            out.push((n, e.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// One line of a file.
+#[derive(Debug)]
+pub struct Line {
+    /// 1-based.
+    pub number: u64,
+    /// Without the newline; empty when the line was too long.
+    pub bytes: Vec<u8>,
+    /// Ended with a newline (false: the file's last, cut-off line).
+    pub complete: bool,
+    /// Longer than [`MAX_LINE`] (its bytes are dropped).
+    pub too_long: bool,
+}
+
+/// Reads `file` line by line.
+pub struct Lines {
+    reader: BufReader<File>,
+    number: u64,
+}
+
+impl Lines {
+    pub fn open(path: &Path) -> io::Result<Lines> {
+        Ok(Lines {
+            reader: BufReader::new(File::open(path)?),
+            number: 0,
+        })
+    }
+}
+
+impl Iterator for Lines {
+    type Item = io::Result<Line>;
+
+    fn next(&mut self) -> Option<io::Result<Line>> {
+        let mut buf = Vec::new();
+        let mut too_long = false;
+        loop {
+            let room = (MAX_LINE + 1).saturating_sub(buf.len()) as u64;
+            let mut chunk = Vec::new();
+            let r = (&mut self.reader)
+                .take(room.max(1))
+                .read_until(b'\n', &mut chunk);
+            match r {
+                Err(e) => return Some(Err(e)),
+                Ok(0) if buf.is_empty() && !too_long => return None,
+                Ok(0) => break,
+                Ok(_) => {}
+            }
+            let ended = chunk.last() == Some(&b'\n');
+            if too_long {
+                if ended {
+                    break;
+                }
+                continue;
+            }
+            buf.extend_from_slice(&chunk);
+            if ended {
+                break;
+            }
+            if buf.len() > MAX_LINE {
+                too_long = true;
+                buf.clear();
+                // Keep reading to the end of this line.
+                let mut rest = Vec::new();
+                match self.reader.read_until(b'\n', &mut rest) {
+                    Ok(_) => {
+                        if rest.last() == Some(&b'\n') {
+                            buf.push(b'\n');
+                        }
+                        break;
+                    }
+                    Err(e) => return Some(Err(e)),
+                }
+            }
+        }
+        self.number += 1;
+        let complete = buf.last() == Some(&b'\n');
+        if complete {
+            buf.pop();
+        }
+        if too_long {
+            buf.clear();
+        }
+        Some(Ok(Line {
+            number: self.number,
+            bytes: buf,
+            complete,
+            too_long,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_numbers() {
+        assert_eq!(name(7), "trail-000007.log");
+        assert_eq!(number("trail-000007.log"), Some(7));
+        assert_eq!(number("trail-1234567.log"), Some(1234567));
+        assert_eq!(number("trail-.log"), None);
+        assert_eq!(number("trail-1.log.bak"), None);
+        assert_eq!(number("head"), None);
+    }
+
+    #[test]
+    fn lines_are_bounded_and_cut_lines_marked() {
+        let dir = std::env::temp_dir().join(format!("audit-lines-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("f");
+        let mut data = b"a\n".to_vec();
+        data.extend(std::iter::repeat_n(b'x', MAX_LINE + 10));
+        data.extend(b"\nb\ncut");
+        std::fs::write(&p, &data).unwrap();
+        let lines: Vec<Line> = Lines::open(&p).unwrap().map(Result::unwrap).collect();
+        assert_eq!(lines.len(), 4);
+        assert_eq!(
+            (lines[0].bytes.as_slice(), lines[0].complete),
+            (&b"a"[..], true)
+        );
+        assert!(lines[1].too_long && lines[1].complete && lines[1].bytes.is_empty());
+        assert_eq!(lines[2].bytes, b"b");
+        assert_eq!(lines[2].number, 3);
+        assert_eq!(
+            (lines[3].bytes.as_slice(), lines[3].complete),
+            (&b"cut"[..], false)
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
