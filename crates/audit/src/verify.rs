@@ -7,7 +7,7 @@
 use std::io;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::files::{self, Lines};
 use crate::record::{decode, unhex, LineError, Record, GENESIS};
@@ -15,14 +15,14 @@ use crate::seal::{same, Key};
 use crate::trail::Head;
 
 /// One thing wrong, and where.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Problem {
     /// The trail file (`trail-000003.log`), or `head`.
     pub file: String,
     /// 1-based line in that file; 0 for the file as a whole.
     pub line: u64,
     /// The record's sequence number, when known.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
     /// What is wrong.
     pub what: String,
@@ -42,7 +42,7 @@ impl std::fmt::Display for Problem {
 }
 
 /// What `verify` found.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
     /// No problem found.
     pub ok: bool,

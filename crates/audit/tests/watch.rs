@@ -70,7 +70,10 @@ fn accesses_are_reported_with_pid_exe_and_uid_and_coalesced() {
     assert!(status.success());
     let open = next(&rx, |a| a.pid == pid && a.kind == Kind::Open);
     assert_eq!(open.watch.key, "img");
-    assert!(open.exe.as_deref().is_some_and(|e| e.ends_with("/cat")), "{open:?}");
+    assert!(
+        open.exe.as_deref().is_some_and(|e| e.ends_with("/cat")),
+        "{open:?}"
+    );
     assert_eq!(open.uid, Some(unsafe_getuid()));
     let read = next(&rx, |a| a.pid == pid && a.kind == Kind::Read);
     assert_eq!(read.count, 1);
@@ -85,7 +88,10 @@ fn accesses_are_reported_with_pid_exe_and_uid_and_coalesced() {
     }
     let first = next(&rx, |a| a.pid == me && a.kind == Kind::Read);
     assert!(!first.repeated);
-    assert!(first.exe.as_deref().is_some_and(|e| e.contains("watch")), "{first:?}");
+    assert!(
+        first.exe.as_deref().is_some_and(|e| e.contains("watch")),
+        "{first:?}"
+    );
     let summary = next(&rx, |a| a.pid == me && a.kind == Kind::Read);
     assert!(summary.repeated && summary.count >= 1, "{summary:?}");
 
