@@ -18,7 +18,8 @@ use crate::error::ApiError;
 /// The OpenAPI 3 document, served at `GET /openapi.json`.
 pub const OPENAPI: &str = include_str!("../openapi.json");
 
-/// Every route: method and path pattern (`{name}` is a VM name).
+/// Every route: method and path pattern (`{name}` is a VM name, `{id}` a
+/// watch's number).
 pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/openapi.json"),
     ("GET", "/vms"),
@@ -38,7 +39,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/audit/verify"),
     ("GET", "/audit/watches"),
     ("POST", "/audit/watches"),
-    ("DELETE", "/audit/watches/{name}"),
+    ("DELETE", "/audit/watches/{id}"),
 ];
 
 pub struct Api(pub Arc<Daemon>);
@@ -51,7 +52,8 @@ pub fn json<T: Serialize>(status: u16, value: &T) -> Answer {
     Ok(Reply::Full(Response::json(status, body)))
 }
 
-/// Matches `path` against a pattern; returns the `{name}` segment if any.
+/// Matches `path` against a pattern; returns the `{name}` (or `{id}`)
+/// segment if any.
 fn matches<'a>(pattern: &str, path: &'a str) -> Option<Option<&'a str>> {
     let mut name = None;
     let mut p = pattern.split('/');
@@ -59,7 +61,7 @@ fn matches<'a>(pattern: &str, path: &'a str) -> Option<Option<&'a str>> {
     loop {
         match (p.next(), s.next()) {
             (None, None) => return Some(name),
-            (Some("{name}"), Some(seg)) if !seg.is_empty() => name = Some(seg),
+            (Some(p), Some(seg)) if p.starts_with('{') && !seg.is_empty() => name = Some(seg),
             (Some(a), Some(b)) if a == b => {}
             _ => return None,
         }
@@ -106,7 +108,7 @@ impl Api {
                 ("GET", "/audit/verify") => audit::verify(d),
                 ("GET", "/audit/watches") => audit::watches(d),
                 ("POST", "/audit/watches") => audit::add_watch(d, &req.body),
-                ("DELETE", "/audit/watches/{name}") => audit::remove_watch(d, name),
+                ("DELETE", "/audit/watches/{id}") => audit::remove_watch(d, name),
                 (_, p) => actions::run(d, name, p.rsplit('/').next().unwrap_or(""), req),
             };
         }
