@@ -48,10 +48,10 @@ fn entry(i: u32) -> Entry {
         gid: Some(1000),
         pid: Some(4000 + i as i32),
         vm: Some(format!("vm{}", i % 2)),
-        key: (i % 5 == 0).then(|| "img".to_string()),
+        key: i.is_multiple_of(5).then(|| "img".to_string()),
         ..Entry::new(
-            if i % 4 == 0 { "start" } else { "stop" },
-            if i % 7 == 0 {
+            if i.is_multiple_of(4) { "start" } else { "stop" },
+            if i.is_multiple_of(7) {
                 Outcome::Denied
             } else {
                 Outcome::Ok
