@@ -35,8 +35,10 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-/// What a watch reports (`auditctl -p` letters).
+/// What a watch reports (`auditctl -p` letters; in JSON the letters as
+/// a string, `"rwa"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub struct Perms {
     pub read: bool,
     pub write: bool,
@@ -61,6 +63,19 @@ impl std::str::FromStr for Perms {
             return Err("perm: give at least one of r, w, x, a".into());
         }
         Ok(p)
+    }
+}
+
+impl From<Perms> for String {
+    fn from(p: Perms) -> String {
+        p.to_string()
+    }
+}
+
+impl TryFrom<String> for Perms {
+    type Error = String;
+    fn try_from(s: String) -> Result<Perms, String> {
+        s.parse()
     }
 }
 
@@ -611,6 +626,12 @@ mod tests {
         let p: Perms = "rwa".parse().unwrap();
         assert!(p.read && p.write && p.attr && !p.exec);
         assert_eq!(p.to_string(), "rwa");
+        assert_eq!(serde_json::to_string(&p).unwrap(), "\"rwa\"");
+        assert_eq!(
+            serde_json::from_str::<Perms>("\"xr\"").unwrap().to_string(),
+            "rx"
+        );
+        assert!(serde_json::from_str::<Perms>("\"z\"").is_err());
         assert!("".parse::<Perms>().is_err());
         assert!("rq".parse::<Perms>().is_err());
         assert_eq!(

@@ -64,58 +64,44 @@ impl Lines {
     }
 }
 
+/// Discards the rest of a line; whether it ended with a newline.
+fn skip_line(r: &mut BufReader<File>) -> io::Result<bool> {
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(false);
+        }
+        if let Some(i) = buf.iter().position(|b| *b == b'\n') {
+            r.consume(i + 1);
+            return Ok(true);
+        }
+        let n = buf.len();
+        r.consume(n);
+    }
+}
+
 impl Iterator for Lines {
     type Item = io::Result<Line>;
 
     fn next(&mut self) -> Option<io::Result<Line>> {
         let mut buf = Vec::new();
-        let mut too_long = false;
-        loop {
-            let room = (MAX_LINE + 1).saturating_sub(buf.len()) as u64;
-            let mut chunk = Vec::new();
-            let r = (&mut self.reader)
-                .take(room.max(1))
-                .read_until(b'\n', &mut chunk);
-            match r {
-                Err(e) => return Some(Err(e)),
-                Ok(0) if buf.is_empty() && !too_long => return None,
-                Ok(0) => break,
-                Ok(_) => {}
-            }
-            let ended = chunk.last() == Some(&b'\n');
-            if too_long {
-                if ended {
-                    break;
-                }
-                continue;
-            }
-            buf.extend_from_slice(&chunk);
-            if ended {
-                break;
-            }
-            if buf.len() > MAX_LINE {
-                too_long = true;
-                buf.clear();
-                // Keep reading to the end of this line.
-                let mut rest = Vec::new();
-                match self.reader.read_until(b'\n', &mut rest) {
-                    Ok(_) => {
-                        if rest.last() == Some(&b'\n') {
-                            buf.push(b'\n');
-                        }
-                        break;
-                    }
-                    Err(e) => return Some(Err(e)),
-                }
-            }
+        let limit = MAX_LINE as u64 + 1;
+        match (&mut self.reader).take(limit).read_until(b'\n', &mut buf) {
+            Err(e) => return Some(Err(e)),
+            Ok(0) => return None,
+            Ok(_) => {}
         }
         self.number += 1;
-        let complete = buf.last() == Some(&b'\n');
-        if complete {
-            buf.pop();
-        }
+        let mut complete = buf.last() == Some(&b'\n');
+        let too_long = !complete && buf.len() > MAX_LINE;
         if too_long {
             buf.clear();
+            complete = match skip_line(&mut self.reader) {
+                Ok(ended) => ended,
+                Err(e) => return Some(Err(e)),
+            };
+        } else if complete {
+            buf.pop();
         }
         Some(Ok(Line {
             number: self.number,

@@ -79,7 +79,7 @@ impl Audit {
         self.trail.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The trail directory and the key file (never watched).
+    /// The trail directory and the key file.
     pub fn paths(&self) -> (PathBuf, PathBuf) {
         (self.trail().dir().to_path_buf(), self.key_path.clone())
     }

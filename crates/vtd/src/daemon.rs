@@ -93,9 +93,17 @@ impl Daemon {
             .clone()
             .unwrap_or_else(|| state_dir.join("audit.key"));
         let audit = Arc::new(Audit::open(state_dir, &key, audit.limits)?);
-        let (trail_dir, key) = audit.paths();
+        // Never watched: files vtd's watcher thread itself opens (it would
+        // wait for its own answer) or writes.
+        let (_, key) = audit.paths();
         let canon = |p: PathBuf| std::fs::canonicalize(&p).unwrap_or(p);
-        let watches = crate::watches::Watches::new(state_dir, vec![canon(trail_dir), canon(key)]);
+        let forbidden = vec![
+            canon(state_dir.to_path_buf()),
+            canon(key),
+            PathBuf::from("/proc"),
+            PathBuf::from("/sys"),
+        ];
+        let watches = crate::watches::Watches::new(state_dir, forbidden);
         let d = Arc::new(Daemon {
             _lock: state_lock,
             state_dir: state_dir.to_path_buf(),

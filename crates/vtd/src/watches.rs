@@ -30,7 +30,8 @@ pub const COALESCE: Duration = Duration::from_secs(10);
 pub struct Watches {
     watcher: Result<Arc<Watcher>, String>,
     file: PathBuf,
-    /// Paths never watched: the trail directory and the key.
+    /// Paths never watched: the state directory (the trail, runtime.json
+    /// files the watcher thread reads), the key, /proc and /sys.
     forbidden: Vec<PathBuf>,
     /// Serialises changes and their persistence.
     changes: Mutex<()>,
@@ -125,7 +126,7 @@ impl Watches {
         }
         if self.forbidden.iter().any(|f| real.starts_with(f)) {
             return Err(ApiError::bad_request(format!(
-                "{}: vtd's own audit files and key are not watched (vtd writes them while recording)",
+                "{}: not watched: vtd's state directory, its audit key, /proc and /sys are read and written by the watcher itself",
                 p.display()
             )));
         }

@@ -293,8 +293,16 @@ fn image_accesses_are_recorded_and_attributed() {
         assert!(err.contains(want), "{a:?}: {err}");
     }
     let key = vtd.state.join("audit.key").display().to_string();
-    let out = vtd.vt(&["audit", "watch", "add", &key, "--key", "k"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not watched"));
+    let runtime = vtd
+        .state
+        .join("vms/w/definition.json")
+        .display()
+        .to_string();
+    for p in [key.as_str(), runtime.as_str(), "/proc/self/status"] {
+        let out = vtd.vt(&["audit", "watch", "add", p, "--key", "k"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("not watched"), "{p}: {err}");
+    }
     // Undefining the VM removes its image watches.
     vtd.expect("DELETE", "/vms/w", None, 204);
     assert!(json(&vtd, &["audit", "watch", "list"]).is_empty());
