@@ -154,7 +154,7 @@ impl Trail {
         if let Some(h) = Head::read(&cfg.dir) {
             if h.seq != seq || h.hash != last {
                 problems.push(format!(
-                    "the head named record {} ({}) but the trail ends at record {seq}: records were removed or added while the trail was closed",
+                    "the head named record {} ({}) but the trail ends at record {seq}: records were removed or added while the trail was closed (or vtd died between a record and the head)",
                     h.seq,
                     &h.hash.get(..12).unwrap_or("?")
                 ));

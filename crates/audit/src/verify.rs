@@ -201,7 +201,8 @@ fn check_line(
             };
             report.problem(name, n, seq, what);
             chain.prev = None;
-            chain.seq = seq.map(|s| s + 1).or(chain.seq.map(|s| s + 1));
+            // Unknown number (a cut-off record, garbage): do not guess.
+            chain.seq = seq.map(|s| s + 1);
             return;
         }
     };

@@ -258,6 +258,42 @@ fn truncation_is_found() {
 }
 
 #[test]
+fn a_record_cut_by_a_crash_is_reported_once_and_the_trail_goes_on() {
+    let dir = Dir::new("crash");
+    let f = make(&dir, 20);
+    let full = std::fs::read(&f).unwrap();
+    let cut = full.len() - 30;
+    std::fs::write(&f, &full[..cut]).unwrap();
+    let n = full[..cut].iter().filter(|b| **b == b'\n').count() as u64 + 1;
+    let mut t = Trail::open(config(&dir.trail(), 1 << 30, 4)).unwrap();
+    t.append(entry(99)).unwrap();
+    drop(t);
+    // The damage stays visible where it is; nothing after it is blamed.
+    let r = check(&dir);
+    assert_eq!(r.problems.len(), 1, "{r:?}");
+    let p = &r.problems[0];
+    assert_eq!((p.file.as_str(), p.line), ("trail-000001.log", n), "{r:?}");
+    assert!(p.what.contains("cut off"), "{p}");
+    assert!(dir.trail().join("trail-000002.log").exists());
+    let opened = audit::search(
+        &dir.trail(),
+        &Filter {
+            action: Some("audit.open".into()),
+            result: Some(Outcome::Failed),
+            ..Filter::default()
+        },
+        10,
+    )
+    .unwrap();
+    assert!(
+        opened
+            .iter()
+            .any(|r| r.entry.detail.contains("ends in a damaged record")),
+        "{opened:?}"
+    );
+}
+
+#[test]
 fn a_removed_rotated_file_is_found() {
     let dir = Dir::new("rmfile");
     let mut t = Trail::open(config(&dir.trail(), 2048, 100)).unwrap();
