@@ -86,6 +86,16 @@ fn check(dir: &Dir) -> audit::Report {
     verify(&dir.trail(), Some(&key())).unwrap()
 }
 
+/// The `audit.open` records that found something wrong.
+fn failed_opens(dir: &Dir) -> Vec<Record> {
+    let f = Filter {
+        action: Some("audit.open".into()),
+        result: Some(Outcome::Failed),
+        ..Filter::default()
+    };
+    audit::search(&dir.trail(), &f, 10).unwrap()
+}
+
 /// The one problem (or the first) and the report, printed on failure.
 fn first(r: &audit::Report) -> &audit::Problem {
     assert!(!r.ok, "expected a problem: {r:?}");
@@ -240,16 +250,7 @@ fn truncation_is_found() {
     // vtd reopening it writes that into the trail for good.
     let t = Trail::open(config(&dir.trail(), 1 << 30, 4)).unwrap();
     drop(t);
-    let found = audit::search(
-        &dir.trail(),
-        &Filter {
-            action: Some("audit.open".into()),
-            result: Some(Outcome::Failed),
-            ..Filter::default()
-        },
-        10,
-    )
-    .unwrap();
+    let found = failed_opens(&dir);
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(
         found[0].entry.detail.contains("the head named record"),
@@ -275,16 +276,7 @@ fn a_record_cut_by_a_crash_is_reported_once_and_the_trail_goes_on() {
     assert_eq!((p.file.as_str(), p.line), ("trail-000001.log", n), "{r:?}");
     assert!(p.what.contains("cut off"), "{p}");
     assert!(dir.trail().join("trail-000002.log").exists());
-    let opened = audit::search(
-        &dir.trail(),
-        &Filter {
-            action: Some("audit.open".into()),
-            result: Some(Outcome::Failed),
-            ..Filter::default()
-        },
-        10,
-    )
-    .unwrap();
+    let opened = failed_opens(&dir);
     assert!(
         opened
             .iter()

@@ -28,6 +28,18 @@ fn json(vtd: &Vtd, args: &[&str]) -> Vec<Value> {
     serde_json::from_str(&ok(vtd, &a)).unwrap()
 }
 
+/// Runs `cat PATH` to its end; its pid.
+fn cat(path: &std::path::Path) -> u32 {
+    let cat = Command::new("cat")
+        .arg(path)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = cat.id();
+    assert!(cat.wait_with_output().unwrap().status.success());
+    pid
+}
+
 #[test]
 fn api_actions_and_refusals_are_records_with_the_peer_and_the_result() {
     let vtd = Vtd::start("audit-api");
@@ -208,13 +220,7 @@ fn image_accesses_are_recorded_and_attributed() {
         "{opens:?}"
     );
     // A host process reading the image: its pid, executable and uid.
-    let cat = Command::new("cat")
-        .arg(&image)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = cat.id();
-    assert!(cat.wait_with_output().unwrap().status.success());
+    let pid = cat(&image);
     wait_for(
         || !vtd.audit(&format!("pid={pid}&key=image%3Aw")).is_empty(),
         "cat's access",
@@ -259,13 +265,7 @@ fn image_accesses_are_recorded_and_attributed() {
     vtd.restart();
     let list = json(&vtd, &["audit", "watch", "list"]);
     let mine = list.iter().find(|w| w["key"] == "mine").expect("restored");
-    let cat = Command::new("cat")
-        .arg(&other)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = cat.id();
-    assert!(cat.wait_with_output().unwrap().status.success());
+    let pid = cat(&other);
     wait_for(
         || !vtd.audit(&format!("key=mine&pid={pid}")).is_empty(),
         "the watch",
