@@ -14,13 +14,16 @@ pub fn name(n: u64) -> String {
     format!("trail-{n:06}.log")
 }
 
-/// The number in a trail file's name.
+/// Highest file number (files are numbered from 1).
+pub const MAX_FILE: u64 = 999_999_999_999;
+
+/// The number in a trail file's name (1 to [`MAX_FILE`]).
 pub fn number(name: &str) -> Option<u64> {
     let digits = name.strip_prefix("trail-")?.strip_suffix(".log")?;
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    digits.parse().ok()
+    digits.parse().ok().filter(|n| (1..=MAX_FILE).contains(n))
 }
 
 /// The trail files in `dir`, oldest first.
@@ -122,6 +125,8 @@ mod tests {
         assert_eq!(number("trail-000007.log"), Some(7));
         assert_eq!(number("trail-1234567.log"), Some(1234567));
         assert_eq!(number("trail-.log"), None);
+        assert_eq!(number("trail-000000.log"), None);
+        assert_eq!(number("trail-18446744073709551615.log"), None);
         assert_eq!(number("trail-1.log.bak"), None);
         assert_eq!(number("head"), None);
     }

@@ -225,7 +225,7 @@ impl Trail {
     /// Writes a sealed checkpoint now (also fsyncs the file).
     pub fn checkpoint(&mut self) -> io::Result<()> {
         let prev = unhex(&self.last).unwrap_or([0; 32]);
-        let seal = self.cfg.key.checkpoint(self.seq + 1, &prev);
+        let seal = self.cfg.key.checkpoint(self.next_seq()?, &prev);
         let e = Entry::new(
             "audit.checkpoint",
             Outcome::Ok,
@@ -245,7 +245,7 @@ impl Trail {
     ) -> io::Result<u64> {
         let is_checkpoint = seal.is_some();
         let mut record = Record {
-            seq: self.seq + 1,
+            seq: self.next_seq()?,
             time_ms: now_ms(),
             entry,
             seal,
@@ -257,7 +257,7 @@ impl Trail {
             self.file_len > 0 && self.file_len + line.len() as u64 + 1 > self.cfg.max_file_bytes;
         if full && !is_checkpoint && record.expired.is_none() {
             self.rotate()?;
-            record.seq = self.seq + 1;
+            record.seq = self.next_seq()?;
             record.prev = self.last.clone();
             line = record.encode().0;
         }
@@ -269,6 +269,12 @@ impl Trail {
         self.last = hash;
         self.write_head()?;
         Ok(self.seq)
+    }
+
+    fn next_seq(&self) -> io::Result<u64> {
+        self.seq.checked_add(1).ok_or_else(|| {
+            io::Error::other("the trail's record numbers are used up (a forged record?)")
+        })
     }
 
     fn write_head(&mut self) -> io::Result<()> {
@@ -289,6 +295,9 @@ impl Trail {
     /// Closes the current file with a checkpoint, begins the next, and
     /// removes the oldest files beyond `max_files`.
     fn rotate(&mut self) -> io::Result<()> {
+        if self.file_no >= files::MAX_FILE {
+            return Err(io::Error::other("the trail's file numbers are used up"));
+        }
         self.checkpoint()?;
         self.file_no += 1;
         self.file = open_append(&self.cfg.dir.join(files::name(self.file_no)))?;

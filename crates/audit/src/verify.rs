@@ -202,7 +202,7 @@ fn check_line(
             report.problem(name, n, seq, what);
             chain.prev = None;
             // Unknown number (a cut-off record, garbage): do not guess.
-            chain.seq = seq.map(|s| s + 1);
+            chain.seq = seq.map(|s| s.saturating_add(1));
             return;
         }
     };
@@ -220,7 +220,7 @@ fn check_line(
             name,
             n,
             Some(seq),
-            if seq == want + 1 {
+            if seq == want.saturating_add(1) {
                 format!("record {want} missing before this one (deleted)")
             } else {
                 format!(
@@ -263,7 +263,7 @@ fn check_line(
     report.records += 1;
     report.first_seq.get_or_insert(seq);
     report.last_seq = Some(seq);
-    chain.seq = Some(seq + 1);
+    chain.seq = Some(seq.saturating_add(1));
     chain.prev = Some(hash);
 }
 
@@ -325,19 +325,19 @@ fn check_start(report: &mut Report, chain: &Chain) {
             ),
         ),
         Some((upto, hash)) => {
-            if *upto + 1 < *no {
+            if upto.saturating_add(1) < *no {
                 report.problem(
                     &name,
                     0,
                     None,
                     format!(
                         "{} to {} missing: rotation expired only up to {}",
-                        files::name(upto + 1),
+                        files::name(upto.saturating_add(1)),
                         files::name(no - 1),
                         files::name(*upto)
                     ),
                 );
-            } else if *upto + 1 == *no && hash != first_prev {
+            } else if upto.saturating_add(1) == *no && hash != first_prev {
                 report.problem(
                     &name,
                     1,

@@ -378,6 +378,42 @@ fn search_filters() {
     assert_eq!(last3[2].seq, all.last().unwrap().seq);
 }
 
+/// Records with the largest numbers a forger could write (each with a
+/// valid hash of its own): reported, no overflow.
+#[test]
+fn extreme_numbers_do_not_overflow() {
+    let dir = Dir::new("extreme");
+    let f = make(&dir, 3);
+    let mut l = lines(&f);
+    let mut r = decode(l[1].as_bytes()).unwrap().0;
+    r.seq = u64::MAX;
+    r.expired = Some(audit::record::Expired {
+        file: u64::MAX,
+        last_hash: "x".into(),
+    });
+    l[1] = r.encode().0;
+    write_lines(&f, &l);
+    std::fs::write(
+        dir.trail().join("head"),
+        format!("{{\"seq\":{},\"hash\":\"\",\"seal\":\"\"}}", u64::MAX),
+    )
+    .unwrap();
+    let r = check(&dir);
+    assert!(!r.ok, "{r:?}");
+    let r = verify(&dir.trail(), None).unwrap();
+    assert!(!r.ok, "{r:?}");
+    // vtd reopening it refuses to go on rather than wrap around.
+    let l = lines(&f);
+    let last = decode(l.last().unwrap().as_bytes()).unwrap().0;
+    let mut top = last.clone();
+    top.seq = u64::MAX;
+    top.prev = decode(l.last().unwrap().as_bytes()).unwrap().1;
+    let mut all = l.clone();
+    all.push(top.encode().0);
+    write_lines(&f, &all);
+    assert!(Trail::open(config(&dir.trail(), 1 << 30, 4)).is_err());
+}
+
 /// Random files and random damage to a real trail: verify reports, never
 /// panics.
 #[test]
