@@ -46,7 +46,9 @@ impl Events {
         vmm: Option<(u32, Option<u32>)>,
     ) {
         if let Some(a) = &self.audit {
-            let detail = reason.clone().unwrap_or_else(|| state.as_str().to_string());
+            let detail = reason
+                .clone()
+                .unwrap_or_else(|| format!("state {}", state.as_str()));
             a.lifecycle(vm, event, vmm.map(|v| v.0), vmm.and_then(|v| v.1), detail);
         }
         let e = Event {
