@@ -137,7 +137,7 @@ fn verify_finds_an_edited_record_online_and_offline() {
     let dir_s = dir.display().to_string();
     let text = ok(&vtd, &["audit", "verify", "--dir", &dir_s]);
     assert!(
-        text.contains("trail intact") && text.contains("seals valid"),
+        text.contains("trail intact") && text.contains("seals checked"),
         "{text}"
     );
     vtd.kill9();

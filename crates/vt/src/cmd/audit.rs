@@ -227,13 +227,13 @@ fn verify(c: &Client, o: Offline, f: Format) -> CliResult {
         let seals = if report.seals_checked {
             let through = report
                 .sealed_through
-                .map_or("none".to_string(), |s| format!("through record {s}"));
+                .map_or(String::new(), |s| format!(", the last through record {s}"));
             format!(
-                "{} checkpoint seals valid, sealed {through}",
+                "seals checked: {} valid checkpoint(s){through}, and the head",
                 report.checkpoints
             )
         } else {
-            "seals not checked (no key)".to_string()
+            "seals not checked (no key: give --key-file)".to_string()
         };
         let verdict = if report.ok {
             "intact"
