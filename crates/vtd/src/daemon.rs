@@ -38,6 +38,9 @@ pub struct AuditSettings {
     /// The sealing key (default `STATE/audit.key`).
     pub key: Option<PathBuf>,
     pub limits: crate::audit::Limits,
+    /// Repeated accesses to a watched file within this interval are one
+    /// record.
+    pub coalesce: std::time::Duration,
 }
 
 pub struct Daemon {
@@ -92,7 +95,8 @@ impl Daemon {
             .key
             .clone()
             .unwrap_or_else(|| state_dir.join("audit.key"));
-        let audit = Arc::new(Audit::open(state_dir, &key, audit.limits)?);
+        let settings = audit;
+        let audit = Arc::new(Audit::open(state_dir, &key, settings.limits)?);
         // Never watched: files vtd's watcher thread itself opens (it would
         // wait for its own answer) or writes.
         let (_, key) = audit.paths();
@@ -103,7 +107,7 @@ impl Daemon {
             PathBuf::from("/proc"),
             PathBuf::from("/sys"),
         ];
-        let watches = crate::watches::Watches::new(state_dir, forbidden);
+        let watches = crate::watches::Watches::new(state_dir, forbidden, settings.coalesce);
         let d = Arc::new(Daemon {
             _lock: state_lock,
             state_dir: state_dir.to_path_buf(),

@@ -77,6 +77,11 @@ struct Args {
     /// removal recorded).
     #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u64).range(2..=100000))]
     audit_files: u64,
+    /// Repeated accesses of one kind by one process to one watched file
+    /// within this many seconds are one record (the first is recorded at
+    /// once, the rest counted).
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    watch_coalesce: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -203,6 +208,7 @@ fn main() -> ExitCode {
             file_bytes: args.audit_file_size << 20,
             files: args.audit_files as usize,
         },
+        coalesce: std::time::Duration::from_secs(args.watch_coalesce),
     };
     let daemon = match daemon::Daemon::open(&args.state_dir, vmm, defaults, jail, &audit) {
         Ok(d) => d,

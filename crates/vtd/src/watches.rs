@@ -9,6 +9,7 @@
 //! recorded as `vtd` opening it, and the VM's own reads and writes (through
 //! that descriptor) come from the VMM's pid.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -21,10 +22,6 @@ use crate::daemon::Daemon;
 use crate::error::ApiError;
 use crate::store;
 
-/// Repeats of one kind of access by one process to one file within this
-/// interval are one summary record.
-pub const COALESCE: Duration = Duration::from_secs(10);
-
 /// The watches and their fanotify groups (`None` with why, when fanotify
 /// cannot be used: not root, or an old kernel).
 pub struct Watches {
@@ -35,7 +32,15 @@ pub struct Watches {
     forbidden: Vec<PathBuf>,
     /// Serialises changes and their persistence.
     changes: Mutex<()>,
+    /// The coalescing interval.
+    coalesce: Duration,
+    /// The VM each recently seen pid was attributed to, for the summaries
+    /// of repeats (written when the VMM may have exited already).
+    attributed: Mutex<HashMap<i32, Option<String>>>,
 }
+
+/// Pids remembered for attribution before the memory is cleared.
+const ATTRIBUTED_MAX: usize = 4096;
 
 /// A watch as the API takes it.
 #[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
@@ -53,12 +58,14 @@ fn default_perms() -> String {
 
 impl Watches {
     /// The fanotify groups; user watches are added by [`Watches::start`].
-    pub fn new(state_dir: &Path, forbidden: Vec<PathBuf>) -> Watches {
+    pub fn new(state_dir: &Path, forbidden: Vec<PathBuf>, coalesce: Duration) -> Watches {
         Watches {
             watcher: Watcher::new().map(Arc::new).map_err(|e| e.to_string()),
             file: state_dir.join("watches.json"),
             forbidden,
             changes: Mutex::new(()),
+            coalesce,
+            attributed: Mutex::new(HashMap::new()),
         }
     }
 
@@ -104,10 +111,11 @@ impl Watches {
             w.add_images(&d.audit, &vm.def);
         }
         let weak = Arc::downgrade(d);
+        let interval = w.coalesce;
         let spawned = std::thread::Builder::new()
             .name("fanotify".into())
             .spawn(move || {
-                let e = watcher.run(COALESCE, |a| record(&weak, a));
+                let e = watcher.run(interval, |a| record(&weak, a));
                 eprintln!("vtd: error: the file-watch thread stopped: {e}");
             });
         if let Err(e) = spawned {
@@ -251,11 +259,23 @@ impl Watches {
 fn record(d: &Weak<Daemon>, a: Access) {
     let Some(d) = d.upgrade() else { return };
     let pid = a.pid as u32;
-    let vm = d
-        .list()
-        .into_iter()
-        .find(|vm| vm.is_vmm_pid(pid))
-        .map(|vm| vm.name().to_string());
+    let known = crate::vm::lock(&d.watches.attributed).get(&a.pid).cloned();
+    let vm = match known.filter(|_| a.repeated) {
+        Some(vm) => vm,
+        None => {
+            let vm = d
+                .list()
+                .into_iter()
+                .find(|vm| vm.is_vmm_pid(pid))
+                .map(|vm| vm.name().to_string());
+            let mut seen = crate::vm::lock(&d.watches.attributed);
+            if seen.len() >= ATTRIBUTED_MAX {
+                seen.clear();
+            }
+            seen.insert(a.pid, vm.clone());
+            vm
+        }
+    };
     let mut detail = a.watch.path.display().to_string();
     if let Some(of) = &a.watch.image_of {
         detail.push_str(&format!(" (image of VM '{of}')"));
@@ -267,7 +287,7 @@ fn record(d: &Weak<Daemon>, a: Access) {
         detail.push_str(&format!(
             ": {} more time(s) within {} s",
             a.count,
-            COALESCE.as_secs()
+            d.watches.coalesce.as_secs()
         ));
     }
     d.audit.log(Entry {

@@ -309,3 +309,41 @@ fn image_accesses_are_recorded_and_attributed() {
     let text = ok(&vtd, &["audit", "verify"]);
     assert!(text.contains("trail intact"), "{text}");
 }
+
+#[test]
+fn repeated_reads_are_coalesced_into_one_summary() {
+    if !jail::is_root() {
+        eprintln!("skipped: fanotify needs root");
+        return;
+    }
+    let vtd = Vtd::start_with_args("audit-coalesce", &["--watch-coalesce", "1"]);
+    let file = vtd.dir.join("big.img");
+    std::fs::write(&file, vec![5u8; 1 << 20]).unwrap();
+    let path = file.display().to_string();
+    ok(
+        &vtd,
+        &[
+            "audit", "watch", "add", &path, "--perm", "r", "--key", "big",
+        ],
+    );
+    // This process reads it 500 times, in batches a little apart (so the
+    // kernel cannot merge them all into one queued event).
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(&file).unwrap();
+    let mut buf = [0u8; 4096];
+    for batch in 0..5u64 {
+        for i in 0..100u64 {
+            f.read_exact_at(&mut buf, ((batch * 100 + i) % 256) * 4096)
+                .unwrap();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let me = std::process::id();
+    let q = format!("key=big&pid={me}&action=watch.read");
+    wait_for(|| vtd.audit(&q).len() >= 2, "the summary of repeats");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let reads = vtd.audit(&q);
+    assert_eq!(reads.len(), 2, "one record, then one summary: {reads:?}");
+    let summary = reads[1]["detail"].as_str().unwrap();
+    assert!(summary.contains("more time(s) within 1 s"), "{summary}");
+}
