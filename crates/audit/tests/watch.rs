@@ -78,13 +78,17 @@ fn accesses_are_reported_with_pid_exe_and_uid_and_coalesced() {
     let read = next(&rx, |a| a.pid == pid && a.kind == Kind::Read);
     assert_eq!(read.count, 1);
 
-    // Thousands of reads by this process: one record, then one summary.
+    // Thousands of reads by this process, in batches a little apart (the
+    // kernel merges events still queued): one record, then one summary.
     let me = std::process::id() as i32;
     let mut f = std::fs::File::open(&file).unwrap();
     let mut buf = [0u8; 512];
-    for _ in 0..2000 {
-        f.rewind().unwrap();
-        f.read_exact(&mut buf).unwrap();
+    for _ in 0..4 {
+        for _ in 0..500 {
+            f.rewind().unwrap();
+            f.read_exact(&mut buf).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
     let first = next(&rx, |a| a.pid == me && a.kind == Kind::Read);
     assert!(!first.repeated);

@@ -336,7 +336,7 @@ fn repeated_reads_are_coalesced_into_one_summary() {
             f.read_exact_at(&mut buf, ((batch * 100 + i) % 256) * 4096)
                 .unwrap();
         }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
     let me = std::process::id();
     let q = format!("key=big&pid={me}&action=watch.read");
