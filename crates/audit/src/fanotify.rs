@@ -250,28 +250,33 @@ fn mark(fd: RawFd, flags: u32, mask: u64, path: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// The file handle of `path` (name_to_handle_at(2)): type then bytes.
+/// `struct file_handle` with room for the largest handle (MAX_HANDLE_SZ).
+#[repr(C)]
+struct FileHandle {
+    handle_bytes: u32,
+    handle_type: i32,
+    f_handle: [u8; 128],
+}
+
+/// The file handle of `path` (name_to_handle_at(2)): type then bytes, as
+/// fanotify reports them in FID events.
 fn handle_of(path: &Path) -> io::Result<Vec<u8>> {
-    const MAX: usize = 128;
     let c = CString::new(path.as_os_str().as_bytes())
         .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    // struct file_handle: u32 handle_bytes, i32 handle_type, bytes.
-    let mut buf = vec![0u64; (8 + MAX) / 8];
-    let bytes: &mut [u8] = {
-        // SAFETY: a u64 buffer viewed as bytes of the same length; the
-        // alignment of u8 is 1 and the slice borrows `buf` exclusively.
-        unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u8>(), buf.len() * 8) }
+    let mut h = FileHandle {
+        handle_bytes: 128,
+        handle_type: 0,
+        f_handle: [0; 128],
     };
-    bytes[..4].copy_from_slice(&(MAX as u32).to_ne_bytes());
     let mut mount_id: libc::c_int = 0;
-    // SAFETY: the buffer is 8-aligned, starts with handle_bytes = MAX and
-    // has room for MAX handle bytes after the 8-byte header; `c` is a
-    // NUL-terminated path and `mount_id` is writable.
+    // SAFETY: `h` is a file_handle header followed by `handle_bytes` bytes
+    // of room, as the call requires; `c` is a NUL-terminated path and
+    // `mount_id` is writable; all live for the call.
     let r = unsafe {
         libc::name_to_handle_at(
             libc::AT_FDCWD,
             c.as_ptr(),
-            buf.as_mut_ptr().cast::<libc::file_handle>(),
+            (&mut h as *mut FileHandle).cast::<libc::file_handle>(),
             &mut mount_id,
             0,
         )
@@ -279,11 +284,10 @@ fn handle_of(path: &Path) -> io::Result<Vec<u8>> {
     if r < 0 {
         return Err(last_err());
     }
-    // SAFETY: as above, reading what the kernel wrote.
-    let bytes: &[u8] =
-        unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), buf.len() * 8) };
-    let n = u32::from_ne_bytes(bytes[..4].try_into().unwrap_or_default()) as usize;
-    Ok(bytes[4..8 + n.min(MAX)].to_vec())
+    let n = (h.handle_bytes as usize).min(h.f_handle.len());
+    let mut out = h.handle_type.to_ne_bytes().to_vec();
+    out.extend_from_slice(&h.f_handle[..n]);
+    Ok(out)
 }
 
 /// Reads `/proc/PID/exe` and the real uid/gid from `/proc/PID/status`.
@@ -548,6 +552,9 @@ impl Watcher {
                 }
                 for raw in parse(&buf[..got as usize]) {
                     if raw.mask & libc::FAN_Q_OVERFLOW != 0 {
+                        eprintln!(
+                            "fanotify: event queue overflowed: some accesses were not reported"
+                        );
                         continue;
                     }
                     for (watch, kind, pid, info) in self.handle(p.fd, raw) {
