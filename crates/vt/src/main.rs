@@ -72,6 +72,9 @@ enum Command {
     },
     /// Follow VM state changes.
     Events,
+    /// The audit trail: search, verify, file watches.
+    #[command(subcommand)]
+    Audit(cmd::audit::AuditCommand),
     /// Print a shell completion script (bash, zsh, fish, ...).
     Completions { shell: clap_complete::Shell },
     /// Run commands on a hardware-virtualization /dev/kvm inside the lab
@@ -108,6 +111,7 @@ fn managed(c: &Client, command: Command, f: Format) -> CliResult {
         Command::Undefine { name } => cmd::lifecycle::undefine(c, &name, f),
         Command::Console { name, no_follow } => cmd::console::run(c, &name, !no_follow),
         Command::Events => cmd::events::run(c, f),
+        Command::Audit(a) => cmd::audit::run(c, a, f),
         _ => Ok(()),
     }
 }
