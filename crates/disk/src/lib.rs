@@ -28,6 +28,7 @@ pub mod open;
 pub mod probe;
 pub mod qcow2;
 pub mod raw;
+pub mod refcount;
 pub mod resize;
 pub mod snapshot;
 

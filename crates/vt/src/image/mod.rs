@@ -105,19 +105,19 @@ pub enum ImageCommand {
         format: Option<String>,
         file: PathBuf,
     },
-    /// Internal snapshots, as `qemu-img snapshot`: `-l` lists them (creating,
-    /// applying and deleting are not supported yet).
+    /// Internal snapshots of a stopped qcow2 image, as `qemu-img snapshot`:
+    /// `-l` lists, `-c` creates, `-a` applies, `-d` deletes (by ID or name).
     Snapshot {
         /// List the snapshots.
         #[arg(short = 'l')]
         list: bool,
-        /// Create a snapshot (not supported yet).
+        /// Create a snapshot named NAME of the current content.
         #[arg(short = 'c', value_name = "NAME")]
         create: Option<String>,
-        /// Apply a snapshot (not supported yet).
+        /// Revert the image to a snapshot (ID or name).
         #[arg(short = 'a', value_name = "NAME")]
         apply: Option<String>,
-        /// Delete a snapshot (not supported yet).
+        /// Delete a snapshot (ID or name).
         #[arg(short = 'd', value_name = "NAME")]
         delete: Option<String>,
         file: PathBuf,
@@ -320,11 +320,17 @@ pub fn run(cmd: ImageCommand, output: Format) -> anyhow::Result<ExitCode> {
             delete,
             file,
         } => {
-            if create.is_some() || apply.is_some() || delete.is_some() || !list {
-                bail!("only snapshot -l (list) is supported yet");
+            use disk::snapshot::edit;
+            match (list, create, apply, delete) {
+                (true, None, None, None) => {
+                    let snaps = disk::snapshot::list(&file)?;
+                    print!("{}", info::snapshot_table(&snaps));
+                }
+                (false, Some(n), None, None) => edit::create(&file, &n)?,
+                (false, None, Some(n), None) => edit::apply(&file, &n)?,
+                (false, None, None, Some(n)) => edit::delete(&file, &n)?,
+                _ => bail!("give exactly one of -l, -c NAME, -a SNAPSHOT, -d SNAPSHOT"),
             }
-            let snaps = disk::snapshot::list(&file)?;
-            print!("{}", info::snapshot_table(&snaps));
             Ok(ExitCode::SUCCESS)
         }
         ImageCommand::Resize {
