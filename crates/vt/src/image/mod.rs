@@ -1,5 +1,6 @@
 //! `vt image ...`: disk images with qemu-img's verbs, flags and meanings
-//! (`create`, `info`, `check`, `convert`, `resize`), on the `disk` crate,
+//! (`create`, `info`, `check`, `convert`, `resize`, `map`, `snapshot`,
+//! `rebase`, `commit`), on the `disk` crate,
 //! with no VM and no daemon; and `fetch-linux`, the guest artifacts.
 //!
 //! Exit codes as qemu-img's: 0 ok, 1 failed; `check` 2 for corruptions, 3
@@ -122,6 +123,46 @@ pub enum ImageCommand {
         delete: Option<String>,
         file: PathBuf,
     },
+    /// Give a qcow2 image another backing file, as `qemu-img rebase`: by
+    /// default (safe mode) clusters whose content would change are first
+    /// copied into the image; `-u` only rewrites the header.
+    Rebase {
+        /// Format of the image (qcow2).
+        #[arg(short = 'f')]
+        format: Option<String>,
+        /// The new backing file (relative to the image's directory), or ""
+        /// for none.
+        #[arg(short = 'b')]
+        backing: String,
+        /// The new backing file's format (stored in the header).
+        #[arg(short = 'F')]
+        backing_format: Option<String>,
+        /// Unsafe: only rewrite the header (the content may change).
+        #[arg(short = 'u')]
+        unsafe_: bool,
+        /// Quiet.
+        #[arg(short = 'q')]
+        quiet: bool,
+        file: PathBuf,
+    },
+    /// Write a qcow2 image's data into its backing file, as `qemu-img
+    /// commit`, then empty the image.
+    Commit {
+        /// Format of the image (qcow2).
+        #[arg(short = 'f')]
+        format: Option<String>,
+        /// Commit into this deeper image of the chain instead of the
+        /// backing file.
+        #[arg(short = 'b')]
+        base: Option<PathBuf>,
+        /// Do not empty the image afterwards.
+        #[arg(short = 'd')]
+        keep: bool,
+        /// Quiet.
+        #[arg(short = 'q')]
+        quiet: bool,
+        file: PathBuf,
+    },
     /// Change an image's virtual size, as `qemu-img resize`: SIZE, +SIZE or -SIZE.
     Resize {
         /// Format; probed when omitted.
@@ -141,6 +182,14 @@ pub enum ImageCommand {
 
 fn format(v: &str) -> anyhow::Result<DiskFormat> {
     DiskFormat::parse(v).map_err(|_| anyhow!("unknown format '{v}' (raw and qcow2 are supported)"))
+}
+
+/// Refuses `-f` naming anything but qcow2 (for verbs only qcow2 has).
+fn qcow2_only(v: &Option<String>) -> anyhow::Result<()> {
+    match opt_format(v)? {
+        None | Some(DiskFormat::Qcow2) => Ok(()),
+        Some(_) => bail!("this works on qcow2 images only"),
+    }
 }
 
 fn opt_format(v: &Option<String>) -> anyhow::Result<Option<DiskFormat>> {
@@ -330,6 +379,45 @@ pub fn run(cmd: ImageCommand, output: Format) -> anyhow::Result<ExitCode> {
                 (false, None, Some(n), None) => edit::apply(&file, &n)?,
                 (false, None, None, Some(n)) => edit::delete(&file, &n)?,
                 _ => bail!("give exactly one of -l, -c NAME, -a SNAPSHOT, -d SNAPSHOT"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ImageCommand::Rebase {
+            format: f,
+            backing,
+            backing_format,
+            unsafe_,
+            quiet: _,
+            file,
+        } => {
+            qcow2_only(&f)?;
+            let new = if backing.is_empty() {
+                None
+            } else {
+                let Some(bf) = &backing_format else {
+                    bail!(
+                        "rebase needs -F FMT with -b (the backing format is stored, never probed)"
+                    );
+                };
+                Some(disk::rebase::NewBacking {
+                    name: &backing,
+                    format: format(bf)?,
+                })
+            };
+            disk::rebase::rebase(&file, new, unsafe_)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        ImageCommand::Commit {
+            format: f,
+            base,
+            keep,
+            quiet,
+            file,
+        } => {
+            qcow2_only(&f)?;
+            disk::commit::commit(&file, base.as_deref(), keep)?;
+            if !quiet {
+                println!("Image committed.");
             }
             Ok(ExitCode::SUCCESS)
         }
