@@ -159,6 +159,30 @@ fn created_images_pass_qemu_img_check() {
             "d.qcow2",
             &["-f", "qcow2", "-o", "preallocation=full,lazy_refcounts=on"],
         ),
+        // Version 2 (compat=0.10), plain, preallocated and over a backing file.
+        ("v2a.qcow2", &["-f", "qcow2", "-o", "compat=0.10"]),
+        (
+            "v2b.qcow2",
+            &[
+                "-f",
+                "qcow2",
+                "-o",
+                "compat=0.10,cluster_size=4K,preallocation=metadata",
+            ],
+        ),
+        (
+            "v2c.qcow2",
+            &[
+                "-f",
+                "qcow2",
+                "-o",
+                "compat=0.10",
+                "-b",
+                "a.qcow2",
+                "-F",
+                "qcow2",
+            ],
+        ),
     ];
     for (name, args) in cases {
         let mut a = vec!["create"];
@@ -170,6 +194,39 @@ fn created_images_pass_qemu_img_check() {
         assert_eq!(j["virtual-size"], 8 << 20, "{name}");
     }
     assert_eq!(json(d, "qemu-img", "b.qcow2")["cluster-size"], 512);
+    // The v2 images are what qemu-img makes: same info, same content,
+    // and qemu-io writes into them leave them clean.
+    ok(
+        d,
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            "compat=0.10",
+            "q2.qcow2",
+            "8M",
+        ],
+    );
+    for name in ["v2a.qcow2", "v2b.qcow2", "v2c.qcow2"] {
+        let (ours, theirs) = (json(d, "qemu-img", name), json(d, "qemu-img", "q2.qcow2"));
+        for f in [
+            "/format-specific/data/compat",
+            "/format-specific/data/refcount-bits",
+        ] {
+            assert_eq!(ours.pointer(f), theirs.pointer(f), "{name} {f}");
+        }
+        same_info(d, name);
+        ok(d, "qemu-io", &["-c", "write -P 0x5a 1M 1M", name]);
+        ok(d, "qemu-img", &["check", name]);
+    }
+    assert_eq!(
+        json(d, "qemu-img", "v2c.qcow2")["backing-filename-format"],
+        "qcow2"
+    );
+    ok(d, "qemu-img", &["compare", "v2a.qcow2", "v2b.qcow2"]);
     assert_eq!(
         json(d, "qemu-img", "d.qcow2")["format-specific"]["data"]["lazy-refcounts"],
         true
@@ -192,6 +249,22 @@ fn created_images_pass_qemu_img_check() {
         1
     );
     assert_eq!(std::fs::read(d.join("a.qcow2")).unwrap(), before);
+    // Lazy refcounts need v3, as qemu-img says.
+    assert_eq!(
+        vt_code(
+            d,
+            &[
+                "create",
+                "-f",
+                "qcow2",
+                "-o",
+                "compat=0.10,lazy_refcounts=on",
+                "e.qcow2",
+                "1M"
+            ]
+        ),
+        1
+    );
     // A size with no backing file is refused; -b without -F too.
     assert_eq!(vt_code(d, &["create", "-f", "qcow2", "e.qcow2"]), 1);
     assert_eq!(

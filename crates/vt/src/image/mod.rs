@@ -210,8 +210,9 @@ fn apply_options(o: &mut CreateOptions, spec: &str) -> anyhow::Result<()> {
                 })?
             }
             "lazy_refcounts" => o.lazy_refcounts = on_off(v)?,
-            "compat" if matches!(v, "1.1" | "v3") => {}
-            "compat" => bail!("compat={v} is not supported for new images (1.1 is)"),
+            "compat" if matches!(v, "1.1" | "v3") => o.v2 = false,
+            "compat" if matches!(v, "0.10" | "v2") => o.v2 = true,
+            "compat" => bail!("compat must be 0.10 or 1.1, not '{v}'"),
             "size" => o.size = Some(size::parse(v)?),
             _ => bail!(
                 "unknown option '{k}' (cluster_size, preallocation, lazy_refcounts, compat, size)"
