@@ -21,6 +21,7 @@
 pub mod backing;
 pub mod check;
 pub mod commit;
+pub mod compress;
 pub mod create;
 pub mod header;
 pub mod info;

@@ -38,6 +38,8 @@ pub struct Convert<'a> {
     pub create: CreateOptions,
     /// Draw a progress bar (only when stderr is a terminal).
     pub progress: bool,
+    /// Write compressed clusters (`-c`; qcow2 output only).
+    pub compress: bool,
 }
 
 impl Convert<'_> {
@@ -57,7 +59,11 @@ impl Convert<'_> {
             format: self.create.format,
             ..Default::default()
         };
-        let mut dst = disk::open_path(self.dest, &dst_opts)?;
+        let mut dst: Box<dyn DiskBackend> = if self.compress {
+            Box::new(disk::compress::CompressedWriter::open(self.dest)?)
+        } else {
+            disk::open_path(self.dest, &dst_opts)?
+        };
         let bar = (self.progress && std::io::stderr().is_terminal()).then(|| {
             let b = indicatif::ProgressBar::new(size.max(1));
             b.set_style(

@@ -323,9 +323,6 @@ pub fn run(cmd: ImageCommand, output: Format) -> anyhow::Result<ExitCode> {
             source,
             dest,
         } => {
-            if compress {
-                bail!("compressed output (-c) is not supported yet: the qcow2 writer has no compressed clusters");
-            }
             let mut o = CreateOptions {
                 format: Some(format(&output_format)?),
                 ..Default::default()
@@ -333,12 +330,19 @@ pub fn run(cmd: ImageCommand, output: Format) -> anyhow::Result<ExitCode> {
             if let Some(spec) = &options {
                 apply_options(&mut o, spec)?;
             }
+            if compress && o.format != Some(DiskFormat::Qcow2) {
+                bail!("compression not supported for this file format (qcow2 has it)");
+            }
+            if compress && o.preallocation != Preallocation::Off {
+                bail!("compression and preallocation cannot be combined");
+            }
             let c = convert::Convert {
                 source: &source,
                 source_format: opt_format(&f)?,
                 dest: &dest,
                 create: o,
                 progress: progress && !quiet,
+                compress,
             };
             c.run()?;
             Ok(ExitCode::SUCCESS)
