@@ -631,13 +631,42 @@ fn map_equals_qemu_img() {
         ok(d, "vt", &["image", "map", "--output=json", "packed.qcow2"]),
         ok(d, "qemu-img", &["map", "--output=json", "packed.qcow2"])
     );
-    for f in ["top.qcow2", "mid.qcow2", "small.qcow2"] {
+    // A sparse raw file: holes and data as the file system reports them;
+    // and a qcow2 file mapped as raw bytes with -f raw.
+    ok(
+        d,
+        "qemu-img",
+        &["create", "-q", "-f", "raw", "sparse.raw", "16M"],
+    );
+    ok(
+        d,
+        "qemu-io",
+        &[
+            "-f",
+            "raw",
+            "-c",
+            "write -P 3 1M 2M",
+            "-c",
+            "write -P 4 15M 64k",
+            "sparse.raw",
+        ],
+    );
+    for f in ["top.qcow2", "mid.qcow2", "small.qcow2", "sparse.raw"] {
         for args in [&["map", f][..], &["map", "--output=json", f][..]] {
             let mut ours = vec!["image"];
             ours.extend_from_slice(args);
             assert_eq!(ok(d, "vt", &ours), ok(d, "qemu-img", args), "{args:?}");
         }
     }
+    let args = ["map", "-f", "raw", "--output=json", "small.qcow2"];
+    assert_eq!(
+        ok(
+            d,
+            "vt",
+            &["image", "map", "-f", "raw", "--output=json", "small.qcow2"]
+        ),
+        ok(d, "qemu-img", &args)
+    );
 }
 
 /// `snapshot -l` prints qemu-img's table; `info --output=json` has the
@@ -665,4 +694,57 @@ fn snapshot_list_equals_qemu_img() {
         json(d, "vt", "s.qcow2")["snapshots"],
         json(d, "qemu-img", "s.qcow2")["snapshots"]
     );
+}
+
+/// `info --backing-chain`: qemu-img's text and, image by image, its JSON
+/// over a qcow2 ← qcow2 ← raw chain; loops and devices are errors.
+#[test]
+fn info_backing_chain_equals_qemu_img() {
+    let t = scratch("info-chain");
+    let d = t.0.as_path();
+    ok(
+        d,
+        "qemu-img",
+        &["create", "-q", "-f", "raw", "b0.raw", "1M"],
+    );
+    ok(
+        d,
+        "qemu-img",
+        &[
+            "create", "-q", "-f", "qcow2", "-b", "b0.raw", "-F", "raw", "b1.qcow2",
+        ],
+    );
+    ok(
+        d,
+        "qemu-img",
+        &[
+            "create", "-q", "-f", "qcow2", "-b", "b1.qcow2", "-F", "qcow2", "b2.qcow2",
+        ],
+    );
+    let args = ["info", "--backing-chain", "b2.qcow2"];
+    assert_eq!(vt_image(d, &args), ok(d, "qemu-img", &args));
+    let json_args = ["info", "--backing-chain", "--output=json", "b2.qcow2"];
+    let ours: serde_json::Value = serde_json::from_str(&vt_image(d, &json_args)).unwrap();
+    let theirs: serde_json::Value = serde_json::from_str(&ok(d, "qemu-img", &json_args)).unwrap();
+    let (ours, theirs) = (ours.as_array().unwrap(), theirs.as_array().unwrap());
+    assert_eq!(ours.len(), 3);
+    assert_eq!(ours.len(), theirs.len());
+    for (o, q) in ours.iter().zip(theirs) {
+        for f in FIELDS {
+            assert_eq!(o.pointer(f), q.pointer(f), "{f}: {o} vs {q}");
+        }
+    }
+    // A loop, and a device as backing file: errors, not followed.
+    ok(
+        d,
+        "qemu-img",
+        &["rebase", "-u", "-b", "b2.qcow2", "-F", "qcow2", "b1.qcow2"],
+    );
+    assert_eq!(vt_code(d, &args), 1);
+    ok(
+        d,
+        "qemu-img",
+        &["rebase", "-u", "-b", "/dev/zero", "-F", "raw", "b1.qcow2"],
+    );
+    assert_eq!(vt_code(d, &args), 1);
 }

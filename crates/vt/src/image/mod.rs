@@ -58,6 +58,9 @@ pub enum ImageCommand {
         /// Format (raw or qcow2); probed when omitted.
         #[arg(short = 'f')]
         format: Option<String>,
+        /// Show every image of the backing chain, top first.
+        #[arg(long)]
+        backing_chain: bool,
         file: PathBuf,
     },
     /// Check a qcow2 image's metadata, as `qemu-img check`: exit 0 clean,
@@ -279,11 +282,33 @@ pub fn run(cmd: ImageCommand, output: Format) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        ImageCommand::Info { format: f, file } => {
+        ImageCommand::Info {
+            format: f,
+            backing_chain: false,
+            file,
+        } => {
             let i = disk::info::info(&file, opt_format(&f)?)?;
             match output {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&info::json(&i))?),
                 Format::Table => print!("{}", info::human(&i)),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ImageCommand::Info {
+            format: f,
+            backing_chain: true,
+            file,
+        } => {
+            let chain = disk::info::chain(&file, opt_format(&f)?)?;
+            match output {
+                Format::Json => {
+                    let all: Vec<_> = chain.iter().map(info::json).collect();
+                    println!("{}", serde_json::to_string_pretty(&all)?)
+                }
+                Format::Table => {
+                    let all: Vec<_> = chain.iter().map(info::human).collect();
+                    print!("{}", all.join("\n"))
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -352,10 +377,10 @@ pub fn run(cmd: ImageCommand, output: Format) -> anyhow::Result<ExitCode> {
                 Some(f) => f,
                 None => disk::info::info(&file, None)?.format,
             };
-            if fmt == DiskFormat::Raw {
-                bail!("map of raw images is not supported (qcow2 only)");
-            }
-            let extents = disk::map::map(&file)?;
+            let extents = match fmt {
+                DiskFormat::Raw => disk::map::map_raw(&file)?,
+                DiskFormat::Qcow2 => disk::map::map(&file)?,
+            };
             match output {
                 Format::Json => print!("{}", info::map_json(&extents)),
                 Format::Table => {
