@@ -5,22 +5,13 @@
 //! memfd reached through `/proc/self/fd`.
 #![no_main]
 
-use std::fs::File;
-use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 
 use libfuzzer_sys::fuzz_target;
+use memfd::memfd;
 
-fn memfd(data: &[u8]) -> File {
-    // SAFETY: memfd_create with a NUL-terminated name; the fd is new and ours.
-    let fd = unsafe { libc::memfd_create(c"qcow2".as_ptr(), libc::MFD_CLOEXEC) };
-    assert!(fd >= 0);
-    // SAFETY: fd is a fresh descriptor nothing else owns.
-    let mut f = unsafe { File::from_raw_fd(fd) };
-    f.write_all(data).unwrap();
-    f
-}
+mod memfd;
 
 fuzz_target!(|data: &[u8]| {
     let f = memfd(data);

@@ -208,17 +208,10 @@ pub fn set_backing(file: &File, backing: Option<(&str, &str)>) -> Result<(), Bac
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::header::MAGIC;
 
+    /// The header tests' image plus an unknown extension that must survive.
     fn v3() -> Vec<u8> {
-        let mut b = vec![0u8; 65536];
-        b[0..4].copy_from_slice(&MAGIC.to_be_bytes());
-        b[4..8].copy_from_slice(&3u32.to_be_bytes());
-        b[20..24].copy_from_slice(&16u32.to_be_bytes());
-        b[24..32].copy_from_slice(&(1u64 << 30).to_be_bytes());
-        b[96..100].copy_from_slice(&4u32.to_be_bytes());
-        b[100..104].copy_from_slice(&112u32.to_be_bytes());
-        // An unknown extension that must survive, then the end.
+        let mut b = crate::header::tests::v3();
         b[112..116].copy_from_slice(&0x1234_5678u32.to_be_bytes());
         b[116..120].copy_from_slice(&3u32.to_be_bytes());
         b[120..123].copy_from_slice(b"abc");

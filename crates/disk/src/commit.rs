@@ -21,7 +21,7 @@ use crate::header::{Header, HeaderError};
 use crate::lock::{self, LockError, LockMode};
 use crate::map::{self, MapError};
 use crate::open::{backing_chain, open_file, ImageFile, OpenError, OpenOptions, PathOpener};
-use crate::refcount::{l1_bytes, read_l1, EditError, Refcounts};
+use crate::refcount::{l1_bytes, open_for_edit, read_l1, EditError, OpenEditError, Refcounts};
 use crate::DiskFormat;
 
 /// Why a commit failed.
@@ -45,6 +45,8 @@ pub enum CommitError {
     Map(#[from] MapError),
     #[error(transparent)]
     Lock(#[from] LockError),
+    #[error(transparent)]
+    Edit(#[from] OpenEditError),
     #[error("{0}: I/O error while committing")]
     Copy(String, #[source] std::io::Error),
     #[error("{0}: {1} metadata errors; not emptying it (see `vt image check`)")]
@@ -168,16 +170,7 @@ pub fn commit(path: &Path, base: Option<&Path>, keep: bool) -> Result<(), Commit
 /// Drops every cluster the active L1 table reaches: the image then reads
 /// through to its backing file everywhere.
 fn make_empty(path: &Path) -> Result<(), CommitError> {
-    let name = path.display().to_string();
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(|e| CommitError::Io(name.clone(), e))?;
-    lock::lock(&file, &name, LockMode::Exclusive)?;
-    let h = Header::read(&file).map_err(|e| CommitError::Header(name.clone(), e))?;
-    h.check_usable()
-        .map_err(|e| CommitError::Header(name.clone(), e))?;
+    let (file, h, name) = open_for_edit(path)?;
     let report = check::check_file(&file, &name, Repair::None)
         .map_err(|e| CommitError::Check(name.clone(), e))?;
     if report.corruptions > 0 {

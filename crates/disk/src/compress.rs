@@ -23,8 +23,7 @@ use flate2::{Compress, Compression, FlushCompress, Status};
 use vm_memory::{Bytes, VolatileSlice};
 
 use crate::header::Header;
-use crate::lock::{self, LockError, LockMode};
-use crate::refcount::{COMPRESSED, COPIED};
+use crate::refcount::{open_for_edit, OpenEditError, COMPRESSED, COPIED};
 use crate::DiskBackend;
 
 /// Why the writer could not start.
@@ -33,9 +32,7 @@ pub enum CompressError {
     #[error("cannot open {0}")]
     Io(String, #[source] io::Error),
     #[error(transparent)]
-    Lock(#[from] LockError),
-    #[error("{0}")]
-    Header(String, #[source] crate::header::HeaderError),
+    Open(#[from] OpenEditError),
     #[error("{0}: compressed output needs a new, empty qcow2 image without a backing file and with 16-bit refcounts")]
     NotFresh(String),
 }
@@ -68,16 +65,7 @@ pub struct CompressedWriter {
 impl CompressedWriter {
     /// Opens the new image at `path` (locked exclusively).
     pub fn open(path: &Path) -> Result<CompressedWriter, CompressError> {
-        let name = path.display().to_string();
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(|e| CompressError::Io(name.clone(), e))?;
-        lock::lock(&file, &name, LockMode::Exclusive)?;
-        let h = Header::read(&file).map_err(|e| CompressError::Header(name.clone(), e))?;
-        h.check_usable()
-            .map_err(|e| CompressError::Header(name.clone(), e))?;
+        let (file, h, name) = open_for_edit(path)?;
         let len = file
             .metadata()
             .map_err(|e| CompressError::Io(name.clone(), e))?

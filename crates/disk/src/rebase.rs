@@ -14,9 +14,9 @@ use vm_memory::VolatileSlice;
 
 use crate::backing::{set_backing, BackingError};
 use crate::header::{Header, HeaderError};
-use crate::lock::{self, LockError, LockMode};
 use crate::map::{self, MapError};
 use crate::open::{open_path, OpenError, OpenOptions};
+use crate::refcount::{open_for_edit, OpenEditError};
 use crate::{DiskBackend, DiskFormat};
 
 /// Why a rebase failed.
@@ -31,7 +31,7 @@ pub enum RebaseError {
     #[error(transparent)]
     Map(#[from] MapError),
     #[error(transparent)]
-    Lock(#[from] LockError),
+    Edit(#[from] OpenEditError),
     #[error("{0}: {1}")]
     Backing(String, #[source] BackingError),
     #[error("{0}: I/O error while copying clusters")]
@@ -71,15 +71,7 @@ pub fn rebase(path: &Path, new: Option<NewBacking>, unsafe_: bool) -> Result<(),
     if !unsafe_ {
         copy_differences(path, &name, new)?;
     }
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(|e| RebaseError::Io(name.clone(), e))?;
-    lock::lock(&file, &name, LockMode::Exclusive)?;
-    let h = Header::read(&file).map_err(|e| RebaseError::Header(name.clone(), e))?;
-    h.check_usable()
-        .map_err(|e| RebaseError::Header(name.clone(), e))?;
+    let (file, _, name) = open_for_edit(path)?;
     set_backing(&file, new.map(|n| (n.name, format_name(n.format))))
         .map_err(|e| RebaseError::Backing(name, e))
 }

@@ -18,7 +18,8 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
-use crate::header::Header;
+use crate::header::{Header, HeaderError};
+use crate::lock::{self, LockError, LockMode};
 
 /// Host offset bits of an L1 or standard L2 entry.
 pub(crate) const OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
@@ -48,6 +49,35 @@ impl From<io::Error> for EditError {
 
 fn corrupt(msg: impl Into<String>) -> EditError {
     EditError::Corrupt(msg.into())
+}
+
+/// Why an image could not be opened for an offline edit.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenEditError {
+    #[error("cannot open {0}")]
+    Io(String, #[source] io::Error),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error("{0}")]
+    Header(String, #[source] HeaderError),
+}
+
+/// Opens the qcow2 image at `path` for an offline edit: read-write,
+/// locked exclusively (a running VMM or QEMU holding it is refused), its
+/// header parsed and usable (not dirty, corrupt, encrypted...). Returns the
+/// file, the header and the name errors use.
+pub fn open_for_edit(path: &std::path::Path) -> Result<(File, Header, String), OpenEditError> {
+    let name = path.display().to_string();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| OpenEditError::Io(name.clone(), e))?;
+    lock::lock(&file, &name, LockMode::Exclusive)?;
+    let h = Header::read(&file).map_err(|e| OpenEditError::Header(name.clone(), e))?;
+    h.check_usable()
+        .map_err(|e| OpenEditError::Header(name.clone(), e))?;
+    Ok((file, h, name))
 }
 
 /// Big-endian u64 number `i` of `b` (0 past its end).

@@ -21,10 +21,9 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use common::{case_output, host_value, initramfs_with, lab_disabled};
+use common::{case_output, host_value, initramfs_with, lab_disabled, qemu_img};
 
 /// Kills (each one a VMM killed mid-write).
 const ROUNDS: u32 = 22;
@@ -108,16 +107,6 @@ echo "VT-HOST last=$last"
 echo "=== RC 0"
 "#
     )
-}
-
-fn qemu_img(args: &[&str]) -> (i32, String) {
-    let out = Command::new("qemu-img")
-        .args(args)
-        .output()
-        .expect("qemu-img");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.code().unwrap_or(-1), text)
 }
 
 /// `key:value` fields of a `VT-HOST roundN=` line.

@@ -10,29 +10,6 @@ use std::path::Path;
 
 use common::*;
 
-fn io(d: &Path, fmt: &str, img: &str, cmds: &[&str]) {
-    let mut a = vec!["-f", fmt];
-    for c in cmds {
-        a.extend(["-c", c]);
-    }
-    a.push(img);
-    ok(d, "qemu-io", &a);
-}
-
-fn clean(d: &Path, img: &str) {
-    let out = run(d, "qemu-img", &["check", img]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "qemu-img check {img}:\n{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-}
-
-fn same(d: &Path, raw: &str, img: &str) {
-    ok(d, "qemu-img", &["compare", "-f", "raw", raw, img]);
-}
-
 /// base.raw ← mid.qcow2 ← top.qcow2, and top's content as raw.
 fn chain(d: &Path) {
     ok(
@@ -40,7 +17,7 @@ fn chain(d: &Path) {
         "qemu-img",
         &["create", "-q", "-f", "raw", "base.raw", "64M"],
     );
-    io(
+    qemu_io(
         d,
         "raw",
         "base.raw",
@@ -61,7 +38,7 @@ fn chain(d: &Path) {
             "mid.qcow2",
         ],
     );
-    io(
+    qemu_io(
         d,
         "qcow2",
         "mid.qcow2",
@@ -84,7 +61,7 @@ fn chain(d: &Path) {
             "top.qcow2",
         ],
     );
-    io(
+    qemu_io(
         d,
         "qcow2",
         "top.qcow2",
@@ -133,7 +110,7 @@ fn rebase_keeps_content_and_names_the_new_backing() {
         "qemu-img",
         &["create", "-q", "-f", "raw", "other.raw", "32M"],
     );
-    io(d, "raw", "other.raw", &["write -P 0x44 0 16M"]);
+    qemu_io(d, "raw", "other.raw", &["write -P 0x44 0 16M"]);
     ok(d, "cp", &["top.qcow2", "c.qcow2"]);
     vt_image(d, &["rebase", "-b", "other.raw", "-F", "raw", "c.qcow2"]);
     clean(d, "c.qcow2");

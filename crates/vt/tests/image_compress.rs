@@ -10,15 +10,6 @@ use std::path::Path;
 
 use common::*;
 
-fn io(d: &Path, fmt: &str, img: &str, cmds: &[&str]) {
-    let mut a = vec!["-f", fmt];
-    for c in cmds {
-        a.extend(["-c", c]);
-    }
-    a.push(img);
-    ok(d, "qemu-io", &a);
-}
-
 fn check_json(d: &Path, img: &str) -> serde_json::Value {
     let out = run(d, "qemu-img", &["check", "--output=json", img]);
     assert_eq!(out.status.code(), Some(0), "qemu-img check {img}");
@@ -36,7 +27,7 @@ fn compressed_output_is_qemu_img_s() {
         "qemu-img",
         &["create", "-q", "-f", "raw", "src.raw", "34603520"],
     );
-    io(
+    qemu_io(
         d,
         "raw",
         "src.raw",
@@ -112,7 +103,7 @@ fn compressed_output_is_qemu_img_s() {
             "top.qcow2",
         ],
     );
-    io(d, "qcow2", "top.qcow2", &["write -P 0x21 1M 1M"]);
+    qemu_io(d, "qcow2", "top.qcow2", &["write -P 0x21 1M 1M"]);
     vt_image(
         d,
         &["convert", "-c", "-O", "qcow2", "top.qcow2", "flat.qcow2"],

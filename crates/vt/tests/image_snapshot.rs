@@ -11,33 +11,6 @@ use std::path::Path;
 
 use common::*;
 
-fn io(d: &Path, img: &str, cmds: &[&str]) {
-    let mut a = Vec::new();
-    for c in cmds {
-        a.extend(["-c", c]);
-    }
-    a.push(img);
-    ok(d, "qemu-io", &a);
-}
-
-fn clean(d: &Path, img: &str) {
-    let out = run(d, "qemu-img", &["check", img]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "qemu-img check {img}:\n{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-}
-
-fn same(d: &Path, raw: &str, img: &str) {
-    ok(
-        d,
-        "qemu-img",
-        &["compare", "-f", "raw", "-F", "qcow2", raw, img],
-    );
-}
-
 fn raw_of(d: &Path, img: &str, raw: &str) {
     ok(d, "qemu-img", &["convert", "-O", "raw", img, raw]);
 }
@@ -76,21 +49,27 @@ fn snapshots_we_make_are_read_and_applied_by_qemu_img() {
             "qemu-img",
             &["create", "-q", "-f", "raw", "seed.raw", "8M"],
         );
-        io(d, "seed.raw", &["write -P 0x5a 0 2M"]);
+        qemu_io(d, "raw", "seed.raw", &["write -P 0x5a 0 2M"]);
         ok(
             d,
             "qemu-img",
             &["convert", "-c", "-O", "qcow2", "-o", opts, "seed.raw", &img],
         );
         ok(d, "qemu-img", &["resize", "-q", &img, "64M"]);
-        io(d, &img, &["write -P 0x11 1M 3M", "write -P 0x22 10M 1M"]);
+        qemu_io(
+            d,
+            "qcow2",
+            &img,
+            &["write -P 0x11 1M 3M", "write -P 0x22 10M 1M"],
+        );
         raw_of(d, &img, "before.raw");
         vt_image(d, &["snapshot", "-c", "s1", &img]);
         clean(d, &img);
         assert_eq!(names(d, &img), ["s1"]);
         // Writes after the snapshot copy instead of overwriting it.
-        io(
+        qemu_io(
             d,
+            "qcow2",
             &img,
             &[
                 "write -P 0x33 0 5M",
@@ -128,13 +107,28 @@ fn snapshots_qemu_img_makes_are_applied_and_deleted_by_us() {
     let d = t.0.as_path();
     let img = "q.qcow2";
     ok(d, "qemu-img", &["create", "-q", "-f", "qcow2", img, "64M"]);
-    io(d, img, &["write -P 0x01 0 4M", "write -P 0x02 30M 1M"]);
+    qemu_io(
+        d,
+        "qcow2",
+        img,
+        &["write -P 0x01 0 4M", "write -P 0x02 30M 1M"],
+    );
     raw_of(d, img, "a.raw");
     ok(d, "qemu-img", &["snapshot", "-c", "A", img]);
-    io(d, img, &["write -P 0x03 2M 4M", "write -z 30M 512K"]);
+    qemu_io(
+        d,
+        "qcow2",
+        img,
+        &["write -P 0x03 2M 4M", "write -z 30M 512K"],
+    );
     raw_of(d, img, "b.raw");
     ok(d, "qemu-img", &["snapshot", "-c", "B", img]);
-    io(d, img, &["write -P 0x04 0 8M", "write -P 0x05 60M 1M"]);
+    qemu_io(
+        d,
+        "qcow2",
+        img,
+        &["write -P 0x04 0 8M", "write -P 0x05 60M 1M"],
+    );
     raw_of(d, img, "c.raw");
 
     vt_image(d, &["snapshot", "-a", "A", img]);
@@ -144,7 +138,7 @@ fn snapshots_qemu_img_makes_are_applied_and_deleted_by_us() {
     vt_image(d, &["snapshot", "-a", "2", img]);
     clean(d, img);
     same(d, "b.raw", img);
-    io(d, img, &["write -P 0x06 1M 1M"]);
+    qemu_io(d, "qcow2", img, &["write -P 0x06 1M 1M"]);
     clean(d, img);
     vt_image(d, &["snapshot", "-d", "B", img]);
     clean(d, img);
@@ -188,7 +182,7 @@ fn allocation_makes_new_refcount_blocks() {
         ],
     );
     // About 2035 clusters in use: the file ends just before 8 MiB.
-    io(d, img, &["write -P 0x09 0 8100K"]);
+    qemu_io(d, "qcow2", img, &["write -P 0x09 0 8100K"]);
     raw_of(d, img, "g.raw");
     let len = || std::fs::metadata(d.join(img)).unwrap().len();
     assert!(len() < 8 << 20);
@@ -197,7 +191,7 @@ fn allocation_makes_new_refcount_blocks() {
     }
     assert!(len() > 8 << 20, "the test did not cross a refcount block");
     clean(d, img);
-    io(d, img, &["write -P 0x0a 0 1M"]);
+    qemu_io(d, "qcow2", img, &["write -P 0x0a 0 1M"]);
     vt_image(d, &["snapshot", "-a", "s39", img]);
     clean(d, img);
     same(d, "g.raw", img);
@@ -225,7 +219,7 @@ fn bad_requests_and_hostile_tables_are_clear_errors() {
         "qemu-img",
         &["create", "-q", "-f", "qcow2", "x.qcow2", "16M"],
     );
-    io(d, "x.qcow2", &["write -P 0x07 0 1M"]);
+    qemu_io(d, "qcow2", "x.qcow2", &["write -P 0x07 0 1M"]);
     ok(d, "qemu-img", &["snapshot", "-c", "one", "x.qcow2"]);
     assert!(err(d, &["snapshot", "-a", "nope", "x.qcow2"])
         .contains("no snapshot with ID or name 'nope'"));

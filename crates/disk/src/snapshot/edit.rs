@@ -26,8 +26,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::check::{self, Repair};
 use crate::header::Header;
-use crate::lock::{self, LockMode};
-use crate::refcount::{be64_at, l1_bytes, read_l1, EditError, Refcounts};
+use crate::refcount::{
+    be64_at, l1_bytes, open_for_edit, read_l1, EditError, OpenEditError, Refcounts,
+};
 
 /// Most snapshots in one image and most bytes of snapshot table (QEMU's
 /// limits).
@@ -39,12 +40,8 @@ const MAX_EXTRA: u32 = 1024;
 /// Why a snapshot edit failed.
 #[derive(Debug, thiserror::Error)]
 pub enum EditSnapshotError {
-    #[error("cannot open {0}")]
-    Open(String, #[source] std::io::Error),
     #[error(transparent)]
-    Lock(#[from] lock::LockError),
-    #[error("{0}")]
-    Header(String, #[source] crate::header::HeaderError),
+    Open(#[from] OpenEditError),
     #[error("{0}")]
     Check(String, #[source] check::CheckError),
     #[error("{0} has {1} corruptions; repair it first (`vt image check -r all`)")]
@@ -170,16 +167,7 @@ struct Open {
 }
 
 fn open(path: &Path) -> Result<Open, EditSnapshotError> {
-    let name = path.display().to_string();
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map_err(|e| EditSnapshotError::Open(name.clone(), e))?;
-    lock::lock(&file, &name, LockMode::Exclusive)?;
-    let h = Header::read(&file).map_err(|e| EditSnapshotError::Header(name.clone(), e))?;
-    h.check_usable()
-        .map_err(|e| EditSnapshotError::Header(name.clone(), e))?;
+    let (file, h, name) = open_for_edit(path)?;
     let report = check::check_file(&file, &name, Repair::None)
         .map_err(|e| EditSnapshotError::Check(name.clone(), e))?;
     if report.corruptions > 0 {

@@ -66,3 +66,29 @@ pub fn vt_code(dir: &Path, args: &[&str]) -> i32 {
     a.extend_from_slice(args);
     code(dir, "vt", &a)
 }
+
+/// Runs qemu-io on `img` (format `fmt`) with each of `cmds` as a `-c`.
+pub fn qemu_io(d: &Path, fmt: &str, img: &str, cmds: &[&str]) {
+    let mut a = vec!["-f", fmt];
+    for c in cmds {
+        a.extend(["-c", c]);
+    }
+    a.push(img);
+    ok(d, "qemu-io", &a);
+}
+
+/// `qemu-img check` finds `img` clean (no corruption, no leak).
+pub fn clean(d: &Path, img: &str) {
+    let out = run(d, "qemu-img", &["check", img]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "qemu-img check {img}:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// `qemu-img compare` finds the raw file `raw` and the image `img` equal.
+pub fn same(d: &Path, raw: &str, img: &str) {
+    ok(d, "qemu-img", &["compare", "-f", "raw", raw, img]);
+}
