@@ -67,7 +67,13 @@ fn header_of(path: &Path) -> Result<Header, CommitError> {
 
 /// Commits the qcow2 image at `path` into `base` (default: its backing
 /// file); `keep` (`-d`) leaves the image as it was instead of emptying it.
-pub fn commit(path: &Path, base: Option<&Path>, keep: bool) -> Result<(), CommitError> {
+/// `progress` hears (bytes written, bytes to write).
+pub fn commit(
+    path: &Path,
+    base: Option<&Path>,
+    keep: bool,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(), CommitError> {
     let name = path.display().to_string();
     let top = header_of(path)?;
     if top.backing_file.is_none() {
@@ -138,13 +144,18 @@ pub fn commit(path: &Path, base: Option<&Path>, keep: bool) -> Result<(), Commit
     )?;
     let copy = |e: std::io::Error| CommitError::Copy(base_name.clone(), e);
     let mut buf = vec![0u8; CHUNK];
-    for e in map::map(path)? {
-        // Defined in the image or a layer above the base.
-        if !e.present || e.depth > idx {
-            continue;
-        }
+    // Defined in the image or a layer above the base.
+    let todo: Vec<_> = map::map(path)?
+        .into_iter()
+        .filter(|e| e.present && e.depth <= idx)
+        .collect();
+    let total = todo.iter().map(|e| e.length).sum();
+    let mut done = 0;
+    for e in todo {
         if e.zero && !e.data {
             dst.write_zeroes(e.start, e.length).map_err(copy)?;
+            done += e.length;
+            progress(done, total);
             continue;
         }
         let mut at = e.start;
@@ -155,6 +166,8 @@ pub fn commit(path: &Path, base: Option<&Path>, keep: bool) -> Result<(), Commit
             dst.write_at(at, &[VolatileSlice::from(&mut buf[..n])])
                 .map_err(copy)?;
             at += n as u64;
+            done += n as u64;
+            progress(done, total);
         }
     }
     dst.flush().map_err(copy)?;

@@ -66,10 +66,16 @@ fn read(d: &mut dyn DiskBackend, at: u64, buf: &mut [u8]) -> std::io::Result<()>
 }
 
 /// Rebases the qcow2 image at `path` onto `new` (`None`: no backing file).
-pub fn rebase(path: &Path, new: Option<NewBacking>, unsafe_: bool) -> Result<(), RebaseError> {
+/// `progress` hears (bytes compared, bytes to compare) in safe mode.
+pub fn rebase(
+    path: &Path,
+    new: Option<NewBacking>,
+    unsafe_: bool,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(), RebaseError> {
     let name = path.display().to_string();
     if !unsafe_ {
-        copy_differences(path, &name, new)?;
+        copy_differences(path, &name, new, progress)?;
     }
     let (file, _, name) = open_for_edit(path)?;
     set_backing(&file, new.map(|n| (n.name, format_name(n.format))))
@@ -77,7 +83,12 @@ pub fn rebase(path: &Path, new: Option<NewBacking>, unsafe_: bool) -> Result<(),
 }
 
 /// Safe mode's copy: keeps the image's content over the change.
-fn copy_differences(path: &Path, name: &str, new: Option<NewBacking>) -> Result<(), RebaseError> {
+fn copy_differences(
+    path: &Path,
+    name: &str,
+    new: Option<NewBacking>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(), RebaseError> {
     let opts = OpenOptions {
         format: Some(DiskFormat::Qcow2),
         ..Default::default()
@@ -101,10 +112,14 @@ fn copy_differences(path: &Path, name: &str, new: Option<NewBacking>) -> Result<
     let mut old = vec![0u8; cs as usize];
     let mut newer = vec![0u8; cs as usize];
     let copy = |e: std::io::Error| RebaseError::Copy(name.into(), e);
-    for e in map::map(path)? {
-        if e.present && e.depth == 0 {
-            continue; // the image's own data: unchanged
-        }
+    // Where the image defines nothing, its reads fall through: compare.
+    let todo: Vec<_> = map::map(path)?
+        .into_iter()
+        .filter(|e| !(e.present && e.depth == 0))
+        .collect();
+    let total = todo.iter().map(|e| e.length).sum();
+    let mut done = 0;
+    for e in todo {
         let mut at = e.start;
         while at < e.start + e.length {
             let n = (cs - at % cs).min(e.start + e.length - at) as usize;
@@ -118,6 +133,8 @@ fn copy_differences(path: &Path, name: &str, new: Option<NewBacking>) -> Result<
                     .map_err(copy)?;
             }
             at += n as u64;
+            done += n as u64;
+            progress(done, total);
         }
     }
     top.flush().map_err(copy)?;

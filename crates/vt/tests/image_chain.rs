@@ -93,7 +93,15 @@ fn rebase_keeps_content_and_names_the_new_backing() {
     // Safe mode onto the bottom layer, onto nothing, onto a copy with
     // different content; each time the content is top's.
     ok(d, "cp", &["top.qcow2", "a.qcow2"]);
-    vt_image(d, &["rebase", "-b", "base.raw", "-F", "raw", "a.qcow2"]);
+    // -p on a pipe: no bar, no output.
+    let out = run(
+        d,
+        "vt",
+        &[
+            "image", "rebase", "-p", "-b", "base.raw", "-F", "raw", "a.qcow2",
+        ],
+    );
+    assert!(out.status.success() && out.stdout.is_empty() && out.stderr.is_empty());
     clean(d, "a.qcow2");
     same(d, "top.raw", "a.qcow2");
     assert_eq!(

@@ -8,6 +8,7 @@
 
 mod convert;
 mod info;
+mod progress;
 mod size;
 
 use std::path::PathBuf;
@@ -143,6 +144,9 @@ pub enum ImageCommand {
         /// Unsafe: only rewrite the header (the content may change).
         #[arg(short = 'u')]
         unsafe_: bool,
+        /// Show a progress bar (on a terminal).
+        #[arg(short = 'p')]
+        progress: bool,
         /// Quiet.
         #[arg(short = 'q')]
         quiet: bool,
@@ -161,6 +165,9 @@ pub enum ImageCommand {
         /// Do not empty the image afterwards.
         #[arg(short = 'd')]
         keep: bool,
+        /// Show a progress bar (on a terminal).
+        #[arg(short = 'p')]
+        progress: bool,
         /// Quiet.
         #[arg(short = 'q')]
         quiet: bool,
@@ -417,7 +424,8 @@ pub fn run(cmd: ImageCommand, output: Format) -> anyhow::Result<ExitCode> {
             backing,
             backing_format,
             unsafe_,
-            quiet: _,
+            progress,
+            quiet,
             file,
         } => {
             qcow2_only(&f)?;
@@ -434,18 +442,27 @@ pub fn run(cmd: ImageCommand, output: Format) -> anyhow::Result<ExitCode> {
                     format: format(bf)?,
                 })
             };
-            disk::rebase::rebase(&file, new, unsafe_)?;
+            let bar = progress::bar(progress && !quiet, 0);
+            disk::rebase::rebase(&file, new, unsafe_, &mut progress::callback(&bar))?;
+            if let Some(b) = bar {
+                b.finish();
+            }
             Ok(ExitCode::SUCCESS)
         }
         ImageCommand::Commit {
             format: f,
             base,
             keep,
+            progress,
             quiet,
             file,
         } => {
             qcow2_only(&f)?;
-            disk::commit::commit(&file, base.as_deref(), keep)?;
+            let bar = progress::bar(progress && !quiet, 0);
+            disk::commit::commit(&file, base.as_deref(), keep, &mut progress::callback(&bar))?;
+            if let Some(b) = bar {
+                b.finish();
+            }
             if !quiet {
                 println!("Image committed.");
             }
