@@ -60,6 +60,9 @@ fn host_script(rounds: u32) -> String {
     format!(
         r#"R="$VTLAB_ROOT"
 boot() {{
+    # A fresh log first: the wait below must not see the last round's.
+    rm -f /tmp/log
+    : >/tmp/log
     "$R/vt/vt-vmm" --kernel "$R/guest/vmlinux" --initrd "$R/vt/initramfs.cpio.gz" \
         --memory 256 --cmdline "console=ttyS0 quiet $1" \
         --disk path=/dev/vda,format=qcow2,cache=$2 </dev/null >/tmp/log 2>&1 &
