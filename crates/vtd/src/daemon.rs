@@ -12,6 +12,7 @@ use crate::audit::Audit;
 use crate::error::ApiError;
 use crate::events::Events;
 use crate::process;
+use crate::scan;
 use crate::store::{self, VmDir, MAX_SOCKET_PATH};
 use crate::vm::{lock, Vm};
 
@@ -88,30 +89,54 @@ impl Daemon {
             jail,
             vms: Mutex::new(BTreeMap::new()),
         });
+        // Creates and undefines a killed vtd left halfway: finished.
+        for p in store::clean_temporaries(&d.vms_dir())? {
+            eprintln!("vtd: removed {} (left by an interrupted vtd)", p.display());
+        }
+        // Every VMM of this state directory, whatever was recorded.
+        let found = scan::vmms_under(&d.vms_dir());
         for entry in std::fs::read_dir(d.vms_dir())? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(".deleted.") {
-                // An undefine that was interrupted: finish it.
-                let _ = std::fs::remove_dir_all(entry.path());
+            if name.starts_with('.') || !entry.file_type()?.is_dir() {
                 continue;
             }
             let dir = VmDir(entry.path());
-            let def = match store::read_json::<VmDefinition>(&dir.definition()) {
-                Ok(Some(def)) if def.name == name => def,
-                // A half-created VM (no definition yet) or a stray file.
-                _ => {
-                    eprintln!(
-                        "vtd: skipping {}: no valid definition.json",
-                        dir.0.display()
-                    );
-                    continue;
-                }
+            let broken = |why: String| {
+                eprintln!("vtd: VM {name}: state unknown: {why}");
+                Vm::broken(&name, VmDir(entry.path()), d.events.clone(), why)
             };
-            let vm = Vm::new(def, dir, d.events.clone(), d.jail.clone());
-            vm.reattach();
+            let vm = match store::read_json::<VmDefinition>(&dir.definition()) {
+                Ok(Some(def)) if def.name == name => {
+                    let vm = Vm::new(def, dir, d.events.clone(), d.jail.clone());
+                    vm.reattach(&found);
+                    vm
+                }
+                Ok(Some(def)) => broken(format!(
+                    "{}: names VM '{}', not '{name}'",
+                    dir.definition().display(),
+                    def.name
+                )),
+                Ok(None) => broken(format!("{} is missing", dir.definition().display())),
+                Err(e) => broken(e.to_string()),
+            };
             lock(&d.vms).insert(name, vm);
         }
+        // A VMM serving a socket of no VM here belongs to nobody: the
+        // invariant says every VMM belongs to exactly one VM vtd knows.
+        let vms = lock(&d.vms);
+        for f in &found {
+            let known = vms.values().any(|vm| vm.dir.socket() == f.socket);
+            if !known {
+                eprintln!(
+                    "vtd: killing vt-vmm pid {}: it serves {}, which is no VM of this vtd",
+                    f.pid,
+                    f.socket.display()
+                );
+                process::kill(f.pid);
+            }
+        }
+        drop(vms);
         Ok(d)
     }
 
@@ -216,16 +241,12 @@ impl Daemon {
         if vms.contains_key(&def.name) {
             return Err(conflict());
         }
-        let dir = VmDir(self.vms_dir().join(&def.name));
-        match std::fs::create_dir(&dir.0) {
-            Ok(()) => {}
+        // Whole or not at all: built under a temporary name, renamed.
+        let dir = match store::create_vm_dir(&self.vms_dir(), &def.name, &def) {
+            Ok(dir) => dir,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(conflict()),
             Err(e) => return Err(ApiError::internal("cannot create the VM directory", e)),
-        }
-        if let Err(e) = store::write_json(&dir.definition(), &def) {
-            let _ = std::fs::remove_dir_all(&dir.0);
-            return Err(ApiError::internal("cannot write the definition", e));
-        }
+        };
         let vm = Vm::new(def, dir, self.events.clone(), self.jail.clone());
         vms.insert(vm.name().to_string(), vm.clone());
         drop(vms);
@@ -241,6 +262,13 @@ impl Daemon {
         if vm.state().is_active() {
             return Err(ApiError::conflict(format!(
                 "VM '{name}' is running: stop it first"
+            )));
+        }
+        // Whatever was recorded: a live VMM still uses the VM's files.
+        if let Some(f) = vm.live_vmms().first() {
+            return Err(ApiError::conflict(format!(
+                "a VMM (pid {}) still runs for VM '{name}': stop it first (vt stop {name})",
+                f.pid
             )));
         }
         let mut vms = lock(&self.vms);

@@ -15,6 +15,7 @@ mod exit;
 mod net;
 mod process;
 mod routes;
+mod scan;
 mod store;
 mod vm;
 mod vmm;
