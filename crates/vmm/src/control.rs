@@ -138,7 +138,17 @@ impl Control {
             .name("api-listener".into())
             .spawn(move || {
                 crate::sandbox::enter_thread(crate::sandbox::ThreadKind::Api);
-                vt_http::serve(listener, handler, Limits::default(), 32)
+                {
+                    // Only the manager (root) and the admin connect here.
+                    let mut limits = vt_http::ConnectionLimits::new(32);
+                    limits.per_uid = 32;
+                    vt_http::serve(
+                        listener,
+                        handler,
+                        Limits::default(),
+                        vt_http::Connections::new(limits),
+                    )
+                }
             })
             .map_err(Error::Thread)?;
         Ok(Control {

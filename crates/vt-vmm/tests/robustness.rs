@@ -78,7 +78,14 @@ fn start_with(
     let child = Command::new(env!("CARGO_BIN_EXE_vt-vmm"))
         .arg("--kernel")
         .arg(&kernel)
-        .args(["--memory", "16", "--serial", serial, "--on-reboot", "restart"])
+        .args([
+            "--memory",
+            "16",
+            "--serial",
+            serial,
+            "--on-reboot",
+            "restart",
+        ])
         .arg("--api-socket")
         .arg(&sock)
         .args(extra)
@@ -197,18 +204,33 @@ fn sighup_stops_like_sigterm_and_stray_signals_are_ignored() {
 fn a_vmm_removes_only_the_socket_it_bound() {
     require_kvm!();
     let d = dir("inode");
-    let (mut vmm, sock) = start_with(&d, Ending::Halt, "null", Stdio::null(), &["--landlock", "off"]);
+    let (mut vmm, sock) = start_with(
+        &d,
+        Ending::Halt,
+        "null",
+        Stdio::null(),
+        &["--landlock", "off"],
+    );
     // Someone else (a second VMM) now listens at the same path.
     std::fs::remove_file(&sock).unwrap();
     let other = UnixListener::bind(&sock).unwrap();
     signal(&vmm, libc::SIGTERM);
     ended_within(&mut vmm, 5).expect("SIGTERM did not end it");
-    assert!(sock.exists(), "the VMM removed a socket that was not its own");
+    assert!(
+        sock.exists(),
+        "the VMM removed a socket that was not its own"
+    );
     assert!(std::os::unix::net::UnixStream::connect(&sock).is_ok());
     drop(other);
     // Its own socket it does remove (Landlock off: allowed to unlink).
     std::fs::remove_file(&sock).unwrap();
-    let (mut vmm, sock) = start_with(&d, Ending::Halt, "null", Stdio::null(), &["--landlock", "off"]);
+    let (mut vmm, sock) = start_with(
+        &d,
+        Ending::Halt,
+        "null",
+        Stdio::null(),
+        &["--landlock", "off"],
+    );
     signal(&vmm, libc::SIGTERM);
     ended_within(&mut vmm, 5).expect("SIGTERM did not end it");
     assert!(!sock.exists(), "the VMM left its own socket behind");

@@ -46,6 +46,9 @@ pub struct Daemon {
     vms: Mutex<BTreeMap<String, Arc<Vm>>>,
 }
 
+/// How long a starting vtd waits for `vtd.lock`.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Takes `STATE/vtd.lock` (close-on-exec, so VMMs do not inherit it).
 fn lock_state(state_dir: &Path) -> std::io::Result<std::fs::File> {
     use std::os::fd::AsRawFd;
@@ -54,13 +57,21 @@ fn lock_state(state_dir: &Path) -> std::io::Result<std::fs::File> {
         .truncate(false)
         .write(true)
         .open(state_dir.join("vtd.lock"))?;
-    // SAFETY: flock on a descriptor we own; no memory is touched.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(std::io::Error::other(
-            "another vtd is using this state directory",
-        ));
+    // A VMM spawned by a vtd just killed holds a copy of that vtd's lock
+    // until it execs or (gated, its vtd gone) exits: a moment's wait.
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        // SAFETY: flock on a descriptor we own; no memory is touched.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(f);
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(std::io::Error::other(
+                "another vtd is using this state directory",
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    Ok(f)
 }
 
 impl Daemon {

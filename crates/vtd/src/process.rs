@@ -94,6 +94,13 @@ pub fn is_our_vmm(pid: u32, socket: &Path) -> bool {
             .any(|w| (w[0] == b"--api-socket" || w[0] == b"--id") && w[1] == sock)
 }
 
+/// Whether live process `pid` is still a copy of `vtd` (a VMM spawned
+/// but not exec'd yet): the same executable as this process.
+pub fn is_vtd_copy(pid: u32) -> bool {
+    let exe = |p: &str| std::fs::read_link(format!("/proc/{p}/exe")).ok();
+    uid_of(pid).is_some() && exe(&pid.to_string()).is_some_and(|e| Some(e) == exe("self"))
+}
+
 /// The real uid of live process `pid`, from `/proc/PID/status`; `None`
 /// when it is gone or a zombie (dead, not yet reaped: a VMM whose vtd
 /// died is reaped by init, at its own pace).

@@ -19,10 +19,14 @@ pub struct Found {
     pub uid: u32,
     /// The control socket it serves.
     pub socket: PathBuf,
+    /// The uid it runs as in its cell (`--jail-uid`; until it has entered
+    /// the cell it is still root).
+    pub jail_uid: Option<u32>,
 }
 
-/// The socket a `vt-vmm` command line names, if it is one.
-fn socket_of(cmdline: &[u8]) -> Option<PathBuf> {
+/// The socket a `vt-vmm` command line names, if it is one, and its
+/// `--jail-uid`.
+fn socket_of(cmdline: &[u8]) -> Option<(PathBuf, Option<u32>)> {
     use std::os::unix::ffi::OsStrExt;
     let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
     let is_vmm = args
@@ -34,7 +38,10 @@ fn socket_of(cmdline: &[u8]) -> Option<PathBuf> {
     // `--id` wins: a jailed VMM's `--api-socket` is a `/dev/fd/N`.
     let value = |flag: &[u8]| args.windows(2).find(|w| w[0] == flag).map(|w| w[1]);
     let sock = value(b"--id").or_else(|| value(b"--api-socket"))?;
-    Some(PathBuf::from(std::ffi::OsStr::from_bytes(sock)))
+    let jail_uid = value(b"--jail-uid")
+        .and_then(|u| std::str::from_utf8(u).ok())
+        .and_then(|u| u.parse().ok());
+    Some((PathBuf::from(std::ffi::OsStr::from_bytes(sock)), jail_uid))
 }
 
 /// Every live `vt-vmm` serving a socket under `dir`.
@@ -50,12 +57,17 @@ pub fn vmms_under(dir: &Path) -> Vec<Found> {
         let Ok(cmdline) = std::fs::read(p.path().join("cmdline")) else {
             continue;
         };
-        let Some(socket) = socket_of(&cmdline).filter(|s| s.starts_with(dir)) else {
+        let Some((socket, jail_uid)) = socket_of(&cmdline).filter(|s| s.0.starts_with(dir)) else {
             continue;
         };
         // None for a zombie or a process gone meanwhile.
         if let Some(uid) = process::uid_of(pid) {
-            out.push(Found { pid, uid, socket });
+            out.push(Found {
+                pid,
+                uid,
+                socket,
+                jail_uid,
+            });
         }
     }
     out.sort_by_key(|f| f.pid);
@@ -79,16 +91,26 @@ mod tests {
     fn sockets_from_command_lines() {
         let line = |args: &[&str]| args.join("\0").into_bytes();
         assert_eq!(
-            socket_of(&line(&["/x/vt-vmm", "--api-socket", "/dev/fd/9", "--id", "/s/a.sock"])),
-            Some("/s/a.sock".into())
+            socket_of(&line(&[
+                "/x/vt-vmm",
+                "--api-socket",
+                "/dev/fd/9",
+                "--id",
+                "/s/a.sock",
+                "--jail-uid",
+                "7",
+            ])),
+            Some(("/s/a.sock".into(), Some(7)))
         );
         assert_eq!(
             socket_of(&line(&["vt-vmm", "--api-socket", "/s/b.sock"])),
-            Some("/s/b.sock".into())
+            Some(("/s/b.sock".into(), None))
         );
         assert_eq!(socket_of(&line(&["/bin/sh", "--id", "/s/a.sock"])), None);
         assert_eq!(socket_of(&line(&["vt-vmm", "--kernel", "k"])), None);
         // Ourselves: not a VMM.
-        assert!(vmms_under(Path::new("/")).iter().all(|f| f.pid != std::process::id()));
+        assert!(vmms_under(Path::new("/"))
+            .iter()
+            .all(|f| f.pid != std::process::id()));
     }
 }

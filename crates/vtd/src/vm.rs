@@ -25,6 +25,8 @@ use crate::vmm;
 
 /// How long `start` waits for the VMM to build the VM.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a re-attach waits for a recorded VMM that has not exec'd yet.
+const EXEC_WAIT: Duration = Duration::from_secs(2);
 /// How long `stop` waits for the VMM to take the request.
 const STOP_ASK_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long `status` waits for a VMM's counters.
@@ -197,9 +199,18 @@ impl Vm {
     /// VMM cannot change that; its command line it could rewrite), else
     /// by its flags.
     fn is_ours(&self, pid: u32) -> bool {
-        match lock(&self.run).uid {
-            Some(uid) => process::uid_of(pid) == Some(uid),
-            None => process::is_our_vmm(pid, &self.dir.socket()),
+        let uid = lock(&self.run).uid;
+        self.is_vmm(pid, uid)
+    }
+
+    /// Whether `pid` is this VM's VMM, jailed as `uid` (or unjailed). A
+    /// jailed VMM is root until it has entered its cell and dropped to its
+    /// uid: then its flags must name this VM.
+    fn is_vmm(&self, pid: u32, uid: Option<u32>) -> bool {
+        match (uid, process::uid_of(pid)) {
+            (Some(want), Some(have)) if have == want => true,
+            (Some(_), Some(0)) | (None, _) => process::is_our_vmm(pid, &self.dir.socket()),
+            _ => false,
         }
     }
 
@@ -429,14 +440,31 @@ impl Vm {
     /// because vtd was killed before writing it, or corrupt). Extra VMMs
     /// for the same VM are killed: two on one disk corrupt it.
     pub fn reattach(self: &Arc<Self>, found: &[scan::Found]) {
-        let mine: Vec<&scan::Found> = found
-            .iter()
-            .filter(|f| f.socket == self.dir.socket())
-            .collect();
         let (recorded, corrupt) = match store::read_json::<Runtime>(&self.dir.runtime()) {
             Ok(rt) => (rt, None),
             Err(e) => (None, Some(e.to_string())),
         };
+        let mut found = found.to_vec();
+        if let Some(rt) = &recorded {
+            // Recorded, released, but not yet exec'd when the last vtd
+            // died: still its copy of vtd, about to become the VMM.
+            // The scan may also predate its exec by a hair: look again.
+            let deadline = std::time::Instant::now() + EXEC_WAIT;
+            while !found.iter().any(|f| f.pid == rt.pid) {
+                found = self.live_vmms();
+                if found.iter().any(|f| f.pid == rt.pid)
+                    || !process::is_vtd_copy(rt.pid)
+                    || std::time::Instant::now() > deadline
+                {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        let mine: Vec<&scan::Found> = found
+            .iter()
+            .filter(|f| f.socket == self.dir.socket())
+            .collect();
         let recorded = recorded.filter(|rt| mine.iter().any(|f| f.pid == rt.pid));
         let adopted = recorded.is_none();
         let rt = recorded.or_else(|| {
@@ -444,11 +472,14 @@ impl Vm {
             Some(Runtime {
                 pid: f.pid,
                 started_ms: now_ms(),
-                uid: self.jail.as_ref().map(|_| f.uid),
+                uid: f.jail_uid,
                 confinement: None,
             })
         });
-        for extra in mine.iter().filter(|f| rt.as_ref().is_some_and(|r| r.pid != f.pid)) {
+        for extra in mine
+            .iter()
+            .filter(|f| rt.as_ref().is_some_and(|r| r.pid != f.pid))
+        {
             eprintln!(
                 "vtd: VM {}: killing vt-vmm pid {}, a second VMM for it",
                 self.name(),
@@ -507,11 +538,8 @@ impl Vm {
             j.uids.mark(uid);
         }
         // Found by its socket just now; a jailed VMM is also known by its
-        // uid (which it cannot change), an unjailed one by its flags.
-        let alive = match rt.uid {
-            Some(uid) => process::uid_of(pid) == Some(uid),
-            None => process::is_our_vmm(pid, &self.dir.socket()),
-        };
+        // uid (which it cannot change once dropped to it).
+        let alive = self.is_vmm(pid, rt.uid);
         let fd = if alive {
             process::pidfd(pid).ok()
         } else {

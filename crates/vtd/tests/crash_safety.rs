@@ -137,11 +137,17 @@ fn a_vm_that_cannot_be_built_fails_to_start_and_bad_definitions_are_refused() {
         ("junk", format!(r#","kernel":"{}""#, junk.display())),
         (
             "odd",
-            format!(r#","disks":[{{"path":"{}","format":"raw"}}]"#, odd.display()),
+            format!(
+                r#","disks":[{{"path":"{}","format":"raw"}}]"#,
+                odd.display()
+            ),
         ),
         (
             "empty",
-            format!(r#","disks":[{{"path":"{}","format":"raw"}}]"#, empty.display()),
+            format!(
+                r#","disks":[{{"path":"{}","format":"raw"}}]"#,
+                empty.display()
+            ),
         ),
     ];
     for (name, extra) in &cases {
@@ -192,6 +198,9 @@ fn a_vmm_inherits_no_descriptor_of_vtd() {
         .filter_map(|e| std::fs::read_link(e.path()).ok())
         .collect();
     assert!(!fds.is_empty());
-    assert!(!fds.contains(&marker), "the VMM holds vtd's descriptor: {fds:?}");
+    assert!(
+        !fds.contains(&marker),
+        "the VMM holds vtd's descriptor: {fds:?}"
+    );
     vtd.expect("POST", "/vms/a/stop", None, 200);
 }

@@ -317,13 +317,16 @@ impl Vtd {
                 return Err(format!("VM {name} has two VMMs: {other} and {}", v.pid));
             }
             let Some(s) = vms.iter().find(|s| s.name == name) else {
-                return Err(format!("vt-vmm {} serves {name}, which vtd does not list", v.pid));
+                return Err(format!(
+                    "vt-vmm {} serves {name}, which vtd does not list",
+                    v.pid
+                ));
             };
             let reported = s.state.is_active() || s.state == VmState::Unknown;
             if !reported || (s.state != VmState::Unknown && s.pid != Some(v.pid)) {
                 return Err(format!(
-                    "vt-vmm {} runs for {name}, vtd says {:?} pid {:?}",
-                    v.pid, s.state, s.pid
+                    "vt-vmm {} runs for {name}, vtd says {:?} pid {:?} ({:?})",
+                    v.pid, s.state, s.pid, s.reason
                 ));
             }
         }
