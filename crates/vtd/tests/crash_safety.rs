@@ -132,6 +132,12 @@ fn a_vm_that_cannot_be_built_fails_to_start_and_bad_definitions_are_refused() {
     std::fs::write(&odd, vec![0u8; 1000]).unwrap();
     let empty = vtd.dir.join("empty.img");
     std::fs::write(&empty, b"").unwrap();
+    // An initrd larger than the guest's 16 MiB.
+    let big = vtd.dir.join("big-initrd");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(32 << 20)
+        .unwrap();
     let body = |name: &str, extra: &str| format!(r#"{{"name":"{name}","memory_mib":16{extra}}}"#);
     let cases = [
         ("junk", format!(r#","kernel":"{}""#, junk.display())),
@@ -142,6 +148,7 @@ fn a_vm_that_cannot_be_built_fails_to_start_and_bad_definitions_are_refused() {
                 odd.display()
             ),
         ),
+        ("initrd", format!(r#","initrd":"{}""#, big.display())),
         (
             "empty",
             format!(

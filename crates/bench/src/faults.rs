@@ -1,0 +1,93 @@
+//! `vt-bench faults`: the fault-injection loop of `vtd`
+//! (`crates/vtd/tests/fault_injection.rs`) run longer than CI runs it:
+//! `--runs` runs of `--iterations` steps each (random define / start /
+//! stop / undefine, `kill -9` of `vtd` mid-request and of VMMs, corrupt
+//! state files; the invariant checked against `/proc` after every step).
+//! It runs the test through `cargo test` from the workspace root (the
+//! current directory) and records each run's seed, time and verdict.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{bail, Context};
+use clap::Args;
+
+#[derive(Debug, Clone, Args)]
+pub struct FaultsArgs {
+    /// Steps per run
+    #[arg(long, default_value_t = 5000)]
+    pub iterations: u64,
+    /// Runs (each with its own seed)
+    #[arg(long, default_value_t = 4)]
+    pub runs: u32,
+    /// Markdown file to put the section in (else printed)
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// One run: its summary line (or the failure), and whether it passed.
+fn one(iterations: u64) -> anyhow::Result<(bool, String, String)> {
+    let out = Command::new("cargo")
+        .args([
+            "test",
+            "-q",
+            "-p",
+            "vtd",
+            "--test",
+            "fault_injection",
+            "--",
+            "--nocapture",
+        ])
+        .env("VT_FAULT_ITERATIONS", iterations.to_string())
+        .output()
+        .context("running cargo test")?;
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    let seed = text
+        .lines()
+        .find_map(|l| l.split("VT_FAULT_SEED=").nth(1))
+        .map(|s| s.split(|c: char| !c.is_ascii_digit()).next().unwrap_or(""))
+        .unwrap_or("?")
+        .to_string();
+    let summary = text
+        .lines()
+        .find(|l| l.starts_with("fault injection:") && l.contains(" in "))
+        // A failure: the line naming the step and what broke.
+        .or_else(|| text.lines().find(|l| l.starts_with("iteration ")))
+        .unwrap_or("no summary")
+        .to_string();
+    Ok((out.status.success(), seed, summary))
+}
+
+/// Runs the loop `runs` times; the Markdown section.
+pub fn run(a: &FaultsArgs) -> anyhow::Result<String> {
+    if a.runs == 0 || a.iterations == 0 {
+        bail!("--runs and --iterations must be at least 1");
+    }
+    let mut rows = Vec::new();
+    let mut failed = 0;
+    for i in 0..a.runs {
+        let (ok, seed, summary) = one(a.iterations)?;
+        eprintln!(
+            "run {}: {}: {summary}",
+            i + 1,
+            if ok { "ok" } else { "FAILED" }
+        );
+        failed += u32::from(!ok);
+        rows.push(format!(
+            "| {} | {seed} | {} | {} |",
+            i + 1,
+            if ok { "no violation" } else { "**violation**" },
+            summary.replace('|', "/")
+        ));
+    }
+    let mut md = String::from("## vtd under faults (`vt-bench faults`)\n\n");
+    md.push_str(&format!(
+        "{} runs of {} steps of `crates/vtd/tests/fault_injection.rs` (random define/start/stop/undefine, `kill -9` of vtd mid-request and of VMMs, corrupt and truncated state files; the invariant checked against /proc after every step, no name wedged every 50 steps and at the end). Runs with a violation: {failed}.\n\n",
+        a.runs, a.iterations
+    ));
+    md.push_str("| run | VT_FAULT_SEED | result | summary |\n|---|---|---|---|\n");
+    md.push_str(&rows.join("\n"));
+    md.push('\n');
+    Ok(crate::section::wrap("faults", &md))
+}
