@@ -233,6 +233,11 @@ impl Vm {
                                     Err(e) => (Err((500, format!("power button: {e}"))), None),
                                 },
                             };
+                            if exit == Some(VmExit::Reboot) {
+                                // Said before the answer: whoever asks
+                                // next sees the rebuild, not the old VM.
+                                c.rebuilding();
+                            }
                             let _ = reply.send(result);
                             if let Some(exit) = exit {
                                 // What is still queued waits for the next VM.

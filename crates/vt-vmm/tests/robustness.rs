@@ -3,32 +3,18 @@
 //! another VMM, commands sent while a reset rebuilds the VM. Tiny guests
 //! on the host's `/dev/kvm`.
 
+mod common;
+
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::{have_kvm, wait_for, Vmm};
 
 use api::control::{self as proto, RunState, VmmInfo};
 use tinyguest::Ending;
 use vt_http::call;
-
-/// Kills the VMM when the test ends, however it ends.
-struct Vmm(Child);
-
-impl Drop for Vmm {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn have_kvm() -> bool {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok()
-}
 
 macro_rules! require_kvm {
     () => {
@@ -44,14 +30,6 @@ fn dir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-fn wait_for(mut f: impl FnMut() -> bool, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 fn info(sock: &Path) -> Option<VmmInfo> {
@@ -117,6 +95,12 @@ fn ended_within(vmm: &mut Vmm, secs: u64) -> Option<std::process::ExitStatus> {
 fn signal(vmm: &Vmm, sig: i32) {
     // SAFETY: kill has no memory effects; the pid is our own child.
     assert_eq!(unsafe { libc::kill(vmm.0.id() as i32, sig) }, 0);
+}
+
+/// SIGTERM, and the VMM must end within 5 s.
+fn terminate(vmm: &mut Vmm) {
+    signal(vmm, libc::SIGTERM);
+    ended_within(vmm, 5).expect("SIGTERM did not end it");
 }
 
 fn last_line(p: &Path) -> String {
@@ -214,8 +198,7 @@ fn a_vmm_removes_only_the_socket_it_bound() {
     // Someone else (a second VMM) now listens at the same path.
     std::fs::remove_file(&sock).unwrap();
     let other = UnixListener::bind(&sock).unwrap();
-    signal(&vmm, libc::SIGTERM);
-    ended_within(&mut vmm, 5).expect("SIGTERM did not end it");
+    terminate(&mut vmm);
     assert!(
         sock.exists(),
         "the VMM removed a socket that was not its own"
@@ -231,8 +214,7 @@ fn a_vmm_removes_only_the_socket_it_bound() {
         Stdio::null(),
         &["--landlock", "off"],
     );
-    signal(&vmm, libc::SIGTERM);
-    ended_within(&mut vmm, 5).expect("SIGTERM did not end it");
+    terminate(&mut vmm);
     assert!(!sock.exists(), "the VMM left its own socket behind");
 }
 
@@ -242,7 +224,7 @@ fn commands_sent_during_a_reset_are_answered_by_the_rebuilt_vm() {
     let d = dir("reboot");
     let (_vmm, sock) = start(&d, Ending::Halt, "null", Stdio::null());
     for round in 0..20 {
-        // A reboot and, right behind it, a pause and a resume: the loop
+        // A reboot and, right behind it, a pause: the loop
         // that takes the reboot ends the VM; what follows must wait for
         // the rebuilt one, not be dropped.
         let s = sock.clone();
