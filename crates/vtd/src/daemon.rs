@@ -112,25 +112,7 @@ impl Daemon {
             if name.starts_with('.') || !entry.file_type()?.is_dir() {
                 continue;
             }
-            let dir = VmDir(entry.path());
-            let broken = |why: String| {
-                eprintln!("vtd: VM {name}: state unknown: {why}");
-                Vm::broken(&name, VmDir(entry.path()), d.events.clone(), why)
-            };
-            let vm = match store::read_json::<VmDefinition>(&dir.definition()) {
-                Ok(Some(def)) if def.name == name => {
-                    let vm = Vm::new(def, dir, d.events.clone(), d.jail.clone());
-                    vm.reattach(&found);
-                    vm
-                }
-                Ok(Some(def)) => broken(format!(
-                    "{}: names VM '{}', not '{name}'",
-                    dir.definition().display(),
-                    def.name
-                )),
-                Ok(None) => broken(format!("{} is missing", dir.definition().display())),
-                Err(e) => broken(e.to_string()),
-            };
+            let vm = d.load(&name, &found);
             lock(&d.vms).insert(name, vm);
         }
         // A VMM serving a socket of no VM here belongs to nobody: the
@@ -149,6 +131,59 @@ impl Daemon {
         }
         drop(vms);
         Ok(d)
+    }
+
+    /// Reads VM `name` from its directory and takes its VMM (among
+    /// `found`) back under watch; a definition that does not parse gives a
+    /// VM in state `unknown` saying why.
+    fn load(&self, name: &str, found: &[scan::Found]) -> Arc<Vm> {
+        let dir = VmDir(self.vms_dir().join(name));
+        let broken = |why: String| {
+            eprintln!("vtd: VM {name}: state unknown: {why}");
+            Vm::broken(name, VmDir(dir.0.clone()), self.events.clone(), why)
+        };
+        match store::read_json::<VmDefinition>(&dir.definition()) {
+            Ok(Some(def)) if def.name == name => {
+                let vm = Vm::new(def, dir.clone(), self.events.clone(), self.jail.clone());
+                vm.reattach(found);
+                vm
+            }
+            Ok(Some(def)) => broken(format!(
+                "{}: names VM '{}', not '{name}'",
+                dir.definition().display(),
+                def.name
+            )),
+            Ok(None) => broken(format!("{} is missing", dir.definition().display())),
+            Err(e) => broken(e.to_string()),
+        }
+    }
+
+    /// `vt repair NAME`: reads a VM in state `unknown` again from its
+    /// directory (after its definition was fixed or restored by hand).
+    /// 409 when it is not `unknown`, or still cannot be read.
+    pub fn repair(&self, name: &str) -> Result<Arc<Vm>, ApiError> {
+        let old = self.get(name)?;
+        let _op = old.op();
+        if old.state() != VmState::Unknown {
+            return Err(ApiError::conflict(format!(
+                "VM '{name}' is {}: there is nothing to repair",
+                old.state().as_str()
+            )));
+        }
+        let vm = self.load(name, &old.live_vmms());
+        if let Some(why) = vm
+            .status(false)
+            .reason
+            .filter(|_| vm.state() == VmState::Unknown)
+        {
+            return Err(ApiError::conflict(format!(
+                "VM '{name}' is still unknown: {why}"
+            )));
+        }
+        lock(&self.vms).insert(name.to_string(), vm.clone());
+        let state = vm.state();
+        self.events.publish(name, "repaired", state, None);
+        Ok(vm)
     }
 
     fn vms_dir(&self) -> PathBuf {

@@ -144,6 +144,31 @@ pub fn wait_pidfd(fd: &OwnedFd) {
     }
 }
 
+/// Waits up to `timeout` for the process behind `fd` to end; true if it did.
+pub fn wait_pidfd_timeout(fd: &OwnedFd, timeout: std::time::Duration) -> bool {
+    use std::os::fd::AsRawFd;
+    let deadline = std::time::Instant::now() + timeout;
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: one valid pollfd.
+        let rc = unsafe { libc::poll(&mut p, 1, ms) };
+        if rc > 0 {
+            return true;
+        }
+        let interrupted =
+            rc < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR);
+        if !interrupted || left.is_zero() {
+            return false;
+        }
+    }
+}
+
 /// Sends SIGKILL to `pid`.
 pub fn kill(pid: u32) {
     // SAFETY: kill has no memory effects; callers check the pid is ours.

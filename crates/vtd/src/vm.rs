@@ -97,7 +97,7 @@ impl Vm {
         let def = serde_json::from_value(serde_json::json!({ "name": name }))
             .expect("a name alone is a valid definition");
         let broken = format!(
-            "{why}; fix or restore the file and restart vtd, or undefine the VM (vt undefine {name}; its disks stay) once no VMM runs for it"
+            "{why}; fix or restore the file, then `vt repair {name}`, or undefine the VM (`vt undefine {name}`; its disks stay) once no VMM runs for it"
         );
         Arc::new(Vm {
             def,
@@ -672,15 +672,22 @@ impl Vm {
                 self.name()
             )));
         }
+        // A pidfd first: the pid cannot be reused under us, and it says
+        // when the process has really ended (its command line, which the
+        // scan reads, is gone a moment earlier).
+        let fds: Vec<_> = live
+            .iter()
+            .filter_map(|f| process::pidfd(f.pid).ok())
+            .collect();
         for f in &live {
             process::kill(f.pid);
         }
         let deadline = std::time::Instant::now() + STOP_TIMEOUT;
-        while !self.live_vmms().is_empty() {
-            if std::time::Instant::now() > deadline {
+        for fd in &fds {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if !process::wait_pidfd_timeout(fd, left) {
                 return Err(ApiError::new(500, "the VMM did not end"));
             }
-            std::thread::sleep(Duration::from_millis(10));
         }
         Ok(())
     }

@@ -70,7 +70,10 @@ fn corrupt_state_files_are_reported_and_no_live_vmm_is_lost() {
     let why = d.reason.unwrap();
     assert!(why.contains(&def.display().to_string()), "{why}");
     assert!(why.contains("line ") && why.contains("column "), "{why}");
-    assert!(why.contains("vt undefine def"), "{why}");
+    assert!(
+        why.contains("vt undefine def") && why.contains("vt repair def"),
+        "{why}"
+    );
     assert_eq!(d.pid, Some(def_pid));
     vtd.expect("POST", "/vms/def/start", None, 409);
     // Its VMM is alive: undefine is refused, stop kills it, then undefine works.
@@ -210,4 +213,34 @@ fn a_vmm_inherits_no_descriptor_of_vtd() {
         "the VMM holds vtd's descriptor: {fds:?}"
     );
     vtd.expect("POST", "/vms/a/stop", None, 200);
+}
+
+#[test]
+fn a_fixed_definition_is_taken_back_by_vt_repair() {
+    require_kvm!();
+    let mut vtd = Vtd::start("repair");
+    vtd.define("a");
+    vtd.expect("POST", "/vms/a/start", None, 200);
+    let pid = vtd.status("a").pid.unwrap();
+    vtd.kill9();
+    let def = vm_dir(&vtd, "a").join("definition.json");
+    let good = std::fs::read(&def).unwrap();
+    std::fs::write(&def, &good[..good.len() - 3]).unwrap();
+    vtd.restart();
+    let s = vtd.status("a");
+    assert_eq!(s.state, VmState::Unknown);
+    assert!(s.reason.unwrap().contains("vt repair a"));
+    // Still broken: refused, saying why.
+    let out = vtd.vt(&["repair", "a"]);
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("line "));
+    // Restored by hand: taken back, its VMM re-attached.
+    std::fs::write(&def, &good).unwrap();
+    let out = vtd.vt(&["repair", "a"]);
+    assert!(out.status.success(), "{out:?}");
+    let s = vtd.status("a");
+    assert_eq!((s.state, s.pid), (VmState::Running, Some(pid)));
+    vtd.expect("POST", "/vms/a/repair", None, 409);
+    vtd.expect("POST", "/vms/a/stop", None, 200);
+    vtd.check_invariant().unwrap();
 }
