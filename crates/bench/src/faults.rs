@@ -1,6 +1,7 @@
 //! `vt-bench faults`: the fault-injection loop of `vtd`
 //! (`crates/vtd/tests/fault_injection.rs`) run longer than CI runs it:
-//! `--runs` runs of `--iterations` steps each (random define / start /
+//! `--runs` runs of `--iterations` steps each, for each of its two loops
+//! (VMMs jailed, and `vtd --jail off`) (random define / start /
 //! stop / undefine, `kill -9` of `vtd` mid-request and of VMMs, corrupt
 //! state files; the invariant checked against `/proc` after every step).
 //! It runs the test through `cargo test` from the workspace root (the
@@ -49,13 +50,20 @@ fn one(iterations: u64) -> anyhow::Result<(bool, String, String)> {
         .map(|s| s.split(|c: char| !c.is_ascii_digit()).next().unwrap_or(""))
         .unwrap_or("?")
         .to_string();
-    let summary = text
+    // Each loop's closing line (jailed and unjailed VMMs), and a failure's
+    // line naming the step and what broke.
+    let lines: Vec<&str> = text
         .lines()
-        .find(|l| l.starts_with("fault injection:") && l.contains(" in "))
-        // A failure: the line naming the step and what broke.
-        .or_else(|| text.lines().find(|l| l.starts_with("iteration ")))
-        .unwrap_or("no summary")
-        .to_string();
+        .filter(|l| {
+            (l.starts_with("fault injection (") && l.contains(" iterations in "))
+                || l.starts_with("iteration ")
+        })
+        .collect();
+    let summary = if lines.is_empty() {
+        "no summary".to_string()
+    } else {
+        lines.join("; ")
+    };
     Ok((out.status.success(), seed, summary))
 }
 
@@ -83,7 +91,7 @@ pub fn run(a: &FaultsArgs) -> anyhow::Result<String> {
     }
     let mut md = String::from("## vtd under faults (`vt-bench faults`)\n\n");
     md.push_str(&format!(
-        "{} runs of {} steps of `crates/vtd/tests/fault_injection.rs` (random define/start/stop/undefine, `kill -9` of vtd mid-request and of VMMs, corrupt and truncated state files; the invariant checked against /proc after every step, no name wedged every 50 steps and at the end). Runs with a violation: {failed}.\n\n",
+        "{} runs of {} steps of each loop of `crates/vtd/tests/fault_injection.rs` (jailed VMMs, and `vtd --jail off`; random define/start/stop/undefine, `kill -9` of vtd mid-request and of VMMs, corrupt and truncated state files; the invariant checked against /proc after every step, no name wedged every 50 steps and at the end). Runs with a violation: {failed}.\n\n",
         a.runs, a.iterations
     ));
     md.push_str("| run | VT_FAULT_SEED | result | summary |\n|---|---|---|---|\n");

@@ -145,10 +145,23 @@ fn corrupt(rng: &mut Rng, vtd: &Vtd) {
 #[test]
 fn kill_9_and_corruption_at_random_never_break_the_invariant() {
     require_kvm!();
+    run_loop("faults", &[], 500);
+}
+
+/// The same with `vtd --jail off`: VMMs spawned by fork and exec, with no
+/// gate holding them until `runtime.json` is written.
+#[test]
+fn the_same_with_unjailed_vmms() {
+    require_kvm!();
+    run_loop("faults-nojail", &["--jail", "off"], 200);
+}
+
+/// `default` steps (or `VT_FAULT_ITERATIONS`) against a vtd with `args`.
+fn run_loop(name: &str, args: &[&str], default: u64) {
     let iterations: u64 = std::env::var("VT_FAULT_ITERATIONS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(500);
+        .unwrap_or(default);
     let seed: u64 = std::env::var("VT_FAULT_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -158,9 +171,9 @@ fn kill_9_and_corruption_at_random_never_break_the_invariant() {
                 .map_or(1, |d| d.as_nanos() as u64)
                 | 1
         });
-    eprintln!("fault injection: {iterations} iterations, VT_FAULT_SEED={seed}");
+    eprintln!("fault injection ({name}): {iterations} iterations, VT_FAULT_SEED={seed}");
     let mut rng = Rng(seed);
-    let mut vtd = Vtd::start("faults");
+    let mut vtd = Vtd::start_with_args(name, args);
     let started = Instant::now();
     let mut counts = [0u32; 7];
     let (mut started_vms, mut most_running) = (0u32, 0usize);
@@ -213,7 +226,7 @@ fn kill_9_and_corruption_at_random_never_break_the_invariant() {
     no_name_wedged(&vtd).unwrap_or_else(|e| panic!("VT_FAULT_SEED={seed}: {e}"));
     settled(&vtd).unwrap();
     eprintln!(
-        "fault injection: {iterations} iterations in {:.1}s, ops (define, start, stop, undefine, kill vtd, kill vmm, corrupt) = {counts:?}, {started_vms} VMs started, at most {most_running} VMMs at once",
+        "fault injection ({name}): {iterations} iterations in {:.1}s, ops (define, start, stop, undefine, kill vtd, kill vmm, corrupt) = {counts:?}, {started_vms} VMs started, at most {most_running} VMMs at once",
         started.elapsed().as_secs_f64()
     );
     // The loop did exercise running VMs.
