@@ -44,12 +44,13 @@ fn one(iterations: u64) -> anyhow::Result<(bool, String, String)> {
         .context("running cargo test")?;
     let text =
         String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    // One seed per loop.
     let seed = text
         .lines()
-        .find_map(|l| l.split("VT_FAULT_SEED=").nth(1))
-        .map(|s| s.split(|c: char| !c.is_ascii_digit()).next().unwrap_or(""))
-        .unwrap_or("?")
-        .to_string();
+        .filter(|l| l.starts_with("fault injection (") && !l.contains(" in "))
+        .filter_map(|l| l.split("VT_FAULT_SEED=").nth(1))
+        .collect::<Vec<_>>()
+        .join(", ");
     // Each loop's closing line (jailed and unjailed VMMs), and a failure's
     // line naming the step and what broke.
     let lines: Vec<&str> = text
@@ -94,7 +95,7 @@ pub fn run(a: &FaultsArgs) -> anyhow::Result<String> {
         "{} runs of {} steps of each loop of `crates/vtd/tests/fault_injection.rs` (jailed VMMs, and `vtd --jail off`; random define/start/stop/undefine, `kill -9` of vtd mid-request and of VMMs, corrupt and truncated state files; the invariant checked against /proc after every step, no name wedged every 50 steps and at the end). Runs with a violation: {failed}.\n\n",
         a.runs, a.iterations
     ));
-    md.push_str("| run | VT_FAULT_SEED | result | summary |\n|---|---|---|---|\n");
+    md.push_str("| run | VT_FAULT_SEED (jailed, unjailed, in start order) | result | summary |\n|---|---|---|---|\n");
     md.push_str(&rows.join("\n"));
     md.push('\n');
     Ok(crate::section::wrap("faults", &md))

@@ -42,11 +42,17 @@ pub fn spawn(vmm: &Path, kernel: &Path, def: &VmDefinition, dir: &VmDir) -> std:
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
-    // SAFETY: setsid is async-signal-safe and touches no memory; it runs in
-    // the child between fork and exec.
+    // SAFETY: setsid and close_range are async-signal-safe and touch no
+    // memory; they run in the child between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
             if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Nothing vtd inherited crosses exec (std's own descriptors
+            // are close-on-exec already): only stdin, stdout, stderr.
+            let all = libc::c_uint::MAX;
+            if libc::syscall(libc::SYS_close_range, 3, all, libc::CLOSE_RANGE_CLOEXEC) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())

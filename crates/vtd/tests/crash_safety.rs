@@ -190,7 +190,12 @@ fn a_vm_that_cannot_be_built_fails_to_start_and_bad_definitions_are_refused() {
 #[test]
 fn a_vmm_inherits_no_descriptor_of_vtd() {
     require_kvm!();
-    let mut vtd = Vtd::start("fds");
+    no_inherited_descriptor("fds", &[]);
+    no_inherited_descriptor("fds-nojail", &["--jail", "off"]);
+}
+
+fn no_inherited_descriptor(name: &str, args: &[&str]) {
+    let mut vtd = Vtd::start_with_args(name, args);
     let marker = vtd.dir.join("leaked-to-vtd");
     let f = std::fs::File::create(&marker).unwrap();
     vtd.kill9();
