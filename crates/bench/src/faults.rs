@@ -92,6 +92,13 @@ pub fn run(a: &FaultsArgs) -> anyhow::Result<String> {
     }
     let mut md = String::from("## vtd under faults (`vt-bench faults`)\n\n");
     md.push_str(&format!(
+        "Generated {} by `vt-bench faults --iterations {} --runs {}` at revision {} (debug build, as CI runs it). ",
+        crate::host::utc_now(),
+        a.iterations,
+        a.runs,
+        crate::host::git_revision().unwrap_or_else(|| "unknown".into())
+    ));
+    md.push_str(&format!(
         "{} runs of {} steps of each loop of `crates/vtd/tests/fault_injection.rs` (jailed VMMs, and `vtd --jail off`; random define/start/stop/undefine, `kill -9` of vtd mid-request and of VMMs, corrupt and truncated state files; the invariant checked against /proc after every step, no name wedged every 50 steps and at the end). Runs with a violation: {failed}.\n\n",
         a.runs, a.iterations
     ));
