@@ -10,20 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{have_kvm, wait_for, Vmm};
+use common::{have_kvm, require_kvm, wait_for, Vmm};
 
 use api::control::{self as proto, RunState, VmmInfo};
 use tinyguest::Ending;
 use vt_http::call;
-
-macro_rules! require_kvm {
-    () => {
-        if !have_kvm() {
-            eprintln!("skipped: no usable /dev/kvm");
-            return;
-        }
-    };
-}
 
 fn dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("vt-robust-{}-{name}", std::process::id()));
@@ -188,13 +179,17 @@ fn sighup_stops_like_sigterm_and_stray_signals_are_ignored() {
 fn a_vmm_removes_only_the_socket_it_bound() {
     require_kvm!();
     let d = dir("inode");
-    let (mut vmm, sock) = start_with(
-        &d,
-        Ending::Halt,
-        "null",
-        Stdio::null(),
-        &["--landlock", "off"],
-    );
+    // Landlock off: a VMM may then unlink in its socket's directory.
+    let unconfined = || {
+        start_with(
+            &d,
+            Ending::Halt,
+            "null",
+            Stdio::null(),
+            &["--landlock", "off"],
+        )
+    };
+    let (mut vmm, sock) = unconfined();
     // Someone else (a second VMM) now listens at the same path.
     std::fs::remove_file(&sock).unwrap();
     let other = UnixListener::bind(&sock).unwrap();
@@ -205,15 +200,9 @@ fn a_vmm_removes_only_the_socket_it_bound() {
     );
     assert!(std::os::unix::net::UnixStream::connect(&sock).is_ok());
     drop(other);
-    // Its own socket it does remove (Landlock off: allowed to unlink).
+    // Its own socket it does remove.
     std::fs::remove_file(&sock).unwrap();
-    let (mut vmm, sock) = start_with(
-        &d,
-        Ending::Halt,
-        "null",
-        Stdio::null(),
-        &["--landlock", "off"],
-    );
+    let (mut vmm, sock) = unconfined();
     terminate(&mut vmm);
     assert!(!sock.exists(), "the VMM left its own socket behind");
 }
