@@ -104,7 +104,7 @@ pub struct Console {
 
 impl Console {
     /// Opens the console `config` describes (the serial file, or a raw
-    /// terminal on stdin); [`Console::start_input`] starts reading stdin.
+    /// terminal on stdin); [`Console::start_threads`] starts the console threads.
     pub fn new(config: &SerialConfig) -> Result<Self, Error> {
         let slot: Slot = Arc::new(Mutex::new(None));
         let mut file = None;
@@ -134,17 +134,17 @@ impl Console {
         })
     }
 
-    /// Starts the `console-out` thread writing the UART's output, and with
-    /// `stdio`, the thread copying stdin into the UART (both under the
-    /// `console` seccomp filter).
-    pub fn start_input(&self) -> Result<(), Error> {
+    /// Starts the `console-out` thread writing the UART's output (not for
+    /// `null`), and with `stdio`, the `console-in` thread copying stdin
+    /// into the UART (both under the `console` seccomp filter).
+    pub fn start_threads(&self) -> Result<(), Error> {
         let sink: Box<dyn Write + Send> = match (&self.config, &self.file) {
             (SerialConfig::File(_), Some(f)) => Box::new(
                 f.try_clone()
                     .map_err(|e| Error::Io("cannot reopen the serial file", e))?,
             ),
             (SerialConfig::Stdio, _) => Box::new(std::io::stdout()),
-            _ => Box::new(std::io::sink()),
+            _ => return Ok(()),
         };
         let queue = self.queue.clone();
         std::thread::Builder::new()
@@ -170,6 +170,9 @@ impl Console {
 
     /// A writer for a new UART's output (the queue; it never blocks).
     pub fn output(&self) -> Result<Box<dyn Write + Send>, Error> {
+        if self.config == SerialConfig::Null {
+            return Ok(Box::new(std::io::sink()));
+        }
         Ok(Box::new(QueuedWriter(self.queue.clone())))
     }
 

@@ -72,7 +72,7 @@ pub fn run_confined(
     let listener = api_socket.map(control::Control::bind).transpose()?;
     devices::virtio::worker::set_thread_start_hook(sandbox::enter_worker_thread);
     sandbox::Confinement::enter(config, policy)?;
-    console.start_input()?;
+    console.start_threads()?;
     let control = match (api_socket, listener) {
         (Some(p), Some(l)) => Some(control::Control::start(l, p, config, console.input())?),
         _ => None,
