@@ -184,30 +184,30 @@ fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
 /// Removes what a `vtd` killed halfway left in `vms`: VM directories
 /// being created or removed, JSON temporaries inside VM directories, and
 /// a VM directory with nothing else in it (an older `vtd` killed during
-/// define). Returns what it removed, for the log.
+/// define). Best effort: what cannot be removed stays (a hidden name is
+/// never loaded as a VM). Returns what it removed, for the log; errors
+/// only when `vms` cannot be read.
 pub fn clean_temporaries(vms: &Path) -> io::Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
-    for entry in fs::read_dir(vms)? {
-        let entry = entry?;
+    for entry in fs::read_dir(vms)?.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
         if name.starts_with(CREATING) || name.starts_with(DELETED) {
-            fs::remove_dir_all(&path)?;
-            removed.push(path);
+            if fs::remove_dir_all(&path).is_ok() {
+                removed.push(path);
+            }
             continue;
         }
-        if name.starts_with('.') || !entry.file_type()?.is_dir() {
+        if name.starts_with('.') || !entry.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
         }
-        for inner in fs::read_dir(&path)? {
-            let inner = inner?;
-            if is_temporary(&inner.file_name().to_string_lossy()) {
-                remove(&inner.path())?;
+        for inner in fs::read_dir(&path).into_iter().flatten().flatten() {
+            if is_temporary(&inner.file_name().to_string_lossy()) && remove(&inner.path()).is_ok() {
                 removed.push(inner.path());
             }
         }
-        if fs::read_dir(&path)?.next().is_none() {
-            fs::remove_dir(&path)?;
+        let empty = fs::read_dir(&path).is_ok_and(|mut d| d.next().is_none());
+        if empty && fs::remove_dir(&path).is_ok() {
             removed.push(path);
         }
     }
