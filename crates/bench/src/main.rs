@@ -12,9 +12,12 @@
 //! - `api`: the manager (`vtd`) under 50 concurrent clients, and `vt start`
 //!   to first guest output (its own section of BENCHMARKS.md);
 //! - `faults`: `vtd`'s fault-injection loop, longer than in CI (its own
-//!   section of BENCHMARKS.md).
+//!   section of BENCHMARKS.md);
+//! - `audit`: the audit trail's append, verify and search rates and a file
+//!   watch's cost on reads (its own section of BENCHMARKS.md).
 
 mod api;
+mod audit;
 mod confine;
 mod faults;
 mod host;
@@ -55,6 +58,8 @@ enum Cmd {
     All(report::AllArgs),
     /// vtd API latency under concurrent clients; `vt start` to first output
     Api(api::ApiArgs),
+    /// The audit trail: append, verify, search; a file watch's cost on reads
+    Audit(audit::AuditArgs),
     /// Tiny guest with the VMM's seccomp + Landlock on vs off, interleaved
     Confinement(confine::ConfineArgs),
     /// vtd's fault-injection loop (kill -9, corrupt state), longer than CI
@@ -126,6 +131,16 @@ fn main() -> ExitCode {
             None => {
                 print!("{md}");
                 Ok(())
+            }
+        }),
+        Cmd::Audit(a) => audit::run(&a).and_then(|md| {
+            let md = section::wrap("audit", &md);
+            match &a.out {
+                Some(out) => section::write(out, "audit", &md),
+                None => {
+                    print!("{md}");
+                    Ok(())
+                }
             }
         }),
         Cmd::TinyElf { out, spin } => write_elf(&out, spin),

@@ -75,6 +75,9 @@ enum Command {
     },
     /// Follow VM state changes.
     Events,
+    /// The audit trail: search, verify, file watches.
+    #[command(subcommand)]
+    Audit(cmd::audit::AuditCommand),
     /// Print a shell completion script (bash, zsh, fish, ...).
     Completions { shell: clap_complete::Shell },
     /// Run commands on a hardware-virtualization /dev/kvm inside the lab
@@ -112,6 +115,7 @@ fn managed(c: &Client, command: Command, f: Format) -> CliResult {
         Command::Repair { name } => action(c, &name, "repair", "", f),
         Command::Console { name, no_follow } => cmd::console::run(c, &name, !no_follow),
         Command::Events => cmd::events::run(c, f),
+        Command::Audit(a) => cmd::audit::run(c, a, f),
         _ => Ok(()),
     }
 }

@@ -19,6 +19,7 @@ mod scan;
 mod store;
 mod vm;
 mod vmm;
+mod watches;
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
@@ -71,6 +72,24 @@ struct Args {
     /// may belong to a host user or group).
     #[arg(long, value_name = "UID", default_value_t = jail::ids::DEFAULT_BASE)]
     vm_uid_base: u32,
+    /// The audit trail's sealing key (32 bytes, made with mode 0600 when
+    /// missing). Keep it outside the state directory to separate it from
+    /// the trail (another file system, a path backed up elsewhere).
+    /// Default: STATE/audit.key.
+    #[arg(long, value_name = "PATH")]
+    audit_key: Option<PathBuf>,
+    /// Size of one audit trail file before the next is begun (MiB).
+    #[arg(long, value_name = "MIB", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    audit_file_size: u64,
+    /// Audit trail files kept; the oldest beyond are removed (and that
+    /// removal recorded).
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u64).range(2..=100000))]
+    audit_files: u64,
+    /// Repeated accesses of one kind by one process to one watched file
+    /// within this many seconds are one record (the first is recorded at
+    /// once, the rest counted).
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    watch_coalesce: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -191,7 +210,15 @@ fn main() -> ExitCode {
             }))
         }
     };
-    let daemon = match daemon::Daemon::open(&args.state_dir, vmm, defaults, jail) {
+    let audit = daemon::AuditSettings {
+        key: abs(args.audit_key),
+        limits: audit::Limits {
+            file_bytes: args.audit_file_size << 20,
+            files: args.audit_files as usize,
+        },
+        coalesce: std::time::Duration::from_secs(args.watch_coalesce),
+    };
+    let daemon = match daemon::Daemon::open(&args.state_dir, vmm, defaults, jail, &audit) {
         Ok(d) => d,
         Err(e) => {
             eprintln!(
