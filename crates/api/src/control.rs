@@ -31,6 +31,9 @@ pub const CONSOLE: &str = "/vm/console";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunState {
+    /// The VMM is building the VM (first boot, or a rebuild after a
+    /// reset): no guest code runs yet, commands wait until it is built.
+    Starting,
     Running,
     Paused,
 }

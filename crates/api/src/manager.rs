@@ -9,6 +9,9 @@ use crate::{MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB};
 
 /// Longest VM name.
 pub const MAX_NAME_LEN: usize = 64;
+/// Longest kernel command line, in bytes, without its NUL (the boot
+/// protocol's 2048-byte buffer; a kernel may accept less, checked at start).
+pub const MAX_CMDLINE_LEN: usize = 2047;
 /// Largest disk `vt create` makes, in GiB (64 TiB).
 pub const MAX_DISK_GIB: u64 = 64 * 1024;
 
@@ -130,6 +133,10 @@ pub enum VmState {
     Paused,
     /// The VMM ended on its own with a failure (see the reason).
     Crashed,
+    /// `vtd` cannot tell: a state file is corrupt (the reason names the
+    /// file, the position and the parse error, and the way out). Start is
+    /// refused; undefine too while a VMM for it may be alive.
+    Unknown,
 }
 
 impl VmState {
@@ -139,6 +146,7 @@ impl VmState {
             VmState::Running => "running",
             VmState::Paused => "paused",
             VmState::Crashed => "crashed",
+            VmState::Unknown => "unknown",
         }
     }
 
@@ -224,6 +232,14 @@ pub enum DefinitionError {
     Mac(String),
     #[error("cpu.weight must be 1-10000, cpu.quota_percent 1-100000")]
     CpuTune,
+    #[error("the kernel command line is {0} bytes; at most {MAX_CMDLINE_LEN} fit")]
+    CmdlineLength(usize),
+    #[error("the kernel command line must not contain a NUL byte")]
+    CmdlineNul,
+    #[error("the kernel command line must not begin with '-' (it would be read as a vt-vmm flag)")]
+    CmdlineDash,
+    #[error("{0} path must not contain a NUL byte")]
+    PathNul(&'static str),
 }
 
 /// Whether `name` may name a VM (it also names a directory and a socket).
@@ -255,7 +271,19 @@ impl VmDefinition {
         if !weight_ok || !quota_ok {
             return Err(DefinitionError::CpuTune);
         }
+        if self.cmdline.len() > MAX_CMDLINE_LEN {
+            return Err(DefinitionError::CmdlineLength(self.cmdline.len()));
+        }
+        if self.cmdline.contains('\0') {
+            return Err(DefinitionError::CmdlineNul);
+        }
+        if self.cmdline.starts_with('-') {
+            return Err(DefinitionError::CmdlineDash);
+        }
         let abs = |what, p: &PathBuf| {
+            if p.as_os_str().as_encoded_bytes().contains(&0) {
+                return Err(DefinitionError::PathNul(what));
+            }
             if p.is_absolute() {
                 Ok(())
             } else {
@@ -348,5 +376,21 @@ mod tests {
             mac: None,
         });
         assert!(matches!(d.validate(), Err(DefinitionError::Bridge(_))));
+    }
+
+    #[test]
+    fn command_lines_and_nul_bytes_are_checked_at_definition() {
+        let mut d = def();
+        d.cmdline = "x".repeat(MAX_CMDLINE_LEN);
+        d.validate().unwrap();
+        d.cmdline = "x".repeat(100_000);
+        assert_eq!(d.validate(), Err(DefinitionError::CmdlineLength(100_000)));
+        d.cmdline = "console=ttyS0\0x".into();
+        assert_eq!(d.validate(), Err(DefinitionError::CmdlineNul));
+        d.cmdline = "-x".into();
+        assert_eq!(d.validate(), Err(DefinitionError::CmdlineDash));
+        d.cmdline = "console=ttyS0".into();
+        d.kernel = Some("/k\0".into());
+        assert_eq!(d.validate(), Err(DefinitionError::PathNul("kernel")));
     }
 }

@@ -11,12 +11,15 @@
 //!   vs off (its own section of BENCHMARKS.md);
 //! - `api`: the manager (`vtd`) under 50 concurrent clients, and `vt start`
 //!   to first guest output (its own section of BENCHMARKS.md);
+//! - `faults`: `vtd`'s fault-injection loop, longer than in CI (its own
+//!   section of BENCHMARKS.md);
 //! - `audit`: the audit trail's append, verify and search rates and a file
 //!   watch's cost on reads (its own section of BENCHMARKS.md).
 
 mod api;
 mod audit;
 mod confine;
+mod faults;
 mod host;
 mod io;
 mod linux;
@@ -59,6 +62,8 @@ enum Cmd {
     Audit(audit::AuditArgs),
     /// Tiny guest with the VMM's seccomp + Landlock on vs off, interleaved
     Confinement(confine::ConfineArgs),
+    /// vtd's fault-injection loop (kill -9, corrupt state), longer than CI
+    Faults(faults::FaultsArgs),
     /// Write the tiny guest used here (PVH ELF) to a file, for runs by hand
     TinyElf {
         /// Output file
@@ -119,6 +124,13 @@ fn main() -> ExitCode {
                     print!("{md}");
                     Ok(())
                 }
+            }
+        }),
+        Cmd::Faults(a) => faults::run(&a).and_then(|md| match &a.out {
+            Some(out) => section::write(out, "faults", &md),
+            None => {
+                print!("{md}");
+                Ok(())
             }
         }),
         Cmd::Audit(a) => audit::run(&a).and_then(|md| {

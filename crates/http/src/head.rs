@@ -61,6 +61,15 @@ impl Error {
     /// The status to answer with, when an answer is still possible.
     pub fn status(&self) -> Option<u16> {
         match self {
+            // A request that did not arrive within its deadline.
+            Error::Io(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+                ) =>
+            {
+                Some(408)
+            }
             Error::Closed | Error::Io(_) => None,
             Error::Bad(_) => Some(400),
             Error::HeadTooLarge => Some(431),

@@ -20,4 +20,4 @@ pub use client::{call, call_with_timeout, open_stream, ClientError, Connection};
 pub use head::{read_request, read_response, read_response_head, Error, Limits};
 pub use message::{reason, Request, Response};
 pub use peer::{peer_credentials, Peer};
-pub use server::{serve, Handler, Reply, StreamFn};
+pub use server::{serve, ConnectionLimits, Connections, Handler, Reply, StreamFn, IDLE_TIMEOUT};

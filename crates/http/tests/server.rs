@@ -3,14 +3,32 @@
 use std::io::{BufRead, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use vt_http::{call, open_stream, Connection, Handler, Limits, Peer, Reply, Request, Response};
+use vt_http::{
+    call, open_stream, Connection, ConnectionLimits, Connections, Handler, Limits, Peer, Reply,
+    Request, Response,
+};
+
+/// Set when the endless stream's writer gave up.
+static ENDLESS_ENDED: AtomicBool = AtomicBool::new(false);
 
 struct Echo;
 
 impl Handler for Echo {
     fn handle(&self, req: Request, peer: &Peer) -> Reply {
+        if req.path == "/endless" {
+            return Reply::Stream {
+                content_type: "text/plain".into(),
+                body: Box::new(|w| {
+                    let chunk = [b'x'; 4096];
+                    while w.write_all(&chunk).is_ok() {}
+                    ENDLESS_ENDED.store(true, Ordering::SeqCst);
+                }),
+            };
+        }
         if req.path == "/stream" {
             return Reply::Stream {
                 content_type: "application/x-ndjson".into(),
@@ -34,6 +52,10 @@ impl Handler for Echo {
 }
 
 fn server(name: &str, max_connections: usize) -> PathBuf {
+    server_with(name, ConnectionLimits::new(max_connections))
+}
+
+fn server_with(name: &str, connections: ConnectionLimits) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("vt-http-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -43,7 +65,8 @@ fn server(name: &str, max_connections: usize) -> PathBuf {
         max_body: 1024,
         ..Limits::default()
     };
-    std::thread::spawn(move || vt_http::serve(listener, Arc::new(Echo), limits, max_connections));
+    let connections = Connections::new(connections);
+    std::thread::spawn(move || vt_http::serve(listener, Arc::new(Echo), limits, connections));
     path
 }
 
@@ -123,4 +146,49 @@ fn connecting_to_nothing_is_a_connect_error() {
     assert!(e
         .to_string()
         .starts_with("cannot connect to /nonexistent/x.sock"));
+}
+
+#[test]
+fn a_request_trickling_in_gets_408_at_its_deadline() {
+    let mut limits = ConnectionLimits::new(8);
+    limits.request = Duration::from_millis(800);
+    limits.idle = Duration::from_secs(5);
+    let s = server_with("trickle", limits);
+    let mut raw = UnixStream::connect(&s).unwrap();
+    let start = Instant::now();
+    // One byte every 100 ms: each read is far within the idle timeout.
+    let head = b"GET /slow HTTP/1.1\r\nX-Pad: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    for b in head {
+        if raw.write_all(&[*b]).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        if start.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+    }
+    let mut out = String::new();
+    let _ = raw.read_to_string(&mut out);
+    assert!(out.starts_with("HTTP/1.1 408 "), "{out}");
+    assert!(start.elapsed() < Duration::from_secs(3));
+}
+
+#[test]
+fn a_stream_nobody_reads_is_ended_by_the_write_timeout() {
+    let mut limits = ConnectionLimits::new(1);
+    limits.write = Duration::from_millis(300);
+    let s = server_with("unread", limits);
+    let mut raw = UnixStream::connect(&s).unwrap();
+    raw.write_all(b"GET /endless HTTP/1.1\r\n\r\n").unwrap();
+    // Never read: the socket buffer fills and the writer must give up.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !ENDLESS_ENDED.load(Ordering::SeqCst) {
+        assert!(Instant::now() < deadline, "the stream still holds its slot");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The one slot is free again.
+    std::thread::sleep(Duration::from_millis(50));
+    let r = call(&s, "GET", "/again", None).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    drop(raw);
 }

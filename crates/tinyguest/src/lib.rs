@@ -47,6 +47,9 @@ pub enum Ending {
     /// Halts forever with interrupts off: stays up without using the host
     /// CPU (the in-kernel irqchip keeps `hlt` in KVM).
     Halt,
+    /// Prints its message again and again, forever (a guest whose console
+    /// never stops; it uses a host CPU: stop it when the test is done).
+    Repeat,
 }
 
 /// The guest's machine code followed by its NUL-terminated message.
@@ -82,6 +85,11 @@ pub fn code_with(message: &str, ending: Ending) -> Vec<u8> {
         }
         Ending::Spin => {}
         Ending::Halt => c.push(0xfa), // cli
+        Ending::Repeat => {
+            // jmp back to `mov esi, message`
+            let back = (mov_esi_at as isize - (c.len() as isize + 2)) as i8;
+            c.extend_from_slice(&[0xeb, back as u8]);
+        }
     }
     c.extend_from_slice(&[0xf4, 0xeb, 0xfd]); // halt: hlt; jmp halt
     if ending == Ending::Spin {
@@ -176,6 +184,7 @@ mod tests {
             Ending::Reboot,
             Ending::TripleFault,
             Ending::Spin,
+            Ending::Repeat,
         ] {
             let c = code_with("hi", ending);
             let addr = u32::from_le_bytes(c[5..9].try_into().unwrap());

@@ -4,11 +4,19 @@
 //! With `stdio`, a thread copies stdin into whichever UART is attached (the
 //! attachment survives a guest reboot with `--on-reboot restart`), and a
 //! terminal on stdin is put in raw mode for the VM's lifetime.
+//!
+//! Output never blocks a vCPU thread: the UART's bytes go into a bounded
+//! queue ([`OUTPUT_QUEUE_BYTES`]) that the `console-out` thread writes to
+//! stdout or the serial file. When nobody reads (a full pipe), the queue
+//! fills and further output is dropped and counted, as a real UART's
+//! output is lost on a line nobody listens to; the guest keeps running and
+//! the VMM stays stoppable.
 
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use api::SerialConfig;
 use devices::bus::lock;
@@ -18,17 +26,85 @@ use crate::Error;
 
 type Slot = Arc<Mutex<Option<Arc<Mutex<Serial>>>>>;
 
+/// How much serial output may wait for the host side to take it.
+pub const OUTPUT_QUEUE_BYTES: usize = 1 << 20;
+/// How long the end of the VMM waits for queued output to be written.
+const OUTPUT_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+struct Queued {
+    bytes: VecDeque<u8>,
+    /// Bytes dropped because the queue was full.
+    dropped: u64,
+    /// The writer thread holds bytes it took but has not written yet.
+    writing: bool,
+}
+
+/// Serial output between the UART (vCPU threads) and the writer thread.
+#[derive(Default)]
+struct OutputQueue {
+    q: Mutex<Queued>,
+    /// Signalled when bytes arrive and when the queue becomes empty.
+    changed: Condvar,
+}
+
+/// The UART's writer: queues, never blocks on the host side.
+struct QueuedWriter(Arc<OutputQueue>);
+
+impl Write for QueuedWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut q = lock(&self.0.q);
+        let was_empty = q.bytes.is_empty();
+        let room = OUTPUT_QUEUE_BYTES.saturating_sub(q.bytes.len());
+        let take = room.min(buf.len());
+        q.bytes.extend(&buf[..take]);
+        q.dropped += (buf.len() - take) as u64;
+        drop(q);
+        if was_empty && take > 0 {
+            self.0.changed.notify_all();
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The `console-out` thread: writes queued output to `sink`. A sink that
+/// fails (a closed pipe) makes it discard the rest.
+fn write_output(queue: Arc<OutputQueue>, mut sink: Box<dyn Write + Send>) {
+    let mut broken = false;
+    loop {
+        let chunk: Vec<u8> = {
+            let mut q = lock(&queue.q);
+            q.writing = false;
+            queue.changed.notify_all();
+            while q.bytes.is_empty() {
+                q = queue.changed.wait(q).unwrap_or_else(|p| p.into_inner());
+            }
+            let n = q.bytes.len().min(64 << 10);
+            q.writing = true;
+            q.bytes.drain(..n).collect()
+        };
+        if !broken && (sink.write_all(&chunk).is_err() || sink.flush().is_err()) {
+            broken = true;
+        }
+    }
+}
+
 /// The console of one `vt-vmm` process.
 pub struct Console {
     config: SerialConfig,
     file: Option<File>,
     slot: Slot,
+    queue: Arc<OutputQueue>,
     _raw: Option<RawTerminal>,
 }
 
 impl Console {
     /// Opens the console `config` describes (the serial file, or a raw
-    /// terminal on stdin); [`Console::start_input`] starts reading stdin.
+    /// terminal on stdin); [`Console::start_threads`] starts the console threads.
     pub fn new(config: &SerialConfig) -> Result<Self, Error> {
         let slot: Slot = Arc::new(Mutex::new(None));
         let mut file = None;
@@ -53,13 +129,31 @@ impl Console {
             config: config.clone(),
             file,
             slot,
+            queue: Arc::default(),
             _raw: raw,
         })
     }
 
-    /// With `stdio`, starts the thread copying stdin into the UART (its
-    /// seccomp filter is the `console` kind).
-    pub fn start_input(&self) -> Result<(), Error> {
+    /// Starts the `console-out` thread writing the UART's output (not for
+    /// `null`), and with `stdio`, the `console-in` thread copying stdin
+    /// into the UART (both under the `console` seccomp filter).
+    pub fn start_threads(&self) -> Result<(), Error> {
+        let sink: Box<dyn Write + Send> = match (&self.config, &self.file) {
+            (SerialConfig::File(_), Some(f)) => Box::new(
+                f.try_clone()
+                    .map_err(|e| Error::Io("cannot reopen the serial file", e))?,
+            ),
+            (SerialConfig::Stdio, _) => Box::new(std::io::stdout()),
+            _ => return Ok(()),
+        };
+        let queue = self.queue.clone();
+        std::thread::Builder::new()
+            .name("console-out".into())
+            .spawn(move || {
+                crate::sandbox::enter_thread(crate::sandbox::ThreadKind::Console);
+                write_output(queue, sink)
+            })
+            .map_err(Error::Thread)?;
         if self.config != SerialConfig::Stdio {
             return Ok(());
         }
@@ -74,16 +168,32 @@ impl Console {
         Ok(())
     }
 
-    /// A writer for a new UART's output.
+    /// A writer for a new UART's output (the queue; it never blocks).
     pub fn output(&self) -> Result<Box<dyn Write + Send>, Error> {
-        Ok(match (&self.config, &self.file) {
-            (SerialConfig::File(_), Some(f)) => Box::new(
-                f.try_clone()
-                    .map_err(|e| Error::Io("cannot reopen the serial file", e))?,
-            ),
-            (SerialConfig::Stdio, _) => Box::new(std::io::stdout()),
-            _ => Box::new(std::io::sink()),
-        })
+        if self.config == SerialConfig::Null {
+            return Ok(Box::new(std::io::sink()));
+        }
+        Ok(Box::new(QueuedWriter(self.queue.clone())))
+    }
+
+    /// Waits (at most [`OUTPUT_DRAIN_TIMEOUT`]) until the queued output is
+    /// written; returns how many bytes were dropped or left unwritten.
+    pub fn drain(&self) -> u64 {
+        let deadline = Instant::now() + OUTPUT_DRAIN_TIMEOUT;
+        let mut q = lock(&self.queue.q);
+        while !q.bytes.is_empty() || q.writing {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            q = self
+                .queue
+                .changed
+                .wait_timeout(q, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        q.dropped + q.bytes.len() as u64
     }
 
     /// A handle that feeds serial input from elsewhere than stdin.

@@ -64,6 +64,9 @@ pub struct Control {
     shared: Arc<Shared>,
     rx: Receiver<Pending>,
     path: PathBuf,
+    /// Device and inode of the socket we bound at `path` (not a passed
+    /// one): only that file is removed at the end.
+    bound: Option<(u64, u64)>,
     /// A stop was taken: its answer may still be on its way out.
     stopping: std::sync::atomic::AtomicBool,
 }
@@ -105,12 +108,23 @@ impl Control {
         config: &VmConfig,
         input: ConsoleInput,
     ) -> Result<Self, Error> {
+        use std::os::unix::fs::MetadataExt;
+        // The file we bound: its listener's own address is `path`, and the
+        // inode there now is that socket unless someone replaced it in the
+        // microseconds since bind (then we remove nothing, which is safe).
+        let bound = match devices::files::passed_fd(path) {
+            Some(_) => None,
+            None => std::fs::symlink_metadata(path)
+                .ok()
+                .filter(|m| m.file_type().is_socket())
+                .map(|m| (m.dev(), m.ino())),
+        };
         let (tx, rx) = mpsc::channel();
         let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| Error::Io("eventfd", e))?;
         let shared = Arc::new(Shared {
             config: config.clone(),
             start: Instant::now(),
-            state: Mutex::new(RunState::Running),
+            state: Mutex::new(RunState::Starting),
             boots: AtomicU64::new(0),
             pauses: AtomicU64::new(0),
             io_exits_before: AtomicU64::new(0),
@@ -124,13 +138,24 @@ impl Control {
             .name("api-listener".into())
             .spawn(move || {
                 crate::sandbox::enter_thread(crate::sandbox::ThreadKind::Api);
-                vt_http::serve(listener, handler, Limits::default(), 32)
+                {
+                    // Only the manager (root) and the admin connect here.
+                    let mut limits = vt_http::ConnectionLimits::new(32);
+                    limits.per_uid = 32;
+                    vt_http::serve(
+                        listener,
+                        handler,
+                        Limits::default(),
+                        vt_http::Connections::new(limits),
+                    )
+                }
             })
             .map_err(Error::Thread)?;
         Ok(Control {
             shared,
             rx,
             path: path.to_path_buf(),
+            bound,
             stopping: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -140,14 +165,32 @@ impl Control {
         &self.shared.evt
     }
 
-    /// Takes the pending commands (call when the eventfd is readable).
-    pub fn commands(&self) -> Vec<(Command, Sender<CommandResult>)> {
+    /// Clears the eventfd (call when it is readable, then take the
+    /// commands with [`Control::next_command`]).
+    pub fn clear_event(&self) {
         let _ = self.shared.evt.read();
-        let cmds: Vec<_> = self.rx.try_iter().collect();
-        if cmds.iter().any(|(c, _)| *c == Command::Stop) {
+    }
+
+    /// Makes the event loop look at the queue again (a new VM's loop,
+    /// after a reboot ended the last one with commands still queued).
+    pub fn recheck(&self) {
+        let _ = self.shared.evt.write(1);
+    }
+
+    /// The next queued command. Commands stay queued while the VM is
+    /// rebuilt after a reset: the loop that ends a VM takes no command
+    /// after the one that ended it, and the next VM's loop answers the rest.
+    pub fn next_command(&self) -> Option<(Command, Sender<CommandResult>)> {
+        let cmd = self.rx.try_recv().ok()?;
+        if cmd.0 == Command::Stop {
             self.stopping.store(true, Ordering::Relaxed);
         }
-        cmds
+        Some(cmd)
+    }
+
+    /// The VM is being rebuilt (after a reset): `info` says `starting`.
+    pub fn rebuilding(&self) {
+        *lock(&self.shared.state) = RunState::Starting;
     }
 
     /// A new boot starts with `io_exits` as its exit counter.
@@ -176,7 +219,12 @@ impl Drop for Control {
         if self.stopping.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(20));
         }
-        if devices::files::passed_fd(&self.path).is_none() {
+        // Only the socket we bound: another VMM may have bound the same
+        // path since (ours unlinked by hand), and its socket is not ours.
+        use std::os::unix::fs::MetadataExt;
+        let ours = std::fs::symlink_metadata(&self.path)
+            .is_ok_and(|m| Some((m.dev(), m.ino())) == self.bound);
+        if ours {
             let _ = std::fs::remove_file(&self.path);
         }
     }

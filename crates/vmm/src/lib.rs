@@ -72,21 +72,29 @@ pub fn run_confined(
     let listener = api_socket.map(control::Control::bind).transpose()?;
     devices::virtio::worker::set_thread_start_hook(sandbox::enter_worker_thread);
     sandbox::Confinement::enter(config, policy)?;
-    console.start_input()?;
+    console.start_threads()?;
     let control = match (api_socket, listener) {
         (Some(p), Some(l)) => Some(control::Control::start(l, p, config, console.input())?),
         _ => None,
     };
     let mut main_confined = false;
-    loop {
-        let vm = vm::Vm::build(config, &console)?;
+    let result = loop {
+        let vm = match vm::Vm::build(config, &console) {
+            Ok(vm) => vm,
+            Err(e) => break Err(e),
+        };
         if !main_confined {
             sandbox::enter_thread(sandbox::ThreadKind::Main);
             main_confined = true;
         }
-        match vm.run(control.as_ref())? {
-            VmExit::Reboot if config.on_reboot == OnReboot::Restart => continue,
-            exit => return Ok(exit),
+        match vm.run(control.as_ref()) {
+            Ok(VmExit::Reboot) if config.on_reboot == OnReboot::Restart => continue,
+            other => break other,
         }
+    };
+    let lost = console.drain();
+    if lost > 0 {
+        eprintln!("vt-vmm: console: {lost} bytes of serial output lost (nobody read the console)");
     }
+    result
 }

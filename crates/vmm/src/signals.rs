@@ -1,5 +1,9 @@
-//! Signals: SIGTERM/SIGINT end the VM through a signalfd; a real-time signal
-//! kicks a vCPU thread out of KVM_RUN.
+//! Signals: SIGTERM, SIGINT and SIGHUP end the VM through a signalfd; a
+//! real-time signal kicks a vCPU thread out of KVM_RUN; the other signals
+//! whose default action would end the process without a word (SIGUSR1/2,
+//! SIGALRM, SIGVTALRM, SIGPROF, SIGIO, SIGPWR, SIGSTKFLT and the real-time
+//! signals above the kick) are ignored. Faults (SIGSEGV, SIGBUS, ...),
+//! SIGQUIT, SIGSYS (seccomp) and SIGKILL keep their default actions.
 
 use std::cell::Cell;
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -43,12 +47,41 @@ fn termination_set() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGHUP);
     }
     set
 }
 
-/// Installs the kick handler and blocks SIGTERM/SIGINT in this thread (and
-/// so in every thread it starts). Call before starting threads.
+/// The signals [`init`] ignores.
+pub fn ignored_signals() -> Vec<libc::c_int> {
+    let mut v = vec![
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+        libc::SIGALRM,
+        libc::SIGVTALRM,
+        libc::SIGPROF,
+        libc::SIGIO,
+        libc::SIGPWR,
+        libc::SIGSTKFLT,
+    ];
+    v.extend(kick_signal() + 1..=libc::SIGRTMAX());
+    v
+}
+
+fn ignore(sig: libc::c_int) -> Result<(), Error> {
+    // SAFETY: installing SIG_IGN touches no memory of ours.
+    if unsafe { libc::signal(sig, libc::SIG_IGN) } == libc::SIG_ERR {
+        return Err(Error::Io(
+            "cannot ignore a signal",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// Installs the kick handler, ignores [`ignored_signals`] and blocks
+/// SIGTERM/SIGINT/SIGHUP in this thread (and so in every thread it
+/// starts). Call before starting threads.
 pub fn init() -> Result<(), Error> {
     static ONCE: Once = Once::new();
     let mut res = Ok(());
@@ -57,19 +90,22 @@ pub fn init() -> Result<(), Error> {
             .map_err(|e| Error::Io("cannot install the vCPU kick handler", e.into()));
     });
     res?;
+    for sig in ignored_signals() {
+        ignore(sig)?;
+    }
     let set = termination_set();
     // SAFETY: `set` is a valid, initialised signal set.
     let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
     if rc != 0 {
         return Err(Error::Io(
-            "cannot block SIGTERM/SIGINT",
+            "cannot block SIGTERM/SIGINT/SIGHUP",
             std::io::Error::from_raw_os_error(rc),
         ));
     }
     Ok(())
 }
 
-/// A signalfd that reads SIGTERM and SIGINT.
+/// A signalfd that reads SIGTERM, SIGINT and SIGHUP.
 pub fn termination_fd() -> Result<OwnedFd, Error> {
     let set = termination_set();
     // SAFETY: `set` is valid; -1 asks for a new descriptor.

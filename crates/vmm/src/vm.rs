@@ -145,6 +145,8 @@ impl Vm {
         if let Some(c) = control {
             fds.push((c.event_fd().as_raw_fd(), CONTROL));
             c.boot(self.bus.io_exits.clone());
+            // Commands queued while this VM was built are answered now.
+            c.recheck();
         }
         for (fd, token) in fds {
             epoll
@@ -199,7 +201,8 @@ impl Vm {
                     }
                     CONTROL => {
                         let Some(c) = control else { continue };
-                        for (cmd, reply) in c.commands() {
+                        c.clear_event();
+                        while let Some((cmd, reply)) = c.next_command() {
                             let (result, exit) = match cmd {
                                 Command::Pause | Command::Resume => {
                                     let pause = cmd == Command::Pause;
@@ -230,8 +233,14 @@ impl Vm {
                                     Err(e) => (Err((500, format!("power button: {e}"))), None),
                                 },
                             };
+                            if exit == Some(VmExit::Reboot) {
+                                // Said before the answer: whoever asks
+                                // next sees the rebuild, not the old VM.
+                                c.rebuilding();
+                            }
                             let _ = reply.send(result);
                             if let Some(exit) = exit {
+                                // What is still queued waits for the next VM.
                                 break 'outer Ok(exit);
                             }
                         }
@@ -246,6 +255,9 @@ impl Vm {
         };
         for h in handles {
             h.stop();
+        }
+        if let (Ok(VmExit::Reboot), Some(c)) = (&exit, control) {
+            c.rebuilding();
         }
         exit
     }

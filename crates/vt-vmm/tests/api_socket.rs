@@ -61,9 +61,10 @@ fn start(d: &Path, ending: Ending, extra: &[&str]) -> (Vmm, PathBuf, PathBuf) {
         .unwrap();
     let vmm = Vmm(child);
     wait_for(
-        || call(&sock, "GET", proto::INFO, None).is_ok(),
+        || call(&sock, "GET", proto::INFO, None).is_ok_and(|r| r.status == 200),
         "the API socket",
     );
+    wait_for(|| info(&sock).state != RunState::Starting, "the VM built");
     (vmm, sock, log)
 }
 

@@ -140,7 +140,7 @@ fn every_thread_of_a_running_vmm_is_filtered() {
     let expected = |name: &str| match name {
         "vt-vmm" => "1",
         "vcpu0" | "vcpu1" => "2",
-        "api-listener" | "http-conn" => "1",
+        "api-listener" | "http-conn" | "console-out" => "1",
         other => panic!("unexpected thread {other}: {all:?}"),
     };
     for (name, mode, filters, nnp) in &all {
@@ -148,7 +148,14 @@ fn every_thread_of_a_running_vmm_is_filtered() {
         assert_eq!(filters, expected(name), "{name}: {all:?}");
         assert_eq!(nnp, "1", "{name}: {all:?}");
     }
-    for name in ["vt-vmm", "vcpu0", "vcpu1", "api-listener", "http-conn"] {
+    for name in [
+        "vt-vmm",
+        "vcpu0",
+        "vcpu1",
+        "api-listener",
+        "http-conn",
+        "console-out",
+    ] {
         assert!(all.iter().any(|t| t.0 == name), "no {name}: {all:?}");
     }
     let c = info(&sock).confinement;

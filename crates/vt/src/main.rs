@@ -62,6 +62,9 @@ enum Command {
     Reboot { name: String },
     /// Remove a stopped VM's definition (disk images are kept).
     Undefine { name: String },
+    /// Read a VM in state `unknown` again, once its definition.json is
+    /// fixed or restored.
+    Repair { name: String },
     /// The serial console: interactive on a terminal (Ctrl-] detaches),
     /// else streamed to stdout until the VM stops.
     Console {
@@ -109,6 +112,7 @@ fn managed(c: &Client, command: Command, f: Format) -> CliResult {
         Command::Resume { name } => action(c, &name, "resume", "", f),
         Command::Reboot { name } => action(c, &name, "reboot", "", f),
         Command::Undefine { name } => cmd::lifecycle::undefine(c, &name, f),
+        Command::Repair { name } => action(c, &name, "repair", "", f),
         Command::Console { name, no_follow } => cmd::console::run(c, &name, !no_follow),
         Command::Events => cmd::events::run(c, f),
         Command::Audit(a) => cmd::audit::run(c, a, f),

@@ -12,6 +12,7 @@ use crate::audit::Audit;
 use crate::error::ApiError;
 use crate::events::Events;
 use crate::process;
+use crate::scan;
 use crate::store::{self, VmDir, MAX_SOCKET_PATH};
 use crate::vm::{lock, Vm};
 
@@ -58,6 +59,9 @@ pub struct Daemon {
     vms: Mutex<BTreeMap<String, Arc<Vm>>>,
 }
 
+/// How long a starting vtd waits for `vtd.lock`.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Takes `STATE/vtd.lock` (close-on-exec, so VMMs do not inherit it).
 fn lock_state(state_dir: &Path) -> std::io::Result<std::fs::File> {
     use std::os::fd::AsRawFd;
@@ -66,13 +70,21 @@ fn lock_state(state_dir: &Path) -> std::io::Result<std::fs::File> {
         .truncate(false)
         .write(true)
         .open(state_dir.join("vtd.lock"))?;
-    // SAFETY: flock on a descriptor we own; no memory is touched.
-    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-        return Err(std::io::Error::other(
-            "another vtd is using this state directory",
-        ));
+    // A VMM spawned by a vtd just killed holds a copy of that vtd's lock
+    // until it execs or (gated, its vtd gone) exits: a moment's wait.
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        // SAFETY: flock on a descriptor we own; no memory is touched.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(f);
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(std::io::Error::other(
+                "another vtd is using this state directory",
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    Ok(f)
 }
 
 impl Daemon {
@@ -119,32 +131,91 @@ impl Daemon {
             jail,
             vms: Mutex::new(BTreeMap::new()),
         });
+        // Creates and undefines a killed vtd left halfway: finished.
+        for p in store::clean_temporaries(&d.vms_dir())? {
+            eprintln!("vtd: removed {} (left by an interrupted vtd)", p.display());
+        }
+        // Every VMM of this state directory, whatever was recorded.
+        let found = scan::vmms_under(&d.vms_dir());
         for entry in std::fs::read_dir(d.vms_dir())? {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with(".deleted.") {
-                // An undefine that was interrupted: finish it.
-                let _ = std::fs::remove_dir_all(entry.path());
+            if name.starts_with('.') || !entry.file_type()?.is_dir() {
                 continue;
             }
-            let dir = VmDir(entry.path());
-            let def = match store::read_json::<VmDefinition>(&dir.definition()) {
-                Ok(Some(def)) if def.name == name => def,
-                // A half-created VM (no definition yet) or a stray file.
-                _ => {
-                    eprintln!(
-                        "vtd: skipping {}: no valid definition.json",
-                        dir.0.display()
-                    );
-                    continue;
-                }
-            };
-            let vm = Vm::new(def, dir, d.events.clone(), d.jail.clone());
-            vm.reattach();
+            let vm = d.load(&name, &found);
             lock(&d.vms).insert(name, vm);
         }
+        // A VMM serving a socket of no VM here belongs to nobody: the
+        // invariant says every VMM belongs to exactly one VM vtd knows.
+        let vms = lock(&d.vms);
+        for f in &found {
+            let known = vms.values().any(|vm| vm.dir.socket() == f.socket);
+            if !known {
+                eprintln!(
+                    "vtd: killing vt-vmm pid {}: it serves {}, which is no VM of this vtd",
+                    f.pid,
+                    f.socket.display()
+                );
+                process::kill(f.pid);
+            }
+        }
+        drop(vms);
         crate::watches::Watches::start(&d);
         Ok(d)
+    }
+
+    /// Reads VM `name` from its directory and takes its VMM (among
+    /// `found`) back under watch; a definition that does not parse gives a
+    /// VM in state `unknown` saying why.
+    fn load(&self, name: &str, found: &[scan::Found]) -> Arc<Vm> {
+        let dir = VmDir(self.vms_dir().join(name));
+        let broken = |why: String| {
+            eprintln!("vtd: VM {name}: state unknown: {why}");
+            Vm::broken(name, VmDir(dir.0.clone()), self.events.clone(), why)
+        };
+        match store::read_json::<VmDefinition>(&dir.definition()) {
+            Ok(Some(def)) if def.name == name => {
+                let vm = Vm::new(def, dir.clone(), self.events.clone(), self.jail.clone());
+                vm.reattach(found);
+                vm
+            }
+            Ok(Some(def)) => broken(format!(
+                "{}: names VM '{}', not '{name}'",
+                dir.definition().display(),
+                def.name
+            )),
+            Ok(None) => broken(format!("{} is missing", dir.definition().display())),
+            Err(e) => broken(e.to_string()),
+        }
+    }
+
+    /// `vt repair NAME`: reads a VM in state `unknown` again from its
+    /// directory (after its definition was fixed or restored by hand).
+    /// 409 when it is not `unknown`, or still cannot be read.
+    pub fn repair(&self, name: &str) -> Result<Arc<Vm>, ApiError> {
+        let old = self.get(name)?;
+        let _op = old.op();
+        if old.state() != VmState::Unknown {
+            return Err(ApiError::conflict(format!(
+                "VM '{name}' is {}: there is nothing to repair",
+                old.state().as_str()
+            )));
+        }
+        let vm = self.load(name, &old.live_vmms());
+        if let Some(why) = vm
+            .status(false)
+            .reason
+            .filter(|_| vm.state() == VmState::Unknown)
+        {
+            return Err(ApiError::conflict(format!(
+                "VM '{name}' is still unknown: {why}"
+            )));
+        }
+        lock(&self.vms).insert(name.to_string(), vm.clone());
+        let state = vm.state();
+        self.events.publish(name, "repaired", state, None);
+        Ok(vm)
     }
 
     fn vms_dir(&self) -> PathBuf {
@@ -248,16 +319,12 @@ impl Daemon {
         if vms.contains_key(&def.name) {
             return Err(conflict());
         }
-        let dir = VmDir(self.vms_dir().join(&def.name));
-        match std::fs::create_dir(&dir.0) {
-            Ok(()) => {}
+        // Whole or not at all: built under a temporary name, renamed.
+        let dir = match store::create_vm_dir(&self.vms_dir(), &def.name, &def) {
+            Ok(dir) => dir,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(conflict()),
             Err(e) => return Err(ApiError::internal("cannot create the VM directory", e)),
-        }
-        if let Err(e) = store::write_json(&dir.definition(), &def) {
-            let _ = std::fs::remove_dir_all(&dir.0);
-            return Err(ApiError::internal("cannot write the definition", e));
-        }
+        };
         let vm = Vm::new(def, dir, self.events.clone(), self.jail.clone());
         vms.insert(vm.name().to_string(), vm.clone());
         drop(vms);
@@ -274,6 +341,13 @@ impl Daemon {
         if vm.state().is_active() {
             return Err(ApiError::conflict(format!(
                 "VM '{name}' is running: stop it first"
+            )));
+        }
+        // Whatever was recorded: a live VMM still uses the VM's files.
+        if let Some(f) = vm.live_vmms().first() {
+            return Err(ApiError::conflict(format!(
+                "a VMM (pid {}) still runs for VM '{name}': stop it first (vt stop {name})",
+                f.pid
             )));
         }
         let mut vms = lock(&self.vms);

@@ -15,6 +15,7 @@ mod exit;
 mod net;
 mod process;
 mod routes;
+mod scan;
 mod store;
 mod vm;
 mod vmm;
@@ -27,6 +28,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
+
+/// Connections at once on both sockets together.
+const CONNECTIONS: usize = 512;
+/// Connections at once of one non-root user.
+const CONNECTIONS_PER_UID: usize = 64;
+/// Of [`CONNECTIONS`], the slots only root may take.
+const ROOT_CONNECTIONS: usize = 64;
 
 /// The VT System manager daemon.
 #[derive(Parser)]
@@ -244,15 +252,22 @@ fn main() -> ExitCode {
     let due = daemon.autostart_due();
     let autostart = daemon.clone();
     std::thread::spawn(move || autostart.autostart(due));
+    // Both sockets share one set of slots: a non-root user holds at most
+    // CONNECTIONS_PER_UID of them, and the last ROOT_CONNECTIONS are root's.
+    let mut limits = vt_http::ConnectionLimits::new(CONNECTIONS);
+    limits.per_uid = CONNECTIONS_PER_UID;
+    limits.reserved_for_root = ROOT_CONNECTIONS;
+    let connections = vt_http::Connections::new(limits);
+    let ro_connections = connections.clone();
     let api = Arc::new(routes::Api(daemon));
     let ro = Arc::new(routes::ReadOnly(api.clone()));
     let ro_thread = std::thread::Builder::new()
         .name("ro-socket".into())
-        .spawn(move || vt_http::serve(ro_listener, ro, vt_http::Limits::default(), 512));
+        .spawn(move || vt_http::serve(ro_listener, ro, vt_http::Limits::default(), ro_connections));
     if let Err(e) = ro_thread {
         eprintln!("vtd: error: cannot serve the read-only socket: {e}");
         return ExitCode::FAILURE;
     }
-    vt_http::serve(listener, api, vt_http::Limits::default(), 512);
+    vt_http::serve(listener, api, vt_http::Limits::default(), connections);
     ExitCode::SUCCESS
 }

@@ -42,11 +42,17 @@ pub fn spawn(vmm: &Path, kernel: &Path, def: &VmDefinition, dir: &VmDir) -> std:
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
-    // SAFETY: setsid is async-signal-safe and touches no memory; it runs in
-    // the child between fork and exec.
+    // SAFETY: setsid and close_range are async-signal-safe and touch no
+    // memory; they run in the child between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
             if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Nothing vtd inherited crosses exec (std's own descriptors
+            // are close-on-exec already): only stdin, stdout, stderr.
+            let all = libc::c_uint::MAX;
+            if libc::syscall(libc::SYS_close_range, 3, all, libc::CLOSE_RANGE_CLOEXEC) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -94,6 +100,13 @@ pub fn is_our_vmm(pid: u32, socket: &Path) -> bool {
             .any(|w| (w[0] == b"--api-socket" || w[0] == b"--id") && w[1] == sock)
 }
 
+/// Whether live process `pid` is still a copy of `vtd` (a VMM spawned
+/// but not exec'd yet): the same executable as this process.
+pub fn is_vtd_copy(pid: u32) -> bool {
+    let exe = |p: &str| std::fs::read_link(format!("/proc/{p}/exe")).ok();
+    uid_of(pid).is_some() && exe(&pid.to_string()).is_some_and(|e| Some(e) == exe("self"))
+}
+
 /// The real uid of live process `pid`, from `/proc/PID/status`; `None`
 /// when it is gone or a zombie (dead, not yet reaped: a VMM whose vtd
 /// died is reaped by init, at its own pace).
@@ -133,6 +146,31 @@ pub fn wait_pidfd(fd: &OwnedFd) {
         if rc > 0 || (rc < 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EINTR))
         {
             return;
+        }
+    }
+}
+
+/// Waits up to `timeout` for the process behind `fd` to end; true if it did.
+pub fn wait_pidfd_timeout(fd: &OwnedFd, timeout: std::time::Duration) -> bool {
+    use std::os::fd::AsRawFd;
+    let deadline = std::time::Instant::now() + timeout;
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let ms = i32::try_from(left.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: one valid pollfd.
+        let rc = unsafe { libc::poll(&mut p, 1, ms) };
+        if rc > 0 {
+            return true;
+        }
+        let interrupted =
+            rc < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR);
+        if !interrupted || left.is_zero() {
+            return false;
         }
     }
 }

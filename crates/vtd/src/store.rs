@@ -16,7 +16,10 @@
 //!
 //! Every JSON file is written to a temporary name, fsynced, renamed over the
 //! old one and the directory fsynced: a reader sees the old or the new
-//! file, never half of one.
+//! file, never half of one. A VM directory is made the same way: built as
+//! `vms/.creating.NAME.*` with its definition inside, then renamed to
+//! `vms/NAME` (never over an existing one). Temporaries a killed `vtd` left
+//! behind are removed at the next start ([`clean_temporaries`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -107,15 +110,110 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
     result
 }
 
-/// Reads a JSON file; `Ok(None)` when it does not exist.
+/// Reads a JSON file; `Ok(None)` when it does not exist. A file that does
+/// not parse is `InvalidData` with a message naming the file, the line and
+/// column, and the parse error.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
     match fs::read(path) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+        Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}: {e}", path.display()),
+            )
+        }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
+        Err(e) => Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
     }
+}
+
+/// Prefix of a VM directory under construction.
+pub const CREATING: &str = ".creating.";
+/// Prefix of a VM directory being removed.
+pub const DELETED: &str = ".deleted.";
+
+/// Whether `name` is one of [`write_json`]'s temporaries.
+fn is_temporary(name: &str) -> bool {
+    name.starts_with('.') && name.contains(".tmp.")
+}
+
+/// Makes `vms/NAME` holding `definition.json` in one step: built under a
+/// temporary name, then renamed into place. `AlreadyExists` when `vms/NAME`
+/// exists (nothing is left behind then).
+pub fn create_vm_dir<T: Serialize>(vms: &Path, name: &str, definition: &T) -> io::Result<VmDir> {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let tmp = vms.join(format!(
+        "{CREATING}{name}.{}.{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let target = vms.join(name);
+    let result = (|| {
+        fs::create_dir(&tmp)?;
+        write_json(&VmDir(tmp.clone()).definition(), definition)?;
+        rename_noreplace(&tmp, &target)?;
+        File::open(vms)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&tmp);
+    }
+    result.map(|()| VmDir(target))
+}
+
+/// rename(2) that fails with `AlreadyExists` instead of replacing `to`.
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+    };
+    let (from, to) = (c(from)?, c(to)?);
+    // SAFETY: two NUL-terminated paths that live across the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Removes what a `vtd` killed halfway left in `vms`: VM directories
+/// being created or removed, JSON temporaries inside VM directories, and
+/// a VM directory with nothing else in it (an older `vtd` killed during
+/// define). Best effort: what cannot be removed stays (a hidden name is
+/// never loaded as a VM). Returns what it removed, for the log; errors
+/// only when `vms` cannot be read.
+pub fn clean_temporaries(vms: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    for entry in fs::read_dir(vms)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if name.starts_with(CREATING) || name.starts_with(DELETED) {
+            if fs::remove_dir_all(&path).is_ok() {
+                removed.push(path);
+            }
+            continue;
+        }
+        if name.starts_with('.') || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        for inner in fs::read_dir(&path).into_iter().flatten().flatten() {
+            if is_temporary(&inner.file_name().to_string_lossy()) && remove(&inner.path()).is_ok() {
+                removed.push(inner.path());
+            }
+        }
+        let empty = fs::read_dir(&path).is_ok_and(|mut d| d.next().is_none());
+        if empty && fs::remove_dir(&path).is_ok() {
+            removed.push(path);
+        }
+    }
+    Ok(removed)
 }
 
 /// Removes a file, ignoring that it is already gone.
@@ -144,7 +242,7 @@ pub fn last_line(path: &Path) -> Option<String> {
 /// Removes a VM's directory: renamed away first, so a crash halfway leaves
 /// no half-deleted VM behind under its name.
 pub fn remove_vm_dir(vms: &Path, name: &str) -> io::Result<()> {
-    let trash = vms.join(format!(".deleted.{name}.{}", now_ms()));
+    let trash = vms.join(format!("{DELETED}{name}.{}", now_ms()));
     fs::rename(vms.join(name), &trash)?;
     fs::remove_dir_all(&trash)
 }
@@ -171,12 +269,42 @@ mod tests {
         assert_eq!(read_json::<Runtime>(&p).unwrap(), Some(rt));
         // Only the file itself is left: no temporaries.
         assert_eq!(fs::read_dir(&d).unwrap().count(), 1);
-        fs::write(&p, b"{").unwrap();
-        assert!(read_json::<Runtime>(&p).is_err());
+        fs::write(&p, b"{\n \"pid\": 7,\n").unwrap();
+        let e = read_json::<Runtime>(&p).unwrap_err().to_string();
+        assert!(e.starts_with(&p.display().to_string()), "{e}");
+        assert!(e.contains("line 3 column 0"), "{e}");
         let log = d.join("log");
         fs::write(&log, "a\nlast one\n\n").unwrap();
         assert_eq!(last_line(&log).as_deref(), Some("last one"));
         assert_eq!(last_line(&d.join("none")), None);
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn vm_directories_appear_whole_and_leftovers_are_cleaned() {
+        let d = std::env::temp_dir().join(format!("vtd-store-dirs-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        let v = create_vm_dir(&d, "a", &7u32).unwrap();
+        assert_eq!(read_json::<u32>(&v.definition()).unwrap(), Some(7));
+        let again = create_vm_dir(&d, "a", &8u32).unwrap_err();
+        assert_eq!(again.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(read_json::<u32>(&v.definition()).unwrap(), Some(7));
+        // What a vtd killed at each step leaves, and an old wedged name.
+        fs::create_dir(d.join(".creating.b.1.0")).unwrap();
+        fs::create_dir(d.join(".deleted.c.5")).unwrap();
+        fs::write(v.0.join(".runtime.json.tmp.1.2"), b"{").unwrap();
+        fs::create_dir(d.join("wedged")).unwrap();
+        fs::write(d.join("wedged/.definition.json.tmp.9.9"), b"").unwrap();
+        let removed = clean_temporaries(&d).unwrap();
+        assert_eq!(removed.len(), 5, "{removed:?}");
+        let mut left: Vec<_> = fs::read_dir(&d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["a"]);
+        assert_eq!(fs::read_dir(&v.0).unwrap().count(), 1);
         fs::remove_dir_all(&d).unwrap();
     }
 }

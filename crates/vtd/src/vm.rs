@@ -19,11 +19,14 @@ use crate::events::Events;
 use crate::exit::classify;
 use crate::net;
 use crate::process;
+use crate::scan;
 use crate::store::{self, now_ms, LastExit, Runtime, VmDir};
 use crate::vmm;
 
-/// How long `start` waits for the VMM's control socket.
+/// How long `start` waits for the VMM to build the VM.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a re-attach waits for a recorded VMM that has not exec'd yet.
+const EXEC_WAIT: Duration = Duration::from_secs(2);
 /// How long `stop` waits for the VMM to take the request.
 const STOP_ASK_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long `status` waits for a VMM's counters.
@@ -43,6 +46,9 @@ struct Run {
     uid: Option<u32>,
     /// Its cell, for `vt info`.
     confinement: Option<Confinement>,
+    /// Set while `start` waits for the VMM to build the VM: an end now
+    /// is a failed start, not a crash.
+    starting: bool,
 }
 
 pub struct Vm {
@@ -54,6 +60,9 @@ pub struct Vm {
     op: Mutex<()>,
     /// How VMMs are confined (`None`: `vtd --jail off`).
     jail: Option<Arc<crate::cell::Jail>>,
+    /// Why vtd cannot know this VM (a corrupt or missing definition):
+    /// the state is `unknown`, `start` is refused.
+    broken: Option<String>,
 }
 
 /// Blocks until the VMM ends; its status when it was our child.
@@ -78,7 +87,44 @@ impl Vm {
             run: Mutex::new(Run::default()),
             ended: Condvar::new(),
             op: Mutex::new(()),
+            broken: None,
         })
+    }
+
+    /// A VM directory whose definition cannot be read: kept visible as
+    /// `unknown` with `why` (file, position, parse error) and the way out.
+    pub fn broken(name: &str, dir: VmDir, events: Arc<Events>, why: String) -> Arc<Self> {
+        let def = serde_json::from_value(serde_json::json!({ "name": name }))
+            .expect("a name alone is a valid definition");
+        let broken = format!(
+            "{why}; fix or restore the file, then `vt repair {name}`, or undefine the VM (`vt undefine {name}`; its disks stay) once no VMM runs for it"
+        );
+        Arc::new(Vm {
+            def,
+            dir,
+            events,
+            jail: None,
+            run: Mutex::new(Run::default()),
+            ended: Condvar::new(),
+            op: Mutex::new(()),
+            broken: Some(broken),
+        })
+    }
+
+    /// The live VMMs serving this VM's socket, whoever started them.
+    pub fn live_vmms(&self) -> Vec<scan::Found> {
+        scan::vmms_for(&self.dir.socket())
+    }
+
+    /// Refuses when the VM's state is unknown.
+    fn known(&self) -> Result<(), ApiError> {
+        match &self.broken {
+            Some(why) => Err(ApiError::conflict(format!(
+                "the state of VM '{}' is unknown: {why}",
+                self.name()
+            ))),
+            None => Ok(()),
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -86,6 +132,9 @@ impl Vm {
     }
 
     pub fn state(&self) -> VmState {
+        if self.broken.is_some() {
+            return VmState::Unknown;
+        }
         lock(&self.run).state.unwrap_or(VmState::Stopped)
     }
 
@@ -109,6 +158,18 @@ impl Vm {
 
     /// The VM's status; with `counters`, asks a running VMM for its counters.
     pub fn status(&self, counters: bool) -> VmStatus {
+        if let Some(why) = &self.broken {
+            return VmStatus {
+                name: self.def.name.clone(),
+                state: VmState::Unknown,
+                pid: self.live_vmms().first().map(|f| f.pid),
+                reason: Some(why.clone()),
+                definition: self.def.clone(),
+                counters: None,
+                confinement: None,
+                barriers: None,
+            };
+        }
         let (state, pid, reason, confinement) = {
             let r = lock(&self.run);
             let state = r.state.unwrap_or(VmState::Stopped);
@@ -151,9 +212,18 @@ impl Vm {
     /// VMM cannot change that; its command line it could rewrite), else
     /// by its flags.
     fn is_ours(&self, pid: u32) -> bool {
-        match lock(&self.run).uid {
-            Some(uid) => process::uid_of(pid) == Some(uid),
-            None => process::is_our_vmm(pid, &self.dir.socket()),
+        let uid = lock(&self.run).uid;
+        self.is_vmm(pid, uid)
+    }
+
+    /// Whether `pid` is this VM's VMM, jailed as `uid` (or unjailed). A
+    /// jailed VMM is root until it has entered its cell and dropped to its
+    /// uid: then its flags must name this VM.
+    fn is_vmm(&self, pid: u32, uid: Option<u32>) -> bool {
+        match (uid, process::uid_of(pid)) {
+            (Some(want), Some(have)) if have == want => true,
+            (Some(_), Some(0)) | (None, _) => process::is_our_vmm(pid, &self.dir.socket()),
+            _ => false,
         }
     }
 
@@ -179,9 +249,19 @@ impl Vm {
         vmm: &std::path::Path,
         defaults: &crate::daemon::Defaults,
     ) -> Result<(), ApiError> {
+        self.known()?;
         if self.state().is_active() {
             return Err(ApiError::conflict(format!(
                 "VM '{}' is already running",
+                self.name()
+            )));
+        }
+        // One VM, one VMM: a VMM this vtd did not start (or lost) may
+        // still serve the VM's socket and hold its disks.
+        if let Some(other) = self.live_vmms().first() {
+            return Err(ApiError::conflict(format!(
+                "a VMM (pid {}) still runs for VM '{}': stop it first",
+                other.pid,
                 self.name()
             )));
         }
@@ -294,6 +374,7 @@ impl Vm {
                 stopping: None,
                 uid: confinement.as_ref().map(|c| c.uid),
                 confinement,
+                starting: true,
             };
         }
         let me = self.clone();
@@ -307,22 +388,41 @@ impl Vm {
             process::kill(pid);
             return Err(ApiError::internal("cannot start a supervisor thread", e));
         }
+        // Running means built: the VMM says `starting` until the VM is
+        // built and its vCPUs are about to run.
         let deadline = std::time::Instant::now() + START_TIMEOUT;
         loop {
             if lock(&self.run).pid != Some(pid) {
                 let reason = lock(&self.run).reason.clone().unwrap_or_default();
-                return Err(ApiError::bad_request(format!(
-                    "the VM failed to start: {reason}"
-                )));
+                return Err(ApiError::bad_request(reason));
             }
-            if vmm::get::<VmmInfo>(&self.dir, proto::INFO).is_ok() {
-                break;
+            let built = vt_http::call_with_timeout(
+                &self.dir.socket(),
+                "GET",
+                proto::INFO,
+                None,
+                Some(COUNTERS_TIMEOUT),
+            )
+            .ok()
+            .and_then(|r| serde_json::from_slice::<VmmInfo>(&r.body).ok())
+            .is_some_and(|i| i.state != RunState::Starting);
+            if built {
+                let mut r = lock(&self.run);
+                if r.pid == Some(pid) {
+                    r.starting = false;
+                    break;
+                }
+                continue;
             }
             if std::time::Instant::now() > deadline {
+                lock(&self.run).stopping = Some(format!(
+                    "failed to start: the VMM did not build the VM within {}s",
+                    START_TIMEOUT.as_secs()
+                ));
                 process::kill(pid);
                 return Err(ApiError::new(
                     504,
-                    "the VMM did not open its control socket",
+                    "the VMM did not build the VM in time (killed)",
                 ));
             }
             std::thread::sleep(Duration::from_millis(5));
@@ -353,17 +453,98 @@ impl Vm {
         Ok(())
     }
 
-    /// Takes a VMM found running after a `vtd` restart back under watch.
-    pub fn reattach(self: &Arc<Self>) {
-        let Ok(Some(rt)) = store::read_json::<Runtime>(&self.dir.runtime()) else {
+    /// Takes a VMM found running after a `vtd` restart back under watch:
+    /// the one `runtime.json` names, or else one found serving the VM's
+    /// socket (`found`: from [`scan::vmms_under`]; `runtime.json` missing
+    /// because vtd was killed before writing it, or corrupt). Extra VMMs
+    /// for the same VM are killed: two on one disk corrupt it.
+    pub fn reattach(self: &Arc<Self>, found: &[scan::Found]) {
+        let (recorded, corrupt) = match store::read_json::<Runtime>(&self.dir.runtime()) {
+            Ok(rt) => (rt, None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        let mut found = found.to_vec();
+        if let Some(rt) = &recorded {
+            // Recorded, released, but not yet exec'd when the last vtd
+            // died: still its copy of vtd, about to become the VMM.
+            // The scan may also predate its exec by a hair: look again.
+            let deadline = std::time::Instant::now() + EXEC_WAIT;
+            while !found.iter().any(|f| f.pid == rt.pid) {
+                found = self.live_vmms();
+                if found.iter().any(|f| f.pid == rt.pid)
+                    || !process::is_vtd_copy(rt.pid)
+                    || std::time::Instant::now() > deadline
+                {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        let mine: Vec<&scan::Found> = found
+            .iter()
+            .filter(|f| f.socket == self.dir.socket())
+            .collect();
+        let recorded = recorded.filter(|rt| mine.iter().any(|f| f.pid == rt.pid));
+        let adopted = recorded.is_none();
+        let rt = recorded.or_else(|| {
+            let f = mine.first()?;
+            Some(Runtime {
+                pid: f.pid,
+                started_ms: now_ms(),
+                uid: f.jail_uid,
+                confinement: None,
+            })
+        });
+        for extra in mine
+            .iter()
+            .filter(|f| rt.as_ref().is_some_and(|r| r.pid != f.pid))
+        {
+            eprintln!(
+                "vtd: VM {}: killing vt-vmm pid {}, a second VMM for it",
+                self.name(),
+                extra.pid
+            );
+            process::kill(extra.pid);
+        }
+        let Some(rt) = rt else {
+            // No VMM runs for it.
             let last = store::read_json::<LastExit>(&self.dir.last_exit())
                 .ok()
                 .flatten();
+            let had_pid = store::read_json::<Runtime>(&self.dir.runtime())
+                .ok()
+                .flatten();
             let mut r = lock(&self.run);
+            if let Some(e) = corrupt {
+                let _ = store::remove(&self.dir.runtime());
+                r.state = Some(VmState::Stopped);
+                r.reason = Some(format!("{e}; no VMM runs for the VM: stopped"));
+                eprintln!("vtd: VM {}: {e}; no VMM runs for it", self.name());
+                return;
+            }
+            if let Some(gone) = had_pid {
+                // It recorded a VMM that has ended since.
+                r.pid = Some(gone.pid);
+                r.uid = gone.uid;
+                drop(r);
+                self.exited(gone.pid, None);
+                return;
+            }
             r.state = Some(last.as_ref().map_or(VmState::Stopped, |l| l.state));
             r.reason = last.map(|l| l.reason);
             return;
         };
+        if let Some(e) = &corrupt {
+            eprintln!(
+                "vtd: VM {}: {e}; re-attached to vt-vmm pid {} found serving its socket",
+                self.name(),
+                rt.pid
+            );
+        }
+        if adopted {
+            // Recorded now, so the next vtd finds it by its runtime.json.
+            let _ = store::write_json(&self.dir.runtime(), &rt);
+        }
         let pid = rt.pid;
         {
             let mut r = lock(&self.run);
@@ -375,12 +556,9 @@ impl Vm {
         if let (Some(j), Some(uid)) = (&self.jail, rt.uid) {
             j.uids.mark(uid);
         }
-        // A jailed VMM is known by its uid (which it cannot change; its
-        // command line it could rewrite), an unjailed one by its flags.
-        let alive = match rt.uid {
-            Some(uid) => process::uid_of(pid) == Some(uid),
-            None => process::is_our_vmm(pid, &self.dir.socket()),
-        };
+        // Found by its socket just now; a jailed VMM is also known by its
+        // uid (which it cannot change once dropped to it).
+        let alive = self.is_vmm(pid, rt.uid);
         let fd = if alive {
             process::pidfd(pid).ok()
         } else {
@@ -418,7 +596,14 @@ impl Vm {
         }
         let vmm_uid = r.uid;
         let line = store::last_line(&self.dir.vmm_log()).unwrap_or_default();
-        let (state, reason) = classify(r.stopping.take(), status, &line, pid);
+        let (mut state, mut reason) = classify(r.stopping.take(), status, &line, pid);
+        if std::mem::take(&mut r.starting) {
+            // It never ran: not a crash of a running VM.
+            state = VmState::Stopped;
+            if !reason.starts_with("failed to start") {
+                reason = format!("failed to start: {reason}");
+            }
+        }
         r.state = Some(state);
         r.pid = None;
         r.reason = Some(reason.clone());
@@ -463,8 +648,12 @@ impl Vm {
         r.pid != Some(pid)
     }
 
-    /// Stops the VMM: asks it, then kills it after [`STOP_TIMEOUT`].
+    /// Stops the VMM: asks it, then kills it after [`STOP_TIMEOUT`]. A VM
+    /// whose state is unknown has its VMMs (found by socket) killed.
     pub fn stop(&self, why: &str) -> Result<(), ApiError> {
+        if self.broken.is_some() {
+            return self.kill_unknown();
+        }
         let pid = self.active_pid()?;
         lock(&self.run).stopping = Some(why.to_string());
         // The VMM may exit before it answers: its end is what counts. One
@@ -498,6 +687,36 @@ impl Vm {
         } else {
             Err(ApiError::new(500, format!("VMM pid {pid} did not end")))
         }
+    }
+
+    /// Kills every VMM serving this VM's socket (the VM's state is
+    /// unknown: there is nothing to ask it through) and waits for them.
+    fn kill_unknown(&self) -> Result<(), ApiError> {
+        let live = self.live_vmms();
+        if live.is_empty() {
+            return Err(ApiError::conflict(format!(
+                "VM '{}' is not running",
+                self.name()
+            )));
+        }
+        // A pidfd first: the pid cannot be reused under us, and it says
+        // when the process has really ended (its command line, which the
+        // scan reads, is gone a moment earlier).
+        let fds: Vec<_> = live
+            .iter()
+            .filter_map(|f| process::pidfd(f.pid).ok())
+            .collect();
+        for f in &live {
+            process::kill(f.pid);
+        }
+        let deadline = std::time::Instant::now() + STOP_TIMEOUT;
+        for fd in &fds {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if !process::wait_pidfd_timeout(fd, left) {
+                return Err(ApiError::new(500, "the VMM did not end"));
+            }
+        }
+        Ok(())
     }
 
     /// Presses the ACPI power button and waits up to `timeout` for the

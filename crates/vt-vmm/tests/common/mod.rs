@@ -28,6 +28,19 @@ pub fn have_kvm() -> bool {
         .is_ok()
 }
 
+/// Returns from the test when this host has no usable /dev/kvm.
+#[allow(unused_macros)]
+macro_rules! require_kvm {
+    () => {
+        if !have_kvm() {
+            eprintln!("skipped: no usable /dev/kvm");
+            return;
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use require_kvm;
+
 /// Polls `f` every 10 ms for up to 10 s.
 pub fn wait_for(mut f: impl FnMut() -> bool, what: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);

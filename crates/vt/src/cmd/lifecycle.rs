@@ -1,4 +1,4 @@
-//! `vt start|shutdown|stop|pause|resume|reboot|undefine NAME`.
+//! `vt start|shutdown|stop|pause|resume|reboot|repair|undefine NAME`.
 
 use api::manager::VmStatus;
 

@@ -1,5 +1,5 @@
 //! `POST /vms/{name}/{action}`: start, shutdown, stop, pause, resume,
-//! reboot. Each answers the VM's status afterwards.
+//! reboot, repair. Each answers the VM's status afterwards.
 
 use std::time::Duration;
 
@@ -13,6 +13,9 @@ use crate::error::ApiError;
 const SHUTDOWN_TIMEOUT: u64 = 30;
 
 pub fn run(d: &Daemon, name: &str, action: &str, req: &Request) -> Answer {
+    if action == "repair" {
+        return json(200, &d.repair(name)?.status(false));
+    }
     let vm = d.get(name)?;
     let _op = vm.op();
     match action {

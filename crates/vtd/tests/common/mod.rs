@@ -99,6 +99,12 @@ impl Vtd {
 
     /// Starts vtd (again) on the same socket and state.
     pub fn restart(&mut self) {
+        self.restart_inheriting(None);
+    }
+
+    /// Starts vtd (again) with `file` open as its descriptor 77, not
+    /// close-on-exec (a descriptor leaked to it by whoever started it).
+    pub fn restart_inheriting(&mut self, file: Option<&std::fs::File>) {
         let mut cmd = match &self.bridge {
             None => Command::new(env!("CARGO_BIN_EXE_vtd")),
             Some(br) => {
@@ -110,6 +116,20 @@ impl Vtd {
                 c
             }
         };
+        if let Some(f) = file {
+            use std::os::fd::AsRawFd;
+            use std::os::unix::process::CommandExt;
+            let fd = f.as_raw_fd();
+            // SAFETY: dup2 is async-signal-safe; it runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::dup2(fd, 77) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let child = cmd
             .arg("--socket")
             .arg(&self.socket)
@@ -250,6 +270,87 @@ impl Vtd {
         walk(&self.state, &mut out);
         out.sort();
         out
+    }
+}
+
+/// A live (not zombie) `vt-vmm` and the socket it serves.
+pub struct LiveVmm {
+    pub pid: u32,
+    pub socket: PathBuf,
+}
+
+/// Every live `vt-vmm` serving a socket under `dir`, from `/proc`.
+pub fn live_vmms_under(dir: &Path) -> Vec<LiveVmm> {
+    let mut out = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for p in procs.flatten() {
+        let Ok(pid) = p.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmd = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+        if !args.first().is_some_and(|a| a.ends_with(b"vt-vmm")) {
+            continue;
+        }
+        let value = |flag: &[u8]| args.windows(2).find(|w| w[0] == flag).map(|w| w[1]);
+        let Some(sock) = value(b"--id").or_else(|| value(b"--api-socket")) else {
+            continue;
+        };
+        let socket = PathBuf::from(String::from_utf8_lossy(sock).into_owned());
+        if socket.starts_with(dir) && pid_alive(pid) {
+            out.push(LiveVmm { pid, socket });
+        }
+    }
+    out
+}
+
+impl Vtd {
+    /// The invariant, checked against `/proc`: every live `vt-vmm` of
+    /// this state directory serves a VM this vtd lists, no VM has two,
+    /// and the VMs vtd reports running or paused are exactly those, with
+    /// those pids.
+    pub fn check_invariant(&self) -> Result<(), String> {
+        let vms: Vec<VmStatus> = serde_json::from_slice(&self.call("GET", "/vms", None).body)
+            .map_err(|e| format!("GET /vms: {e}"))?;
+        let live = live_vmms_under(&self.state);
+        let mut seen = std::collections::BTreeMap::new();
+        for v in &live {
+            let name = v
+                .socket
+                .parent()
+                .and_then(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if let Some(other) = seen.insert(name.clone(), v.pid) {
+                return Err(format!("VM {name} has two VMMs: {other} and {}", v.pid));
+            }
+            let Some(s) = vms.iter().find(|s| s.name == name) else {
+                return Err(format!(
+                    "vt-vmm {} serves {name}, which vtd does not list",
+                    v.pid
+                ));
+            };
+            let reported = s.state.is_active() || s.state == VmState::Unknown;
+            if !reported || (s.state != VmState::Unknown && s.pid != Some(v.pid)) {
+                return Err(format!(
+                    "vt-vmm {} runs for {name}, vtd says {:?} pid {:?} ({:?})",
+                    v.pid, s.state, s.pid, s.reason
+                ));
+            }
+        }
+        for s in vms.iter().filter(|s| s.state.is_active()) {
+            if seen.get(&s.name) != s.pid.as_ref() {
+                return Err(format!(
+                    "vtd says {} runs as pid {:?}; /proc has {:?}",
+                    s.name,
+                    s.pid,
+                    seen.get(&s.name)
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

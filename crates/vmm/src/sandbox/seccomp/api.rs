@@ -2,7 +2,7 @@
 //! thread; its connection threads (started by the listener) inherit it.
 //!
 //! It accepts connections on the socket bound before confinement, reads
-//! the peer's credentials, sets the idle timeout, reads and writes HTTP on
+//! the peer's credentials, sets its read and write timeouts, reads and writes HTTP on
 //! the connection, hands commands to the event loop (a channel and an
 //! eventfd write), and queues console input (UART FIFO, irqfd write).
 //! No `ioctl`, no `open`, no new sockets.
@@ -19,7 +19,7 @@ pub fn rules(r: &mut Rules) -> Result<()> {
         // Connection threads.
         libc::SYS_clone3,
     ]);
-    // SO_PEERCRED; SO_RCVTIMEO (idle timeout).
+    // SO_PEERCRED.
     r.allow_when(
         libc::SYS_getsockopt,
         vec![
@@ -27,12 +27,16 @@ pub fn rules(r: &mut Rules) -> Result<()> {
             super::arg_eq(2, libc::SO_PEERCRED as u64)?,
         ],
     )?;
-    r.allow_when(
-        libc::SYS_setsockopt,
-        vec![
-            super::arg_eq(1, libc::SOL_SOCKET as u64)?,
-            super::arg_eq(2, libc::SO_RCVTIMEO as u64)?,
-        ],
-    )?;
+    // SO_RCVTIMEO (idle timeout, request deadline), SO_SNDTIMEO (write
+    // timeout): vt-http's connection limits.
+    for opt in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
+        r.allow_when(
+            libc::SYS_setsockopt,
+            vec![
+                super::arg_eq(1, libc::SOL_SOCKET as u64)?,
+                super::arg_eq(2, opt as u64)?,
+            ],
+        )?;
+    }
     Ok(())
 }
