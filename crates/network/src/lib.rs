@@ -11,6 +11,7 @@
 
 pub mod dnsmasq;
 pub mod link;
+pub mod manager;
 pub mod nft;
 pub mod routes;
 

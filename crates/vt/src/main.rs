@@ -72,6 +72,12 @@ enum Command {
     },
     /// Follow VM state changes.
     Events,
+    /// Virtual networks (virsh net-*).
+    #[command(subcommand)]
+    Net(cmd::net::NetCommand),
+    /// Policy switches (what VMs may do beyond the defaults).
+    #[command(subcommand)]
+    Policy(cmd::policy::PolicyCommand),
     /// Print a shell completion script (bash, zsh, fish, ...).
     Completions { shell: clap_complete::Shell },
     /// Run commands on a hardware-virtualization /dev/kvm inside the lab
@@ -108,6 +114,8 @@ fn managed(c: &Client, command: Command, f: Format) -> CliResult {
         Command::Undefine { name } => cmd::lifecycle::undefine(c, &name, f),
         Command::Console { name, no_follow } => cmd::console::run(c, &name, !no_follow),
         Command::Events => cmd::events::run(c, f),
+        Command::Net(n) => cmd::net::run(c, n, f),
+        Command::Policy(p) => cmd::policy::run(c, p, f),
         _ => Ok(()),
     }
 }

@@ -184,6 +184,7 @@ pub fn start(
     def: &VmDefinition,
     defaults: &Defaults,
     dir: &VmDir,
+    bridges: &[String],
 ) -> Result<Started, ApiError> {
     let mut p = Passed::default();
     let k = open(def, defaults, kernel, false, 0, "kernel")?;
@@ -207,6 +208,9 @@ pub fn start(
         if d.readonly {
             spec.push_str(",readonly=on");
         }
+        if d.shareable {
+            spec.push_str(",shareable=on");
+        }
         if let Some(f) = d.format {
             spec.push_str(&format!(",format={}", f.name()));
         }
@@ -226,13 +230,12 @@ pub fn start(
         p.arg("--disk");
         p.arg(spec);
     }
-    for (i, n) in def.networks.iter().enumerate() {
+    for (i, (n, bridge)) in def.networks.iter().zip(bridges).enumerate() {
         let name = crate::net::tap_name(&def.name, i);
         let tap = crate::net::create_tap(&name)
             .map_err(|e| ApiError::internal(&format!("cannot create tap {name}"), e))?;
-        crate::net::attach(&n.bridge, &name, std::time::Duration::ZERO).map_err(|e| {
-            ApiError::internal(&format!("cannot add {name} to bridge {}", n.bridge), e)
-        })?;
+        crate::net::attach(bridge, &name, std::time::Duration::ZERO)
+            .map_err(|e| ApiError::internal(&format!("cannot add {name} to bridge {bridge}"), e))?;
         let mac = n
             .mac
             .as_ref()

@@ -32,6 +32,16 @@ impl Defaults {
     }
 }
 
+/// Where VMs' files may be and how networks run (vtd's flags).
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// `--storage-dir`: where kernels and images belong (the
+    /// `vm_host_paths` switch allows others).
+    pub storage_dirs: Vec<PathBuf>,
+    /// `--dnsmasq`: the program for networks with DHCP.
+    pub dnsmasq: String,
+}
+
 pub struct Daemon {
     /// Held (flock) for the daemon's life: one vtd per state directory.
     _lock: std::fs::File,
@@ -43,6 +53,15 @@ pub struct Daemon {
     /// How VMMs are confined (`None`: `vtd --jail off`).
     pub jail: Option<Arc<crate::cell::Jail>>,
     vms: Mutex<BTreeMap<String, Arc<Vm>>>,
+    /// Policy switches.
+    pub policy: crate::policy::Policy,
+    /// Virtual networks.
+    pub nets: network::manager::Manager,
+    pub options: Options,
+    /// VMs whose NICs are in the nftables ruleset (starting or running).
+    pub wired: Mutex<std::collections::BTreeSet<String>>,
+    /// This daemon, for the VMs' exit hooks.
+    me: std::sync::Weak<Daemon>,
 }
 
 /// Takes `STATE/vtd.lock` (close-on-exec, so VMMs do not inherit it).
@@ -69,6 +88,7 @@ impl Daemon {
         vmm: PathBuf,
         defaults: Defaults,
         jail: Option<Arc<crate::cell::Jail>>,
+        options: Options,
     ) -> std::io::Result<Arc<Self>> {
         std::fs::create_dir_all(state_dir.join("vms"))?;
         // Consoles carry logins and boot secrets: only root reads the state.
@@ -78,7 +98,9 @@ impl Daemon {
         }
         let state_lock = lock_state(state_dir)?;
         let audit = Audit::open(&state_dir.join("actions.log"))?;
-        let d = Arc::new(Daemon {
+        let policy = crate::policy::Policy::open(&state_dir.join("policy.json"))?;
+        let nets = network::manager::Manager::open(&state_dir.join("networks"), &options.dnsmasq)?;
+        let d = Arc::new_cyclic(|me| Daemon {
             _lock: state_lock,
             state_dir: state_dir.to_path_buf(),
             vmm,
@@ -87,6 +109,11 @@ impl Daemon {
             audit,
             jail,
             vms: Mutex::new(BTreeMap::new()),
+            policy,
+            nets,
+            options,
+            wired: Mutex::new(Default::default()),
+            me: me.clone(),
         });
         for entry in std::fs::read_dir(d.vms_dir())? {
             let entry = entry?;
@@ -108,11 +135,22 @@ impl Daemon {
                     continue;
                 }
             };
-            let vm = Vm::new(def, dir, d.events.clone(), d.jail.clone());
+            let vm = Vm::new(def, dir, d.events.clone(), d.jail.clone(), d.exit_hook());
             vm.reattach();
             lock(&d.vms).insert(name, vm);
         }
+        d.restore_networks();
         Ok(d)
+    }
+
+    /// What a VM calls when its VMM ends: its NICs leave the ruleset.
+    fn exit_hook(&self) -> Option<crate::vm::ExitHook> {
+        let me = self.me.clone();
+        Some(Arc::new(move |name: &str| {
+            if let Some(d) = me.upgrade() {
+                d.unwire(name);
+            }
+        }))
     }
 
     fn vms_dir(&self) -> PathBuf {
@@ -143,7 +181,7 @@ impl Daemon {
             if vm.state().is_active() {
                 continue;
             }
-            if let Err(e) = vm.start(&self.vmm, &self.defaults) {
+            if let Err(e) = self.start_vm(&vm, None) {
                 eprintln!("vtd: autostart of {} failed: {}", vm.name(), e.message);
             }
         }
@@ -211,7 +249,14 @@ impl Daemon {
             }
         }
         self.check(&def)?;
+        crate::admission::check(
+            &def,
+            &self.policy,
+            &self.options.storage_dirs,
+            &self.defaults,
+        )?;
         let mut vms = lock(&self.vms);
+        self.assign_nics(&mut def, &vms)?;
         let conflict = || ApiError::conflict(format!("a VM named '{}' exists", def.name));
         if vms.contains_key(&def.name) {
             return Err(conflict());
@@ -226,9 +271,16 @@ impl Daemon {
             let _ = std::fs::remove_dir_all(&dir.0);
             return Err(ApiError::internal("cannot write the definition", e));
         }
-        let vm = Vm::new(def, dir, self.events.clone(), self.jail.clone());
+        let vm = Vm::new(
+            def,
+            dir,
+            self.events.clone(),
+            self.jail.clone(),
+            self.exit_hook(),
+        );
         vms.insert(vm.name().to_string(), vm.clone());
         drop(vms);
+        self.update_hosts(&vm.def);
         self.events
             .publish(vm.name(), "defined", VmState::Stopped, None);
         Ok(vm)
@@ -248,6 +300,7 @@ impl Daemon {
             .map_err(|e| ApiError::internal("cannot remove the VM directory", e))?;
         vms.remove(name);
         drop(vms);
+        self.update_hosts(&vm.def);
         self.events
             .publish(name, "undefined", VmState::Stopped, None);
         Ok(())

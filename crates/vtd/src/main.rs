@@ -6,6 +6,7 @@
 //! finds running VMMs again when it restarts.
 
 mod access;
+mod admission;
 mod audit;
 mod cell;
 mod daemon;
@@ -13,11 +14,13 @@ mod error;
 mod events;
 mod exit;
 mod net;
+mod policy;
 mod process;
 mod routes;
 mod store;
 mod vm;
 mod vmm;
+mod vmnet;
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
@@ -63,6 +66,14 @@ struct Args {
     /// may belong to a host user or group).
     #[arg(long, value_name = "UID", default_value_t = jail::ids::DEFAULT_BASE)]
     vm_uid_base: u32,
+    /// A directory where kernels and disk images belong (repeatable).
+    /// Files elsewhere are refused while the `vm_host_paths` policy
+    /// switch is off (it is on by default).
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/vt/images")]
+    storage_dir: Vec<PathBuf>,
+    /// The dnsmasq program that serves DHCP and DNS on networks.
+    #[arg(long, value_name = "PATH", default_value = "dnsmasq")]
+    dnsmasq: String,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -183,7 +194,15 @@ fn main() -> ExitCode {
             }))
         }
     };
-    let daemon = match daemon::Daemon::open(&args.state_dir, vmm, defaults, jail) {
+    let options = daemon::Options {
+        storage_dirs: args
+            .storage_dir
+            .iter()
+            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+            .collect(),
+        dnsmasq: args.dnsmasq.clone(),
+    };
+    let daemon = match daemon::Daemon::open(&args.state_dir, vmm, defaults, jail, options) {
         Ok(d) => d,
         Err(e) => {
             eprintln!(
@@ -217,6 +236,12 @@ fn main() -> ExitCode {
     let due = daemon.autostart_due();
     let autostart = daemon.clone();
     std::thread::spawn(move || autostart.autostart(due));
+    // dnsmasq supervision: one that died is started again.
+    let supervisor = daemon.clone();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(std::time::Duration::from_secs(5));
+        supervisor.nets.supervise(&|n| supervisor.hosts_for(n));
+    });
     let api = Arc::new(routes::Api(daemon));
     let ro = Arc::new(routes::ReadOnly(api.clone()));
     let ro_thread = std::thread::Builder::new()

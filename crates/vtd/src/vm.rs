@@ -54,7 +54,13 @@ pub struct Vm {
     op: Mutex<()>,
     /// How VMMs are confined (`None`: `vtd --jail off`).
     jail: Option<Arc<crate::cell::Jail>>,
+    /// Called with the VM's name when its VMM has ended (its network
+    /// rules go).
+    on_exit: Option<ExitHook>,
 }
+
+/// See [`Vm::new`].
+pub type ExitHook = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// Blocks until the VMM ends; its status when it was our child.
 type Waiter = Box<dyn FnOnce() -> Option<ExitStatus> + Send>;
@@ -69,12 +75,14 @@ impl Vm {
         dir: VmDir,
         events: Arc<Events>,
         jail: Option<Arc<crate::cell::Jail>>,
+        on_exit: Option<ExitHook>,
     ) -> Arc<Self> {
         Arc::new(Vm {
             def,
             dir,
             events,
             jail,
+            on_exit,
             run: Mutex::new(Run::default()),
             ended: Condvar::new(),
             op: Mutex::new(()),
@@ -160,11 +168,13 @@ impl Vm {
         self.events.publish(self.name(), event, state, None);
     }
 
-    /// Starts the VMM and waits until its control socket answers.
+    /// Starts the VMM and waits until its control socket answers;
+    /// `bridges` has the bridge of each NIC, in order.
     pub fn start(
         self: &Arc<Self>,
         vmm: &std::path::Path,
         defaults: &crate::daemon::Defaults,
+        bridges: &[String],
     ) -> Result<(), ApiError> {
         if self.state().is_active() {
             return Err(ApiError::conflict(format!(
@@ -192,21 +202,31 @@ impl Vm {
                 )));
             }
         }
-        for n in &self.def.networks {
-            if !net::bridge_exists(&n.bridge) {
+        if bridges.len() != self.def.networks.len() {
+            return Err(ApiError::internal("start", "a NIC without a bridge"));
+        }
+        for b in bridges {
+            if !net::bridge_exists(b) {
                 return Err(ApiError::bad_request(format!(
-                    "bridge {} does not exist (create it: ip link add {} type bridge)",
-                    n.bridge, n.bridge
+                    "bridge {b} does not exist (create it: ip link add {b} type bridge)"
                 )));
             }
         }
+        // `unconfined` (allowed by the vm_unconfined switch, checked by
+        // the daemon) runs this VM as `vtd --jail off` would.
+        let jail = if self.def.unconfined {
+            None
+        } else {
+            self.jail.clone()
+        };
         let io = |what| move |e| ApiError::internal(what, e);
         store::remove(&self.dir.socket()).map_err(io("cannot remove the old socket"))?;
         std::fs::write(self.dir.console(), b"").map_err(io("cannot reset console.log"))?;
-        let (pid, confinement, wait): (u32, Option<Confinement>, Waiter) = match &self.jail {
+        let (pid, confinement, wait): (u32, Option<Confinement>, Waiter) = match &jail {
             Some(jail) => {
-                let started =
-                    crate::cell::start(jail, vmm, &kernel, &self.def, defaults, &self.dir)?;
+                let started = crate::cell::start(
+                    jail, vmm, &kernel, &self.def, defaults, &self.dir, bridges,
+                )?;
                 let mut child = started.child;
                 let pid = child.pid;
                 // Recorded before the VMM runs: a vtd killed from here
@@ -314,17 +334,13 @@ impl Vm {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        let unjailed_nets = if self.jail.is_none() {
-            &self.def.networks[..]
-        } else {
-            &[]
-        };
-        for (i, n) in unjailed_nets.iter().enumerate() {
+        let unjailed_nets = if jail.is_none() { bridges } else { &[] };
+        for (i, b) in unjailed_nets.iter().enumerate() {
             let tap = net::tap_name(self.name(), i);
-            if let Err(e) = net::attach(&n.bridge, &tap, START_TIMEOUT) {
+            if let Err(e) = net::attach(b, &tap, START_TIMEOUT) {
                 let _ = self.stop("stopped: its network could not be attached");
                 return Err(ApiError::internal(
-                    &format!("cannot add {tap} to bridge {}", n.bridge),
+                    &format!("cannot add {tap} to bridge {b}"),
                     e,
                 ));
             }
@@ -424,6 +440,9 @@ impl Vm {
             "stopped"
         };
         self.events.publish(self.name(), event, state, Some(reason));
+        if let Some(hook) = &self.on_exit {
+            hook(self.name());
+        }
     }
 
     /// Waits until the VMM `pid` has ended; false on timeout.

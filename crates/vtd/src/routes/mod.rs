@@ -4,6 +4,8 @@
 mod actions;
 mod console;
 mod events;
+mod networks;
+mod policy;
 mod vms;
 
 use std::sync::Arc;
@@ -33,6 +35,15 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/vms/{name}/console"),
     ("POST", "/vms/{name}/console"),
     ("GET", "/events"),
+    ("GET", "/networks"),
+    ("POST", "/networks"),
+    ("GET", "/networks/{name}"),
+    ("DELETE", "/networks/{name}"),
+    ("POST", "/networks/{name}/start"),
+    ("POST", "/networks/{name}/stop"),
+    ("GET", "/networks/{name}/leases"),
+    ("GET", "/policy"),
+    ("PUT", "/policy/{name}"),
 ];
 
 pub struct Api(pub Arc<Daemon>);
@@ -78,7 +89,8 @@ impl Api {
             // A VM is its owner's and root's: changing it, and reading its
             // console (logins, boot secrets), needs one of them.
             let console = pattern.ends_with("/console");
-            if pattern.contains("{name}") && (*method != "GET" || console) {
+            let vm_route = pattern.starts_with("/vms/");
+            if vm_route && (*method != "GET" || console) {
                 authorize(d, name, peer)?;
             }
             return match (*method, *pattern) {
@@ -90,7 +102,16 @@ impl Api {
                 ("GET", "/vms/{name}/console") => console::stream(d, name, req),
                 ("POST", "/vms/{name}/console") => console::input(d, name, &req.body),
                 ("GET", "/events") => events::stream(d),
-                (_, p) => actions::run(d, name, p.rsplit('/').next().unwrap_or(""), req),
+                ("GET", "/networks") => networks::list(d),
+                ("POST", "/networks") => networks::define(d, &req.body, peer),
+                ("GET", "/networks/{name}") => networks::get(d, name),
+                ("DELETE", "/networks/{name}") => networks::undefine(d, name, peer),
+                ("POST", "/networks/{name}/start") => networks::start(d, name, peer),
+                ("POST", "/networks/{name}/stop") => networks::stop(d, name, peer),
+                ("GET", "/networks/{name}/leases") => networks::leases(d, name),
+                ("GET", "/policy") => policy::list(d),
+                ("PUT", "/policy/{name}") => policy::set(d, name, &req.body, peer),
+                (_, p) => actions::run(d, name, p.rsplit('/').next().unwrap_or(""), req, peer),
             };
         }
         if allowed.is_empty() {
@@ -204,6 +225,7 @@ mod tests {
         let full = api::manager::DiskSpec {
             path: "/d.qcow2".into(),
             readonly: true,
+            shareable: true,
             format: Some(api::DiskFormat::Qcow2),
             cache: api::CacheMode::Direct,
         };

@@ -1,0 +1,332 @@
+//! VMs on `vtd` networks: addresses handed out at define time, the
+//! nftables ruleset rebuilt from the VMs that run (rules in before a VMM
+//! starts, out when it ends, rebuilt after a restart), the policy
+//! checks and the action-log records of a start.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use api::manager::VmDefinition;
+use api::network::NetMode;
+use network::dnsmasq::Host;
+use network::manager::Manager;
+use network::nft::{self, NetRules, Port};
+
+use crate::daemon::Daemon;
+use crate::error::ApiError;
+use crate::net::tap_name;
+use crate::vm::{lock, Vm};
+
+impl From<network::manager::Error> for ApiError {
+    fn from(e: network::manager::Error) -> Self {
+        ApiError::new(e.status, e.message)
+    }
+}
+
+/// A locally administered MAC in QEMU's 52:54:00 range, random.
+fn random_mac() -> String {
+    let mut b = [0u8; 3];
+    // SAFETY: getrandom writes at most b.len() bytes into b.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != 3 {
+        let t = crate::store::now_ms().to_le_bytes();
+        b.copy_from_slice(&t[..3]);
+    }
+    format!("52:54:00:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2])
+}
+
+impl Daemon {
+    /// Fills in each `network=` NIC's MAC and address (the network must
+    /// be defined; a given address must be in its subnet and free).
+    pub fn assign_nics(
+        &self,
+        def: &mut VmDefinition,
+        vms: &BTreeMap<String, Arc<Vm>>,
+    ) -> Result<(), ApiError> {
+        let others: Vec<&api::manager::NetworkSpec> = vms
+            .values()
+            .filter(|v| v.name() != def.name)
+            .flat_map(|v| v.def.networks.iter())
+            .collect();
+        let mut taken_macs: Vec<String> = others.iter().filter_map(|n| n.mac.clone()).collect();
+        for i in 0..def.networks.len() {
+            let Some(net_name) = def.networks[i].network.clone() else {
+                continue;
+            };
+            let net = self.nets.get(&net_name).map_err(|e| {
+                ApiError::bad_request(format!("NIC {i}: {} (vt net define it first)", e.message))
+            })?;
+            let nic = &mut def.networks[i];
+            if nic.mac.is_none() {
+                let mut mac = random_mac();
+                while taken_macs.contains(&mac) {
+                    mac = random_mac();
+                }
+                nic.mac = Some(mac);
+            }
+            let mac = nic.mac.clone().unwrap_or_default();
+            if others
+                .iter()
+                .any(|o| o.mac.as_deref() == Some(mac.as_str()))
+            {
+                return Err(ApiError::conflict(format!("MAC {mac} is another VM's")));
+            }
+            taken_macs.push(mac);
+            let Some(subnet) = net.subnet else {
+                continue;
+            };
+            let used: Vec<Ipv4Addr> = others
+                .iter()
+                .filter(|o| o.network.as_deref() == Some(net_name.as_str()))
+                .filter_map(|o| o.ip)
+                .collect();
+            match nic.ip {
+                Some(ip) => {
+                    if !subnet.contains(ip)
+                        || ip == subnet.network()
+                        || ip == subnet.broadcast()
+                        || (net.mode != NetMode::Bridge && ip == subnet.gateway())
+                    {
+                        return Err(ApiError::bad_request(format!(
+                            "ip {ip} is not a VM address of network '{net_name}' ({subnet})"
+                        )));
+                    }
+                    if used.contains(&ip) {
+                        return Err(ApiError::conflict(format!(
+                            "ip {ip} is another VM's on network '{net_name}'"
+                        )));
+                    }
+                }
+                None => {
+                    nic.ip = Some(Manager::free_ip(&net, &used).ok_or_else(|| {
+                        ApiError::conflict(format!("network '{net_name}' has no free address"))
+                    })?);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The fixed DHCP leases of network `net`: every defined VM's NICs on it.
+    pub fn hosts_for(&self, net: &str) -> Vec<Host> {
+        self.list()
+            .iter()
+            .flat_map(|vm| {
+                vm.def
+                    .networks
+                    .iter()
+                    .filter(|n| n.network.as_deref() == Some(net))
+                    .filter_map(|n| {
+                        Some(Host {
+                            mac: n.mac.clone()?,
+                            ip: n.ip?,
+                            name: vm.name().to_string(),
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Refreshes the leases of the networks `def` has NICs on.
+    pub fn update_hosts(&self, def: &VmDefinition) {
+        for n in def.networks.iter().filter_map(|n| n.network.as_deref()) {
+            self.nets.set_hosts(n, &self.hosts_for(n));
+        }
+    }
+
+    /// VMs whose definitions name network `net`, and those of them running.
+    pub fn net_users(&self, net: &str) -> (Vec<String>, Vec<String>) {
+        let users: Vec<Arc<Vm>> = self
+            .list()
+            .into_iter()
+            .filter(|vm| {
+                vm.def
+                    .networks
+                    .iter()
+                    .any(|n| n.network.as_deref() == Some(net))
+            })
+            .collect();
+        let running = users
+            .iter()
+            .filter(|v| v.state().is_active() || lock(&self.wired).contains(v.name()))
+            .map(|v| v.name().to_string())
+            .collect();
+        (
+            users.iter().map(|v| v.name().to_string()).collect(),
+            running,
+        )
+    }
+
+    /// The ruleset for the active networks and the wired VMs.
+    fn rules(&self, wired: &std::collections::BTreeSet<String>) -> Vec<NetRules> {
+        let switch = self.policy.on("vm_inter_vm_traffic");
+        let vms = self.list();
+        self.nets
+            .active()
+            .into_iter()
+            .map(|net| {
+                let mut ports = Vec::new();
+                for vm in vms.iter().filter(|v| wired.contains(v.name())) {
+                    for (i, n) in vm.def.networks.iter().enumerate() {
+                        if n.network.as_deref() != Some(net.name.as_str()) {
+                            continue;
+                        }
+                        ports.push(Port {
+                            tap: tap_name(vm.name(), i),
+                            mac: n.mac.clone().unwrap_or_default().to_ascii_lowercase(),
+                            ip: n.ip,
+                            vm: vm.name().to_string(),
+                            peers: n.peers.clone(),
+                        });
+                    }
+                }
+                NetRules {
+                    name: net.name.clone(),
+                    mode: net.mode,
+                    bridge: net.bridge_name(),
+                    subnet: net.subnet,
+                    inter_vm: net.inter_vm_allowed(switch),
+                    ports,
+                }
+            })
+            .collect()
+    }
+
+    /// Loads the ruleset for `wired` (no tables at all without active
+    /// networks).
+    fn load(&self, wired: &std::collections::BTreeSet<String>) -> Result<(), String> {
+        let rules = self.rules(wired);
+        if rules.is_empty() {
+            if network::find_program("nft").is_some() {
+                return nft::remove();
+            }
+            return Ok(());
+        }
+        nft::apply(&nft::ruleset(&rules))
+    }
+
+    /// Rebuilds the ruleset from state (after a policy or network change).
+    pub fn sync_rules(&self) -> Result<(), ApiError> {
+        let wired = lock(&self.wired);
+        self.load(&wired)
+            .map_err(|e| ApiError::new(500, format!("cannot load the network rules: {e}")))
+    }
+
+    /// Takes VM `name`'s NICs out of the ruleset (its VMM ended).
+    pub fn unwire(&self, name: &str) {
+        let mut wired = lock(&self.wired);
+        if wired.remove(name) {
+            if let Err(e) = self.load(&wired) {
+                eprintln!("vtd: removing the network rules of {name}: {e}");
+            }
+        }
+    }
+
+    /// After a restart: VMs running again are wired, active networks'
+    /// bridges and dnsmasq taken back (or brought back), autostart networks
+    /// started, and the ruleset rebuilt.
+    pub fn restore_networks(&self) {
+        let hosts = |n: &str| self.hosts_for(n);
+        for e in self.nets.adopt(&hosts) {
+            eprintln!("vtd: {e}");
+        }
+        for net in self.nets.list() {
+            if net.autostart && !self.nets.is_active(&net.name) {
+                if let Err(e) = self.nets.start(&net.name, &self.hosts_for(&net.name)) {
+                    eprintln!(
+                        "vtd: autostart of network '{}' failed: {}",
+                        net.name, e.message
+                    );
+                }
+            }
+        }
+        let mut wired = lock(&self.wired);
+        for vm in self.list() {
+            let on_net = vm.def.networks.iter().any(|n| n.network.is_some());
+            if on_net && vm.state().is_active() {
+                wired.insert(vm.name().to_string());
+            }
+        }
+        if let Err(e) = self.load(&wired) {
+            eprintln!("vtd: cannot load the network rules: {e}");
+        }
+    }
+
+    /// Starts a VM: the policy switches checked, its networks resolved,
+    /// its NICs' rules loaded before the VMM runs (fail closed: no rules,
+    /// no start), then the VMM. Refusals by policy go to the action log
+    /// with `peer` (None: vtd itself, e.g. autostart).
+    pub fn start_vm(&self, vm: &Arc<Vm>, peer: Option<&vt_http::Peer>) -> Result<(), ApiError> {
+        if vm.state().is_active() {
+            return Err(ApiError::conflict(format!(
+                "VM '{}' is already running",
+                vm.name()
+            )));
+        }
+        if let Err(e) = crate::admission::check(
+            &vm.def,
+            &self.policy,
+            &self.options.storage_dirs,
+            &self.defaults,
+        ) {
+            self.record_refusal(peer, vm.name(), &e);
+            return Err(e);
+        }
+        let mut bridges = Vec::new();
+        for (i, n) in vm.def.networks.iter().enumerate() {
+            match (&n.bridge, &n.network) {
+                (Some(b), _) => bridges.push(b.clone()),
+                (None, Some(net)) => {
+                    let def = self
+                        .nets
+                        .get(net)
+                        .map_err(|e| ApiError::bad_request(format!("NIC {i}: {}", e.message)))?;
+                    if !self.nets.is_active(net) {
+                        return Err(ApiError::conflict(format!(
+                            "network '{net}' is not active (vt net start {net})"
+                        )));
+                    }
+                    bridges.push(def.bridge_name());
+                }
+                (None, None) => return Err(ApiError::bad_request("a NIC without a network")),
+            }
+        }
+        let on_net = vm.def.networks.iter().any(|n| n.network.is_some());
+        if on_net {
+            let mut wired = lock(&self.wired);
+            wired.insert(vm.name().to_string());
+            if let Err(e) = self.load(&wired) {
+                wired.remove(vm.name());
+                let e = ApiError::new(
+                    500,
+                    format!(
+                        "VM '{}' not started: its network rules could not be loaded (fail closed): {e}",
+                        vm.name()
+                    ),
+                );
+                self.record_refusal(peer, vm.name(), &e);
+                return Err(e);
+            }
+        }
+        let started = vm.start(&self.vmm, &self.defaults, &bridges);
+        if started.is_err() && on_net && !vm.state().is_active() {
+            self.unwire(vm.name());
+        }
+        started
+    }
+
+    /// Writes a refusal to the action log (method `REFUSED`, the path
+    /// naming the VM and why).
+    fn record_refusal(&self, peer: Option<&vt_http::Peer>, vm: &str, e: &ApiError) {
+        let me = vt_http::Peer {
+            pid: std::process::id() as i32,
+            uid: 0,
+            gid: 0,
+        };
+        let path = format!("/vms/{vm}/start: {}", e.message);
+        self.audit
+            .record(peer.unwrap_or(&me), "REFUSED", &path, e.status);
+    }
+}
