@@ -1,6 +1,6 @@
 //! One dnsmasq per network with DHCP (as libvirt runs them): a daemon of
 //! its own with a configuration file, a pid file, a hosts file of fixed
-//! leases (one per NIC, re-read on SIGHUP) and a lease file, all in the
+//! leases (one per NIC) and a lease file, all in the
 //! network's directory. It outlives `vtd`; a restarted `vtd` finds it by
 //! its pid file and command line.
 
@@ -133,25 +133,17 @@ impl Dnsmasq {
             .ok_or_else(|| "dnsmasq started but wrote no pid file".to_string())
     }
 
-    /// Asks dnsmasq to re-read its hosts file.
-    pub fn reload(&self) {
-        if let Some(pid) = self.pid() {
-            // SAFETY: kill has no memory effects; pid is our dnsmasq.
-            unsafe { libc::kill(pid as i32, libc::SIGHUP) };
-        }
-    }
-
     /// Stops dnsmasq (SIGTERM, then SIGKILL after 2 s).
     pub fn stop(&self) {
         let Some(pid) = self.pid() else {
             return;
         };
-        // SAFETY: as in reload.
+        // SAFETY: kill has no memory effects; pid is our dnsmasq.
         unsafe { libc::kill(pid as i32, libc::SIGTERM) };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
         while self.pid() == Some(pid) {
             if std::time::Instant::now() > deadline {
-                // SAFETY: as in reload.
+                // SAFETY: kill has no memory effects; pid is our dnsmasq.
                 unsafe { libc::kill(pid as i32, libc::SIGKILL) };
                 break;
             }

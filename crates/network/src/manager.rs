@@ -334,12 +334,20 @@ impl Manager {
         }
     }
 
-    /// Rewrites a network's fixed leases and has dnsmasq re-read them.
+    /// Rewrites a network's fixed leases and restarts its dnsmasq to read
+    /// them (it runs as its own unprivileged user then and cannot read
+    /// vtd's state directory again; its lease file keeps the leases).
     pub fn set_hosts(&self, name: &str, hosts: &[Host]) {
         let dns = self.dns(name);
-        if dns.pid().is_some() {
-            let _ = dns.write_hosts(hosts);
-            dns.reload();
+        let (Ok(def), Some(_)) = (self.get(name), dns.pid()) else {
+            return;
+        };
+        let _ = dns.write_hosts(hosts);
+        if let (Ok(Some(exe)), Some(subnet)) = (self.dnsmasq_exe(&def), def.subnet) {
+            dns.stop();
+            if let Err(e) = dns.start(&exe, def.mode, &def.bridge_name(), &subnet) {
+                eprintln!("vtd: network '{name}': {e}");
+            }
         }
     }
 

@@ -27,6 +27,19 @@ use serde_json::{json, Value};
 /// The name of both tables.
 pub const TABLE: &str = "vtd";
 
+static PROGRAM: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Uses `program` (a name searched in PATH, or a path) instead of `nft`;
+/// only the first call counts.
+pub fn set_program(program: &str) {
+    let _ = PROGRAM.set(program.to_string());
+}
+
+/// The nft program in use.
+pub fn program() -> &'static str {
+    PROGRAM.get().map_or("nft", |s| s.as_str())
+}
+
 /// One VM NIC on a network.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Port {
@@ -320,7 +333,7 @@ pub fn ruleset(nets: &[NetRules]) -> Value {
 /// Loads `doc` (from [`ruleset`]) in one transaction.
 pub fn apply(doc: &Value) -> Result<(), String> {
     let text = doc.to_string();
-    crate::run("nft", &["-j", "-f", "-"], Some(text.as_bytes()))
+    crate::run(program(), &["-j", "-f", "-"], Some(text.as_bytes()))
         .map(|_| ())
         .map_err(|e| format!("nftables: {e}"))
 }
@@ -337,7 +350,7 @@ pub fn remove() -> Result<(), String> {
 
 /// `nft list table FAMILY vtd` as text; None when the table is absent.
 pub fn list(family: &str) -> Option<String> {
-    crate::run("nft", &["list", "table", family, TABLE], None).ok()
+    crate::run(program(), &["list", "table", family, TABLE], None).ok()
 }
 
 #[cfg(test)]

@@ -74,6 +74,9 @@ struct Args {
     /// The dnsmasq program that serves DHCP and DNS on networks.
     #[arg(long, value_name = "PATH", default_value = "dnsmasq")]
     dnsmasq: String,
+    /// The nft program that loads vtd's nftables tables.
+    #[arg(long, value_name = "PATH", default_value = "nft")]
+    nft: String,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -194,6 +197,7 @@ fn main() -> ExitCode {
             }))
         }
     };
+    network::nft::set_program(&args.nft);
     let options = daemon::Options {
         storage_dirs: args
             .storage_dir

@@ -199,7 +199,7 @@ impl Daemon {
     fn load(&self, wired: &std::collections::BTreeSet<String>) -> Result<(), String> {
         let rules = self.rules(wired);
         if rules.is_empty() {
-            if network::find_program("nft").is_some() {
+            if network::find_program(nft::program()).is_some() {
                 return nft::remove();
             }
             return Ok(());

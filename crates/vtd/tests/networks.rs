@@ -1,0 +1,182 @@
+//! vtd's networks, each test with a vtd in a network namespace of its own
+//! (bridges, dnsmasq and nftables tables stay inside it): rules present
+//! while a VM runs and gone when it stops, rebuilt after `kill -9` of
+//! vtd, fail closed, and bad input refused with nothing half-applied.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use api::network::NetworkStatus;
+use common::{require_kvm, Vtd};
+
+fn have_tools() -> bool {
+    let ok = ["nft", "dnsmasq"]
+        .iter()
+        .all(|t| network::find_program(t).is_some());
+    if !ok {
+        eprintln!("skipped: needs nft and dnsmasq (scripts/setup-host.sh)");
+    }
+    ok
+}
+
+/// `args` run in vtd's network namespace.
+fn in_ns(vtd: &Vtd, args: &[&str]) -> Output {
+    Command::new("nsenter")
+        .arg(format!("--net={}", vtd.netns_path().unwrap()))
+        .arg("--")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// `nft list table FAMILY vtd` in vtd's namespace (None: no such table).
+fn table(vtd: &Vtd, family: &str) -> Option<String> {
+    let nft = network::find_program("nft").unwrap();
+    let o = in_ns(
+        vtd,
+        &[nft.to_str().unwrap(), "list", "table", family, "vtd"],
+    );
+    o.status
+        .success()
+        .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+fn link_exists(vtd: &Vtd, name: &str) -> bool {
+    in_ns(vtd, &["ip", "link", "show", name]).status.success()
+}
+
+fn ok(o: Output) -> String {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn err(o: Output, code: i32, text: &str) {
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(code), "{e}");
+    assert!(e.contains(text), "wanted '{text}' in: {e}");
+}
+
+fn net(vtd: &Vtd, name: &str) -> NetworkStatus {
+    serde_json::from_value(vtd.expect("GET", &format!("/networks/{name}"), None, 200)).unwrap()
+}
+
+#[test]
+fn rules_follow_the_vm_and_survive_a_vtd_kill() {
+    require_kvm!();
+    if !have_tools() {
+        return;
+    }
+    let mut vtd = Vtd::start_in_netns("netrules", "vtdummy0");
+    ok(vtd.vt(&[
+        "net",
+        "define",
+        "lan",
+        "--mode",
+        "isolated",
+        "--subnet",
+        "10.88.0.0/24",
+    ]));
+    // Defined only: nothing on the host yet.
+    assert!(!link_exists(&vtd, "vtbr-lan"));
+    assert!(table(&vtd, "bridge").is_none());
+    ok(vtd.vt(&["net", "start", "lan"]));
+    let s = net(&vtd, "lan");
+    assert!(s.active && link_exists(&vtd, "vtbr-lan"));
+    assert!(s.dnsmasq_pid.is_some(), "dnsmasq runs");
+    let addr =
+        String::from_utf8_lossy(&in_ns(&vtd, &["ip", "-4", "addr", "show", "vtbr-lan"]).stdout)
+            .into_owned();
+    assert!(addr.contains("10.88.0.1/24"), "{addr}");
+    // An isolated network: nothing forwarded off its bridge.
+    let inet = table(&vtd, "inet").expect("inet table");
+    assert!(inet.contains("iifname \"vtbr-lan\" drop"), "{inet}");
+
+    for vm in ["a", "b"] {
+        ok(vtd.vt(&[
+            "create",
+            "--name",
+            vm,
+            "--ram",
+            "16",
+            "--network",
+            "network=lan",
+        ]));
+    }
+    let a = vtd.status("a").definition.networks[0].clone();
+    let b = vtd.status("b").definition.networks[0].clone();
+    let (mac_a, ip_a) = (a.mac.unwrap(), a.ip.unwrap());
+    assert_eq!(ip_a.to_string(), "10.88.0.2");
+    assert_eq!(b.ip.unwrap().to_string(), "10.88.0.3");
+    // Both fixed leases are in dnsmasq's hosts file.
+    let hosts = std::fs::read_to_string(vtd.state.join("networks/lan/dhcp-hosts")).unwrap();
+    assert!(hosts.contains(&format!("{mac_a},{ip_a},a")), "{hosts}");
+    assert!(!table(&vtd, "bridge").unwrap().contains(&mac_a));
+
+    ok(vtd.vt(&["start", "a"]));
+    ok(vtd.vt(&["start", "b"]));
+    let br = table(&vtd, "bridge").unwrap();
+    assert!(br.contains(&format!("ether saddr != {mac_a} drop")), "{br}");
+    assert!(br.contains(&format!("ip saddr != {ip_a} drop")), "{br}");
+    // VM-to-VM denied on an isolated network (the switch is off)...
+    assert!(br.contains("oifname {") && br.contains(" drop"), "{br}");
+    let forward_drop = |t: &str| {
+        t.lines()
+            .any(|l| l.contains("iifname {") && l.contains("oifname {"))
+    };
+    assert!(forward_drop(&br));
+    // ...and allowed once vm_inter_vm_traffic is on: rebuilt at once.
+    ok(vtd.vt(&["policy", "set", "vm_inter_vm_traffic", "on"]));
+    assert!(!forward_drop(&table(&vtd, "bridge").unwrap()));
+    ok(vtd.vt(&["policy", "set", "vm_inter_vm_traffic", "off"]));
+    assert!(forward_drop(&table(&vtd, "bridge").unwrap()));
+
+    // The network is in use: not stopped, not undefined.
+    err(vtd.vt(&["net", "stop", "lan"]), 5, "running VM(s) a, b");
+    err(vtd.vt(&["net", "undefine", "lan"]), 5, "is active");
+
+    // kill -9 of vtd: bridge, dnsmasq and rules stay; a new vtd takes
+    // them back and rebuilds the same rules.
+    let before = table(&vtd, "bridge").unwrap();
+    // dnsmasq was restarted with each new VM's lease: its pid now.
+    let dnsmasq = net(&vtd, "lan").dnsmasq_pid.unwrap();
+    vtd.kill9();
+    assert_eq!(
+        table(&vtd, "bridge").unwrap(),
+        before,
+        "rules changed while vtd was down"
+    );
+    assert!(common::pid_alive(dnsmasq) && link_exists(&vtd, "vtbr-lan"));
+    vtd.restart();
+    assert_eq!(table(&vtd, "bridge").unwrap(), before);
+    assert_eq!(
+        net(&vtd, "lan").dnsmasq_pid,
+        Some(dnsmasq),
+        "dnsmasq adopted, not restarted"
+    );
+
+    // Stop: that VM's rules go, the other's stay.
+    ok(vtd.vt(&["stop", "a"]));
+    let br = table(&vtd, "bridge").unwrap();
+    assert!(
+        !br.contains(&mac_a) && br.contains(b.mac.as_deref().unwrap()),
+        "{br}"
+    );
+    ok(vtd.vt(&["stop", "b"]));
+    // Still defined on the network: not undefined.
+    ok(vtd.vt(&["net", "stop", "lan"]));
+    assert!(table(&vtd, "bridge").is_none() && table(&vtd, "inet").is_none());
+    assert!(!link_exists(&vtd, "vtbr-lan"));
+    assert!(
+        !std::path::Path::new(&format!("/proc/{dnsmasq}")).exists() || !common::pid_alive(dnsmasq)
+    );
+    err(
+        vtd.vt(&["net", "undefine", "lan"]),
+        5,
+        "in use by VM(s) a, b",
+    );
+    ok(vtd.vt(&["undefine", "a"]));
+    ok(vtd.vt(&["undefine", "b"]));
+    ok(vtd.vt(&["net", "undefine", "lan"]));
+    assert!(!vtd.state.join("networks/lan").exists());
+}
