@@ -180,3 +180,265 @@ fn rules_follow_the_vm_and_survive_a_vtd_kill() {
     ok(vtd.vt(&["net", "undefine", "lan"]));
     assert!(!vtd.state.join("networks/lan").exists());
 }
+
+/// Interfaces, nftables tables and dnsmasq processes in vtd's namespace
+/// (what a refused request must not leave behind).
+fn host_side(vtd: &Vtd) -> (String, Option<String>, Option<String>, Vec<u32>) {
+    let links = ok(in_ns(vtd, &["ip", "-o", "link", "show"]));
+    let links: Vec<&str> = links.lines().filter_map(|l| l.split(": ").nth(1)).collect();
+    let dnsmasq: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|p| p.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let dir = vtd.dir.as_os_str().as_encoded_bytes();
+            let mentions = |n: &[u8]| cmd.windows(n.len()).any(|w| w == n);
+            mentions(dir) && mentions(b"dnsmasq")
+        })
+        .collect();
+    (
+        links.join(" "),
+        table(vtd, "bridge"),
+        table(vtd, "inet"),
+        dnsmasq,
+    )
+}
+
+#[test]
+fn bad_networks_are_refused_with_nothing_half_applied() {
+    if !have_tools() {
+        return;
+    }
+    // An nft that fails while DIR/nft-fails exists; dnsmasq missing for
+    // networks with DHCP.
+    let mut vtd = Vtd::start_in_netns("netbad", "vtdummy0");
+    let wrapper = vtd.dir.join("nft");
+    let flag = vtd.dir.join("nft-fails");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\n[ -e {} ] && {{ echo 'simulated nft failure' >&2; exit 1; }}\nexec {} \"$@\"\n",
+            flag.display(),
+            network::find_program("nft").unwrap().display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    vtd.kill9();
+    vtd.set_args(&[
+        "--nft",
+        wrapper.to_str().unwrap(),
+        "--dnsmasq",
+        "/nonexistent/dnsmasq",
+    ]);
+    vtd.restart();
+    // A host route: the dummy bridge gets 10.99.0.1/16.
+    ok(in_ns(
+        &vtd,
+        &["ip", "addr", "add", "10.99.0.1/16", "dev", "vtdummy0"],
+    ));
+    ok(in_ns(&vtd, &["ip", "link", "set", "vtdummy0", "up"]));
+    let clean = host_side(&vtd);
+
+    ok(vtd.vt(&[
+        "net",
+        "define",
+        "one",
+        "--mode",
+        "isolated",
+        "--subnet",
+        "10.50.0.0/24",
+    ]));
+    let snapshot = vtd.snapshot();
+    let cases: &[(&[&str], i32, &str)] = &[
+        (
+            &["--mode", "isolated", "--subnet", "10.50.0.0/16"],
+            5,
+            "overlaps network 'one'",
+        ),
+        (
+            &["--mode", "nat", "--subnet", "10.99.3.0/24"],
+            5,
+            "collides with the host route 10.99.0.0/16 on vtdummy0",
+        ),
+        (
+            &["--mode", "isolated", "--subnet", "10.51.0.1/24"],
+            2,
+            "host bits set",
+        ),
+        (&["--mode", "isolated"], 2, "needs --subnet"),
+        (&["--mode", "bridge"], 2, "needs --bridge"),
+        (
+            &[
+                "--mode",
+                "isolated",
+                "--subnet",
+                "10.52.0.0/24",
+                "--bridge",
+                "vtdummy0",
+            ],
+            5,
+            "vtdummy0 already exists",
+        ),
+    ];
+    for (args, code, text) in cases {
+        let mut a = vec!["net", "define", "two"];
+        a.extend_from_slice(args);
+        err(vtd.vt(&a), *code, text);
+    }
+    assert_eq!(
+        vtd.snapshot(),
+        snapshot,
+        "a refused define changed the state"
+    );
+    err(
+        vtd.vt(&[
+            "net",
+            "define",
+            "one",
+            "--mode",
+            "isolated",
+            "--subnet",
+            "10.60.0.0/24",
+        ]),
+        5,
+        "exists",
+    );
+
+    // DHCP without dnsmasq: refused before anything is made.
+    err(
+        vtd.vt(&["net", "start", "one"]),
+        1,
+        "dnsmasq (/nonexistent/dnsmasq) is not installed",
+    );
+    assert_eq!(host_side(&vtd), clean);
+    assert!(!net(&vtd, "one").active);
+
+    // Rules that cannot be loaded: the network does not stay up.
+    ok(vtd.vt(&[
+        "net",
+        "define",
+        "quiet",
+        "--mode",
+        "isolated",
+        "--subnet",
+        "10.70.0.0/24",
+        "--dhcp",
+        "off",
+    ]));
+    std::fs::write(&flag, b"").unwrap();
+    err(
+        vtd.vt(&["net", "start", "quiet"]),
+        1,
+        "simulated nft failure",
+    );
+    assert_eq!(host_side(&vtd), clean, "half-applied network start");
+    assert!(!net(&vtd, "quiet").active);
+    std::fs::remove_file(&flag).unwrap();
+    ok(vtd.vt(&["net", "start", "quiet"]));
+    assert!(table(&vtd, "bridge").is_some());
+
+    // A VM on an inactive network, or one that does not exist.
+    err(
+        vtd.vt(&[
+            "create",
+            "--name",
+            "x",
+            "--ram",
+            "16",
+            "--network",
+            "network=nosuch",
+        ]),
+        1,
+        "no network named 'nosuch'",
+    );
+    ok(vtd.vt(&[
+        "create",
+        "--name",
+        "x",
+        "--ram",
+        "16",
+        "--network",
+        "network=one",
+    ]));
+    err(
+        vtd.vt(&["start", "x"]),
+        5,
+        "network 'one' is not active (vt net start one)",
+    );
+    // Addresses: outside the subnet, the gateway, taken.
+    err(
+        vtd.vt(&[
+            "create",
+            "--name",
+            "y",
+            "--ram",
+            "16",
+            "--network",
+            "network=quiet,ip=10.1.1.1",
+        ]),
+        1,
+        "is not a VM address",
+    );
+    err(
+        vtd.vt(&[
+            "create",
+            "--name",
+            "y",
+            "--ram",
+            "16",
+            "--network",
+            "network=quiet,ip=10.70.0.1",
+        ]),
+        1,
+        "is not a VM address",
+    );
+    ok(vtd.vt(&[
+        "create",
+        "--name",
+        "y",
+        "--ram",
+        "16",
+        "--network",
+        "network=quiet,ip=10.70.0.9,peers=x,z",
+    ]));
+    let y = vtd.status("y").definition.networks[0].clone();
+    assert_eq!(y.peers, ["x", "z"]);
+    err(
+        vtd.vt(&[
+            "create",
+            "--name",
+            "w",
+            "--ram",
+            "16",
+            "--network",
+            "network=quiet,ip=10.70.0.9",
+        ]),
+        5,
+        "another VM's",
+    );
+
+    // Fail closed: no rules, no VM.
+    if common::have_kvm() {
+        let before = table(&vtd, "bridge");
+        std::fs::write(&flag, b"").unwrap();
+        err(
+            vtd.vt(&["start", "y"]),
+            1,
+            "VM 'y' not started: its network rules could not be loaded (fail closed)",
+        );
+        assert_eq!(vtd.status("y").state, api::manager::VmState::Stopped);
+        assert_eq!(table(&vtd, "bridge"), before);
+        std::fs::remove_file(&flag).unwrap();
+        ok(vtd.vt(&["start", "y"]));
+        assert!(table(&vtd, "bridge")
+            .unwrap()
+            .contains(y.mac.as_deref().unwrap()));
+        ok(vtd.vt(&["stop", "y"]));
+    }
+    ok(vtd.vt(&["undefine", "y"]));
+    ok(vtd.vt(&["net", "stop", "quiet"]));
+    assert_eq!(host_side(&vtd), clean);
+}

@@ -153,6 +153,11 @@ impl Vtd {
         Some(format!("/proc/{}/fd/{}", std::process::id(), f.as_raw_fd()))
     }
 
+    /// Replaces the extra vtd flags (for the next [`Vtd::restart`]).
+    pub fn set_args(&mut self, args: &[&str]) {
+        self.args = args.iter().map(|a| a.to_string()).collect();
+    }
+
     /// vtd's pid.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
