@@ -229,7 +229,7 @@ fn a_bad_ruleset_changes_nothing() {
                 peers: vec![],
             }],
         };
-        nft::apply(&nft::ruleset(&[good.clone()])).unwrap();
+        nft::apply(&nft::ruleset(std::slice::from_ref(&good))).unwrap();
         let before = nft::list("bridge").unwrap();
         let mut bad = good;
         bad.ports[0].tap = "tapbad".into();
