@@ -31,17 +31,17 @@ impl Dnsmasq {
     pub fn pid_file(&self) -> PathBuf {
         self.dir.join("dnsmasq.pid")
     }
-    pub fn hosts(&self) -> PathBuf {
-        self.dir.join("dhcp-hosts")
-    }
     pub fn leases(&self) -> PathBuf {
         self.dir.join("leases")
     }
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("dnsmasq.log")
+    }
 
     /// The configuration: listen on the bridge's gateway address only,
-    /// fixed leases only (`static`: a MAC without a hosts-file line gets
+    /// fixed leases only (`static`: a MAC without a `dhcp-host` line gets
     /// no address), no upstream DNS for an isolated network.
-    pub fn config(&self, mode: NetMode, bridge: &str, subnet: &Subnet) -> String {
+    pub fn config(&self, mode: NetMode, bridge: &str, subnet: &Subnet, hosts: &[Host]) -> String {
         let mask = Ipv4Addr::from(u32::MAX << (32 - u32::from(subnet.prefix)));
         let mut c = format!(
             "# written by vtd: do not edit\n\
@@ -55,26 +55,21 @@ impl Dnsmasq {
              dhcp-no-override\n\
              dhcp-authoritative\n\
              dhcp-leasefile={leases}\n\
-             dhcp-hostsfile={hosts}\n",
+             log-facility={log}\n\
+             log-dhcp\n",
             pid = self.pid_file().display(),
             gw = subnet.gateway(),
             first = subnet.network(),
             leases = self.leases().display(),
-            hosts = self.hosts().display(),
+            log = self.log().display(),
         );
         if mode == NetMode::Isolated {
             c.push_str("no-resolv\nno-poll\n");
         }
+        for h in hosts {
+            c.push_str(&format!("dhcp-host={},{},{}\n", h.mac, h.ip, h.name));
+        }
         c
-    }
-
-    /// Writes the hosts file (`MAC,IP,NAME` lines, `--dhcp-hostsfile`).
-    pub fn write_hosts(&self, hosts: &[Host]) -> std::io::Result<()> {
-        let text: String = hosts
-            .iter()
-            .map(|h| format!("{},{},{}\n", h.mac, h.ip, h.name))
-            .collect();
-        crate::write_atomic(&self.hosts(), text.as_bytes())
     }
 
     /// The running dnsmasq's pid: from the pid file, checked to be a
@@ -103,17 +98,14 @@ impl Dnsmasq {
         mode: NetMode,
         bridge: &str,
         subnet: &Subnet,
+        hosts: &[Host],
     ) -> Result<u32, String> {
         if let Some(pid) = self.pid() {
             return Ok(pid);
         }
-        let w = |p: &Path, data: &[u8]| {
-            crate::write_atomic(p, data).map_err(|e| format!("{}: {e}", p.display()))
-        };
-        w(&self.conf(), self.config(mode, bridge, subnet).as_bytes())?;
-        if !self.hosts().exists() {
-            w(&self.hosts(), b"")?;
-        }
+        let conf = self.config(mode, bridge, subnet, hosts);
+        crate::write_atomic(&self.conf(), conf.as_bytes())
+            .map_err(|e| format!("{}: {e}", self.conf().display()))?;
         let out = std::process::Command::new(exe)
             .arg(format!("--conf-file={}", self.conf().display()))
             .stdin(std::process::Stdio::null())
@@ -141,7 +133,12 @@ impl Dnsmasq {
         // SAFETY: kill has no memory effects; pid is our dnsmasq.
         unsafe { libc::kill(pid as i32, libc::SIGTERM) };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        while self.pid() == Some(pid) {
+        // Until it is gone (it removes its pid file before it has closed
+        // its sockets, so the pid file does not tell).
+        let alive = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
+        };
+        while alive() {
             if std::time::Instant::now() > deadline {
                 // SAFETY: kill has no memory effects; pid is our dnsmasq.
                 unsafe { libc::kill(pid as i32, libc::SIGKILL) };
@@ -193,10 +190,16 @@ mod tests {
     fn config_names_the_files() {
         let d = Dnsmasq { dir: "/s/n".into() };
         let s = Subnet::parse("10.1.0.0/16").unwrap();
-        let c = d.config(NetMode::Isolated, "vtbr-n", &s);
+        let h = Host {
+            mac: "52:54:00:00:00:01".into(),
+            ip: Ipv4Addr::new(10, 1, 0, 7),
+            name: "vm1".into(),
+        };
+        let c = d.config(NetMode::Isolated, "vtbr-n", &s, &[h]);
         assert!(c.contains("dhcp-range=10.1.0.0,static,255.255.0.0"), "{c}");
         assert!(c.contains("listen-address=10.1.0.1"));
+        assert!(c.contains("dhcp-host=52:54:00:00:00:01,10.1.0.7,vm1\n"));
         assert!(c.contains("no-resolv"));
-        assert!(!d.config(NetMode::Nat, "b", &s).contains("no-resolv"));
+        assert!(!d.config(NetMode::Nat, "b", &s, &[]).contains("no-resolv"));
     }
 }

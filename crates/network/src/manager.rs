@@ -233,10 +233,7 @@ impl Manager {
             .map_err(|e| Error::new(500, format!("cannot make bridge {bridge}: {e}")))?;
         if let Some(exe) = exe {
             let dns = self.dns(&def.name);
-            let started = dns
-                .write_hosts(hosts)
-                .map_err(|e| format!("dnsmasq hosts file: {e}"))
-                .and_then(|_| dns.start(&exe, def.mode, &bridge, &subnet));
+            let started = dns.start(&exe, def.mode, &bridge, &subnet, hosts);
             if let Err(e) = started {
                 if made {
                     let _ = link::delete(&bridge);
@@ -322,8 +319,7 @@ impl Manager {
             let dns = self.dns(&def.name);
             if dns.pid().is_none() {
                 if let Some(s) = def.subnet {
-                    let _ = dns.write_hosts(&hosts(&def.name));
-                    match dns.start(&exe, def.mode, &def.bridge_name(), &s) {
+                    match dns.start(&exe, def.mode, &def.bridge_name(), &s, &hosts(&def.name)) {
                         Ok(pid) => {
                             eprintln!("vtd: network '{}': dnsmasq restarted (pid {pid})", def.name)
                         }
@@ -334,18 +330,17 @@ impl Manager {
         }
     }
 
-    /// Rewrites a network's fixed leases and restarts its dnsmasq to read
-    /// them (it runs as its own unprivileged user then and cannot read
-    /// vtd's state directory again; its lease file keeps the leases).
+    /// Restarts a network's dnsmasq with new fixed leases (it reads its
+    /// configuration only at start, as root; its lease file keeps the
+    /// leases it gave).
     pub fn set_hosts(&self, name: &str, hosts: &[Host]) {
         let dns = self.dns(name);
         let (Ok(def), Some(_)) = (self.get(name), dns.pid()) else {
             return;
         };
-        let _ = dns.write_hosts(hosts);
         if let (Ok(Some(exe)), Some(subnet)) = (self.dnsmasq_exe(&def), def.subnet) {
             dns.stop();
-            if let Err(e) = dns.start(&exe, def.mode, &def.bridge_name(), &subnet) {
+            if let Err(e) = dns.start(&exe, def.mode, &def.bridge_name(), &subnet, hosts) {
                 eprintln!("vtd: network '{name}': {e}");
             }
         }

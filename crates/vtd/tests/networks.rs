@@ -108,9 +108,12 @@ fn rules_follow_the_vm_and_survive_a_vtd_kill() {
     let (mac_a, ip_a) = (a.mac.unwrap(), a.ip.unwrap());
     assert_eq!(ip_a.to_string(), "10.88.0.2");
     assert_eq!(b.ip.unwrap().to_string(), "10.88.0.3");
-    // Both fixed leases are in dnsmasq's hosts file.
-    let hosts = std::fs::read_to_string(vtd.state.join("networks/lan/dhcp-hosts")).unwrap();
-    assert!(hosts.contains(&format!("{mac_a},{ip_a},a")), "{hosts}");
+    // Both fixed leases are in dnsmasq's configuration.
+    let conf = std::fs::read_to_string(vtd.state.join("networks/lan/dnsmasq.conf")).unwrap();
+    assert!(
+        conf.contains(&format!("dhcp-host={mac_a},{ip_a},a\n")),
+        "{conf}"
+    );
     assert!(!table(&vtd, "bridge").unwrap().contains(&mac_a));
 
     ok(vtd.vt(&["start", "a"]));
@@ -441,4 +444,161 @@ fn bad_networks_are_refused_with_nothing_half_applied() {
     ok(vtd.vt(&["undefine", "y"]));
     ok(vtd.vt(&["net", "stop", "quiet"]));
     assert_eq!(host_side(&vtd), clean);
+}
+
+/// A named network namespace standing for a guest or the outside world,
+/// removed when dropped.
+struct Ns(String);
+
+impl Ns {
+    fn new(tag: &str) -> Ns {
+        let ns = Ns(format!("vtt{}{tag}", std::process::id()));
+        assert!(Command::new("ip")
+            .args(["netns", "add", &ns.0])
+            .status()
+            .unwrap()
+            .success());
+        ns
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.0])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+#[test]
+fn a_nat_network_leases_resolves_and_masquerades() {
+    if !have_tools() || network::find_program("busybox").is_none() {
+        eprintln!("skipped: needs busybox");
+        return;
+    }
+    let vtd = Vtd::start_in_netns("netnat", "vtdummy0");
+    // "The internet": a namespace at 192.0.2.2 behind vtd's uplink, with
+    // no route back to the VMs' subnet (only masquerading gets replies home).
+    let wan = Ns::new("wan");
+    ok(in_ns(
+        &vtd,
+        &[
+            "ip", "link", "add", "up0", "type", "veth", "peer", "name", "eth0", "netns", &wan.0,
+        ],
+    ));
+    ok(in_ns(
+        &vtd,
+        &["ip", "addr", "add", "192.0.2.1/24", "dev", "up0"],
+    ));
+    ok(in_ns(&vtd, &["ip", "link", "set", "up0", "up"]));
+    ok(wan.run(&["ip", "addr", "add", "192.0.2.2/24", "dev", "eth0"]));
+    ok(wan.run(&["ip", "link", "set", "eth0", "up"]));
+
+    ok(vtd.vt(&[
+        "net",
+        "define",
+        "out",
+        "--mode",
+        "nat",
+        "--subnet",
+        "10.89.0.0/24",
+    ]));
+    ok(vtd.vt(&["net", "start", "out"]));
+    let inet = table(&vtd, "inet").unwrap();
+    assert!(
+        inet.contains("ip saddr 10.89.0.0/24 ip daddr != 10.89.0.0/24 masquerade"),
+        "{inet}"
+    );
+    // A defined VM's NIC: its MAC gets its fixed lease. A namespace with
+    // that MAC on the bridge stands for the guest.
+    ok(vtd.vt(&[
+        "create",
+        "--name",
+        "g",
+        "--ram",
+        "16",
+        "--network",
+        "network=out",
+    ]));
+    let nic = vtd.status("g").definition.networks[0].clone();
+    let mac = nic.mac.unwrap();
+    let guest = Ns::new("g");
+    ok(in_ns(
+        &vtd,
+        &[
+            "ip", "link", "add", "gport", "type", "veth", "peer", "name", "eth0", "netns", &guest.0,
+        ],
+    ));
+    ok(in_ns(
+        &vtd,
+        &["ip", "link", "set", "gport", "master", "vtbr-out", "up"],
+    ));
+    ok(guest.run(&["ip", "link", "set", "eth0", "address", &mac]));
+    ok(guest.run(&["ip", "link", "set", "eth0", "up"]));
+    let script = vtd.dir.join("udhcpc.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\n[ \"$1\" = bound ] || exit 0\nip addr add \"$ip/$mask\" dev \"$interface\"\nip route add default via \"$router\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bb = network::find_program("busybox").unwrap();
+    let bb = bb.to_str().unwrap();
+    let dhcp = guest.run(&[
+        bb,
+        "udhcpc",
+        "-i",
+        "eth0",
+        "-n",
+        "-q",
+        "-t",
+        "5",
+        "-T",
+        "1",
+        "-s",
+        script.to_str().unwrap(),
+    ]);
+    assert!(
+        dhcp.status.success(),
+        "{}{}\ndnsmasq.log: {}",
+        String::from_utf8_lossy(&dhcp.stdout),
+        String::from_utf8_lossy(&dhcp.stderr),
+        std::fs::read_to_string(vtd.state.join("networks/out/dnsmasq.log")).unwrap_or_default()
+    );
+    let addr = ok(guest.run(&["ip", "-4", "addr", "show", "eth0"]));
+    assert!(addr.contains(&format!("{}/24", nic.ip.unwrap())), "{addr}");
+    // vt net leases: the lease, with the VM it is for.
+    let leases = ok(vtd.vt(&["net", "leases", "out"]));
+    assert!(
+        leases
+            .lines()
+            .any(|l| l.contains("10.89.0.2") && l.contains(&mac) && l.contains(" g ")),
+        "{leases}"
+    );
+    // dnsmasq resolves the VM's name.
+    let look = guest.run(&[bb, "nslookup", "g", "10.89.0.1"]);
+    let look = String::from_utf8_lossy(&look.stdout);
+    assert!(look.contains("10.89.0.2"), "{look}");
+    // Out through the uplink, masqueraded.
+    let ping = guest.run(&[bb, "ping", "-c", "1", "-W", "2", "192.0.2.2"]);
+    assert!(
+        ping.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ping.stdout)
+    );
+    // Nothing from outside gets in.
+    let ping = wan.run(&["ip", "route", "add", "10.89.0.0/24", "via", "192.0.2.1"]);
+    assert!(ping.status.success());
+    let ping = wan.run(&[bb, "ping", "-c", "1", "-W", "1", "10.89.0.2"]);
+    assert!(!ping.status.success(), "an outside host reached a VM");
+
+    ok(vtd.vt(&["undefine", "g"]));
+    ok(vtd.vt(&["net", "stop", "out"]));
 }
