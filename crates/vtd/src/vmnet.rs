@@ -195,15 +195,20 @@ impl Daemon {
     }
 
     /// Loads the ruleset for `wired` (no tables at all without active
-    /// networks).
+    /// networks). `STATE/nft.loaded` marks that this vtd has tables in the
+    /// kernel: a vtd that never had any touches nothing (another vtd's
+    /// tables, or nft missing on a host without networks).
     fn load(&self, wired: &std::collections::BTreeSet<String>) -> Result<(), String> {
+        let marker = self.state_dir.join("nft.loaded");
         let rules = self.rules(wired);
         if rules.is_empty() {
-            if network::find_program(nft::program()).is_some() {
-                return nft::remove();
+            if marker.exists() {
+                nft::remove()?;
+                let _ = std::fs::remove_file(&marker);
             }
             return Ok(());
         }
+        std::fs::write(&marker, b"").map_err(|e| format!("{}: {e}", marker.display()))?;
         nft::apply(&nft::ruleset(&rules))
     }
 
