@@ -35,6 +35,8 @@ pub struct Manager {
     /// The dnsmasq program (a name searched in PATH, or a path).
     dnsmasq: String,
     nets: Mutex<BTreeMap<String, NetworkDef>>,
+    /// Serialises start, stop and undefine.
+    op: Mutex<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -63,6 +65,7 @@ impl Manager {
             dir: dir.to_path_buf(),
             dnsmasq: dnsmasq.to_string(),
             nets: Mutex::new(nets),
+            op: Mutex::new(()),
         })
     }
 
@@ -167,6 +170,7 @@ impl Manager {
     /// Removes a stopped network no VM uses (`users`: VMs whose
     /// definitions name it).
     pub fn undefine(&self, name: &str, users: &[String]) -> Result<(), Error> {
+        let _op = lock(&self.op);
         self.get(name)?;
         if self.is_active(name) {
             return Err(Error::new(
@@ -250,6 +254,7 @@ impl Manager {
 
     /// Starts a network (`hosts`: the fixed leases of its VMs' NICs).
     pub fn start(&self, name: &str, hosts: &[Host]) -> Result<(), Error> {
+        let _op = lock(&self.op);
         let def = self.get(name)?;
         if self.is_active(name) {
             return Err(Error::new(
@@ -277,6 +282,7 @@ impl Manager {
 
     /// Stops a network no running VM is on (`running`: those that are).
     pub fn stop(&self, name: &str, running: &[String]) -> Result<(), Error> {
+        let _op = lock(&self.op);
         let def = self.get(name)?;
         if !self.is_active(name) {
             return Err(Error::new(409, format!("network '{name}' is not active")));

@@ -140,6 +140,22 @@ impl Policy {
         })
     }
 
+    /// Puts a switch back as [`Policy::set`] found it (`old`: the state
+    /// and persistent value before), when what the change needed failed.
+    pub fn restore(&self, old: &PolicySwitch) -> Result<(), ApiError> {
+        self.set(&old.name, old.persistent, true)?;
+        self.set(&old.name, old.state, false).map(|_| ())
+    }
+
+    /// The switch `name` as it is now.
+    pub fn get(&self, name: &str) -> Result<PolicySwitch, ApiError> {
+        lookup(name)?;
+        self.list()
+            .into_iter()
+            .find(|s| s.name == name)
+            .ok_or_else(|| ApiError::internal("policy", "lost"))
+    }
+
     /// An error unless switch `name` is on: `what` is refused.
     pub fn require(&self, name: &str, what: &str) -> Result<(), ApiError> {
         if self.on(name) {

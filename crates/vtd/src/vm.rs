@@ -408,6 +408,14 @@ impl Vm {
 
     /// Records the end of the VMM `pid` (`status` when it was our child).
     pub fn exited(&self, pid: u32, status: Option<ExitStatus>) {
+        if lock(&self.run).pid != Some(pid) {
+            return;
+        }
+        // The VMM is gone: its network rules go before anyone waiting for
+        // the end (a stop) hears of it.
+        if let Some(hook) = &self.on_exit {
+            hook(self.name());
+        }
         let mut r = lock(&self.run);
         if r.pid != Some(pid) {
             return;
@@ -440,9 +448,6 @@ impl Vm {
             "stopped"
         };
         self.events.publish(self.name(), event, state, Some(reason));
-        if let Some(hook) = &self.on_exit {
-            hook(self.name());
-        }
     }
 
     /// Waits until the VMM `pid` has ended; false on timeout.

@@ -49,7 +49,25 @@ impl Daemon {
             .filter(|v| v.name() != def.name)
             .flat_map(|v| v.def.networks.iter())
             .collect();
-        let mut taken_macs: Vec<String> = others.iter().filter_map(|n| n.mac.clone()).collect();
+        let mut taken_macs: Vec<String> = others
+            .iter()
+            .filter_map(|n| n.mac.as_ref().map(|m| m.to_ascii_lowercase()))
+            .collect();
+        // Addresses in use per network: other VMs', then this one's as given.
+        let mut used: Vec<(String, Ipv4Addr)> = others
+            .iter()
+            .filter_map(|o| Some((o.network.clone()?, o.ip?)))
+            .collect();
+        for n in &def.networks {
+            if let (Some(net), Some(ip)) = (&n.network, n.ip) {
+                if used.contains(&(net.clone(), ip)) {
+                    return Err(ApiError::conflict(format!(
+                        "ip {ip} is another NIC's on network '{net}'"
+                    )));
+                }
+                used.push((net.clone(), ip));
+            }
+        }
         for i in 0..def.networks.len() {
             let Some(net_name) = def.networks[i].network.clone() else {
                 continue;
@@ -58,29 +76,27 @@ impl Daemon {
                 ApiError::bad_request(format!("NIC {i}: {} (vt net define it first)", e.message))
             })?;
             let nic = &mut def.networks[i];
-            if nic.mac.is_none() {
-                let mut mac = random_mac();
-                while taken_macs.contains(&mac) {
-                    mac = random_mac();
+            let mac = match &nic.mac {
+                Some(m) => {
+                    let m = m.to_ascii_lowercase();
+                    if taken_macs.contains(&m) {
+                        return Err(ApiError::conflict(format!("MAC {m} is another NIC's")));
+                    }
+                    m
                 }
-                nic.mac = Some(mac);
-            }
-            let mac = nic.mac.clone().unwrap_or_default();
-            if others
-                .iter()
-                .any(|o| o.mac.as_deref() == Some(mac.as_str()))
-            {
-                return Err(ApiError::conflict(format!("MAC {mac} is another VM's")));
-            }
+                None => {
+                    let mut m = random_mac();
+                    while taken_macs.contains(&m) {
+                        m = random_mac();
+                    }
+                    m
+                }
+            };
+            nic.mac = Some(mac.clone());
             taken_macs.push(mac);
             let Some(subnet) = net.subnet else {
                 continue;
             };
-            let used: Vec<Ipv4Addr> = others
-                .iter()
-                .filter(|o| o.network.as_deref() == Some(net_name.as_str()))
-                .filter_map(|o| o.ip)
-                .collect();
             match nic.ip {
                 Some(ip) => {
                     if !subnet.contains(ip)
@@ -92,16 +108,18 @@ impl Daemon {
                             "ip {ip} is not a VM address of network '{net_name}' ({subnet})"
                         )));
                     }
-                    if used.contains(&ip) {
-                        return Err(ApiError::conflict(format!(
-                            "ip {ip} is another VM's on network '{net_name}'"
-                        )));
-                    }
                 }
                 None => {
-                    nic.ip = Some(Manager::free_ip(&net, &used).ok_or_else(|| {
+                    let taken: Vec<Ipv4Addr> = used
+                        .iter()
+                        .filter(|(n, _)| *n == net_name)
+                        .map(|(_, ip)| *ip)
+                        .collect();
+                    let ip = Manager::free_ip(&net, &taken).ok_or_else(|| {
                         ApiError::conflict(format!("network '{net_name}' has no free address"))
-                    })?);
+                    })?;
+                    nic.ip = Some(ip);
+                    used.push((net_name.clone(), ip));
                 }
             }
         }
@@ -163,6 +181,17 @@ impl Daemon {
     fn rules(&self, wired: &std::collections::BTreeSet<String>) -> Vec<NetRules> {
         let switch = self.policy.on("vm_inter_vm_traffic");
         let vms = self.list();
+        let owner = |name: &str| {
+            vms.iter()
+                .find(|v| v.name() == name)
+                .map(|v| v.def.owner.map_or(0, |o| o.uid))
+        };
+        // A VM may name as peers only VMs of its own owner (root's VMs
+        // may name any): a user cannot open a way to someone else's VM.
+        let may_name = |from: &Vm, peer: &String| {
+            let me = from.def.owner.map_or(0, |o| o.uid);
+            owner(peer).is_some_and(|o| me == 0 || o == me)
+        };
         self.nets
             .active()
             .into_iter()
@@ -178,7 +207,12 @@ impl Daemon {
                             mac: n.mac.clone().unwrap_or_default().to_ascii_lowercase(),
                             ip: n.ip,
                             vm: vm.name().to_string(),
-                            peers: n.peers.clone(),
+                            peers: n
+                                .peers
+                                .iter()
+                                .filter(|p| may_name(vm, p))
+                                .cloned()
+                                .collect(),
                         });
                     }
                 }

@@ -420,7 +420,7 @@ fn bad_networks_are_refused_with_nothing_half_applied() {
             "network=quiet,ip=10.70.0.9",
         ]),
         5,
-        "another VM's",
+        "another NIC's",
     );
 
     // Fail closed: no rules, no VM.
@@ -601,4 +601,78 @@ fn a_nat_network_leases_resolves_and_masquerades() {
 
     ok(vtd.vt(&["undefine", "g"]));
     ok(vtd.vt(&["net", "stop", "out"]));
+}
+
+#[test]
+fn peers_open_a_way_only_between_vms_of_one_owner() {
+    require_kvm!();
+    if !have_tools() || !jail::is_root() {
+        return;
+    }
+    let mut vtd = Vtd::start_in_netns("netpeers", "vtdummy0");
+    vtd.kill9();
+    vtd.set_args(&["--socket-group", "4242"]);
+    vtd.restart();
+    ok(vtd.vt(&[
+        "net",
+        "define",
+        "lan",
+        "--mode",
+        "isolated",
+        "--subnet",
+        "10.90.0.0/24",
+        "--dhcp",
+        "off",
+    ]));
+    ok(vtd.vt(&["net", "start", "lan"]));
+    ok(vtd.vt(&[
+        "create",
+        "--name",
+        "victim",
+        "--ram",
+        "16",
+        "--network",
+        "network=lan",
+    ]));
+    // Another user's VM names root's VM as its peer: no way opens.
+    let sock = vtd.socket.clone();
+    ok(vtd.vt_as(
+        4242,
+        &sock,
+        &[
+            "create",
+            "--name",
+            "intruder",
+            "--ram",
+            "16",
+            "--network",
+            "network=lan,peers=victim",
+        ],
+    ));
+    for vm in ["victim", "intruder"] {
+        ok(vtd.vt(&["start", vm]));
+    }
+    let forward = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| l.contains("oifname") && l.contains("accept"))
+            .map(String::from)
+            .collect()
+    };
+    assert!(forward(&table(&vtd, "bridge").unwrap()).is_empty());
+    // Root's own VM naming it does.
+    ok(vtd.vt(&[
+        "create",
+        "--name",
+        "friend",
+        "--ram",
+        "16",
+        "--network",
+        "network=lan,peers=victim",
+    ]));
+    ok(vtd.vt(&["start", "friend"]));
+    assert_eq!(forward(&table(&vtd, "bridge").unwrap()).len(), 2);
+    for vm in ["victim", "intruder", "friend"] {
+        ok(vtd.vt(&["stop", vm]));
+    }
+    ok(vtd.vt(&["net", "stop", "lan"]));
 }
