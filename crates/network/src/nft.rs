@@ -111,70 +111,42 @@ fn prefix(s: &Subnet) -> Value {
 
 /// The anti-spoofing rules of one NIC.
 fn port_rules(p: &Port) -> Vec<Value> {
-    let iif = || is("==", meta("iifname"), json!(p.tap));
+    // Each rule: this tap, then `exprs`.
+    let on_tap = |exprs: Vec<Value>| {
+        let mut e = vec![is("==", meta("iifname"), json!(p.tap))];
+        e.extend(exprs);
+        rule("bridge", "prerouting", e)
+    };
     let mut out = vec![
-        rule(
-            "bridge",
-            "prerouting",
-            vec![
-                iif(),
-                is("!=", field("ether", "saddr"), json!(p.mac)),
-                drop_(),
-            ],
-        ),
-        rule(
-            "bridge",
-            "prerouting",
-            vec![
-                iif(),
-                is("!=", field("arp", "saddr ether"), json!(p.mac)),
-                drop_(),
-            ],
-        ),
+        on_tap(vec![
+            is("!=", field("ether", "saddr"), json!(p.mac)),
+            drop_(),
+        ]),
+        on_tap(vec![
+            is("!=", field("arp", "saddr ether"), json!(p.mac)),
+            drop_(),
+        ]),
     ];
     if let Some(ip) = p.ip {
-        out.push(rule(
-            "bridge",
-            "prerouting",
-            vec![
-                iif(),
-                is(
-                    "!=",
-                    field("arp", "saddr ip"),
-                    set(&[ip.to_string(), "0.0.0.0".into()]),
-                ),
-                drop_(),
-            ],
-        ));
-        out.push(rule(
-            "bridge",
-            "prerouting",
-            vec![
-                iif(),
-                is("==", field("ip", "saddr"), json!("0.0.0.0")),
-                is("==", field("udp", "dport"), json!(67)),
-                accept(),
-            ],
-        ));
-        out.push(rule(
-            "bridge",
-            "prerouting",
-            vec![
-                iif(),
-                is("!=", field("ip", "saddr"), json!(ip.to_string())),
-                drop_(),
-            ],
-        ));
-    }
-    out.push(rule(
-        "bridge",
-        "prerouting",
-        vec![
-            iif(),
-            is("!=", field("ether", "type"), set(&["ip", "arp"])),
+        let own = [ip.to_string(), "0.0.0.0".into()];
+        out.push(on_tap(vec![
+            is("!=", field("arp", "saddr ip"), set(&own)),
             drop_(),
-        ],
-    ));
+        ]));
+        out.push(on_tap(vec![
+            is("==", field("ip", "saddr"), json!("0.0.0.0")),
+            is("==", field("udp", "dport"), json!(67)),
+            accept(),
+        ]));
+        out.push(on_tap(vec![
+            is("!=", field("ip", "saddr"), json!(ip.to_string())),
+            drop_(),
+        ]));
+    }
+    out.push(on_tap(vec![
+        is("!=", field("ether", "type"), set(&["ip", "arp"])),
+        drop_(),
+    ]));
     out
 }
 

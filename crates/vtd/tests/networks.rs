@@ -461,6 +461,14 @@ impl Ns {
         ns
     }
 
+    /// A veth pair: `outer` in vtd's namespace, `eth0` in this one.
+    fn link(&self, vtd: &Vtd, outer: &str) {
+        let args = [
+            "ip", "link", "add", outer, "type", "veth", "peer", "name", "eth0", "netns", &self.0,
+        ];
+        ok(in_ns(vtd, &args));
+    }
+
     fn run(&self, args: &[&str]) -> Output {
         Command::new("ip")
             .args(["netns", "exec", &self.0])
@@ -486,12 +494,7 @@ fn a_nat_network_leases_resolves_and_masquerades() {
     // "The internet": a namespace at 192.0.2.2 behind vtd's uplink, with
     // no route back to the VMs' subnet (only masquerading gets replies home).
     let wan = Ns::new("wan");
-    ok(in_ns(
-        &vtd,
-        &[
-            "ip", "link", "add", "up0", "type", "veth", "peer", "name", "eth0", "netns", &wan.0,
-        ],
-    ));
+    wan.link(&vtd, "up0");
     ok(in_ns(
         &vtd,
         &["ip", "addr", "add", "192.0.2.1/24", "dev", "up0"],
@@ -529,12 +532,7 @@ fn a_nat_network_leases_resolves_and_masquerades() {
     let nic = vtd.status("g").definition.networks[0].clone();
     let mac = nic.mac.unwrap();
     let guest = Ns::new("g");
-    ok(in_ns(
-        &vtd,
-        &[
-            "ip", "link", "add", "gport", "type", "veth", "peer", "name", "eth0", "netns", &guest.0,
-        ],
-    ));
+    guest.link(&vtd, "gport");
     ok(in_ns(
         &vtd,
         &["ip", "link", "set", "gport", "master", "vtbr-out", "up"],
