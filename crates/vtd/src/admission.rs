@@ -2,6 +2,8 @@
 //! VMM starts (and when it is defined): where its files are, shared
 //! disks, running without its cell.
 
+use std::fs::File;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use api::manager::VmDefinition;
@@ -14,6 +16,18 @@ use crate::policy::Policy;
 const NFS_SUPER_MAGIC: i64 = 0x6969;
 /// `statfs(2)` f_type of FUSE (`fuse` and `fuseblk`).
 const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+
+/// The file system type of the open file `f` (`fstatfs(2)` f_type).
+fn fd_fs_type(f: &File) -> Option<i64> {
+    // SAFETY: statfs is plain data, filled in by the call.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a descriptor `f` owns and a statfs to fill, both alive for the call.
+    if unsafe { libc::fstatfs(f.as_raw_fd(), &mut st) } != 0 {
+        return None;
+    }
+    #[allow(clippy::unnecessary_cast)]
+    Some(st.f_type as i64)
+}
 
 /// The file system type of `path` (`statfs(2)` f_type), None when it
 /// cannot be asked (the file is checked again when it is opened).
@@ -83,16 +97,51 @@ pub fn check(
                 ),
             )?;
         }
-        match fs_type(p) {
-            Some(NFS_SUPER_MAGIC) => {
-                policy.require("vm_use_nfs", &format!("{what} {} is on NFS", p.display()))?
-            }
-            Some(FUSE_SUPER_MAGIC) => policy.require(
-                "vm_use_fusefs",
-                &format!("{what} {} is on a FUSE file system", p.display()),
-            )?,
-            _ => {}
-        }
+        check_fs(what, p, fs_type(p), policy)?;
     }
     Ok(())
+}
+
+/// `vm_use_nfs` and `vm_use_fusefs` for a file of file system `fs`.
+fn check_fs(what: &str, p: &Path, fs: Option<i64>, policy: &Policy) -> Result<(), ApiError> {
+    match fs {
+        Some(NFS_SUPER_MAGIC) => {
+            policy.require("vm_use_nfs", &format!("{what} {} is on NFS", p.display()))
+        }
+        Some(FUSE_SUPER_MAGIC) => policy.require(
+            "vm_use_fusefs",
+            &format!("{what} {} is on a FUSE file system", p.display()),
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// The same checks on a file opened for a jailed VMM (`what`: kernel,
+/// initrd, disk, backing file): its file system by `fstatfs(2)` and its
+/// real path (`/proc/self/fd`) against the storage directories, so a
+/// file swapped in after [`check`] or a qcow2 backing file is caught too.
+pub fn check_open(
+    what: &'static str,
+    path: &Path,
+    f: &File,
+    policy: &Policy,
+    storage: &[PathBuf],
+    defaults: &Defaults,
+) -> Result<(), ApiError> {
+    let admins = matches!(what, "kernel" | "initrd") && defaults.is_default(path);
+    if !admins && !policy.on("vm_host_paths") {
+        let real = std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd()))
+            .unwrap_or_else(|_| path.to_path_buf());
+        if !inside(&real, storage) {
+            policy.require(
+                "vm_host_paths",
+                &format!(
+                    "{what} {} ({}) is outside the storage directories",
+                    path.display(),
+                    real.display()
+                ),
+            )?;
+        }
+    }
+    check_fs(what, path, fd_fs_type(f), policy)
 }

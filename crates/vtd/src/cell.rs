@@ -101,12 +101,18 @@ impl Passed {
     }
 }
 
-/// Opens a file of `def` as its owner ([`crate::access`]). Only the
-/// admin's default kernel and initrd, in those roles and read-only, are
-/// opened as vtd.
+/// Checks a file just opened for the VMM (role, path as named, the open
+/// file): the policy switches that look at where a file is
+/// ([`crate::admission::check_open`]), on the very file the VMM gets.
+pub type Guard<'a> = &'a dyn Fn(&'static str, &Path, &File) -> Result<(), ApiError>;
+
+/// Opens a file of `def` as its owner ([`crate::access`]) and puts it
+/// past `guard`. Only the admin's default kernel and initrd, in those
+/// roles and read-only, are opened as vtd.
 fn open(
     def: &VmDefinition,
     defaults: &Defaults,
+    guard: Guard,
     path: &Path,
     write: bool,
     flags: i32,
@@ -123,9 +129,9 @@ fn open(
     } else {
         Kind::Regular
     };
-    Ok(crate::access::open_as(
-        owner, what, path, write, flags, kind,
-    )?)
+    let f = crate::access::open_as(owner, what, path, write, flags, kind)?;
+    guard(what, path, &f)?;
+    Ok(f)
 }
 
 /// The backing chain of the qcow2 `top` (opened from `path` as the owner),
@@ -137,6 +143,7 @@ fn open(
 fn open_chain(
     def: &VmDefinition,
     defaults: &Defaults,
+    guard: Guard,
     top: &File,
     path: &Path,
 ) -> Result<Vec<File>, ApiError> {
@@ -159,7 +166,15 @@ fn open_chain(
         }
         let dir = current.parent().unwrap_or(Path::new("/")).to_path_buf();
         current = dir.join(reference);
-        out.push(open(def, defaults, &current, false, 0, "backing file")?);
+        out.push(open(
+            def,
+            defaults,
+            guard,
+            &current,
+            false,
+            0,
+            "backing file",
+        )?);
     }
 }
 
@@ -185,24 +200,33 @@ pub fn start(
     defaults: &Defaults,
     dir: &VmDir,
     bridges: &[String],
+    guard: Guard,
 ) -> Result<Started, ApiError> {
     let mut p = Passed::default();
-    let k = open(def, defaults, kernel, false, 0, "kernel")?;
+    let k = open(def, defaults, guard, kernel, false, 0, "kernel")?;
     let n = p.push(k);
     p.arg("--kernel");
     p.arg(format!("/dev/fd/{n}"));
     if let Some(i) = &def.initrd {
-        let n = p.push(open(def, defaults, i, false, 0, "initrd")?);
+        let n = p.push(open(def, defaults, guard, i, false, 0, "initrd")?);
         p.arg("--initrd");
         p.arg(format!("/dev/fd/{n}"));
     }
     let mut disks = Vec::new();
     for d in &def.disks {
-        let f = open(def, defaults, &d.path, !d.readonly, 0, "disk")?;
+        let f = open(def, defaults, guard, &d.path, !d.readonly, 0, "disk")?;
         disks.push(f.try_clone().map_err(|e| ApiError::internal("dup", e))?);
         let mut spec = format!("fd={}", p.push(f));
         if d.cache == api::CacheMode::Direct {
-            let direct = open(def, defaults, &d.path, !d.readonly, libc::O_DIRECT, "disk")?;
+            let direct = open(
+                def,
+                defaults,
+                guard,
+                &d.path,
+                !d.readonly,
+                libc::O_DIRECT,
+                "disk",
+            )?;
             spec.push_str(&format!(",direct_fd={},cache=none", p.push(direct)));
         }
         if d.readonly {
@@ -220,7 +244,7 @@ pub fn start(
             let top = disks
                 .last()
                 .ok_or_else(|| ApiError::internal("disk", "lost"))?;
-            let chain = open_chain(def, defaults, top, &d.path)?;
+            let chain = open_chain(def, defaults, guard, top, &d.path)?;
             if !chain.is_empty() {
                 let fds: Vec<usize> = chain.into_iter().map(|f| p.push(f)).collect();
                 let fds: Vec<String> = fds.iter().map(|n| n.to_string()).collect();

@@ -169,12 +169,14 @@ impl Vm {
     }
 
     /// Starts the VMM and waits until its control socket answers;
-    /// `bridges` has the bridge of each NIC, in order.
+    /// `bridges` has the bridge of each NIC, in order; `guard` sees every
+    /// file opened for a jailed VMM.
     pub fn start(
         self: &Arc<Self>,
         vmm: &std::path::Path,
         defaults: &crate::daemon::Defaults,
         bridges: &[String],
+        guard: crate::cell::Guard,
     ) -> Result<(), ApiError> {
         if self.state().is_active() {
             return Err(ApiError::conflict(format!(
@@ -225,7 +227,7 @@ impl Vm {
         let (pid, confinement, wait): (u32, Option<Confinement>, Waiter) = match &jail {
             Some(jail) => {
                 let started = crate::cell::start(
-                    jail, vmm, &kernel, &self.def, defaults, &self.dir, bridges,
+                    jail, vmm, &kernel, &self.def, defaults, &self.dir, bridges, guard,
                 )?;
                 let mut child = started.child;
                 let pid = child.pid;

@@ -349,7 +349,22 @@ impl Daemon {
                 return Err(e);
             }
         }
-        let started = vm.start(&self.vmm, &self.defaults, &bridges);
+        let guard = |what: &'static str, path: &std::path::Path, f: &std::fs::File| {
+            crate::admission::check_open(
+                what,
+                path,
+                f,
+                &self.policy,
+                &self.options.storage_dirs,
+                &self.defaults,
+            )
+        };
+        let started = vm.start(&self.vmm, &self.defaults, &bridges, &guard);
+        if let Err(e) = &started {
+            if e.status == 403 {
+                self.record_refusal(peer, vm.name(), e);
+            }
+        }
         if started.is_err() && on_net && !vm.state().is_active() {
             self.unwire(vm.name());
         }

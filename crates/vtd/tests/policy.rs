@@ -152,6 +152,43 @@ fn vm_host_paths_keeps_files_in_the_storage_dirs() {
         log(&vtd).contains("REFUSED"),
         "refusal not in the action log"
     );
+    // A qcow2 inside whose backing file is outside: caught on the files
+    // opened for the VMM (the definition names only the top image).
+    let base = vtd.dir.join("base.qcow2");
+    let clone = images.join("clone.qcow2");
+    for args in [
+        vec![
+            "image",
+            "create",
+            "-f",
+            "qcow2",
+            base.to_str().unwrap(),
+            "1M",
+        ],
+        vec![
+            "image",
+            "create",
+            "-f",
+            "qcow2",
+            "-b",
+            base.to_str().unwrap(),
+            "-F",
+            "qcow2",
+            clone.to_str().unwrap(),
+        ],
+    ] {
+        let out = vtd.vt(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let body = vm("clone", &clone, r#","format":"qcow2""#);
+    vtd.expect("POST", "/vms", Some(&body), 201);
+    if jail::is_root() {
+        refused(&vtd, "POST", "/vms/clone/start", None, "backing file");
+    }
     set(&vtd, "vm_host_paths", true, false);
     vtd.expect("POST", "/vms", Some(&vm("out2", &outside, "")), 201);
     if common::have_kvm() {
