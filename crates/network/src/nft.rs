@@ -1,7 +1,7 @@
 //! The nftables ruleset `vtd` owns: table `bridge vtd` (layer 2, every
 //! frame a VM's tap sends) and table `inet vtd` (what leaves a network,
 //! NAT). Built whole from `vtd`'s state as libnftables JSON
-//! (`libnftables-json(5)`) and loaded with `nft -j -f -` in one
+//! (`libnftables-json(5)`) and loaded with `nft -j -f` (from stdin) in one
 //! transaction: add-delete-add of each table, so the old ruleset is
 //! replaced atomically (no moment without rules) and a failure leaves the
 //! old one in force.
@@ -305,9 +305,14 @@ pub fn ruleset(nets: &[NetRules]) -> Value {
 /// Loads `doc` (from [`ruleset`]) in one transaction.
 pub fn apply(doc: &Value) -> Result<(), String> {
     let text = doc.to_string();
-    crate::run(program(), &["-j", "-f", "-"], Some(text.as_bytes()))
-        .map(|_| ())
-        .map_err(|e| format!("nftables: {e}"))
+    // `-f -` would open /dev/stdin, which a minimal /dev lacks.
+    crate::run(
+        program(),
+        &["-j", "-f", "/proc/self/fd/0"],
+        Some(text.as_bytes()),
+    )
+    .map(|_| ())
+    .map_err(|e| format!("nftables: {e}"))
 }
 
 /// Removes both tables (atomically; missing tables are no error).
