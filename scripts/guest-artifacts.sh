@@ -16,7 +16,7 @@
 #   initramfs.cpio.gz    the L2 guest initramfs (busybox + virtio modules + /init),
 #                        zero-padded to 4 bytes: append archives with cat
 #   busybox              busybox-static (used by the lab to build its L1 initramfs)
-#   lab-modules/         kvm modules for the lab L1 (decompressed) + load-order
+#   lab-modules/         kvm, bridge and nftables modules for the lab L1 (decompressed) + load-order
 #   SHA256SUMS, .version
 set -euo pipefail
 export LC_ALL=C

@@ -106,6 +106,13 @@ impl Passed {
 /// ([`crate::admission::check_open`]), on the very file the VMM gets.
 pub type Guard<'a> = &'a dyn Fn(&'static str, &Path, &File) -> Result<(), ApiError>;
 
+/// What a start is tied to besides the definition: the bridge of each
+/// NIC (in order) and the check every opened file passes.
+pub struct Links<'a> {
+    pub bridges: &'a [String],
+    pub guard: Guard<'a>,
+}
+
 /// Opens a file of `def` as its owner ([`crate::access`]) and puts it
 /// past `guard`. Only the admin's default kernel and initrd, in those
 /// roles and read-only, are opened as vtd.
@@ -199,9 +206,9 @@ pub fn start(
     def: &VmDefinition,
     defaults: &Defaults,
     dir: &VmDir,
-    bridges: &[String],
-    guard: Guard,
+    links: Links,
 ) -> Result<Started, ApiError> {
+    let Links { bridges, guard } = links;
     let mut p = Passed::default();
     let k = open(def, defaults, guard, kernel, false, 0, "kernel")?;
     let n = p.push(k);

@@ -227,7 +227,13 @@ impl Vm {
         let (pid, confinement, wait): (u32, Option<Confinement>, Waiter) = match &jail {
             Some(jail) => {
                 let started = crate::cell::start(
-                    jail, vmm, &kernel, &self.def, defaults, &self.dir, bridges, guard,
+                    jail,
+                    vmm,
+                    &kernel,
+                    &self.def,
+                    defaults,
+                    &self.dir,
+                    crate::cell::Links { bridges, guard },
                 )?;
                 let mut child = started.child;
                 let pid = child.pid;
