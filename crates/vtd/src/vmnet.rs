@@ -349,6 +349,7 @@ impl Daemon {
                 return Err(e);
             }
         }
+        // A file refused by a switch once opened is a policy refusal too.
         let guard = |what: &'static str, path: &std::path::Path, f: &std::fs::File| {
             crate::admission::check_open(
                 what,
@@ -358,13 +359,9 @@ impl Daemon {
                 &self.options.storage_dirs,
                 &self.defaults,
             )
+            .inspect_err(|e| self.record_refusal(peer, vm.name(), e))
         };
         let started = vm.start(&self.vmm, &self.defaults, &bridges, &guard);
-        if let Err(e) = &started {
-            if e.status == 403 {
-                self.record_refusal(peer, vm.name(), e);
-            }
-        }
         if started.is_err() && on_net && !vm.state().is_active() {
             self.unwire(vm.name());
         }
