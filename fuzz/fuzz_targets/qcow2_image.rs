@@ -4,30 +4,20 @@
 //! so a hostile header cannot reach the host's files.
 #![no_main]
 
-use std::fs::File;
-use std::io::Write;
-use std::os::fd::FromRawFd;
 use std::path::Path;
 
 use disk::{BackingOpener, DiskFormat, ImageFile, OpenOptions};
 use libfuzzer_sys::fuzz_target;
+use memfd::memfd;
 use vm_memory::VolatileSlice;
+
+mod memfd;
 
 struct Refuse;
 impl BackingOpener for Refuse {
     fn open_backing(&mut self, _: &str, _: &Path) -> std::io::Result<ImageFile> {
         Err(std::io::Error::other("no backing files while fuzzing"))
     }
-}
-
-fn memfd(data: &[u8]) -> File {
-    // SAFETY: memfd_create with a NUL-terminated name; the fd is new and ours.
-    let fd = unsafe { libc::memfd_create(c"qcow2".as_ptr(), libc::MFD_CLOEXEC) };
-    assert!(fd >= 0);
-    // SAFETY: fd is a fresh descriptor nothing else owns.
-    let mut f = unsafe { File::from_raw_fd(fd) };
-    f.write_all(data).unwrap();
-    f
 }
 
 fuzz_target!(|data: &[u8]| {

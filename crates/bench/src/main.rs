@@ -10,9 +10,12 @@
 //! - `confinement`: the tiny guest with the VMM's seccomp + Landlock on
 //!   vs off (its own section of BENCHMARKS.md);
 //! - `api`: the manager (`vtd`) under 50 concurrent clients, and `vt start`
-//!   to first guest output (its own section of BENCHMARKS.md).
+//!   to first guest output (its own section of BENCHMARKS.md);
+//! - `audit`: the audit trail's append, verify and search rates and a file
+//!   watch's cost on reads (its own section of BENCHMARKS.md).
 
 mod api;
+mod audit;
 mod confine;
 mod host;
 mod io;
@@ -52,6 +55,8 @@ enum Cmd {
     All(report::AllArgs),
     /// vtd API latency under concurrent clients; `vt start` to first output
     Api(api::ApiArgs),
+    /// The audit trail: append, verify, search; a file watch's cost on reads
+    Audit(audit::AuditArgs),
     /// Tiny guest with the VMM's seccomp + Landlock on vs off, interleaved
     Confinement(confine::ConfineArgs),
     /// Write the tiny guest used here (PVH ELF) to a file, for runs by hand
@@ -110,6 +115,16 @@ fn main() -> ExitCode {
             let md = section::wrap("confinement", &md);
             match &a.out {
                 Some(out) => section::write(out, "confinement", &md),
+                None => {
+                    print!("{md}");
+                    Ok(())
+                }
+            }
+        }),
+        Cmd::Audit(a) => audit::run(&a).and_then(|md| {
+            let md = section::wrap("audit", &md);
+            match &a.out {
+                Some(out) => section::write(out, "audit", &md),
                 None => {
                     print!("{md}");
                     Ok(())

@@ -2,7 +2,8 @@
 //! qemu-img's options: raw or qcow2, a backing file with its format, the
 //! cluster size, preallocation and lazy refcounts.
 //!
-//! qcow2 images are written by imago (version 3, 16-bit refcounts); the
+//! qcow2 images are written by imago (version 3, 16-bit refcounts; for
+//! `compat=0.10` we then rewrite the new header as version 2); the
 //! lazy-refcounts bit is then set in the header (our writer keeps
 //! refcounts up to date anyway, so the flag only tells other writers they
 //! may be lazy).
@@ -63,6 +64,8 @@ pub struct CreateOptions {
     pub preallocation: Preallocation,
     /// Set the lazy refcounts compatible bit (qcow2).
     pub lazy_refcounts: bool,
+    /// Make a version 2 image (`compat=0.10`; qcow2) instead of version 3.
+    pub v2: bool,
 }
 
 /// Why an image could not be created.
@@ -84,6 +87,10 @@ pub enum CreateError {
     Lock(#[from] lock::LockError),
     #[error("the new image is unreadable")]
     Verify(#[source] header::HeaderError),
+    #[error("lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)")]
+    V2Lazy,
+    #[error("cannot make the new image version 2")]
+    V2(#[source] crate::backing::BackingError),
 }
 
 /// Creates (or truncates and overwrites, as qemu-img does) the image at
@@ -110,9 +117,14 @@ pub fn create(path: &Path, o: &CreateOptions) -> Result<u64, CreateError> {
         if o.backing.is_some() {
             return Err(CreateError::RawOption("backing file"));
         }
-        if o.lazy_refcounts || o.cluster_size.is_some() {
-            return Err(CreateError::RawOption("cluster_size or lazy_refcounts"));
+        if o.lazy_refcounts || o.cluster_size.is_some() || o.v2 {
+            return Err(CreateError::RawOption(
+                "cluster_size, lazy_refcounts or compat",
+            ));
         }
+    }
+    if o.v2 && o.lazy_refcounts {
+        return Err(CreateError::V2Lazy);
     }
     let file = std::fs::OpenOptions::new()
         .read(true)
@@ -148,6 +160,9 @@ pub fn create(path: &Path, o: &CreateOptions) -> Result<u64, CreateError> {
                 b = b.backing(reference.clone(), fmt.name().to_string());
             }
             b.create().map_err(io_err)?;
+            if o.v2 {
+                crate::backing::downgrade_to_v2(&file).map_err(CreateError::V2)?;
+            }
             if o.lazy_refcounts {
                 let mut bits = [0u8; 8];
                 file.read_exact_at(&mut bits, 80).map_err(io_err)?;

@@ -305,10 +305,11 @@ impl Header {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn v3() -> Vec<u8> {
+    /// A minimal valid v3 header in a 64 KiB first cluster (1 GiB disk).
+    pub(crate) fn v3() -> Vec<u8> {
         let mut b = vec![0u8; 65536];
         b[0..4].copy_from_slice(&MAGIC.to_be_bytes());
         b[4..8].copy_from_slice(&3u32.to_be_bytes());

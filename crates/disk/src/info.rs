@@ -70,6 +70,16 @@ pub enum InfoError {
     Header(String, #[source] HeaderError),
     #[error("{0}")]
     Raw(String, #[source] raw::RawError),
+    #[error("{0}: backing file '{1}' has no format in the image header; refusing to probe it")]
+    NoBackingFormat(String, String),
+    #[error("{0}: backing format '{1}' is not supported (raw and qcow2 are)")]
+    BackingFormat(String, String),
+    #[error("{0}: backing file {1} is not a regular file")]
+    NotFile(String, String),
+    #[error("{0}: backing chain loops back to {1}")]
+    Loop(String, String),
+    #[error("{0}: backing chain deeper than {max}", max = crate::MAX_CHAIN_DEPTH)]
+    Depth(String),
 }
 
 /// QEMU's `path_combine`: `reference` relative to the directory part of
@@ -136,6 +146,49 @@ pub fn info(path: &Path, format: Option<DiskFormat>) -> Result<ImageInfo, InfoEr
         }
     }
     Ok(out)
+}
+
+/// `qemu-img info --backing-chain`: the image, then each backing file
+/// down the chain (named as qemu-img names them, opened in the format the
+/// layer above names; a backing file without a format, a non-regular
+/// file, a loop or a chain deeper than [`crate::MAX_CHAIN_DEPTH`] is an
+/// error, never probed or followed).
+pub fn chain(path: &Path, format: Option<DiskFormat>) -> Result<Vec<ImageInfo>, InfoError> {
+    let mut out: Vec<ImageInfo> = Vec::new();
+    let mut seen = Vec::new();
+    let (mut next, mut fmt) = (path.to_path_buf(), format);
+    loop {
+        let name = next.display().to_string();
+        if let Ok(c) = std::fs::canonicalize(&next) {
+            if seen.contains(&c) {
+                return Err(InfoError::Loop(path.display().to_string(), name));
+            }
+            seen.push(c);
+        }
+        if out.len() > crate::MAX_CHAIN_DEPTH {
+            return Err(InfoError::Depth(path.display().to_string()));
+        }
+        if !out.is_empty() && !std::fs::metadata(&next).is_ok_and(|m| m.is_file()) {
+            return Err(InfoError::NotFile(path.display().to_string(), name));
+        }
+        let i = info(&next, fmt)?;
+        let below = i.qcow2.as_ref().and_then(|q| {
+            q.full_backing_filename
+                .clone()
+                .map(|b| (b, q.backing_format.clone()))
+        });
+        out.push(i);
+        let Some((b, f)) = below else {
+            return Ok(out);
+        };
+        fmt = Some(match f.as_deref() {
+            Some("raw") => DiskFormat::Raw,
+            Some("qcow2") => DiskFormat::Qcow2,
+            Some(other) => return Err(InfoError::BackingFormat(name, other.to_string())),
+            None => return Err(InfoError::NoBackingFormat(name, b)),
+        });
+        next = b.into();
+    }
 }
 
 #[cfg(test)]

@@ -18,7 +18,10 @@
 //! - images are locked with OFD locks on QEMU's lock bytes ([`lock`]):
 //!   one writer, or any number of readers, across VT System and QEMU.
 
+pub mod backing;
 pub mod check;
+pub mod commit;
+pub mod compress;
 pub mod create;
 pub mod header;
 pub mod info;
@@ -28,6 +31,8 @@ pub mod open;
 pub mod probe;
 pub mod qcow2;
 pub mod raw;
+pub mod rebase;
+pub mod refcount;
 pub mod resize;
 pub mod snapshot;
 

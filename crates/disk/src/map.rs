@@ -277,7 +277,25 @@ fn seek(file: &File, at: u64, whence: libc::c_int) -> Option<u64> {
     u64::try_from(r).ok()
 }
 
-/// The extents of the image at `path` (qcow2 or raw), in guest order.
+/// The extents of the file at `path` read as a raw image (`-f raw`: never
+/// probed, so a qcow2 file is mapped as its bytes), in guest order.
+pub fn map_raw(path: &Path) -> Result<Vec<Extent>, MapError> {
+    let name = path.display().to_string();
+    let file = File::open(path).map_err(|e| MapError::Io(name.clone(), e))?;
+    let top = Layer {
+        file,
+        name,
+        header: None,
+        l1: Vec::new(),
+        below: None,
+    };
+    let mut out = Vec::new();
+    top.map(0, top.size(), 0, &mut out)?;
+    Ok(out)
+}
+
+/// The extents of the qcow2 image at `path` and its backing chain (a file
+/// that is not qcow2 is mapped as raw).
 pub fn map(path: &Path) -> Result<Vec<Extent>, MapError> {
     let name = path.display().to_string();
     let file = File::open(path).map_err(|e| MapError::Io(name.clone(), e))?;

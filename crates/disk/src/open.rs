@@ -212,8 +212,6 @@ pub enum OpenError {
     Loop(String, String),
     #[error("disk {0}: qcow2")]
     Qcow2(String, #[source] io::Error),
-    #[error("disk {0}: cache=none is not supported for qcow2 images")]
-    DirectQcow2(String),
     #[error("disk {0}: size {1} is not a multiple of 512 bytes")]
     Size(String, u64),
     #[error("disk {0}: cannot check the image before writing to it")]
@@ -347,9 +345,24 @@ fn open_locked(
             Ok(Image::Raw(raw))
         }
         DiskFormat::Qcow2 => {
-            if opts.cache == CacheMode::Direct {
-                return Err(OpenError::DirectQcow2(name));
-            }
+            // cache=none: imago works on an O_DIRECT handle of the image
+            // (backing files stay on the page cache); the locked buffered
+            // handle is kept open with it.
+            let direct = match (opts.cache, direct_file) {
+                (CacheMode::Direct, Some(d)) => Some(d),
+                (CacheMode::Direct, None) => Some(
+                    raw::reopen_direct(&file, opts.readonly)
+                        .map_err(|e| OpenError::Raw(name.clone(), RawError::NoDirect(e)))?,
+                ),
+                _ => None,
+            };
+            let holder = match &direct {
+                Some(_) => Some(
+                    file.try_clone()
+                        .map_err(|e| OpenError::Open(name.clone(), e))?,
+                ),
+                None => None,
+            };
             let mut chain = Chain {
                 opener,
                 shareable: opts.shareable,
@@ -358,8 +371,11 @@ fn open_locked(
             };
             let top = ImageFile { file, name, dir };
             let name = top.name.clone();
-            let layer = chain.qcow2(top, !opts.readonly, 0)?;
-            let q = Qcow2::new(layer);
+            let layer = chain.qcow2(top, !opts.readonly, 0, direct)?;
+            let q = match holder {
+                Some(h) => Qcow2::with_lock_holder(layer, h),
+                None => Qcow2::new(layer),
+            };
             if !q.size().is_multiple_of(SECTOR_SIZE) {
                 return Err(OpenError::Size(name, q.size()));
             }
@@ -397,12 +413,14 @@ impl Chain<'_> {
     }
 
     /// Opens `image` (a qcow2 file) at `depth` below the top, with its
-    /// backing chain.
+    /// backing chain; `direct`: an O_DIRECT handle on the same file for
+    /// imago's I/O (the checks read through `image.file`).
     fn qcow2(
         &mut self,
         image: ImageFile,
         writable: bool,
         depth: usize,
+        direct: Option<File>,
     ) -> Result<Layer, OpenError> {
         self.identity(&image)?;
         let read =
@@ -445,7 +463,11 @@ impl Chain<'_> {
             Some(reference) => Some(self.backing(&image, reference, &header, depth)?),
         };
         let path = PathBuf::from(&image.name);
-        qcow2::qcow2_layer(image.file, &path, writable, backing)
+        let (file, is_direct) = match direct {
+            Some(d) => (d, true),
+            None => (image.file, false),
+        };
+        qcow2::qcow2_layer(file, &path, writable, backing, is_direct)
             .map_err(|e| OpenError::Qcow2(image.name, e))
     }
 
@@ -488,10 +510,11 @@ impl Chain<'_> {
                 if probe::probe(&below.file).ok() != Some(Probed::Qcow2) {
                     return Err(OpenError::NotQcow2(below.name));
                 }
-                self.qcow2(below, false, depth + 1).map_err(|e| match e {
-                    OpenError::Loop(_, at) => OpenError::Loop(name(), at),
-                    e => e,
-                })
+                self.qcow2(below, false, depth + 1, None)
+                    .map_err(|e| match e {
+                        OpenError::Loop(_, at) => OpenError::Loop(name(), at),
+                        e => e,
+                    })
             }
             DiskFormat::Raw => {
                 self.identity(&below)?;

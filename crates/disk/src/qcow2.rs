@@ -32,12 +32,25 @@ pub type Layer = FormatAccess<ImagoFile>;
 pub struct Qcow2 {
     inner: Layer,
     size: u64,
+    /// With `cache=none`, the image's buffered handle: imago works on an
+    /// O_DIRECT handle, a separate open file, and the image's lock lives
+    /// on this one.
+    _lock_holder: Option<File>,
 }
 
 fn storage(file: File, name: &Path, writable: bool) -> io::Result<ImagoFile> {
+    storage_with(file, name, writable, false)
+}
+
+/// `direct`: `file` was opened with O_DIRECT (imago then aligns every
+/// request and buffer to what the file system needs, with bounce buffers).
+fn storage_with(file: File, name: &Path, writable: bool, direct: bool) -> io::Result<ImagoFile> {
     ImagoFile::from_open_file(
         file,
-        StorageOpenOptions::new().filename(name).write(writable),
+        StorageOpenOptions::new()
+            .filename(name)
+            .write(writable)
+            .direct(direct),
     )
 }
 
@@ -53,14 +66,15 @@ pub fn raw_layer(file: File, name: &Path) -> io::Result<Layer> {
 /// Wraps an open qcow2 file as a chain layer over `backing`. The header
 /// must have passed [`crate::header::Header::check_usable`]; imago is told
 /// the backing layer explicitly and opens nothing by itself (its gate
-/// denies every implicit open).
+/// denies every implicit open). `direct`: `file` has O_DIRECT.
 pub fn qcow2_layer(
     file: File,
     name: &Path,
     writable: bool,
     backing: Option<Layer>,
+    direct: bool,
 ) -> io::Result<Layer> {
-    let q = ImagoQcow2::<ImagoFile>::builder(storage(file, name, writable)?)
+    let q = ImagoQcow2::<ImagoFile>::builder(storage_with(file, name, writable, direct)?)
         .write(writable)
         .backing(backing)
         .data_file(None)
@@ -72,7 +86,20 @@ impl Qcow2 {
     /// The backend on an opened top layer.
     pub fn new(inner: Layer) -> Self {
         let size = inner.size();
-        Qcow2 { inner, size }
+        Qcow2 {
+            inner,
+            size,
+            _lock_holder: None,
+        }
+    }
+
+    /// The backend on a top layer imago reads through an O_DIRECT handle,
+    /// keeping `holder` (the locked, buffered handle) open with it.
+    pub fn with_lock_holder(inner: Layer, holder: File) -> Self {
+        Qcow2 {
+            _lock_holder: Some(holder),
+            ..Qcow2::new(inner)
+        }
     }
 
     /// The imago layer, for tools (`vt image`).

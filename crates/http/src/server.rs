@@ -39,6 +39,14 @@ pub trait Handler: Send + Sync + 'static {
     fn error(&self, status: u16, message: &str) -> Response {
         Response::new(status, "text/plain", message)
     }
+
+    /// The answer to a request from `peer` that could not be read (too
+    /// big, malformed); by default [`Handler::error`]. A daemon that
+    /// audits refusals records it here.
+    fn refused(&self, peer: &Peer, status: u16, message: &str) -> Response {
+        let _ = peer;
+        self.error(status, message)
+    }
 }
 
 /// Accepts connections forever, at most `max_connections` at once (the
@@ -93,7 +101,7 @@ fn connection(stream: UnixStream, handler: &dyn Handler, limits: &Limits) {
             Err(e) => {
                 if let Some(status) = e.status() {
                     let _ = handler
-                        .error(status, &e.to_string())
+                        .refused(&peer, status, &e.to_string())
                         .write_to(&mut writer, false);
                 }
                 return;

@@ -205,6 +205,82 @@ fn log_mode_installs_the_filters_and_the_vm_runs() {
     assert_eq!(info(&sock).confinement.seccomp, SeccompMode::Log);
 }
 
+/// A guest reboot rebuilds the VM under the main thread's filter: every
+/// disk kind is opened again there (a qcow2 with its raw backing file goes
+/// through imago, which asks `fstatfs` for the file system's block size).
+/// A call missing from the list kills the VMM with SIGSYS on the first
+/// reboot; here the guest must come up three times, plain and (as root)
+/// jailed, where the disks are descriptors passed in.
+#[test]
+fn a_reboot_rebuilds_every_disk_kind_under_the_filters() {
+    if !have_kvm() {
+        eprintln!("skipped: no usable /dev/kvm");
+        return;
+    }
+    reboot_three_times("reboot", &[]);
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        reboot_three_times("reboot-jailed", &["--jail", "--jail-uid", "1879113000"]);
+    }
+}
+
+fn reboot_three_times(name: &str, extra: &[&str]) {
+    let d = dir(name);
+    let kernel = d.join("guest");
+    std::fs::write(&kernel, tinyguest::elf_with("boot\n", true, Ending::Reboot)).unwrap();
+    let base = d.join("base.raw");
+    std::fs::write(&base, vec![0u8; 1 << 20]).unwrap();
+    let top = d.join("top.qcow2");
+    let made = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+        .arg(&base)
+        .arg(&top)
+        .status();
+    if !made.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: no qemu-img");
+        return;
+    }
+    let raw = d.join("raw.img");
+    std::fs::write(&raw, vec![0u8; 1 << 20]).unwrap();
+    let log = d.join("console.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_vt-vmm"))
+        .arg("--kernel")
+        .arg(&kernel)
+        .args([
+            "--memory",
+            "16",
+            "--rng",
+            "--on-reboot",
+            "restart",
+            "--serial",
+        ])
+        .arg(format!("file={}", log.display()))
+        .arg("--disk")
+        .arg(format!("path={},format=qcow2", top.display()))
+        .arg("--disk")
+        .arg(format!("path={},format=raw", raw.display()))
+        .arg("--disk")
+        .arg(format!("path={},readonly=on", base.display()))
+        .args(extra)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut vmm = Vmm(child);
+    wait_for(
+        || {
+            let boots = std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .matches("boot\n")
+                .count();
+            if let Ok(Some(status)) = vmm.0.try_wait() {
+                panic!("the VMM ended after {boots} boot(s): {status:?}");
+            }
+            boots >= 3
+        },
+        "three boots",
+    );
+}
+
 /// How one probe attempt ended.
 #[derive(Debug, PartialEq, Eq)]
 enum Outcome {

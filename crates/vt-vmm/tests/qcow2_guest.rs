@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{case_output, guest_value, initramfs_with, lab_disabled};
+use common::{case_output, guest_value, initramfs_with, lab_disabled, qemu_img};
 
 const MIB: usize = 1 << 20;
 /// Virtual size and the part qemu-img fills with data.
@@ -63,16 +63,6 @@ fn data(seed: u64) -> Vec<u8> {
         c.copy_from_slice(&s.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
     }
     out
-}
-
-fn qemu_img(args: &[&str]) -> (i32, String) {
-    let out = Command::new("qemu-img")
-        .args(args)
-        .output()
-        .expect("qemu-img");
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.code().unwrap_or(-1), text)
 }
 
 fn sha256(p: &Path) -> String {

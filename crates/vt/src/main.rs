@@ -78,6 +78,9 @@ enum Command {
     /// Policy switches (what VMs may do beyond the defaults).
     #[command(subcommand)]
     Policy(cmd::policy::PolicyCommand),
+    /// The audit trail: search, verify, file watches.
+    #[command(subcommand)]
+    Audit(cmd::audit::AuditCommand),
     /// Print a shell completion script (bash, zsh, fish, ...).
     Completions { shell: clap_complete::Shell },
     /// Run commands on a hardware-virtualization /dev/kvm inside the lab
@@ -116,6 +119,7 @@ fn managed(c: &Client, command: Command, f: Format) -> CliResult {
         Command::Events => cmd::events::run(c, f),
         Command::Net(n) => cmd::net::run(c, n, f),
         Command::Policy(p) => cmd::policy::run(c, p, f),
+        Command::Audit(a) => cmd::audit::run(c, a, f),
         _ => Ok(()),
     }
 }

@@ -3,58 +3,12 @@
 //! `qemu-img check` finds clean and `qemu-img compare` finds equal, and
 //! `check`'s findings, repairs and exit codes matching qemu-img's.
 
+mod common;
+
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
-struct Scratch(PathBuf);
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn scratch(name: &str) -> Scratch {
-    let p = std::env::temp_dir().join(format!("vt-image-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&p);
-    std::fs::create_dir_all(&p).unwrap();
-    Scratch(p)
-}
-
-/// Runs `prog` in `dir` (so relative names are what both tools see).
-fn run(dir: &Path, prog: &str, args: &[&str]) -> Output {
-    let prog = if prog == "vt" {
-        env!("CARGO_BIN_EXE_vt")
-    } else {
-        prog
-    };
-    Command::new(prog)
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(dir: &Path, prog: &str, args: &[&str]) -> String {
-    let out = run(dir, prog, args);
-    assert!(
-        out.status.success(),
-        "{prog} {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn code(dir: &Path, prog: &str, args: &[&str]) -> i32 {
-    run(dir, prog, args).status.code().unwrap_or(-1)
-}
-
-fn json(dir: &Path, prog: &str, file: &str) -> serde_json::Value {
-    let args = ["image", "info", "--output=json", file];
-    let args = if prog == "vt" { &args[..] } else { &args[1..] };
-    serde_json::from_str(&ok(dir, prog, args)).unwrap()
-}
+use common::*;
 
 const FIELDS: &[&str] = &[
     "/virtual-size",
@@ -85,18 +39,6 @@ fn same_info(dir: &Path, file: &str) {
             "{file} {f}: {ours} vs {theirs}"
         );
     }
-}
-
-fn vt_image(dir: &Path, args: &[&str]) -> String {
-    let mut a = vec!["image"];
-    a.extend_from_slice(args);
-    ok(dir, "vt", &a)
-}
-
-fn vt_code(dir: &Path, args: &[&str]) -> i32 {
-    let mut a = vec!["image"];
-    a.extend_from_slice(args);
-    code(dir, "vt", &a)
 }
 
 /// `vt image info --output=json` equals qemu-img's, field for field, on
@@ -217,6 +159,30 @@ fn created_images_pass_qemu_img_check() {
             "d.qcow2",
             &["-f", "qcow2", "-o", "preallocation=full,lazy_refcounts=on"],
         ),
+        // Version 2 (compat=0.10), plain, preallocated and over a backing file.
+        ("v2a.qcow2", &["-f", "qcow2", "-o", "compat=0.10"]),
+        (
+            "v2b.qcow2",
+            &[
+                "-f",
+                "qcow2",
+                "-o",
+                "compat=0.10,cluster_size=4K,preallocation=metadata",
+            ],
+        ),
+        (
+            "v2c.qcow2",
+            &[
+                "-f",
+                "qcow2",
+                "-o",
+                "compat=0.10",
+                "-b",
+                "a.qcow2",
+                "-F",
+                "qcow2",
+            ],
+        ),
     ];
     for (name, args) in cases {
         let mut a = vec!["create"];
@@ -228,6 +194,39 @@ fn created_images_pass_qemu_img_check() {
         assert_eq!(j["virtual-size"], 8 << 20, "{name}");
     }
     assert_eq!(json(d, "qemu-img", "b.qcow2")["cluster-size"], 512);
+    // The v2 images are what qemu-img makes: same info, same content,
+    // and qemu-io writes into them leave them clean.
+    ok(
+        d,
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            "compat=0.10",
+            "q2.qcow2",
+            "8M",
+        ],
+    );
+    for name in ["v2a.qcow2", "v2b.qcow2", "v2c.qcow2"] {
+        let (ours, theirs) = (json(d, "qemu-img", name), json(d, "qemu-img", "q2.qcow2"));
+        for f in [
+            "/format-specific/data/compat",
+            "/format-specific/data/refcount-bits",
+        ] {
+            assert_eq!(ours.pointer(f), theirs.pointer(f), "{name} {f}");
+        }
+        same_info(d, name);
+        ok(d, "qemu-io", &["-c", "write -P 0x5a 1M 1M", name]);
+        ok(d, "qemu-img", &["check", name]);
+    }
+    assert_eq!(
+        json(d, "qemu-img", "v2c.qcow2")["backing-filename-format"],
+        "qcow2"
+    );
+    ok(d, "qemu-img", &["compare", "v2a.qcow2", "v2b.qcow2"]);
     assert_eq!(
         json(d, "qemu-img", "d.qcow2")["format-specific"]["data"]["lazy-refcounts"],
         true
@@ -250,6 +249,22 @@ fn created_images_pass_qemu_img_check() {
         1
     );
     assert_eq!(std::fs::read(d.join("a.qcow2")).unwrap(), before);
+    // Lazy refcounts need v3, as qemu-img says.
+    assert_eq!(
+        vt_code(
+            d,
+            &[
+                "create",
+                "-f",
+                "qcow2",
+                "-o",
+                "compat=0.10,lazy_refcounts=on",
+                "e.qcow2",
+                "1M"
+            ]
+        ),
+        1
+    );
     // A size with no backing file is refused; -b without -F too.
     assert_eq!(vt_code(d, &["create", "-f", "qcow2", "e.qcow2"]), 1);
     assert_eq!(
@@ -616,13 +631,42 @@ fn map_equals_qemu_img() {
         ok(d, "vt", &["image", "map", "--output=json", "packed.qcow2"]),
         ok(d, "qemu-img", &["map", "--output=json", "packed.qcow2"])
     );
-    for f in ["top.qcow2", "mid.qcow2", "small.qcow2"] {
+    // A sparse raw file: holes and data as the file system reports them;
+    // and a qcow2 file mapped as raw bytes with -f raw.
+    ok(
+        d,
+        "qemu-img",
+        &["create", "-q", "-f", "raw", "sparse.raw", "16M"],
+    );
+    ok(
+        d,
+        "qemu-io",
+        &[
+            "-f",
+            "raw",
+            "-c",
+            "write -P 3 1M 2M",
+            "-c",
+            "write -P 4 15M 64k",
+            "sparse.raw",
+        ],
+    );
+    for f in ["top.qcow2", "mid.qcow2", "small.qcow2", "sparse.raw"] {
         for args in [&["map", f][..], &["map", "--output=json", f][..]] {
             let mut ours = vec!["image"];
             ours.extend_from_slice(args);
             assert_eq!(ok(d, "vt", &ours), ok(d, "qemu-img", args), "{args:?}");
         }
     }
+    let args = ["map", "-f", "raw", "--output=json", "small.qcow2"];
+    assert_eq!(
+        ok(
+            d,
+            "vt",
+            &["image", "map", "-f", "raw", "--output=json", "small.qcow2"]
+        ),
+        ok(d, "qemu-img", &args)
+    );
 }
 
 /// `snapshot -l` prints qemu-img's table; `info --output=json` has the
@@ -650,5 +694,57 @@ fn snapshot_list_equals_qemu_img() {
         json(d, "vt", "s.qcow2")["snapshots"],
         json(d, "qemu-img", "s.qcow2")["snapshots"]
     );
-    assert_eq!(vt_code(d, &["snapshot", "-c", "x", "s.qcow2"]), 1);
+}
+
+/// `info --backing-chain`: qemu-img's text and, image by image, its JSON
+/// over a qcow2 ← qcow2 ← raw chain; loops and devices are errors.
+#[test]
+fn info_backing_chain_equals_qemu_img() {
+    let t = scratch("info-chain");
+    let d = t.0.as_path();
+    ok(
+        d,
+        "qemu-img",
+        &["create", "-q", "-f", "raw", "b0.raw", "1M"],
+    );
+    ok(
+        d,
+        "qemu-img",
+        &[
+            "create", "-q", "-f", "qcow2", "-b", "b0.raw", "-F", "raw", "b1.qcow2",
+        ],
+    );
+    ok(
+        d,
+        "qemu-img",
+        &[
+            "create", "-q", "-f", "qcow2", "-b", "b1.qcow2", "-F", "qcow2", "b2.qcow2",
+        ],
+    );
+    let args = ["info", "--backing-chain", "b2.qcow2"];
+    assert_eq!(vt_image(d, &args), ok(d, "qemu-img", &args));
+    let json_args = ["info", "--backing-chain", "--output=json", "b2.qcow2"];
+    let ours: serde_json::Value = serde_json::from_str(&vt_image(d, &json_args)).unwrap();
+    let theirs: serde_json::Value = serde_json::from_str(&ok(d, "qemu-img", &json_args)).unwrap();
+    let (ours, theirs) = (ours.as_array().unwrap(), theirs.as_array().unwrap());
+    assert_eq!(ours.len(), 3);
+    assert_eq!(ours.len(), theirs.len());
+    for (o, q) in ours.iter().zip(theirs) {
+        for f in FIELDS {
+            assert_eq!(o.pointer(f), q.pointer(f), "{f}: {o} vs {q}");
+        }
+    }
+    // A loop, and a device as backing file: errors, not followed.
+    ok(
+        d,
+        "qemu-img",
+        &["rebase", "-u", "-b", "b2.qcow2", "-F", "qcow2", "b1.qcow2"],
+    );
+    assert_eq!(vt_code(d, &args), 1);
+    ok(
+        d,
+        "qemu-img",
+        &["rebase", "-u", "-b", "/dev/zero", "-F", "raw", "b1.qcow2"],
+    );
+    assert_eq!(vt_code(d, &args), 1);
 }

@@ -42,6 +42,17 @@ pub struct Options {
     pub dnsmasq: String,
 }
 
+/// Where the audit trail's key is and how big the trail may grow.
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    /// The sealing key (default `STATE/audit.key`).
+    pub key: Option<PathBuf>,
+    pub limits: crate::audit::Limits,
+    /// Repeated accesses to a watched file within this interval are one
+    /// record.
+    pub coalesce: std::time::Duration,
+}
+
 pub struct Daemon {
     /// Held (flock) for the daemon's life: one vtd per state directory.
     _lock: std::fs::File,
@@ -49,7 +60,9 @@ pub struct Daemon {
     pub vmm: PathBuf,
     pub defaults: Defaults,
     pub events: Arc<Events>,
-    pub audit: Audit,
+    pub audit: Arc<Audit>,
+    /// fanotify watches on images and admin-named files.
+    pub watches: crate::watches::Watches,
     /// How VMMs are confined (`None`: `vtd --jail off`).
     pub jail: Option<Arc<crate::cell::Jail>>,
     vms: Mutex<BTreeMap<String, Arc<Vm>>>,
@@ -88,6 +101,7 @@ impl Daemon {
         vmm: PathBuf,
         defaults: Defaults,
         jail: Option<Arc<crate::cell::Jail>>,
+        audit: &AuditSettings,
         options: Options,
     ) -> std::io::Result<Arc<Self>> {
         std::fs::create_dir_all(state_dir.join("vms"))?;
@@ -97,7 +111,23 @@ impl Daemon {
             std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))?;
         }
         let state_lock = lock_state(state_dir)?;
-        let audit = Audit::open(&state_dir.join("actions.log"))?;
+        let key = audit
+            .key
+            .clone()
+            .unwrap_or_else(|| state_dir.join("audit.key"));
+        let settings = audit;
+        let audit = Arc::new(Audit::open(state_dir, &key, settings.limits)?);
+        // Never watched: files vtd's watcher thread itself opens (it would
+        // wait for its own answer) or writes.
+        let (_, key) = audit.paths();
+        let canon = |p: PathBuf| std::fs::canonicalize(&p).unwrap_or(p);
+        let forbidden = vec![
+            canon(state_dir.to_path_buf()),
+            canon(key),
+            PathBuf::from("/proc"),
+            PathBuf::from("/sys"),
+        ];
+        let watches = crate::watches::Watches::new(state_dir, forbidden, settings.coalesce);
         let policy = crate::policy::Policy::open(&state_dir.join("policy.json"))?;
         let nets = network::manager::Manager::open(&state_dir.join("networks"), &options.dnsmasq)?;
         let d = Arc::new_cyclic(|me| Daemon {
@@ -105,8 +135,9 @@ impl Daemon {
             state_dir: state_dir.to_path_buf(),
             vmm,
             defaults,
-            events: Arc::new(Events::default()),
+            events: Arc::new(Events::audited(audit.clone())),
             audit,
+            watches,
             jail,
             vms: Mutex::new(BTreeMap::new()),
             policy,
@@ -140,6 +171,7 @@ impl Daemon {
             lock(&d.vms).insert(name, vm);
         }
         d.restore_networks();
+        crate::watches::Watches::start(&d);
         Ok(d)
     }
 
@@ -281,6 +313,7 @@ impl Daemon {
         vms.insert(vm.name().to_string(), vm.clone());
         drop(vms);
         self.update_hosts(&vm.def);
+        self.watches.add_images(&self.audit, &vm.def);
         self.events
             .publish(vm.name(), "defined", VmState::Stopped, None);
         Ok(vm)
@@ -301,6 +334,7 @@ impl Daemon {
         vms.remove(name);
         drop(vms);
         self.update_hosts(&vm.def);
+        self.watches.remove_images(name);
         self.events
             .publish(name, "undefined", VmState::Stopped, None);
         Ok(())

@@ -2,13 +2,15 @@
 //!
 //! Each follower has a bounded queue; one that falls behind by more than
 //! [`QUEUE`] events is dropped (its stream ends) rather than slowing the
-//! daemon down.
+//! daemon down. Every event is also a `lifecycle.EVENT` record of the
+//! audit trail.
 
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use api::manager::{Event, VmState};
 
+use crate::audit::Audit;
 use crate::store::now_ms;
 
 const QUEUE: usize = 256;
@@ -16,11 +18,39 @@ const QUEUE: usize = 256;
 #[derive(Default)]
 pub struct Events {
     followers: Mutex<Vec<SyncSender<String>>>,
+    audit: Option<Arc<Audit>>,
 }
 
 impl Events {
+    /// Events that are also recorded in `audit`.
+    pub fn audited(audit: Arc<Audit>) -> Events {
+        Events {
+            followers: Mutex::default(),
+            audit: Some(audit),
+        }
+    }
+
     /// Sends an event to every follower.
     pub fn publish(&self, vm: &str, event: &str, state: VmState, reason: Option<String>) {
+        self.publish_vmm(vm, event, state, reason, None);
+    }
+
+    /// Sends an event, recording the VMM's pid and uid (when known) in
+    /// the audit trail.
+    pub fn publish_vmm(
+        &self,
+        vm: &str,
+        event: &str,
+        state: VmState,
+        reason: Option<String>,
+        vmm: Option<(u32, Option<u32>)>,
+    ) {
+        if let Some(a) = &self.audit {
+            let detail = reason
+                .clone()
+                .unwrap_or_else(|| format!("state {}", state.as_str()));
+            a.lifecycle(vm, event, vmm.map(|v| v.0), vmm.and_then(|v| v.1), detail);
+        }
         let e = Event {
             time_ms: now_ms(),
             vm: vm.to_string(),

@@ -21,6 +21,7 @@ mod store;
 mod vm;
 mod vmm;
 mod vmnet;
+mod watches;
 
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
@@ -77,6 +78,24 @@ struct Args {
     /// The nft program that loads vtd's nftables tables.
     #[arg(long, value_name = "PATH", default_value = "nft")]
     nft: String,
+    /// The audit trail's sealing key (32 bytes, made with mode 0600 when
+    /// missing). Keep it outside the state directory to separate it from
+    /// the trail (another file system, a path backed up elsewhere).
+    /// Default: STATE/audit.key.
+    #[arg(long, value_name = "PATH")]
+    audit_key: Option<PathBuf>,
+    /// Size of one audit trail file before the next is begun (MiB).
+    #[arg(long, value_name = "MIB", default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    audit_file_size: u64,
+    /// Audit trail files kept; the oldest beyond are removed (and that
+    /// removal recorded).
+    #[arg(long, value_name = "N", default_value_t = 16, value_parser = clap::value_parser!(u64).range(2..=100000))]
+    audit_files: u64,
+    /// Repeated accesses of one kind by one process to one watched file
+    /// within this many seconds are one record (the first is recorded at
+    /// once, the rest counted).
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    watch_coalesce: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -197,6 +216,14 @@ fn main() -> ExitCode {
             }))
         }
     };
+    let audit = daemon::AuditSettings {
+        key: abs(args.audit_key),
+        limits: audit::Limits {
+            file_bytes: args.audit_file_size << 20,
+            files: args.audit_files as usize,
+        },
+        coalesce: std::time::Duration::from_secs(args.watch_coalesce),
+    };
     network::nft::set_program(&args.nft);
     let options = daemon::Options {
         storage_dirs: args
@@ -206,7 +233,7 @@ fn main() -> ExitCode {
             .collect(),
         dnsmasq: args.dnsmasq.clone(),
     };
-    let daemon = match daemon::Daemon::open(&args.state_dir, vmm, defaults, jail, options) {
+    let daemon = match daemon::Daemon::open(&args.state_dir, vmm, defaults, jail, &audit, options) {
         Ok(d) => d,
         Err(e) => {
             eprintln!(

@@ -1,7 +1,9 @@
 //! The state directory: what survives `vtd` (and host) restarts.
 //!
 //! ```text
-//! STATE/actions.log             who did what (JSON lines, append-only)
+//! STATE/audit/                  the audit trail (crate `audit`)
+//! STATE/audit.key               its sealing key (unless --audit-key)
+//! STATE/watches.json            the admin's file watches
 //! STATE/autostart.done          boot id of the last autostart run
 //! STATE/vtd.lock                flock held by the running vtd
 //! STATE/vms/NAME/definition.json  the VM definition (atomic rewrite)

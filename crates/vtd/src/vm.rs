@@ -97,6 +97,19 @@ impl Vm {
         lock(&self.run).state.unwrap_or(VmState::Stopped)
     }
 
+    /// Whether `pid` is this VM's running VMM (in vtd's pid namespace);
+    /// also while it is being started (its runtime.json is written before
+    /// it runs).
+    pub fn is_vmm_pid(&self, pid: u32) -> bool {
+        let known = lock(&self.run).pid;
+        known == Some(pid)
+            || (known.is_none()
+                && store::read_json::<Runtime>(&self.dir.runtime())
+                    .ok()
+                    .flatten()
+                    .is_some_and(|rt| rt.pid == pid))
+    }
+
     /// Holds off other lifecycle operations on this VM.
     pub fn op(&self) -> MutexGuard<'_, ()> {
         lock(&self.op)
@@ -353,8 +366,14 @@ impl Vm {
                 ));
             }
         }
-        self.events
-            .publish(self.name(), "started", VmState::Running, None);
+        let uid = lock(&self.run).uid;
+        self.events.publish_vmm(
+            self.name(),
+            "started",
+            VmState::Running,
+            None,
+            Some((pid, uid)),
+        );
         Ok(())
     }
 
@@ -411,7 +430,8 @@ impl Vm {
             lock(&self.run).reason = Some("not watched: no thread".into());
         }
         let state = self.state();
-        self.events.publish(self.name(), "reattached", state, None);
+        self.events
+            .publish_vmm(self.name(), "reattached", state, None, Some((pid, rt.uid)));
     }
 
     /// Records the end of the VMM `pid` (`status` when it was our child).
@@ -428,6 +448,7 @@ impl Vm {
         if r.pid != Some(pid) {
             return;
         }
+        let vmm_uid = r.uid;
         let line = store::last_line(&self.dir.vmm_log()).unwrap_or_default();
         let (state, reason) = classify(r.stopping.take(), status, &line, pid);
         r.state = Some(state);
@@ -455,7 +476,13 @@ impl Vm {
         } else {
             "stopped"
         };
-        self.events.publish(self.name(), event, state, Some(reason));
+        self.events.publish_vmm(
+            self.name(),
+            event,
+            state,
+            Some(reason),
+            Some((pid, vmm_uid)),
+        );
     }
 
     /// Waits until the VMM `pid` has ended; false on timeout.

@@ -368,16 +368,20 @@ impl Daemon {
         started
     }
 
-    /// Writes a refusal to the action log (method `REFUSED`, the path
-    /// naming the VM and why).
+    /// Writes a start refused by policy (or failing closed) to the audit
+    /// trail: action `start.refused`, the VM, the reason.
     fn record_refusal(&self, peer: Option<&vt_http::Peer>, vm: &str, e: &ApiError) {
         let me = vt_http::Peer {
             pid: std::process::id() as i32,
             uid: 0,
             gid: 0,
         };
-        let path = format!("/vms/{vm}/start: {}", e.message);
-        self.audit
-            .record(peer.unwrap_or(&me), "REFUSED", &path, e.status);
+        self.audit.action(
+            peer.unwrap_or(&me),
+            "start.refused",
+            Some(vm),
+            audit::Outcome::of_status(e.status),
+            e.message.clone(),
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! puts in a definition are opened as that user (at define and again at
 //! start, never following a symlink), an error does not tell whether a
 //! hidden path exists, the read-only socket serves anyone and refuses
-//! every change, and each refusal is in the action log with the uid.
+//! every change, and each refusal is in the audit trail with the uid.
 
 mod common;
 
@@ -148,19 +148,45 @@ fn callers_get_only_what_their_uid_allows() {
     let out = vtd.vt_as(STRANGER, &sock, &["list"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
 
-    // Every refusal is in the action log, with who asked.
-    let log = std::fs::read_to_string(vtd.state.join("actions.log")).unwrap();
-    let refused: Vec<serde_json::Value> = log
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .filter(|v: &serde_json::Value| v["status"] == 403)
+    // The trail is root's: a member asking is refused (and recorded).
+    let out = curl_as(MEMBER, &sock, "GET", "/audit", "");
+    assert!(out.starts_with("403"), "{out}");
+    // Every refusal is in the audit trail, with who asked.
+    let refused: Vec<serde_json::Value> = vtd
+        .audit("result=denied")
+        .into_iter()
+        .filter(|v| v["detail"].as_str().is_some_and(|d| d.contains(": 403")))
         .collect();
     let by = |uid: u32| refused.iter().filter(|v| v["uid"] == uid).count();
-    assert_eq!(by(MEMBER), 4, "{log}");
-    // stop, undefine and start by the other member (a GET is not logged).
-    assert_eq!(by(OTHER_MEMBER), 3, "{log}");
-    assert_eq!(refused.iter().filter(|v| v["method"] == "POST").count(), 7);
+    let log = serde_json::to_string_pretty(&refused).unwrap();
+    // Three defines, the symlinked start, the trail.
+    assert_eq!(by(MEMBER), 5, "{log}");
+    // stop, undefine, console and start by the other member.
+    assert_eq!(by(OTHER_MEMBER), 4, "{log}");
+    let posts =
+        |v: &&serde_json::Value| v["detail"].as_str().is_some_and(|d| d.starts_with("POST"));
+    assert_eq!(refused.iter().filter(posts).count(), 7, "{log}");
     assert_eq!(by(STRANGER), 1, "{log}");
+    // Each with its pid and gid, the VM and the action.
+    let console = refused
+        .iter()
+        .find(|v| v["action"] == "console.read")
+        .expect("the refused console read");
+    assert_eq!(console["vm"], "mine");
+    assert_eq!(console["gid"], MEMBER);
+    assert!(console["pid"].as_i64().is_some_and(|p| p > 1), "{console}");
+    let ro_start = refused.iter().find(|v| v["uid"] == STRANGER).unwrap();
+    assert_eq!(
+        (&ro_start["action"], &ro_start["vm"]),
+        (&"start".into(), &"mine".into())
+    );
+    assert!(
+        ro_start["detail"]
+            .as_str()
+            .unwrap()
+            .contains("read-only socket"),
+        "{ro_start}"
+    );
 }
 
 #[test]

@@ -7,6 +7,7 @@ use std::io::BufRead;
 
 use api::manager::{Event, VmState};
 use common::{pid_alive, require_kvm, wait_for, Vtd};
+use serde_json::Value;
 
 #[test]
 fn full_lifecycle_over_the_api() {
@@ -97,18 +98,35 @@ fn full_lifecycle_over_the_api() {
     }
     assert_eq!(seen, expected);
 
-    // Every change was recorded with who asked (this process).
-    let log = std::fs::read_to_string(vtd.state.join("actions.log")).unwrap();
-    let me = format!("\"pid\":{}", std::process::id());
-    assert!(log.lines().count() >= 10);
+    // Every change was recorded with who asked (this process) and how
+    // it ended; every lifecycle change with the VMM's pid.
+    let me = std::process::id() as i64;
+    let asked: Vec<Value> = vtd
+        .audit("vm=a")
+        .into_iter()
+        .filter(|v| !v["action"].as_str().unwrap().starts_with("lifecycle."))
+        .filter(|v| !v["action"].as_str().unwrap().starts_with("watch."))
+        .collect();
+    assert!(asked.len() >= 10, "{asked:?}");
     assert!(
-        log.lines()
-            .all(|l| l.contains(&me) && l.contains("\"uid\":")),
-        "{log}"
+        asked.iter().all(|v| v["pid"] == me && v["uid"].is_u64()),
+        "{asked:?}"
     );
     assert!(
-        log.contains("\"path\":\"/vms/a/pause\",\"status\":200"),
-        "{log}"
+        asked.iter().any(|v| v["action"] == "pause"
+            && v["result"] == "ok"
+            && v["detail"] == "POST /vms/a/pause: 200"),
+        "{asked:?}"
+    );
+    let life: Vec<Value> = vtd.audit("vm=a&action=lifecycle");
+    let started = life
+        .iter()
+        .find(|v| v["action"] == "lifecycle.started")
+        .expect("a lifecycle.started record");
+    assert!(started["pid"].as_i64().is_some_and(|p| p > 1), "{started}");
+    assert!(
+        life.iter().any(|v| v["action"] == "lifecycle.stopped"),
+        "{life:?}"
     );
 }
 
@@ -322,16 +340,15 @@ fn interactive_console_types_and_detaches() {
         let _ = stdout.read_to_end(&mut all);
         String::from_utf8_lossy(&all).into_owned()
     });
-    let log = vtd.state.join("actions.log");
     let mut stdin = child.stdin.take().unwrap();
     // Typed until the daemon has seen it: the terminal may not be raw yet.
     wait_for(
         || {
             let _ = stdin.write_all(b"hi").and_then(|()| stdin.flush());
             std::thread::sleep(std::time::Duration::from_millis(50));
-            std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .contains("\"path\":\"/vms/t/console\",\"status\":204")
+            vtd.audit("vm=t&action=console.write")
+                .iter()
+                .any(|v| v["detail"] == "POST /vms/t/console: 204")
         },
         "console input to reach vtd",
     );

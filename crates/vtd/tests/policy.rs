@@ -39,8 +39,18 @@ fn refused(vtd: &Vtd, method: &str, path: &str, body: Option<&str>, text: &str) 
     assert!(r.text().contains(text), "wanted '{text}' in {}", r.text());
 }
 
-fn log(vtd: &Vtd) -> String {
-    std::fs::read_to_string(vtd.state.join("actions.log")).unwrap_or_default()
+/// The details of the audit records of `action` (`vt audit search`).
+fn audited(vtd: &Vtd, action: &str) -> Vec<String> {
+    let out = vtd.vt(&["audit", "search", "--action", action, "--output", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let recs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    recs.iter()
+        .map(|r| format!("{} {} {}", r["vm"], r["result"], r["detail"]))
+        .collect()
 }
 
 fn image(p: &Path) {
@@ -100,13 +110,10 @@ fn switches_list_set_persist_and_refuse_unknown_names() {
     vtd.restart();
     assert_eq!(state(&vtd, "vm_host_devices"), (false, false));
     assert_eq!(state(&vtd, "vm_use_nfs"), (true, true));
-    // Each change is in the action log, with the old and new value.
-    let l = log(&vtd);
-    assert!(l.contains("/policy/vm_host_devices: off -> on"), "{l}");
-    assert!(
-        l.contains("/policy/vm_use_nfs: off -> on (persistent)"),
-        "{l}"
-    );
+    // Each change is in the audit trail, with the old and new value.
+    let l = audited(&vtd, "policy.set").join("\n");
+    assert!(l.contains("vm_host_devices off -> on"), "{l}");
+    assert!(l.contains("vm_use_nfs off -> on (persistent)"), "{l}");
 }
 
 #[test]
@@ -148,9 +155,13 @@ fn vm_host_paths_keeps_files_in_the_storage_dirs() {
         None,
         "vt policy set vm_host_paths on",
     );
+    let records = audited(&vtd, "start.refused");
     assert!(
-        log(&vtd).contains("REFUSED"),
-        "refusal not in the action log"
+        records
+            .iter()
+            .any(|r| r.contains("\"out1\" \"denied\"")
+                && r.contains("outside the storage directories")),
+        "refusal not in the audit trail: {records:?}"
     );
     // A qcow2 inside whose backing file is outside: caught on the files
     // opened for the VMM (the definition names only the top image).
@@ -361,5 +372,9 @@ fn images_on_fuse_need_vm_use_fusefs() {
         None,
         "vt policy set vm_use_fusefs on",
     );
-    assert!(log(&vtd).contains("REFUSED"));
+    let records = audited(&vtd, "start.refused");
+    assert!(
+        records.iter().any(|r| r.contains("on a FUSE file system")),
+        "{records:?}"
+    );
 }

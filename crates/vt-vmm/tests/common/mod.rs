@@ -141,3 +141,14 @@ pub fn guest_value<'a>(body: &[&'a str], key: &str) -> Option<&'a str> {
 pub fn host_value<'a>(body: &[&'a str], key: &str) -> Option<&'a str> {
     value(body, "VT-HOST", key)
 }
+
+/// qemu-img's exit status and output (stdout, then stderr) for `args`.
+pub fn qemu_img(args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new("qemu-img")
+        .args(args)
+        .output()
+        .expect("qemu-img");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}

@@ -1,5 +1,6 @@
 //! The verbs that talk to `vtd`, one file each (list and info share one).
 
+pub mod audit;
 pub mod client;
 pub mod console;
 pub mod create;

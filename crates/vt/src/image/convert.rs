@@ -4,7 +4,6 @@
 //! (unallocated in qcow2, holes in raw). `-p` shows a progress bar when
 //! stderr is a terminal, and nothing otherwise.
 
-use std::io::IsTerminal;
 use std::path::Path;
 
 use anyhow::Context;
@@ -38,6 +37,8 @@ pub struct Convert<'a> {
     pub create: CreateOptions,
     /// Draw a progress bar (only when stderr is a terminal).
     pub progress: bool,
+    /// Write compressed clusters (`-c`; qcow2 output only).
+    pub compress: bool,
 }
 
 impl Convert<'_> {
@@ -57,17 +58,12 @@ impl Convert<'_> {
             format: self.create.format,
             ..Default::default()
         };
-        let mut dst = disk::open_path(self.dest, &dst_opts)?;
-        let bar = (self.progress && std::io::stderr().is_terminal()).then(|| {
-            let b = indicatif::ProgressBar::new(size.max(1));
-            b.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{bar:40} {percent:>3}% {bytes}/{total_bytes} {eta}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            b
-        });
+        let mut dst: Box<dyn DiskBackend> = if self.compress {
+            Box::new(disk::compress::CompressedWriter::open(self.dest)?)
+        } else {
+            disk::open_path(self.dest, &dst_opts)?
+        };
+        let bar = super::progress::bar(self.progress, size);
         // Reading and writing overlap: a reader thread fills buffers
         // (at most DEPTH in flight) while this one writes the last ones, as
         // qemu-img keeps several requests in flight.

@@ -149,8 +149,12 @@ fn local_time(secs: u32) -> String {
     )
 }
 
-/// `qemu-img snapshot -l`'s table (QEMU's `bdrv_snapshot_dump` layout).
+/// `qemu-img snapshot -l`'s table (QEMU's `bdrv_snapshot_dump` layout);
+/// nothing at all when there are no snapshots, as qemu-img.
 pub fn snapshot_table(snaps: &[disk::snapshot::Snapshot]) -> String {
+    if snaps.is_empty() {
+        return String::new();
+    }
     let mut s = format!(
         "Snapshot list:\n{:<10}{:<17}{:>8}{:>20}{:>13}{:>11}\n",
         "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK", "ICOUNT"

@@ -1,5 +1,6 @@
 //! `vt image ...`: disk images with qemu-img's verbs, flags and meanings
-//! (`create`, `info`, `check`, `convert`, `resize`), on the `disk` crate,
+//! (`create`, `info`, `check`, `convert`, `resize`, `map`, `snapshot`,
+//! `rebase`, `commit`), on the `disk` crate,
 //! with no VM and no daemon; and `fetch-linux`, the guest artifacts.
 //!
 //! Exit codes as qemu-img's: 0 ok, 1 failed; `check` 2 for corruptions, 3
@@ -7,6 +8,7 @@
 
 mod convert;
 mod info;
+mod progress;
 mod size;
 
 use std::path::PathBuf;
@@ -57,6 +59,9 @@ pub enum ImageCommand {
         /// Format (raw or qcow2); probed when omitted.
         #[arg(short = 'f')]
         format: Option<String>,
+        /// Show every image of the backing chain, top first.
+        #[arg(long)]
+        backing_chain: bool,
         file: PathBuf,
     },
     /// Check a qcow2 image's metadata, as `qemu-img check`: exit 0 clean,
@@ -105,21 +110,67 @@ pub enum ImageCommand {
         format: Option<String>,
         file: PathBuf,
     },
-    /// Internal snapshots, as `qemu-img snapshot`: `-l` lists them (creating,
-    /// applying and deleting are not supported yet).
+    /// Internal snapshots of a stopped qcow2 image, as `qemu-img snapshot`:
+    /// `-l` lists, `-c` creates, `-a` applies, `-d` deletes (by ID or name).
     Snapshot {
         /// List the snapshots.
         #[arg(short = 'l')]
         list: bool,
-        /// Create a snapshot (not supported yet).
+        /// Create a snapshot named NAME of the current content.
         #[arg(short = 'c', value_name = "NAME")]
         create: Option<String>,
-        /// Apply a snapshot (not supported yet).
+        /// Revert the image to a snapshot (ID or name).
         #[arg(short = 'a', value_name = "NAME")]
         apply: Option<String>,
-        /// Delete a snapshot (not supported yet).
+        /// Delete a snapshot (ID or name).
         #[arg(short = 'd', value_name = "NAME")]
         delete: Option<String>,
+        file: PathBuf,
+    },
+    /// Give a qcow2 image another backing file, as `qemu-img rebase`: by
+    /// default (safe mode) clusters whose content would change are first
+    /// copied into the image; `-u` only rewrites the header.
+    Rebase {
+        /// Format of the image (qcow2).
+        #[arg(short = 'f')]
+        format: Option<String>,
+        /// The new backing file (relative to the image's directory), or ""
+        /// for none.
+        #[arg(short = 'b')]
+        backing: String,
+        /// The new backing file's format (stored in the header).
+        #[arg(short = 'F')]
+        backing_format: Option<String>,
+        /// Unsafe: only rewrite the header (the content may change).
+        #[arg(short = 'u')]
+        unsafe_: bool,
+        /// Show a progress bar (on a terminal).
+        #[arg(short = 'p')]
+        progress: bool,
+        /// Quiet.
+        #[arg(short = 'q')]
+        quiet: bool,
+        file: PathBuf,
+    },
+    /// Write a qcow2 image's data into its backing file, as `qemu-img
+    /// commit`, then empty the image.
+    Commit {
+        /// Format of the image (qcow2).
+        #[arg(short = 'f')]
+        format: Option<String>,
+        /// Commit into this deeper image of the chain instead of the
+        /// backing file.
+        #[arg(short = 'b')]
+        base: Option<PathBuf>,
+        /// Do not empty the image afterwards.
+        #[arg(short = 'd')]
+        keep: bool,
+        /// Show a progress bar (on a terminal).
+        #[arg(short = 'p')]
+        progress: bool,
+        /// Quiet.
+        #[arg(short = 'q')]
+        quiet: bool,
         file: PathBuf,
     },
     /// Change an image's virtual size, as `qemu-img resize`: SIZE, +SIZE or -SIZE.
@@ -143,6 +194,14 @@ fn format(v: &str) -> anyhow::Result<DiskFormat> {
     DiskFormat::parse(v).map_err(|_| anyhow!("unknown format '{v}' (raw and qcow2 are supported)"))
 }
 
+/// Refuses `-f` naming anything but qcow2 (for verbs only qcow2 has).
+fn qcow2_only(v: &Option<String>) -> anyhow::Result<()> {
+    match opt_format(v)? {
+        None | Some(DiskFormat::Qcow2) => Ok(()),
+        Some(_) => bail!("this works on qcow2 images only"),
+    }
+}
+
 fn opt_format(v: &Option<String>) -> anyhow::Result<Option<DiskFormat>> {
     v.as_deref().map(format).transpose()
 }
@@ -161,8 +220,9 @@ fn apply_options(o: &mut CreateOptions, spec: &str) -> anyhow::Result<()> {
                 })?
             }
             "lazy_refcounts" => o.lazy_refcounts = on_off(v)?,
-            "compat" if matches!(v, "1.1" | "v3") => {}
-            "compat" => bail!("compat={v} is not supported for new images (1.1 is)"),
+            "compat" if matches!(v, "1.1" | "v3") => o.v2 = false,
+            "compat" if matches!(v, "0.10" | "v2") => o.v2 = true,
+            "compat" => bail!("compat must be 0.10 or 1.1, not '{v}'"),
             "size" => o.size = Some(size::parse(v)?),
             _ => bail!(
                 "unknown option '{k}' (cluster_size, preallocation, lazy_refcounts, compat, size)"
@@ -229,11 +289,33 @@ pub fn run(cmd: ImageCommand, output: Format) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        ImageCommand::Info { format: f, file } => {
+        ImageCommand::Info {
+            format: f,
+            backing_chain: false,
+            file,
+        } => {
             let i = disk::info::info(&file, opt_format(&f)?)?;
             match output {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&info::json(&i))?),
                 Format::Table => print!("{}", info::human(&i)),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ImageCommand::Info {
+            format: f,
+            backing_chain: true,
+            file,
+        } => {
+            let chain = disk::info::chain(&file, opt_format(&f)?)?;
+            match output {
+                Format::Json => {
+                    let all: Vec<_> = chain.iter().map(info::json).collect();
+                    println!("{}", serde_json::to_string_pretty(&all)?)
+                }
+                Format::Table => {
+                    let all: Vec<_> = chain.iter().map(info::human).collect();
+                    print!("{}", all.join("\n"))
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -273,9 +355,6 @@ pub fn run(cmd: ImageCommand, output: Format) -> anyhow::Result<ExitCode> {
             source,
             dest,
         } => {
-            if compress {
-                bail!("compressed output (-c) is not supported yet: the qcow2 writer has no compressed clusters");
-            }
             let mut o = CreateOptions {
                 format: Some(format(&output_format)?),
                 ..Default::default()
@@ -283,12 +362,19 @@ pub fn run(cmd: ImageCommand, output: Format) -> anyhow::Result<ExitCode> {
             if let Some(spec) = &options {
                 apply_options(&mut o, spec)?;
             }
+            if compress && o.format != Some(DiskFormat::Qcow2) {
+                bail!("compression not supported for this file format (qcow2 has it)");
+            }
+            if compress && o.preallocation != Preallocation::Off {
+                bail!("compression and preallocation cannot be combined");
+            }
             let c = convert::Convert {
                 source: &source,
                 source_format: opt_format(&f)?,
                 dest: &dest,
                 create: o,
                 progress: progress && !quiet,
+                compress,
             };
             c.run()?;
             Ok(ExitCode::SUCCESS)
@@ -298,10 +384,10 @@ pub fn run(cmd: ImageCommand, output: Format) -> anyhow::Result<ExitCode> {
                 Some(f) => f,
                 None => disk::info::info(&file, None)?.format,
             };
-            if fmt == DiskFormat::Raw {
-                bail!("map of raw images is not supported (qcow2 only)");
-            }
-            let extents = disk::map::map(&file)?;
+            let extents = match fmt {
+                DiskFormat::Raw => disk::map::map_raw(&file)?,
+                DiskFormat::Qcow2 => disk::map::map(&file)?,
+            };
             match output {
                 Format::Json => print!("{}", info::map_json(&extents)),
                 Format::Table => {
@@ -320,11 +406,66 @@ pub fn run(cmd: ImageCommand, output: Format) -> anyhow::Result<ExitCode> {
             delete,
             file,
         } => {
-            if create.is_some() || apply.is_some() || delete.is_some() || !list {
-                bail!("only snapshot -l (list) is supported yet");
+            use disk::snapshot::edit;
+            match (list, create, apply, delete) {
+                (true, None, None, None) => {
+                    let snaps = disk::snapshot::list(&file)?;
+                    print!("{}", info::snapshot_table(&snaps));
+                }
+                (false, Some(n), None, None) => edit::create(&file, &n)?,
+                (false, None, Some(n), None) => edit::apply(&file, &n)?,
+                (false, None, None, Some(n)) => edit::delete(&file, &n)?,
+                _ => bail!("give exactly one of -l, -c NAME, -a SNAPSHOT, -d SNAPSHOT"),
             }
-            let snaps = disk::snapshot::list(&file)?;
-            print!("{}", info::snapshot_table(&snaps));
+            Ok(ExitCode::SUCCESS)
+        }
+        ImageCommand::Rebase {
+            format: f,
+            backing,
+            backing_format,
+            unsafe_,
+            progress,
+            quiet,
+            file,
+        } => {
+            qcow2_only(&f)?;
+            let new = if backing.is_empty() {
+                None
+            } else {
+                let Some(bf) = &backing_format else {
+                    bail!(
+                        "rebase needs -F FMT with -b (the backing format is stored, never probed)"
+                    );
+                };
+                Some(disk::rebase::NewBacking {
+                    name: &backing,
+                    format: format(bf)?,
+                })
+            };
+            let bar = progress::bar(progress && !quiet, 0);
+            disk::rebase::rebase(&file, new, unsafe_, &mut progress::callback(&bar))?;
+            if let Some(b) = bar {
+                b.finish();
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ImageCommand::Commit {
+            format: f,
+            base,
+            keep,
+            progress,
+            quiet,
+            file,
+        } => {
+            qcow2_only(&f)?;
+            let bar = progress::bar(progress && !quiet, 0);
+            disk::commit::commit(&file, base.as_deref(), keep, &mut progress::callback(&bar))?;
+            if let Some(b) = bar {
+                b.finish();
+            }
+            if !quiet {
+                println!("Image committed.");
+            }
             Ok(ExitCode::SUCCESS)
         }
         ImageCommand::Resize {

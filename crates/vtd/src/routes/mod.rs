@@ -2,6 +2,7 @@
 //! checked against the OpenAPI document (`openapi.json`) in tests.
 
 mod actions;
+mod audit;
 mod console;
 mod events;
 mod networks;
@@ -19,7 +20,8 @@ use crate::error::ApiError;
 /// The OpenAPI 3 document, served at `GET /openapi.json`.
 pub const OPENAPI: &str = include_str!("../openapi.json");
 
-/// Every route: method and path pattern (`{name}` is a VM name).
+/// Every route: method and path pattern (`{name}` is a VM name, `{id}` a
+/// watch's number).
 pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/openapi.json"),
     ("GET", "/vms"),
@@ -44,6 +46,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/networks/{name}/leases"),
     ("GET", "/policy"),
     ("PUT", "/policy/{name}"),
+    ("GET", "/audit"),
+    ("GET", "/audit/verify"),
+    ("GET", "/audit/watches"),
+    ("POST", "/audit/watches"),
+    ("DELETE", "/audit/watches/{id}"),
 ];
 
 pub struct Api(pub Arc<Daemon>);
@@ -56,7 +63,8 @@ pub fn json<T: Serialize>(status: u16, value: &T) -> Answer {
     Ok(Reply::Full(Response::json(status, body)))
 }
 
-/// Matches `path` against a pattern; returns the `{name}` segment if any.
+/// Matches `path` against a pattern; returns the `{name}` (or `{id}`)
+/// segment if any.
 fn matches<'a>(pattern: &str, path: &'a str) -> Option<Option<&'a str>> {
     let mut name = None;
     let mut p = pattern.split('/');
@@ -64,7 +72,7 @@ fn matches<'a>(pattern: &str, path: &'a str) -> Option<Option<&'a str>> {
     loop {
         match (p.next(), s.next()) {
             (None, None) => return Some(name),
-            (Some("{name}"), Some(seg)) if !seg.is_empty() => name = Some(seg),
+            (Some(p), Some(seg)) if p.starts_with('{') && !seg.is_empty() => name = Some(seg),
             (Some(a), Some(b)) if a == b => {}
             _ => return None,
         }
@@ -86,6 +94,12 @@ impl Api {
                 continue;
             }
             let name = name.unwrap_or_default();
+            if pattern.starts_with("/audit") && peer.uid != 0 {
+                return Err(ApiError::new(
+                    403,
+                    "the audit trail and file watches are root's only",
+                ));
+            }
             // A VM is its owner's and root's: changing it, and reading its
             // console (logins, boot secrets), needs one of them.
             let console = pattern.ends_with("/console");
@@ -111,6 +125,11 @@ impl Api {
                 ("GET", "/networks/{name}/leases") => networks::leases(d, name),
                 ("GET", "/policy") => policy::list(d),
                 ("PUT", "/policy/{name}") => policy::set(d, name, &req.body, peer),
+                ("GET", "/audit") => audit::search(d, req),
+                ("GET", "/audit/verify") => audit::verify(d),
+                ("GET", "/audit/watches") => audit::watches(d),
+                ("POST", "/audit/watches") => audit::add_watch(d, &req.body),
+                ("DELETE", "/audit/watches/{id}") => audit::remove_watch(d, name),
                 (_, p) => actions::run(d, name, p.rsplit('/').next().unwrap_or(""), req, peer),
             };
         }
@@ -150,22 +169,64 @@ fn authorize(d: &Daemon, name: &str, peer: &Peer) -> Result<(), ApiError> {
     ))
 }
 
+/// GETs recorded even when they succeed: they read what is not public
+/// (a console's output, the trail, the watches). Every other GET is
+/// recorded only when refused.
+const AUDITED_GETS: &[&str] = &["console.read", "audit.search", "audit.verify", "watch.list"];
+
+impl Api {
+    /// Records a request in the audit trail: every change, every refusal
+    /// and failure, and the reads in [`AUDITED_GETS`].
+    fn audit(&self, peer: &Peer, req: &Request, status: u16, message: Option<&str>) {
+        let (action, mut vm) = crate::audit::describe(&req.method, &req.path);
+        let read = req.method == "GET" && !AUDITED_GETS.contains(&action.as_str());
+        if read && status < 400 {
+            return;
+        }
+        if action == "define" {
+            // The VM's name is in the body.
+            vm = serde_json::from_slice::<serde_json::Value>(&req.body)
+                .ok()
+                .and_then(|v| v.get("name")?.as_str().map(str::to_string));
+        }
+        let query = if req.query.is_empty() { "" } else { "?" };
+        let mut detail = format!("{} {}{query}{}: {status}", req.method, req.path, req.query);
+        if let Some(m) = message {
+            detail.push(' ');
+            detail.push_str(m);
+        }
+        let result = ::audit::Outcome::of_status(status);
+        self.0
+            .audit
+            .action(peer, &action, vm.as_deref(), result, detail);
+    }
+}
+
 impl Handler for Api {
     fn handle(&self, req: Request, peer: &Peer) -> Reply {
         let answer = self.route(&req, peer);
-        let status = match &answer {
-            Ok(Reply::Full(r)) => r.status,
-            Ok(Reply::Stream { .. }) => 200,
-            Err(e) => e.status,
+        let (status, message) = match &answer {
+            Ok(Reply::Full(r)) => (r.status, None),
+            Ok(Reply::Stream { .. }) => (200, None),
+            Err(e) => (e.status, Some(e.message.as_str())),
         };
-        if req.method != "GET" {
-            self.0.audit.record(peer, &req.method, &req.path, status);
-        }
+        self.audit(peer, &req, status, message);
         answer.unwrap_or_else(|e| Reply::Full(e.response()))
     }
 
     fn error(&self, status: u16, message: &str) -> Response {
         ApiError::new(status, message).response()
+    }
+
+    fn refused(&self, peer: &Peer, status: u16, message: &str) -> Response {
+        self.0.audit.action(
+            peer,
+            "request",
+            None,
+            ::audit::Outcome::of_status(status),
+            format!("unreadable request: {status} {message}"),
+        );
+        self.error(status, message)
     }
 }
 
@@ -184,15 +245,16 @@ impl Handler for ReadOnly {
             403,
             "the read-only socket allows GET only: changes go through the admin socket",
         );
-        self.0
-             .0
-            .audit
-            .record(peer, &req.method, &req.path, e.status);
+        self.0.audit(peer, &req, e.status, Some(&e.message));
         Reply::Full(e.response())
     }
 
     fn error(&self, status: u16, message: &str) -> Response {
         self.0.error(status, message)
+    }
+
+    fn refused(&self, peer: &Peer, status: u16, message: &str) -> Response {
+        self.0.refused(peer, status, message)
     }
 }
 

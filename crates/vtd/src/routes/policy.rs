@@ -31,11 +31,12 @@ pub fn set(d: &Daemon, name: &str, body: &[u8], peer: &vt_http::Peer) -> Answer 
         }
     }
     let what = format!(
-        "/policy/{name}: {} -> {}{}",
+        "{name} {} -> {}{}",
         if before.state { "on" } else { "off" },
         if sw.state { "on" } else { "off" },
         if want.persistent { " (persistent)" } else { "" }
     );
-    d.audit.record(peer, "POLICY", &what, 200);
+    d.audit
+        .action(peer, "policy.set", None, audit::Outcome::Ok, what);
     json(200, &sw)
 }

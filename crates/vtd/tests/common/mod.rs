@@ -249,8 +249,15 @@ impl Vtd {
             .unwrap()
     }
 
-    /// Every file under the state directory with its contents (logs
-    /// excepted), to show that a refused request changed nothing.
+    /// Records of the audit trail (`GET /audit?QUERY`, as root).
+    pub fn audit(&self, query: &str) -> Vec<Value> {
+        let r = self.call("GET", &format!("/audit?limit=100000&{query}"), None);
+        assert_eq!(r.status, 200, "{}", r.text());
+        serde_json::from_slice(&r.body).unwrap()
+    }
+
+    /// Every file under the state directory with its contents (the audit
+    /// trail excepted), to show that a refused request changed nothing.
     pub fn snapshot(&self) -> Vec<(PathBuf, Vec<u8>)> {
         fn walk(p: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
             let Ok(rd) = std::fs::read_dir(p) else { return };
@@ -259,7 +266,10 @@ impl Vtd {
                 if path.is_dir() {
                     out.push((path.clone(), Vec::new()));
                     walk(&path, out);
-                } else if path.file_name().is_some_and(|n| n != "actions.log") {
+                } else if !path
+                    .ancestors()
+                    .any(|a| a.file_name().is_some_and(|n| n == "audit"))
+                {
                     out.push((path.clone(), std::fs::read(&path).unwrap_or_default()));
                 }
             }

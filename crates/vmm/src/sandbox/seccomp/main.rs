@@ -19,6 +19,9 @@ pub fn rules(r: &mut Rules) -> Result<()> {
         libc::SYS_newfstatat,
         libc::SYS_lseek,
         libc::SYS_pread64,
+        // imago asks a qcow2's (and its backing files') file system for its
+        // block size when it opens them (descriptor only, no path).
+        libc::SYS_fstatfs,
         // The event loop and its signalfd (made anew for each boot).
         libc::SYS_epoll_create1,
         libc::SYS_epoll_ctl,

@@ -1,7 +1,6 @@
 //! Internal snapshots of a qcow2 image, read from its snapshot table
 //! (`docs/interop/qcow2.txt`, "Snapshots"), for `vt image snapshot -l` and
-//! `vt image info`. Listing only: creating, applying and deleting are not
-//! there yet.
+//! `vt image info`; creating, applying and deleting them is [`edit`].
 
 use std::fs::File;
 use std::io;
@@ -9,6 +8,8 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use crate::header::{Header, HeaderError};
+
+pub mod edit;
 
 /// One internal snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
