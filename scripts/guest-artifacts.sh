@@ -16,7 +16,7 @@
 #   initramfs.cpio.gz    the L2 guest initramfs (busybox + virtio modules + /init),
 #                        zero-padded to 4 bytes: append archives with cat
 #   busybox              busybox-static (used by the lab to build its L1 initramfs)
-#   lab-modules/         kvm modules for the lab L1 (decompressed) + load-order
+#   lab-modules/         kvm, bridge and nftables modules for the lab L1 (decompressed) + load-order
 #   SHA256SUMS, .version
 set -euo pipefail
 export LC_ALL=C
@@ -34,7 +34,8 @@ GUEST_MODULES="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev vi
 virtio_mmio virtio_blk failover net_failover virtio_net virtio_rng virtio_console
 virtio_balloon vmw_vsock_virtio_transport evdev button"
 # Modules for the lab L1 (loaded in load-order by the lab's /init).
-LAB_MODULES="irqbypass kvm kvm_amd tun virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk"
+LAB_MODULES="irqbypass kvm kvm_amd tun virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk
+bridge nf_tables nft_meta_bridge nft_ct nft_chain_nat nft_masq"
 ARTIFACTS="vmlinuz vmlinux initramfs.cpio.gz busybox lab-modules"
 
 for tool in apt-get apt-cache dpkg-deb sha256sum cpio gzip file readelf od dd flock; do

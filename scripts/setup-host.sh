@@ -10,8 +10,12 @@
 #                     nsenter) and a pty for `vt console` (script)
 #   iperf3            vt-bench io (TCP between guest and lab host)
 #   curl              vtd tests: raw API calls as another user
+#   nftables          vtd networks: the nft tool that loads vtd's tables
+#   dnsmasq-base      vtd networks: DHCP and DNS, one dnsmasq per network
+#   squashfuse, squashfs-tools
+#                     vtd tests: a FUSE file system for the vm_use_fusefs switch
 set -euo pipefail
-PKGS="qemu-system-x86 qemu-utils busybox-static cpio lz4 zstd xz-utils file binutils procps iproute2 util-linux bsdutils iperf3 curl"
+PKGS="qemu-system-x86 qemu-utils busybox-static cpio lz4 zstd xz-utils file binutils procps iproute2 util-linux bsdutils iperf3 curl nftables dnsmasq-base squashfuse squashfs-tools"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

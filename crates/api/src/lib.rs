@@ -7,6 +7,7 @@
 pub mod control;
 mod devices;
 pub mod manager;
+pub mod network;
 mod vm;
 
 pub use devices::{

@@ -32,16 +32,37 @@ pub struct DiskSpec {
     /// `writeback` (the default) or `none` (O_DIRECT).
     #[serde(default)]
     pub cache: crate::CacheMode,
+    /// The image may be used by several VMs at once (libvirt's
+    /// `<shareable/>`); allowed only while the `vm_shared_disks` switch is on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shareable: bool,
 }
 
-/// A network interface of a VM definition.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A network interface of a VM definition: on a host bridge the admin
+/// made (`bridge`, unfiltered) or on a `vtd` network (`network`, with
+/// anti-spoofing and VM-to-VM rules). Exactly one of the two.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct NetworkSpec {
     /// The host bridge to attach to.
-    pub bridge: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<String>,
+    /// The `vtd` network to attach to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// The NIC's MAC; on a `network`, `vtd` picks one (52:54:00:…) when
+    /// absent and stores it.
     #[serde(default)]
     pub mac: Option<String>,
+    /// The NIC's IPv4 address on a `network` with a subnet: the only source
+    /// address it may use, and its fixed DHCP lease. `vtd` picks a free
+    /// one when absent and stores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<std::net::Ipv4Addr>,
+    /// VMs this NIC may exchange traffic with on a network that denies
+    /// VM-to-VM traffic (either side naming the other is enough).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<String>,
 }
 
 /// A VM as `vtd` keeps it (`POST /vms` body).
@@ -80,6 +101,10 @@ pub struct VmDefinition {
     /// controller) fails the start.
     #[serde(default, skip_serializing_if = "CpuTune::is_default")]
     pub cpu: CpuTune,
+    /// Run this VM's VMM without its cell (no own uid, namespaces or
+    /// cgroup); allowed only while the `vm_unconfined` switch is on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unconfined: bool,
 }
 
 /// CPU share and cap of a VM (libvirt's `<cputune>` `shares`/`quota`,
@@ -230,6 +255,8 @@ pub enum DefinitionError {
     Bridge(String),
     #[error("{0}")]
     Mac(String),
+    #[error("{0}")]
+    Nic(String),
     #[error("cpu.weight must be 1-10000, cpu.quota_percent 1-100000")]
     CpuTune,
     #[error("the kernel command line is {0} bytes; at most {MAX_CMDLINE_LEN} fit")]
@@ -240,6 +267,17 @@ pub enum DefinitionError {
     CmdlineDash,
     #[error("{0} path must not contain a NUL byte")]
     PathNul(&'static str),
+}
+
+/// Whether `b` may name a bridge (an interface name: 1-15 bytes, no
+/// '/', ',', spaces or NUL).
+pub fn check_bridge_name(b: &str) -> Result<(), String> {
+    if b.is_empty() || b.len() > 15 || b.contains(['/', ' ', ',', '\0']) {
+        return Err(format!(
+            "bridge name must be 1-15 characters without '/', ',' or spaces: {b:?}"
+        ));
+    }
+    Ok(())
 }
 
 /// Whether `name` may name a VM (it also names a directory and a socket).
@@ -303,9 +341,27 @@ impl VmDefinition {
             }
         }
         for n in &self.networks {
-            let b = &n.bridge;
-            if b.is_empty() || b.len() > 15 || b.contains(['/', ' ', ',', '\0']) {
-                return Err(DefinitionError::Bridge(b.clone()));
+            match (&n.bridge, &n.network) {
+                (Some(b), None) => {
+                    check_bridge_name(b).map_err(|_| DefinitionError::Bridge(b.clone()))?
+                }
+                (None, Some(net)) if valid_name(net) => {}
+                (None, Some(net)) => {
+                    return Err(DefinitionError::Nic(format!("bad network name {net:?}")))
+                }
+                _ => {
+                    return Err(DefinitionError::Nic(
+                        "a NIC needs exactly one of bridge= and network=".into(),
+                    ))
+                }
+            }
+            if n.bridge.is_some() && (n.ip.is_some() || !n.peers.is_empty()) {
+                return Err(DefinitionError::Nic(
+                    "ip= and peers= need network= (a bridge= NIC is not filtered)".into(),
+                ));
+            }
+            if let Some(p) = n.peers.iter().find(|p| !valid_name(p)) {
+                return Err(DefinitionError::Nic(format!("peers: bad VM name {p:?}")));
             }
             if let Some(mac) = &n.mac {
                 crate::parse_mac(mac).map_err(|e| DefinitionError::Mac(e.to_string()))?;
@@ -372,8 +428,8 @@ mod tests {
         ));
         d.kernel = Some("/k".into());
         d.networks.push(NetworkSpec {
-            bridge: "a/b".into(),
-            mac: None,
+            bridge: Some("a/b".into()),
+            ..Default::default()
         });
         assert!(matches!(d.validate(), Err(DefinitionError::Bridge(_))));
     }

@@ -75,6 +75,12 @@ enum Command {
     },
     /// Follow VM state changes.
     Events,
+    /// Virtual networks (virsh net-*).
+    #[command(subcommand)]
+    Net(cmd::net::NetCommand),
+    /// Policy switches (what VMs may do beyond the defaults).
+    #[command(subcommand)]
+    Policy(cmd::policy::PolicyCommand),
     /// The audit trail: search, verify, file watches.
     #[command(subcommand)]
     Audit(cmd::audit::AuditCommand),
@@ -115,6 +121,8 @@ fn managed(c: &Client, command: Command, f: Format) -> CliResult {
         Command::Repair { name } => action(c, &name, "repair", "", f),
         Command::Console { name, no_follow } => cmd::console::run(c, &name, !no_follow),
         Command::Events => cmd::events::run(c, f),
+        Command::Net(n) => cmd::net::run(c, n, f),
+        Command::Policy(p) => cmd::policy::run(c, p, f),
         Command::Audit(a) => cmd::audit::run(c, a, f),
         _ => Ok(()),
     }

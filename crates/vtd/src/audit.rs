@@ -47,6 +47,15 @@ pub fn describe(method: &str, path: &str) -> (String, Option<String>) {
         ("GET", ["audit", "watches"]) => "watch.list",
         ("POST", ["audit", "watches"]) => "watch.add",
         ("DELETE", ["audit", "watches", _]) => "watch.remove",
+        ("GET", ["networks"]) => "net.list",
+        ("POST", ["networks"]) => "net.define",
+        ("GET", ["networks", _]) => "net.info",
+        ("DELETE", ["networks", _]) => "net.undefine",
+        ("POST", ["networks", _, "start"]) => "net.start",
+        ("POST", ["networks", _, "stop"]) => "net.stop",
+        ("GET", ["networks", _, "leases"]) => "net.leases",
+        ("GET", ["policy"]) => "policy.list",
+        ("PUT", ["policy", _]) => "policy.request",
         _ => "request",
     };
     let vm = if segs.first() == Some(&"vms") {

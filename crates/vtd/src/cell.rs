@@ -101,12 +101,25 @@ impl Passed {
     }
 }
 
-/// Opens a file of `def` as its owner ([`crate::access`]). Only the
-/// admin's default kernel and initrd, in those roles and read-only, are
-/// opened as vtd.
+/// Checks a file just opened for the VMM (role, path as named, the open
+/// file): the policy switches that look at where a file is
+/// ([`crate::admission::check_open`]), on the very file the VMM gets.
+pub type Guard<'a> = &'a dyn Fn(&'static str, &Path, &File) -> Result<(), ApiError>;
+
+/// What a start is tied to besides the definition: the bridge of each
+/// NIC (in order) and the check every opened file passes.
+pub struct Links<'a> {
+    pub bridges: &'a [String],
+    pub guard: Guard<'a>,
+}
+
+/// Opens a file of `def` as its owner ([`crate::access`]) and puts it
+/// past `guard`. Only the admin's default kernel and initrd, in those
+/// roles and read-only, are opened as vtd.
 fn open(
     def: &VmDefinition,
     defaults: &Defaults,
+    guard: Guard,
     path: &Path,
     write: bool,
     flags: i32,
@@ -123,9 +136,9 @@ fn open(
     } else {
         Kind::Regular
     };
-    Ok(crate::access::open_as(
-        owner, what, path, write, flags, kind,
-    )?)
+    let f = crate::access::open_as(owner, what, path, write, flags, kind)?;
+    guard(what, path, &f)?;
+    Ok(f)
 }
 
 /// The backing chain of the qcow2 `top` (opened from `path` as the owner),
@@ -137,6 +150,7 @@ fn open(
 fn open_chain(
     def: &VmDefinition,
     defaults: &Defaults,
+    guard: Guard,
     top: &File,
     path: &Path,
 ) -> Result<Vec<File>, ApiError> {
@@ -159,7 +173,15 @@ fn open_chain(
         }
         let dir = current.parent().unwrap_or(Path::new("/")).to_path_buf();
         current = dir.join(reference);
-        out.push(open(def, defaults, &current, false, 0, "backing file")?);
+        out.push(open(
+            def,
+            defaults,
+            guard,
+            &current,
+            false,
+            0,
+            "backing file",
+        )?);
     }
 }
 
@@ -184,28 +206,41 @@ pub fn start(
     def: &VmDefinition,
     defaults: &Defaults,
     dir: &VmDir,
+    links: Links,
 ) -> Result<Started, ApiError> {
+    let Links { bridges, guard } = links;
     let mut p = Passed::default();
-    let k = open(def, defaults, kernel, false, 0, "kernel")?;
+    let k = open(def, defaults, guard, kernel, false, 0, "kernel")?;
     let n = p.push(k);
     p.arg("--kernel");
     p.arg(format!("/dev/fd/{n}"));
     if let Some(i) = &def.initrd {
-        let n = p.push(open(def, defaults, i, false, 0, "initrd")?);
+        let n = p.push(open(def, defaults, guard, i, false, 0, "initrd")?);
         p.arg("--initrd");
         p.arg(format!("/dev/fd/{n}"));
     }
     let mut disks = Vec::new();
     for d in &def.disks {
-        let f = open(def, defaults, &d.path, !d.readonly, 0, "disk")?;
+        let f = open(def, defaults, guard, &d.path, !d.readonly, 0, "disk")?;
         disks.push(f.try_clone().map_err(|e| ApiError::internal("dup", e))?);
         let mut spec = format!("fd={}", p.push(f));
         if d.cache == api::CacheMode::Direct {
-            let direct = open(def, defaults, &d.path, !d.readonly, libc::O_DIRECT, "disk")?;
+            let direct = open(
+                def,
+                defaults,
+                guard,
+                &d.path,
+                !d.readonly,
+                libc::O_DIRECT,
+                "disk",
+            )?;
             spec.push_str(&format!(",direct_fd={},cache=none", p.push(direct)));
         }
         if d.readonly {
             spec.push_str(",readonly=on");
+        }
+        if d.shareable {
+            spec.push_str(",shareable=on");
         }
         if let Some(f) = d.format {
             spec.push_str(&format!(",format={}", f.name()));
@@ -216,7 +251,7 @@ pub fn start(
             let top = disks
                 .last()
                 .ok_or_else(|| ApiError::internal("disk", "lost"))?;
-            let chain = open_chain(def, defaults, top, &d.path)?;
+            let chain = open_chain(def, defaults, guard, top, &d.path)?;
             if !chain.is_empty() {
                 let fds: Vec<usize> = chain.into_iter().map(|f| p.push(f)).collect();
                 let fds: Vec<String> = fds.iter().map(|n| n.to_string()).collect();
@@ -226,13 +261,12 @@ pub fn start(
         p.arg("--disk");
         p.arg(spec);
     }
-    for (i, n) in def.networks.iter().enumerate() {
+    for (i, (n, bridge)) in def.networks.iter().zip(bridges).enumerate() {
         let name = crate::net::tap_name(&def.name, i);
         let tap = crate::net::create_tap(&name)
             .map_err(|e| ApiError::internal(&format!("cannot create tap {name}"), e))?;
-        crate::net::attach(&n.bridge, &name, std::time::Duration::ZERO).map_err(|e| {
-            ApiError::internal(&format!("cannot add {name} to bridge {}", n.bridge), e)
-        })?;
+        crate::net::attach(bridge, &name, std::time::Duration::ZERO)
+            .map_err(|e| ApiError::internal(&format!("cannot add {name} to bridge {bridge}"), e))?;
         let mac = n
             .mac
             .as_ref()

@@ -33,6 +33,16 @@ impl Defaults {
     }
 }
 
+/// Where VMs' files may be and how networks run (vtd's flags).
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// `--storage-dir`: where kernels and images belong (the
+    /// `vm_host_paths` switch allows others).
+    pub storage_dirs: Vec<PathBuf>,
+    /// `--dnsmasq`: the program for networks with DHCP.
+    pub dnsmasq: String,
+}
+
 /// Where the audit trail's key is and how big the trail may grow.
 #[derive(Debug, Clone)]
 pub struct AuditSettings {
@@ -57,6 +67,15 @@ pub struct Daemon {
     /// How VMMs are confined (`None`: `vtd --jail off`).
     pub jail: Option<Arc<crate::cell::Jail>>,
     vms: Mutex<BTreeMap<String, Arc<Vm>>>,
+    /// Policy switches.
+    pub policy: crate::policy::Policy,
+    /// Virtual networks.
+    pub nets: network::manager::Manager,
+    pub options: Options,
+    /// VMs whose NICs are in the nftables ruleset (starting or running).
+    pub wired: Mutex<std::collections::BTreeSet<String>>,
+    /// This daemon, for the VMs' exit hooks.
+    me: std::sync::Weak<Daemon>,
 }
 
 /// How long a starting vtd waits for `vtd.lock`.
@@ -95,6 +114,7 @@ impl Daemon {
         defaults: Defaults,
         jail: Option<Arc<crate::cell::Jail>>,
         audit: &AuditSettings,
+        options: Options,
     ) -> std::io::Result<Arc<Self>> {
         std::fs::create_dir_all(state_dir.join("vms"))?;
         // Consoles carry logins and boot secrets: only root reads the state.
@@ -120,7 +140,9 @@ impl Daemon {
             PathBuf::from("/sys"),
         ];
         let watches = crate::watches::Watches::new(state_dir, forbidden, settings.coalesce);
-        let d = Arc::new(Daemon {
+        let policy = crate::policy::Policy::open(&state_dir.join("policy.json"))?;
+        let nets = network::manager::Manager::open(&state_dir.join("networks"), &options.dnsmasq)?;
+        let d = Arc::new_cyclic(|me| Daemon {
             _lock: state_lock,
             state_dir: state_dir.to_path_buf(),
             vmm,
@@ -130,6 +152,11 @@ impl Daemon {
             watches,
             jail,
             vms: Mutex::new(BTreeMap::new()),
+            policy,
+            nets,
+            options,
+            wired: Mutex::new(Default::default()),
+            me: me.clone(),
         });
         // Creates and undefines a killed vtd left halfway: finished.
         for p in store::clean_temporaries(&d.vms_dir())? {
@@ -161,6 +188,7 @@ impl Daemon {
             }
         }
         drop(vms);
+        d.restore_networks();
         crate::watches::Watches::start(&d);
         Ok(d)
     }
@@ -176,7 +204,13 @@ impl Daemon {
         };
         match store::read_json::<VmDefinition>(&dir.definition()) {
             Ok(Some(def)) if def.name == name => {
-                let vm = Vm::new(def, dir.clone(), self.events.clone(), self.jail.clone());
+                let vm = Vm::new(
+                    def,
+                    dir.clone(),
+                    self.events.clone(),
+                    self.jail.clone(),
+                    self.exit_hook(),
+                );
                 vm.reattach(found);
                 vm
             }
@@ -218,6 +252,16 @@ impl Daemon {
         Ok(vm)
     }
 
+    /// What a VM calls when its VMM ends: its NICs leave the ruleset.
+    fn exit_hook(&self) -> Option<crate::vm::ExitHook> {
+        let me = self.me.clone();
+        Some(Arc::new(move |name: &str| {
+            if let Some(d) = me.upgrade() {
+                d.unwire(name);
+            }
+        }))
+    }
+
     fn vms_dir(&self) -> PathBuf {
         self.state_dir.join("vms")
     }
@@ -246,7 +290,7 @@ impl Daemon {
             if vm.state().is_active() {
                 continue;
             }
-            if let Err(e) = vm.start(&self.vmm, &self.defaults) {
+            if let Err(e) = self.start_vm(&vm, None) {
                 eprintln!("vtd: autostart of {} failed: {}", vm.name(), e.message);
             }
         }
@@ -314,7 +358,14 @@ impl Daemon {
             }
         }
         self.check(&def)?;
+        crate::admission::check(
+            &def,
+            &self.policy,
+            &self.options.storage_dirs,
+            &self.defaults,
+        )?;
         let mut vms = lock(&self.vms);
+        self.assign_nics(&mut def, &vms)?;
         let conflict = || ApiError::conflict(format!("a VM named '{}' exists", def.name));
         if vms.contains_key(&def.name) {
             return Err(conflict());
@@ -325,9 +376,16 @@ impl Daemon {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(conflict()),
             Err(e) => return Err(ApiError::internal("cannot create the VM directory", e)),
         };
-        let vm = Vm::new(def, dir, self.events.clone(), self.jail.clone());
+        let vm = Vm::new(
+            def,
+            dir,
+            self.events.clone(),
+            self.jail.clone(),
+            self.exit_hook(),
+        );
         vms.insert(vm.name().to_string(), vm.clone());
         drop(vms);
+        self.update_hosts(&vm.def);
         self.watches.add_images(&self.audit, &vm.def);
         self.events
             .publish(vm.name(), "defined", VmState::Stopped, None);
@@ -355,6 +413,7 @@ impl Daemon {
             .map_err(|e| ApiError::internal("cannot remove the VM directory", e))?;
         vms.remove(name);
         drop(vms);
+        self.update_hosts(&vm.def);
         self.watches.remove_images(name);
         self.events
             .publish(name, "undefined", VmState::Stopped, None);

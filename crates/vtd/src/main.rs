@@ -6,6 +6,7 @@
 //! finds running VMMs again when it restarts.
 
 mod access;
+mod admission;
 mod audit;
 mod cell;
 mod daemon;
@@ -13,12 +14,14 @@ mod error;
 mod events;
 mod exit;
 mod net;
+mod policy;
 mod process;
 mod routes;
 mod scan;
 mod store;
 mod vm;
 mod vmm;
+mod vmnet;
 mod watches;
 
 use std::os::unix::fs::PermissionsExt;
@@ -72,6 +75,17 @@ struct Args {
     /// may belong to a host user or group).
     #[arg(long, value_name = "UID", default_value_t = jail::ids::DEFAULT_BASE)]
     vm_uid_base: u32,
+    /// A directory where kernels and disk images belong (repeatable).
+    /// Files elsewhere are refused while the `vm_host_paths` policy
+    /// switch is off (it is on by default).
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/vt/images")]
+    storage_dir: Vec<PathBuf>,
+    /// The dnsmasq program that serves DHCP and DNS on networks.
+    #[arg(long, value_name = "PATH", default_value = "dnsmasq")]
+    dnsmasq: String,
+    /// The nft program that loads vtd's nftables tables.
+    #[arg(long, value_name = "PATH", default_value = "nft")]
+    nft: String,
     /// The audit trail's sealing key (32 bytes, made with mode 0600 when
     /// missing). Keep it outside the state directory to separate it from
     /// the trail (another file system, a path backed up elsewhere).
@@ -218,7 +232,16 @@ fn main() -> ExitCode {
         },
         coalesce: std::time::Duration::from_secs(args.watch_coalesce),
     };
-    let daemon = match daemon::Daemon::open(&args.state_dir, vmm, defaults, jail, &audit) {
+    network::nft::set_program(&args.nft);
+    let options = daemon::Options {
+        storage_dirs: args
+            .storage_dir
+            .iter()
+            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
+            .collect(),
+        dnsmasq: args.dnsmasq.clone(),
+    };
+    let daemon = match daemon::Daemon::open(&args.state_dir, vmm, defaults, jail, &audit, options) {
         Ok(d) => d,
         Err(e) => {
             eprintln!(
@@ -259,6 +282,12 @@ fn main() -> ExitCode {
     limits.reserved_for_root = ROOT_CONNECTIONS;
     let connections = vt_http::Connections::new(limits);
     let ro_connections = connections.clone();
+    // dnsmasq supervision: one that died is started again.
+    let supervisor = daemon.clone();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(std::time::Duration::from_secs(5));
+        supervisor.nets.supervise(&|n| supervisor.hosts_for(n));
+    });
     let api = Arc::new(routes::Api(daemon));
     let ro = Arc::new(routes::ReadOnly(api.clone()));
     let ro_thread = std::thread::Builder::new()

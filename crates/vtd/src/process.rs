@@ -68,6 +68,7 @@ fn disk_flags(def: &VmDefinition) -> Vec<String> {
         .iter()
         .flat_map(|d| {
             let ro = if d.readonly { ",readonly=on" } else { "" };
+            let shared = if d.shareable { ",shareable=on" } else { "" };
             let cache = match d.cache {
                 api::CacheMode::Direct => ",cache=none",
                 api::CacheMode::Writeback => "",
@@ -77,7 +78,7 @@ fn disk_flags(def: &VmDefinition) -> Vec<String> {
                 .map_or(String::new(), |f| format!(",format={}", f.name()));
             [
                 "--disk".to_string(),
-                format!("path={}{ro}{cache}{format}", d.path.display()),
+                format!("path={}{ro}{shared}{cache}{format}", d.path.display()),
             ]
         })
         .collect()

@@ -63,7 +63,13 @@ pub struct Vm {
     /// Why vtd cannot know this VM (a corrupt or missing definition):
     /// the state is `unknown`, `start` is refused.
     broken: Option<String>,
+    /// Called with the VM's name when its VMM has ended (its network
+    /// rules go).
+    on_exit: Option<ExitHook>,
 }
+
+/// See [`Vm::new`].
+pub type ExitHook = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// Blocks until the VMM ends; its status when it was our child.
 type Waiter = Box<dyn FnOnce() -> Option<ExitStatus> + Send>;
@@ -78,12 +84,14 @@ impl Vm {
         dir: VmDir,
         events: Arc<Events>,
         jail: Option<Arc<crate::cell::Jail>>,
+        on_exit: Option<ExitHook>,
     ) -> Arc<Self> {
         Arc::new(Vm {
             def,
             dir,
             events,
             jail,
+            on_exit,
             run: Mutex::new(Run::default()),
             ended: Condvar::new(),
             op: Mutex::new(()),
@@ -104,6 +112,7 @@ impl Vm {
             dir,
             events,
             jail: None,
+            on_exit: None,
             run: Mutex::new(Run::default()),
             ended: Condvar::new(),
             op: Mutex::new(()),
@@ -243,11 +252,15 @@ impl Vm {
         self.events.publish(self.name(), event, state, None);
     }
 
-    /// Starts the VMM and waits until its control socket answers.
+    /// Starts the VMM and waits until its control socket answers;
+    /// `bridges` has the bridge of each NIC, in order; `guard` sees every
+    /// file opened for a jailed VMM.
     pub fn start(
         self: &Arc<Self>,
         vmm: &std::path::Path,
         defaults: &crate::daemon::Defaults,
+        bridges: &[String],
+        guard: crate::cell::Guard,
     ) -> Result<(), ApiError> {
         self.known()?;
         if self.state().is_active() {
@@ -285,21 +298,37 @@ impl Vm {
                 )));
             }
         }
-        for n in &self.def.networks {
-            if !net::bridge_exists(&n.bridge) {
+        if bridges.len() != self.def.networks.len() {
+            return Err(ApiError::internal("start", "a NIC without a bridge"));
+        }
+        for b in bridges {
+            if !net::bridge_exists(b) {
                 return Err(ApiError::bad_request(format!(
-                    "bridge {} does not exist (create it: ip link add {} type bridge)",
-                    n.bridge, n.bridge
+                    "bridge {b} does not exist (create it: ip link add {b} type bridge)"
                 )));
             }
         }
+        // `unconfined` (allowed by the vm_unconfined switch, checked by
+        // the daemon) runs this VM as `vtd --jail off` would.
+        let jail = if self.def.unconfined {
+            None
+        } else {
+            self.jail.clone()
+        };
         let io = |what| move |e| ApiError::internal(what, e);
         store::remove(&self.dir.socket()).map_err(io("cannot remove the old socket"))?;
         std::fs::write(self.dir.console(), b"").map_err(io("cannot reset console.log"))?;
-        let (pid, confinement, wait): (u32, Option<Confinement>, Waiter) = match &self.jail {
+        let (pid, confinement, wait): (u32, Option<Confinement>, Waiter) = match &jail {
             Some(jail) => {
-                let started =
-                    crate::cell::start(jail, vmm, &kernel, &self.def, defaults, &self.dir)?;
+                let started = crate::cell::start(
+                    jail,
+                    vmm,
+                    &kernel,
+                    &self.def,
+                    defaults,
+                    &self.dir,
+                    crate::cell::Links { bridges, guard },
+                )?;
                 let mut child = started.child;
                 let pid = child.pid;
                 // Recorded before the VMM runs: a vtd killed from here
@@ -427,17 +456,13 @@ impl Vm {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        let unjailed_nets = if self.jail.is_none() {
-            &self.def.networks[..]
-        } else {
-            &[]
-        };
-        for (i, n) in unjailed_nets.iter().enumerate() {
+        let unjailed_nets = if jail.is_none() { bridges } else { &[] };
+        for (i, b) in unjailed_nets.iter().enumerate() {
             let tap = net::tap_name(self.name(), i);
-            if let Err(e) = net::attach(&n.bridge, &tap, START_TIMEOUT) {
+            if let Err(e) = net::attach(b, &tap, START_TIMEOUT) {
                 let _ = self.stop("stopped: its network could not be attached");
                 return Err(ApiError::internal(
-                    &format!("cannot add {tap} to bridge {}", n.bridge),
+                    &format!("cannot add {tap} to bridge {b}"),
                     e,
                 ));
             }
@@ -590,6 +615,14 @@ impl Vm {
 
     /// Records the end of the VMM `pid` (`status` when it was our child).
     pub fn exited(&self, pid: u32, status: Option<ExitStatus>) {
+        if lock(&self.run).pid != Some(pid) {
+            return;
+        }
+        // The VMM is gone: its network rules go before anyone waiting for
+        // the end (a stop) hears of it.
+        if let Some(hook) = &self.on_exit {
+            hook(self.name());
+        }
         let mut r = lock(&self.run);
         if r.pid != Some(pid) {
             return;

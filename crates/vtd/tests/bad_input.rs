@@ -275,9 +275,9 @@ fn the_cli_reports_bad_input_with_exit_codes() {
             "only linux",
         ),
         (
-            &["create", "--name", "x", "--network", "network=default"],
+            &["create", "--name", "x", "--network", "vlan=3"],
             2,
-            "not supported",
+            "unknown key 'vlan'",
         ),
         (
             &["create", "--name", "x", "--boot", "hd"],

@@ -231,7 +231,7 @@ fn the_virt_install_line_defines_a_vm_with_disk_and_network() {
     assert_eq!(s.definition.disks[0].path, img);
     assert_eq!(s.definition.disks[0].cache, api::CacheMode::Writeback);
     assert_eq!(s.definition.disks[1].cache, api::CacheMode::Direct);
-    assert_eq!(s.definition.networks[0].bridge, "vtbr0");
+    assert_eq!(s.definition.networks[0].bridge.as_deref(), Some("vtbr0"));
     // The daemon's default kernel was filled in, and the VM runs.
     assert_eq!(s.definition.kernel.as_ref(), Some(&vtd.guest));
     let out = vtd.vt(&["start", "myvm"]);

@@ -15,7 +15,8 @@ fn every_documented_operation_is_served() {
     let mut checked = 0;
     for (path, ops) in paths {
         for method in ops.as_object().unwrap().keys() {
-            // A VM that does not exist: handlers answer 404 "no VM named".
+            // A VM, network or switch that does not exist: 404 (or 400
+            // for a body that is not one).
             let concrete = path.replace("{name}", "ghost");
             let target = if concrete == "/events" {
                 // A stream: only its head is read.
@@ -45,7 +46,7 @@ fn every_documented_operation_is_served() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 20);
+    assert_eq!(checked, 29);
     // And something undocumented is not served.
     assert_eq!(vtd.call("GET", "/vms/ghost/nothing", None).status, 404);
 }

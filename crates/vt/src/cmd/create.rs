@@ -39,10 +39,12 @@ pub struct CreateArgs {
     /// vCPU count.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub vcpus: u32,
-    /// `path=FILE[,size=GIB][,format=raw|qcow2][,backing=BASE][,bus=virtio][,readonly=on][,cache=none|writeback]`; repeatable.
+    /// `path=FILE[,size=GIB][,format=raw|qcow2][,backing=BASE][,bus=virtio][,readonly=on][,shareable=on][,cache=none|writeback]`; repeatable.
     #[arg(long, value_name = "SPEC")]
     pub disk: Vec<String>,
-    /// `bridge=NAME[,mac=MAC][,model=virtio]` or `none`; repeatable.
+    /// `network=NAME[,mac=MAC][,ip=A][,peers=VM,VM]` (a vtd network),
+    /// `bridge=NAME[,mac=MAC][,model=virtio]` (a host bridge, unfiltered)
+    /// or `none`; repeatable.
     #[arg(long, value_name = "SPEC")]
     pub network: Vec<String>,
     /// `kernel=PATH[,initrd=PATH][,kernel_args="..."]` (direct kernel boot).
@@ -66,6 +68,10 @@ pub struct CreateArgs {
     /// Start the VM once defined.
     #[arg(long)]
     pub start: bool,
+    /// Run the VM's VMM without its cell (needs the `vm_unconfined`
+    /// policy switch on).
+    #[arg(long)]
+    pub unconfined: bool,
 }
 
 fn absolute(p: &str) -> CliResult<PathBuf> {
@@ -83,13 +89,23 @@ struct NewDisk {
 
 fn parse_disk(spec: &str) -> CliResult<(DiskSpec, NewDisk)> {
     let keys = [
-        "path", "size", "format", "backing", "bus", "readonly", "ro", "sparse", "cache",
+        "path",
+        "size",
+        "format",
+        "backing",
+        "bus",
+        "readonly",
+        "ro",
+        "sparse",
+        "cache",
+        "shareable",
     ];
     let mut disk = DiskSpec {
         path: PathBuf::new(),
         readonly: false,
         format: None,
         cache: CacheMode::Writeback,
+        shareable: false,
     };
     let mut new = NewDisk::default();
     for (k, v) in pairs(spec, &keys).map_err(|e| CliError::usage(format!("--disk: {e}")))? {
@@ -110,6 +126,7 @@ fn parse_disk(spec: &str) -> CliResult<(DiskSpec, NewDisk)> {
             "bus" if v == "virtio" => {}
             "bus" => return Err(bad("only virtio")),
             "readonly" | "ro" => disk.readonly = boolean(&k, &v).map_err(CliError::usage)?,
+            "shareable" => disk.shareable = boolean(&k, &v).map_err(CliError::usage)?,
             "sparse" if boolean(&k, &v) == Ok(true) => {}
             "cache" if v == "none" => disk.cache = CacheMode::Direct,
             "cache" if v == "writeback" => disk.cache = CacheMode::Writeback,
@@ -135,28 +152,39 @@ fn parse_disk(spec: &str) -> CliResult<(DiskSpec, NewDisk)> {
 }
 
 fn parse_network(spec: &str) -> CliResult<Option<NetworkSpec>> {
-    let mut net = NetworkSpec {
-        bridge: String::new(),
-        mac: None,
-    };
-    for (k, v) in pairs(spec, &["bridge", "mac", "model", "network"])
-        .map_err(|e| CliError::usage(format!("--network: {e}")))?
-    {
+    let mut net = NetworkSpec::default();
+    let keys = ["bridge", "mac", "model", "network", "ip", "peers"];
+    for (k, v) in pairs(spec, &keys).map_err(|e| CliError::usage(format!("--network: {e}")))? {
         match (k.as_str(), v.as_str()) {
             ("", "none") => return Ok(None),
-            ("bridge", _) => net.bridge = v,
+            ("bridge", _) => net.bridge = Some(v),
+            ("network", _) => net.network = Some(v),
             ("mac", _) => net.mac = Some(v),
+            ("ip", _) => {
+                net.ip = Some(v.parse().map_err(|_| {
+                    CliError::usage(format!("--network ip={v}: not an IPv4 address"))
+                })?)
+            }
+            // `peers=vm2,vm3` (the commas stay with peers= up to the
+            // next known key).
+            ("peers", _) => {
+                net.peers = v
+                    .split([',', ':'])
+                    .filter(|p| !p.is_empty())
+                    .map(String::from)
+                    .collect()
+            }
             ("model", "virtio") => {}
             _ => {
                 return Err(CliError::usage(format!(
-                    "--network {k}={v}: not supported (use bridge=NAME[,mac=MAC])"
+                    "--network {k}={v}: not supported (use bridge=NAME[,mac=MAC] or network=NAME[,mac=MAC][,ip=A][,peers=VM,VM])"
                 )))
             }
         }
     }
-    if net.bridge.is_empty() {
+    if net.bridge.is_none() && net.network.is_none() {
         return Err(CliError::usage(format!(
-            "--network {spec}: bridge= is required"
+            "--network {spec}: bridge= or network= is required"
         )));
     }
     Ok(Some(net))
@@ -287,6 +315,7 @@ pub fn run(c: &Client, a: CreateArgs, format: Format) -> CliResult {
         autostart: a.autostart,
         owner: None,
         cpu: Default::default(),
+        unconfined: a.unconfined,
     };
     if let Some(b) = &a.boot {
         apply_boot(&mut def, b)?;
@@ -312,14 +341,13 @@ pub fn run(c: &Client, a: CreateArgs, format: Format) -> CliResult {
             return Err(e);
         }
     };
-    for n in &def.networks {
+    for b in def.networks.iter().filter_map(|n| n.bridge.as_ref()) {
         let br = std::path::Path::new("/sys/class/net")
-            .join(&n.bridge)
+            .join(b)
             .join("bridge");
         if !br.is_dir() {
             eprintln!(
-                "vt: warning: bridge {} does not exist here yet: the VM will not start until it does",
-                n.bridge
+                "vt: warning: bridge {b} does not exist here yet: the VM will not start until it does"
             );
         }
     }

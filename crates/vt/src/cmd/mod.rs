@@ -7,5 +7,7 @@ pub mod create;
 pub mod events;
 pub mod lifecycle;
 pub mod list;
+pub mod net;
 mod options;
 pub mod output;
+pub mod policy;

@@ -1,7 +1,7 @@
 //! virt-install style option values: `key=value,key=value`, with
 //! `"quoted values"` and values that contain commas (a `kernel_args` of
-//! `console=ttyS0,115200`): a comma starts a new pair only when a known
-//! key and `=` follow it.
+//! `console=ttyS0,115200`, a `peers=vm2,vm3` list): a comma starts a new
+//! pair only when a known key and `=` follow it.
 
 /// Splits `spec` into pairs; a bare word (no `=`) is a pair with an empty
 /// key. Errors name an unknown key.
@@ -33,7 +33,7 @@ pub fn pairs(spec: &str, keys: &[&str]) -> Result<Vec<(String, String)>, String>
 }
 
 fn takes_commas(key: &str) -> bool {
-    matches!(key, "kernel_args" | "cmdline" | "extra_args")
+    matches!(key, "kernel_args" | "cmdline" | "extra_args" | "peers")
 }
 
 /// Splits on commas outside double quotes.

@@ -76,7 +76,21 @@ pub fn vm_details(s: &VmStatus) {
         rows.push(("Disk", format!("{}{facts}", disk.path.display())));
     }
     for n in &d.networks {
-        rows.push(("Network", format!("bridge={} [not attached yet]", n.bridge)));
+        let mut text = match (&n.network, &n.bridge) {
+            (Some(net), _) => format!("network={net}"),
+            (None, Some(b)) => format!("bridge={b}"),
+            _ => String::new(),
+        };
+        if let Some(m) = &n.mac {
+            text.push_str(&format!(" mac={m}"));
+        }
+        if let Some(ip) = &n.ip {
+            text.push_str(&format!(" ip={ip}"));
+        }
+        if !n.peers.is_empty() {
+            text.push_str(&format!(" peers={}", n.peers.join(":")));
+        }
+        rows.push(("Network", text));
     }
     if let Some(c) = &s.confinement {
         rows.push((

@@ -12,14 +12,14 @@ use crate::error::ApiError;
 /// Shutdown's wait for the guest, unless `?timeout_secs=` says otherwise.
 const SHUTDOWN_TIMEOUT: u64 = 30;
 
-pub fn run(d: &Daemon, name: &str, action: &str, req: &Request) -> Answer {
+pub fn run(d: &Daemon, name: &str, action: &str, req: &Request, peer: &vt_http::Peer) -> Answer {
     if action == "repair" {
         return json(200, &d.repair(name)?.status(false));
     }
     let vm = d.get(name)?;
     let _op = vm.op();
     match action {
-        "start" => vm.start(&d.vmm, &d.defaults)?,
+        "start" => d.start_vm(&vm, Some(peer))?,
         "stop" => vm.stop("stopped by request")?,
         "shutdown" => {
             let secs = match req.query_param("timeout_secs") {

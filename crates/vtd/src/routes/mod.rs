@@ -5,6 +5,8 @@ mod actions;
 mod audit;
 mod console;
 mod events;
+mod networks;
+mod policy;
 mod vms;
 
 use std::sync::Arc;
@@ -36,6 +38,15 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/vms/{name}/console"),
     ("POST", "/vms/{name}/console"),
     ("GET", "/events"),
+    ("GET", "/networks"),
+    ("POST", "/networks"),
+    ("GET", "/networks/{name}"),
+    ("DELETE", "/networks/{name}"),
+    ("POST", "/networks/{name}/start"),
+    ("POST", "/networks/{name}/stop"),
+    ("GET", "/networks/{name}/leases"),
+    ("GET", "/policy"),
+    ("PUT", "/policy/{name}"),
     ("GET", "/audit"),
     ("GET", "/audit/verify"),
     ("GET", "/audit/watches"),
@@ -93,7 +104,8 @@ impl Api {
             // A VM is its owner's and root's: changing it, and reading its
             // console (logins, boot secrets), needs one of them.
             let console = pattern.ends_with("/console");
-            if pattern.contains("{name}") && (*method != "GET" || console) {
+            let vm_route = pattern.starts_with("/vms/");
+            if vm_route && (*method != "GET" || console) {
                 authorize(d, name, peer)?;
             }
             return match (*method, *pattern) {
@@ -105,12 +117,21 @@ impl Api {
                 ("GET", "/vms/{name}/console") => console::stream(d, name, req),
                 ("POST", "/vms/{name}/console") => console::input(d, name, &req.body),
                 ("GET", "/events") => events::stream(d),
+                ("GET", "/networks") => networks::list(d),
+                ("POST", "/networks") => networks::define(d, &req.body, peer),
+                ("GET", "/networks/{name}") => networks::get(d, name),
+                ("DELETE", "/networks/{name}") => networks::undefine(d, name, peer),
+                ("POST", "/networks/{name}/start") => networks::start(d, name, peer),
+                ("POST", "/networks/{name}/stop") => networks::stop(d, name, peer),
+                ("GET", "/networks/{name}/leases") => networks::leases(d, name),
+                ("GET", "/policy") => policy::list(d),
+                ("PUT", "/policy/{name}") => policy::set(d, name, &req.body, peer),
                 ("GET", "/audit") => audit::search(d, req),
                 ("GET", "/audit/verify") => audit::verify(d),
                 ("GET", "/audit/watches") => audit::watches(d),
                 ("POST", "/audit/watches") => audit::add_watch(d, &req.body),
                 ("DELETE", "/audit/watches/{id}") => audit::remove_watch(d, name),
-                (_, p) => actions::run(d, name, p.rsplit('/').next().unwrap_or(""), req),
+                (_, p) => actions::run(d, name, p.rsplit('/').next().unwrap_or(""), req, peer),
             };
         }
         if allowed.is_empty() {
@@ -267,6 +288,7 @@ mod tests {
         let full = api::manager::DiskSpec {
             path: "/d.qcow2".into(),
             readonly: true,
+            shareable: true,
             format: Some(api::DiskFormat::Qcow2),
             cache: api::CacheMode::Direct,
         };

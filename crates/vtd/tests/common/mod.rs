@@ -52,6 +52,9 @@ pub struct Vtd {
     bridge: Option<String>,
     /// More vtd flags.
     args: Vec<String>,
+    /// The network namespace of a vtd started in one, held open: a
+    /// restarted vtd goes back into it.
+    netns: Option<std::fs::File>,
 }
 
 impl Vtd {
@@ -92,6 +95,7 @@ impl Vtd {
             child: None,
             bridge,
             args: args.iter().map(|a| a.to_string()).collect(),
+            netns: None,
         };
         v.restart();
         v
@@ -105,9 +109,16 @@ impl Vtd {
     /// Starts vtd (again) with `file` open as its descriptor 77, not
     /// close-on-exec (a descriptor leaked to it by whoever started it).
     pub fn restart_inheriting(&mut self, file: Option<&std::fs::File>) {
-        let mut cmd = match &self.bridge {
-            None => Command::new(env!("CARGO_BIN_EXE_vtd")),
-            Some(br) => {
+        let mut cmd = match (&self.bridge, self.netns_path()) {
+            (None, _) => Command::new(env!("CARGO_BIN_EXE_vtd")),
+            (Some(_), Some(ns)) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={ns}"))
+                    .arg("--")
+                    .arg(env!("CARGO_BIN_EXE_vtd"));
+                c
+            }
+            (Some(br), None) => {
                 let mut c = Command::new("unshare");
                 c.args(["--net", "--", "sh", "-c"]).arg(format!(
                     "ip link add {br} type bridge && ip link set {br} up && exec \"$0\" \"$@\""
@@ -148,6 +159,23 @@ impl Vtd {
             || vt_http::call(&self.socket, "GET", "/vms", None).is_ok(),
             "vtd's socket",
         );
+        if self.bridge.is_some() && self.netns.is_none() {
+            let pid = self.pid().unwrap();
+            self.netns = std::fs::File::open(format!("/proc/{pid}/ns/net")).ok();
+        }
+    }
+
+    /// A path to vtd's network namespace (one started in its own), valid
+    /// while this `Vtd` lives, vtd running or not.
+    pub fn netns_path(&self) -> Option<String> {
+        use std::os::fd::AsRawFd;
+        let f = self.netns.as_ref()?;
+        Some(format!("/proc/{}/fd/{}", std::process::id(), f.as_raw_fd()))
+    }
+
+    /// Replaces the extra vtd flags (for the next [`Vtd::restart`]).
+    pub fn set_args(&mut self, args: &[&str]) {
+        self.args = args.iter().map(|a| a.to_string()).collect();
     }
 
     /// vtd's pid.
@@ -362,7 +390,7 @@ impl Drop for Vtd {
     }
 }
 
-/// SIGKILLs every vt-vmm whose command line mentions `dir`.
+/// SIGKILLs every vt-vmm (and dnsmasq) whose command line mentions `dir`.
 pub fn kill_vmms_under(dir: &Path) {
     let needle = dir.as_os_str().as_encoded_bytes();
     let Ok(procs) = std::fs::read_dir("/proc") else {
@@ -373,10 +401,11 @@ pub fn kill_vmms_under(dir: &Path) {
             continue;
         };
         let cmd = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+        // VMMs, and dnsmasq of the daemon's networks.
         let is_vmm = cmd
             .split(|b| *b == 0)
             .next()
-            .is_some_and(|a| a.ends_with(b"vt-vmm"));
+            .is_some_and(|a| a.ends_with(b"vt-vmm") || a.ends_with(b"dnsmasq"));
         if is_vmm && cmd.windows(needle.len()).any(|w| w == needle) {
             // SAFETY: kill has no memory effects; the pid is a vt-vmm of this test.
             unsafe { libc::kill(pid, libc::SIGKILL) };

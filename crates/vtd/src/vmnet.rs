@@ -1,0 +1,387 @@
+//! VMs on `vtd` networks: addresses handed out at define time, the
+//! nftables ruleset rebuilt from the VMs that run (rules in before a VMM
+//! starts, out when it ends, rebuilt after a restart), the policy
+//! checks and the action-log records of a start.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use api::manager::VmDefinition;
+use api::network::NetMode;
+use network::dnsmasq::Host;
+use network::manager::Manager;
+use network::nft::{self, NetRules, Port};
+
+use crate::daemon::Daemon;
+use crate::error::ApiError;
+use crate::net::tap_name;
+use crate::vm::{lock, Vm};
+
+impl From<network::manager::Error> for ApiError {
+    fn from(e: network::manager::Error) -> Self {
+        ApiError::new(e.status, e.message)
+    }
+}
+
+/// A locally administered MAC in QEMU's 52:54:00 range, random.
+fn random_mac() -> String {
+    let mut b = [0u8; 3];
+    // SAFETY: getrandom writes at most b.len() bytes into b.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != 3 {
+        let t = crate::store::now_ms().to_le_bytes();
+        b.copy_from_slice(&t[..3]);
+    }
+    format!("52:54:00:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2])
+}
+
+impl Daemon {
+    /// Fills in each `network=` NIC's MAC and address (the network must
+    /// be defined; a given address must be in its subnet and free).
+    pub fn assign_nics(
+        &self,
+        def: &mut VmDefinition,
+        vms: &BTreeMap<String, Arc<Vm>>,
+    ) -> Result<(), ApiError> {
+        let others: Vec<&api::manager::NetworkSpec> = vms
+            .values()
+            .filter(|v| v.name() != def.name)
+            .flat_map(|v| v.def.networks.iter())
+            .collect();
+        let mut taken_macs: Vec<String> = others
+            .iter()
+            .filter_map(|n| n.mac.as_ref().map(|m| m.to_ascii_lowercase()))
+            .collect();
+        // Addresses in use per network: other VMs', then this one's as given.
+        let mut used: Vec<(String, Ipv4Addr)> = others
+            .iter()
+            .filter_map(|o| Some((o.network.clone()?, o.ip?)))
+            .collect();
+        for n in &def.networks {
+            if let (Some(net), Some(ip)) = (&n.network, n.ip) {
+                if used.contains(&(net.clone(), ip)) {
+                    return Err(ApiError::conflict(format!(
+                        "ip {ip} is another NIC's on network '{net}'"
+                    )));
+                }
+                used.push((net.clone(), ip));
+            }
+        }
+        for i in 0..def.networks.len() {
+            let Some(net_name) = def.networks[i].network.clone() else {
+                continue;
+            };
+            let net = self.nets.get(&net_name).map_err(|e| {
+                ApiError::bad_request(format!("NIC {i}: {} (vt net define it first)", e.message))
+            })?;
+            let nic = &mut def.networks[i];
+            let mac = match &nic.mac {
+                Some(m) => {
+                    let m = m.to_ascii_lowercase();
+                    if taken_macs.contains(&m) {
+                        return Err(ApiError::conflict(format!("MAC {m} is another NIC's")));
+                    }
+                    m
+                }
+                None => {
+                    let mut m = random_mac();
+                    while taken_macs.contains(&m) {
+                        m = random_mac();
+                    }
+                    m
+                }
+            };
+            nic.mac = Some(mac.clone());
+            taken_macs.push(mac);
+            let Some(subnet) = net.subnet else {
+                continue;
+            };
+            match nic.ip {
+                Some(ip) => {
+                    if !subnet.contains(ip)
+                        || ip == subnet.network()
+                        || ip == subnet.broadcast()
+                        || (net.mode != NetMode::Bridge && ip == subnet.gateway())
+                    {
+                        return Err(ApiError::bad_request(format!(
+                            "ip {ip} is not a VM address of network '{net_name}' ({subnet})"
+                        )));
+                    }
+                }
+                None => {
+                    let taken: Vec<Ipv4Addr> = used
+                        .iter()
+                        .filter(|(n, _)| *n == net_name)
+                        .map(|(_, ip)| *ip)
+                        .collect();
+                    let ip = Manager::free_ip(&net, &taken).ok_or_else(|| {
+                        ApiError::conflict(format!("network '{net_name}' has no free address"))
+                    })?;
+                    nic.ip = Some(ip);
+                    used.push((net_name.clone(), ip));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The fixed DHCP leases of network `net`: every defined VM's NICs on it.
+    pub fn hosts_for(&self, net: &str) -> Vec<Host> {
+        self.list()
+            .iter()
+            .flat_map(|vm| {
+                vm.def
+                    .networks
+                    .iter()
+                    .filter(|n| n.network.as_deref() == Some(net))
+                    .filter_map(|n| {
+                        Some(Host {
+                            mac: n.mac.clone()?,
+                            ip: n.ip?,
+                            name: vm.name().to_string(),
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Refreshes the leases of the networks `def` has NICs on.
+    pub fn update_hosts(&self, def: &VmDefinition) {
+        for n in def.networks.iter().filter_map(|n| n.network.as_deref()) {
+            self.nets.set_hosts(n, &self.hosts_for(n));
+        }
+    }
+
+    /// VMs whose definitions name network `net`, and those of them running.
+    pub fn net_users(&self, net: &str) -> (Vec<String>, Vec<String>) {
+        let users: Vec<Arc<Vm>> = self
+            .list()
+            .into_iter()
+            .filter(|vm| {
+                vm.def
+                    .networks
+                    .iter()
+                    .any(|n| n.network.as_deref() == Some(net))
+            })
+            .collect();
+        let running = users
+            .iter()
+            .filter(|v| v.state().is_active() || lock(&self.wired).contains(v.name()))
+            .map(|v| v.name().to_string())
+            .collect();
+        (
+            users.iter().map(|v| v.name().to_string()).collect(),
+            running,
+        )
+    }
+
+    /// The ruleset for the active networks and the wired VMs.
+    fn rules(&self, wired: &std::collections::BTreeSet<String>) -> Vec<NetRules> {
+        let switch = self.policy.on("vm_inter_vm_traffic");
+        let vms = self.list();
+        let owner = |name: &str| {
+            vms.iter()
+                .find(|v| v.name() == name)
+                .map(|v| v.def.owner.map_or(0, |o| o.uid))
+        };
+        // A VM may name as peers only VMs of its own owner (root's VMs
+        // may name any): a user cannot open a way to someone else's VM.
+        let may_name = |from: &Vm, peer: &String| {
+            let me = from.def.owner.map_or(0, |o| o.uid);
+            owner(peer).is_some_and(|o| me == 0 || o == me)
+        };
+        self.nets
+            .active()
+            .into_iter()
+            .map(|net| {
+                let mut ports = Vec::new();
+                for vm in vms.iter().filter(|v| wired.contains(v.name())) {
+                    for (i, n) in vm.def.networks.iter().enumerate() {
+                        if n.network.as_deref() != Some(net.name.as_str()) {
+                            continue;
+                        }
+                        ports.push(Port {
+                            tap: tap_name(vm.name(), i),
+                            mac: n.mac.clone().unwrap_or_default().to_ascii_lowercase(),
+                            ip: n.ip,
+                            vm: vm.name().to_string(),
+                            peers: n
+                                .peers
+                                .iter()
+                                .filter(|p| may_name(vm, p))
+                                .cloned()
+                                .collect(),
+                        });
+                    }
+                }
+                NetRules {
+                    name: net.name.clone(),
+                    mode: net.mode,
+                    bridge: net.bridge_name(),
+                    subnet: net.subnet,
+                    inter_vm: net.inter_vm_allowed(switch),
+                    ports,
+                }
+            })
+            .collect()
+    }
+
+    /// Loads the ruleset for `wired` (no tables at all without active
+    /// networks). `STATE/nft.loaded` marks that this vtd has tables in the
+    /// kernel: a vtd that never had any touches nothing (another vtd's
+    /// tables, or nft missing on a host without networks).
+    fn load_rules(&self, wired: &std::collections::BTreeSet<String>) -> Result<(), String> {
+        let marker = self.state_dir.join("nft.loaded");
+        let rules = self.rules(wired);
+        if rules.is_empty() {
+            if marker.exists() {
+                nft::remove()?;
+                let _ = std::fs::remove_file(&marker);
+            }
+            return Ok(());
+        }
+        std::fs::write(&marker, b"").map_err(|e| format!("{}: {e}", marker.display()))?;
+        nft::apply(&nft::ruleset(&rules))
+    }
+
+    /// Rebuilds the ruleset from state (after a policy or network change).
+    pub fn sync_rules(&self) -> Result<(), ApiError> {
+        let wired = lock(&self.wired);
+        self.load_rules(&wired)
+            .map_err(|e| ApiError::new(500, format!("cannot load the network rules: {e}")))
+    }
+
+    /// Takes VM `name`'s NICs out of the ruleset (its VMM ended).
+    pub fn unwire(&self, name: &str) {
+        let mut wired = lock(&self.wired);
+        if wired.remove(name) {
+            if let Err(e) = self.load_rules(&wired) {
+                eprintln!("vtd: removing the network rules of {name}: {e}");
+            }
+        }
+    }
+
+    /// After a restart: VMs running again are wired, active networks'
+    /// bridges and dnsmasq taken back (or brought back), autostart networks
+    /// started, and the ruleset rebuilt.
+    pub fn restore_networks(&self) {
+        let hosts = |n: &str| self.hosts_for(n);
+        for e in self.nets.adopt(&hosts) {
+            eprintln!("vtd: {e}");
+        }
+        for net in self.nets.list() {
+            if net.autostart && !self.nets.is_active(&net.name) {
+                if let Err(e) = self.nets.start(&net.name, &self.hosts_for(&net.name)) {
+                    eprintln!(
+                        "vtd: autostart of network '{}' failed: {}",
+                        net.name, e.message
+                    );
+                }
+            }
+        }
+        let mut wired = lock(&self.wired);
+        for vm in self.list() {
+            let on_net = vm.def.networks.iter().any(|n| n.network.is_some());
+            if on_net && vm.state().is_active() {
+                wired.insert(vm.name().to_string());
+            }
+        }
+        if let Err(e) = self.load_rules(&wired) {
+            eprintln!("vtd: cannot load the network rules: {e}");
+        }
+    }
+
+    /// Starts a VM: the policy switches checked, its networks resolved,
+    /// its NICs' rules loaded before the VMM runs (fail closed: no rules,
+    /// no start), then the VMM. Refusals by policy go to the action log
+    /// with `peer` (None: vtd itself, e.g. autostart).
+    pub fn start_vm(&self, vm: &Arc<Vm>, peer: Option<&vt_http::Peer>) -> Result<(), ApiError> {
+        if vm.state().is_active() {
+            return Err(ApiError::conflict(format!(
+                "VM '{}' is already running",
+                vm.name()
+            )));
+        }
+        if let Err(e) = crate::admission::check(
+            &vm.def,
+            &self.policy,
+            &self.options.storage_dirs,
+            &self.defaults,
+        ) {
+            self.record_refusal(peer, vm.name(), &e);
+            return Err(e);
+        }
+        let mut bridges = Vec::new();
+        for (i, n) in vm.def.networks.iter().enumerate() {
+            match (&n.bridge, &n.network) {
+                (Some(b), _) => bridges.push(b.clone()),
+                (None, Some(net)) => {
+                    let def = self
+                        .nets
+                        .get(net)
+                        .map_err(|e| ApiError::bad_request(format!("NIC {i}: {}", e.message)))?;
+                    if !self.nets.is_active(net) {
+                        return Err(ApiError::conflict(format!(
+                            "network '{net}' is not active (vt net start {net})"
+                        )));
+                    }
+                    bridges.push(def.bridge_name());
+                }
+                (None, None) => return Err(ApiError::bad_request("a NIC without a network")),
+            }
+        }
+        let on_net = vm.def.networks.iter().any(|n| n.network.is_some());
+        if on_net {
+            let mut wired = lock(&self.wired);
+            wired.insert(vm.name().to_string());
+            if let Err(e) = self.load_rules(&wired) {
+                wired.remove(vm.name());
+                let e = ApiError::new(
+                    500,
+                    format!(
+                        "VM '{}' not started: its network rules could not be loaded (fail closed): {e}",
+                        vm.name()
+                    ),
+                );
+                self.record_refusal(peer, vm.name(), &e);
+                return Err(e);
+            }
+        }
+        // A file refused by a switch once opened is a policy refusal too.
+        let guard = |what: &'static str, path: &std::path::Path, f: &std::fs::File| {
+            crate::admission::check_open(
+                what,
+                path,
+                f,
+                &self.policy,
+                &self.options.storage_dirs,
+                &self.defaults,
+            )
+            .inspect_err(|e| self.record_refusal(peer, vm.name(), e))
+        };
+        let started = vm.start(&self.vmm, &self.defaults, &bridges, &guard);
+        if started.is_err() && on_net && !vm.state().is_active() {
+            self.unwire(vm.name());
+        }
+        started
+    }
+
+    /// Writes a start refused by policy (or failing closed) to the audit
+    /// trail: action `start.refused`, the VM, the reason.
+    fn record_refusal(&self, peer: Option<&vt_http::Peer>, vm: &str, e: &ApiError) {
+        let me = vt_http::Peer {
+            pid: std::process::id() as i32,
+            uid: 0,
+            gid: 0,
+        };
+        self.audit.action(
+            peer.unwrap_or(&me),
+            "start.refused",
+            Some(vm),
+            audit::Outcome::of_status(e.status),
+            e.message.clone(),
+        );
+    }
+}
