@@ -15,6 +15,6 @@ pub use devices::{
 };
 
 pub use vm::{
-    ConfigError, OnReboot, SerialConfig, VmConfig, MAX_MEMORY_MIB, MAX_PCI_DEVICES, MAX_VCPUS,
+    ConfigError, HugePageSize, MemoryOptions, OnReboot, SerialConfig, VmConfig, MAX_MEMORY_MIB, MAX_PCI_DEVICES, MAX_VCPUS,
     MIN_MEMORY_MIB,
 };

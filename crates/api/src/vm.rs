@@ -51,6 +51,9 @@ pub struct VmConfig {
     pub cpus: u32,
     #[serde(default = "default_memory_mib")]
     pub memory_mib: u64,
+    /// How guest RAM is backed and what the host kernel is told about it.
+    #[serde(default)]
+    pub memory: MemoryOptions,
     #[serde(default)]
     pub serial: SerialConfig,
     #[serde(default)]
@@ -64,6 +67,69 @@ pub struct VmConfig {
     /// A virtio-rng device fed by the host's getrandom.
     #[serde(default)]
     pub rng: bool,
+}
+
+/// Guest RAM options (`vt-vmm --memory-merge`, `--memory-thp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryOptions {
+    /// Kernel same-page merging: guest RAM is advised `MADV_MERGEABLE`,
+    /// so `ksmd` (when the host runs it) may share identical pages with
+    /// other processes that opted in. Off by default: merging is a timing
+    /// side channel between the VMs that share pages.
+    #[serde(default)]
+    pub merge: bool,
+    /// Transparent huge pages: guest RAM is advised `MADV_HUGEPAGE`, so the
+    /// host backs it with 2 MiB pages where it can (when
+    /// /sys/kernel/mm/transparent_hugepage/enabled is `always` or
+    /// `madvise`). On by default.
+    #[serde(default = "yes")]
+    pub thp: bool,
+    /// Back guest RAM with pages of the host's hugetlbfs pool
+    /// (`memfd_create(MFD_HUGETLB)`), reserved and populated before boot.
+    /// `None`: ordinary anonymous memory.
+    #[serde(default)]
+    pub hugepages: Option<HugePageSize>,
+}
+
+impl Default for MemoryOptions {
+    fn default() -> Self {
+        MemoryOptions {
+            merge: false,
+            thp: true,
+            hugepages: None,
+        }
+    }
+}
+
+/// A hugetlbfs page size (`vt-vmm --memory-hugepages 2M|1G`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HugePageSize {
+    /// 2 MiB pages.
+    #[serde(rename = "2M")]
+    Size2M,
+    /// 1 GiB pages.
+    #[serde(rename = "1G")]
+    Size1G,
+}
+
+impl HugePageSize {
+    /// The page size in KiB, as /sys/kernel/mm/hugepages names it.
+    pub fn kib(self) -> u64 {
+        match self {
+            HugePageSize::Size2M => 2048,
+            HugePageSize::Size1G => 1 << 20,
+        }
+    }
+
+    /// The page size in MiB.
+    pub fn mib(self) -> u64 {
+        self.kib() >> 10
+    }
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_cpus() -> u32 {
@@ -91,6 +157,10 @@ pub enum ConfigError {
     TooManyDevices(usize),
     #[error("tap '{0}' is used by two NICs")]
     SharedTap(String),
+    #[error("memory of {0} MiB is not a multiple of the {1} MiB huge page size")]
+    HugePageMultiple(u64, u64),
+    #[error("memory merging (KSM) and huge pages exclude each other: hugetlbfs pages are never merged")]
+    MergeWithHugePages,
 }
 
 /// PCI slots left for devices (slot 0 is the host bridge).
@@ -105,6 +175,7 @@ impl VmConfig {
             cmdline: String::new(),
             cpus: default_cpus(),
             memory_mib: default_memory_mib(),
+            memory: MemoryOptions::default(),
             serial: SerialConfig::Stdio,
             on_reboot: OnReboot::Exit,
             disks: Vec::new(),
@@ -123,6 +194,14 @@ impl VmConfig {
         }
         if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&self.memory_mib) {
             return Err(ConfigError::Memory(self.memory_mib));
+        }
+        if let Some(size) = self.memory.hugepages {
+            if self.memory_mib % size.mib() != 0 {
+                return Err(ConfigError::HugePageMultiple(self.memory_mib, size.mib()));
+            }
+            if self.memory.merge {
+                return Err(ConfigError::MergeWithHugePages);
+            }
         }
         for (i, d) in self.disks.iter().enumerate() {
             d.validate().map_err(|e| ConfigError::Disk(i, e))?;
@@ -185,5 +264,39 @@ mod tests {
         .unwrap();
         assert_eq!(c.serial, SerialConfig::File("/tmp/x".into()));
         assert_eq!(c.on_reboot, OnReboot::Restart);
+    }
+
+    #[test]
+    fn memory_options_default_to_thp_without_merging() {
+        let c: VmConfig = serde_json::from_str(r#"{"kernel":"/k","memory":{}}"#).unwrap();
+        assert_eq!(c.memory, MemoryOptions::default());
+        assert!(!c.memory.merge && c.memory.thp && c.memory.hugepages.is_none());
+        let c: VmConfig =
+            serde_json::from_str(r#"{"kernel":"/k","memory":{"merge":true,"thp":false}}"#)
+                .unwrap();
+        assert!(c.memory.merge && !c.memory.thp);
+        let e = serde_json::from_str::<VmConfig>(r#"{"kernel":"/k","memory":{"ksm":true}}"#)
+            .unwrap_err();
+        assert!(e.to_string().contains("unknown field"));
+    }
+
+    #[test]
+    fn huge_pages_need_a_multiple_and_no_merging() {
+        let mut c: VmConfig =
+            serde_json::from_str(r#"{"kernel":"/k","memory_mib":256,"memory":{"hugepages":"2M"}}"#)
+                .unwrap();
+        assert_eq!(c.memory.hugepages, Some(HugePageSize::Size2M));
+        c.validate().unwrap();
+        c.memory_mib = 255;
+        assert_eq!(c.validate(), Err(ConfigError::HugePageMultiple(255, 2)));
+        c.memory_mib = 1024;
+        c.memory.hugepages = Some(HugePageSize::Size1G);
+        c.validate().unwrap();
+        c.memory_mib = 1536;
+        assert_eq!(c.validate(), Err(ConfigError::HugePageMultiple(1536, 1024)));
+        c.memory_mib = 1024;
+        c.memory.merge = true;
+        assert_eq!(c.validate(), Err(ConfigError::MergeWithHugePages));
+        assert!(serde_json::from_str::<HugePageSize>(r#""4M""#).is_err());
     }
 }

@@ -66,6 +66,9 @@ pub fn run_confined(
 ) -> Result<VmExit, Error> {
     config.validate().map_err(Error::Config)?;
     memory::check_host(config.memory_mib)?;
+    if let Some(size) = config.memory.hugepages {
+        memory::check_hugepages(config.memory_mib, size)?;
+    }
     setup::check_boot_files(config)?;
     signals::init()?;
     let console = console::Console::new(&config.serial)?;

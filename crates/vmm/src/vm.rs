@@ -57,7 +57,7 @@ impl Vm {
         if config.cpus > hv.max_vcpus() {
             return Err(Error::TooManyVcpus(config.cpus, hv.max_vcpus()));
         }
-        let mem = memory::create(config.memory_mib)?;
+        let mem = memory::create(config.memory_mib, &config.memory)?;
         let mut vm = hv.create_vm()?;
         memory::register(&mut vm, &mem)?;
         vm.create_irqchip()?;

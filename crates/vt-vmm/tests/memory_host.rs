@@ -1,0 +1,200 @@
+//! Guest RAM backing on the host's own `/dev/kvm` with the tiny in-repo
+//! guest: hugetlbfs pages (`--memory-hugepages 2M`: all of guest RAM in
+//! `HugetlbPages`, kept across guest reboots under the main thread's
+//! seccomp filter; too few pages refused before boot) and the THP advice
+//! (`--memory-thp`) seen in the guest mapping's `AnonHugePages`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tinyguest::Ending;
+
+const POOL: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB";
+
+fn have_kvm() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vt-memhost-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn guest(name: &str, ending: Ending) -> PathBuf {
+    let path = scratch(name);
+    std::fs::write(&path, tinyguest::elf_with("up\n", true, ending)).unwrap();
+    path
+}
+
+/// Kills the VMM when the test ends, however it ends.
+struct Vmm(Child);
+
+impl Drop for Vmm {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `vt-vmm` on `kernel` with `args`, serial to `log`.
+fn start(kernel: &Path, log: &Path, args: &[&str]) -> Vmm {
+    let _ = std::fs::remove_file(log);
+    Vmm(Command::new(env!("CARGO_BIN_EXE_vt-vmm"))
+        .arg("--kernel")
+        .arg(kernel)
+        .arg("--serial")
+        .arg(format!("file={}", log.display()))
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap())
+}
+
+/// Waits until the guest printed `up` `times` times.
+fn wait_up(vmm: &mut Vmm, log: &Path, times: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .matches("up\n")
+        .count()
+        < times
+    {
+        assert!(Instant::now() < deadline, "the guest did not come up");
+        if let Some(status) = vmm.0.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read;
+            let _ = vmm.0.stderr.take().unwrap().read_to_string(&mut err);
+            panic!("the VMM exited ({status}): {err}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn read_num(path: &str) -> u64 {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// A field of /proc/PID/status in kB.
+fn status_kb(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in status:\n{text}"))
+}
+
+/// `AnonHugePages` (kB) of the process's mapping of `size_kb` kB.
+fn anon_huge_kb(pid: u32, size_kb: u64) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    let mut size = 0;
+    for l in text.lines() {
+        let mut f = l.split_whitespace();
+        match (f.next(), f.next()) {
+            (Some("Size:"), Some(v)) => size = v.parse().unwrap_or(0),
+            (Some("AnonHugePages:"), Some(v)) if size == size_kb => {
+                return v.parse().unwrap();
+            }
+            _ => {}
+        }
+    }
+    panic!("no mapping of {size_kb} kB");
+}
+
+/// Grows the host's 2 MiB pool by `n` pages for the test and gives them
+/// back at the end.
+struct PoolGrant(u64);
+
+impl PoolGrant {
+    fn new(n: u64) -> Option<Self> {
+        let old = read_num(&format!("{POOL}/nr_hugepages"));
+        std::fs::write(format!("{POOL}/nr_hugepages"), (old + n).to_string()).ok()?;
+        Some(PoolGrant(old))
+    }
+}
+
+impl Drop for PoolGrant {
+    fn drop(&mut self) {
+        let _ = std::fs::write(format!("{POOL}/nr_hugepages"), self.0.to_string());
+    }
+}
+
+#[test]
+fn hugetlb_backs_all_guest_ram_across_reboots_or_refuses_before_boot() {
+    if !have_kvm() || !Path::new(POOL).is_dir() {
+        eprintln!("skipped: no usable /dev/kvm or no 2 MiB huge page pool");
+        return;
+    }
+    let Some(_grant) = PoolGrant::new(16) else {
+        eprintln!("skipped: cannot grow the huge page pool (not root?)");
+        return;
+    };
+    let avail =
+        read_num(&format!("{POOL}/free_hugepages")) - read_num(&format!("{POOL}/resv_hugepages"));
+    assert!(avail >= 16, "the pool did not grow: {avail} free");
+
+    // 32 MiB on huge pages, rebooting: each boot maps them again under the
+    // main thread's seccomp filter (memfd_create, ftruncate).
+    let k = guest("huge", Ending::Reboot);
+    let log = scratch("huge.log");
+    let mut vmm = start(
+        &k,
+        &log,
+        &[
+            "--memory",
+            "32",
+            "--memory-hugepages",
+            "2M",
+            "--on-reboot",
+            "restart",
+        ],
+    );
+    wait_up(&mut vmm, &log, 3);
+    assert_eq!(status_kb(vmm.0.id(), "HugetlbPages:"), 32 << 10);
+    drop(vmm);
+
+    // More than the pool holds: refused before the guest runs.
+    let mib = ((avail + 1) * 2).to_string();
+    let out = Command::new(env!("CARGO_BIN_EXE_vt-vmm"))
+        .args(["--kernel", k.to_str().unwrap(), "--memory", &mib])
+        .args(["--memory-hugepages", "2M", "--serial", "null"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!(
+            "guest memory needs {} free huge pages of 2 MiB, the host has {avail}",
+            avail + 1
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn thp_advice_gives_guest_ram_huge_pages() {
+    let enabled =
+        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
+    if !have_kvm() || !enabled.contains("[madvise]") {
+        eprintln!("skipped: needs /dev/kvm and THP set to madvise (the advice decides)");
+        return;
+    }
+    let k = guest("thp", Ending::Halt);
+    for (thp, huge) in [("on", true), ("off", false)] {
+        let log = scratch(&format!("thp-{thp}.log"));
+        let mut vmm = start(&k, &log, &["--memory", "64", "--memory-thp", thp]);
+        wait_up(&mut vmm, &log, 1);
+        let kb = anon_huge_kb(vmm.0.id(), 64 << 10);
+        assert_eq!(kb > 0, huge, "--memory-thp {thp}: AnonHugePages {kb} kB");
+    }
+}
