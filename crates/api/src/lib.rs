@@ -7,6 +7,7 @@
 pub mod control;
 mod devices;
 pub mod manager;
+pub mod usage;
 mod vm;
 
 pub use devices::{
@@ -15,6 +16,6 @@ pub use devices::{
 };
 
 pub use vm::{
-    ConfigError, HugePageSize, MemoryOptions, OnReboot, SerialConfig, VmConfig, MAX_MEMORY_MIB, MAX_PCI_DEVICES, MAX_VCPUS,
-    MIN_MEMORY_MIB,
+    ConfigError, HugePageSize, MemoryOptions, OnReboot, SerialConfig, VmConfig, MAX_MEMORY_MIB,
+    MAX_PCI_DEVICES, MAX_VCPUS, MIN_MEMORY_MIB,
 };

@@ -128,6 +128,27 @@ impl HugePageSize {
     }
 }
 
+impl MemoryOptions {
+    /// Whether these are the defaults (left out of definitions).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Checks the options against `memory_mib` of guest RAM: huge pages
+    /// must divide it, and exclude merging.
+    pub fn validate(&self, memory_mib: u64) -> Result<(), ConfigError> {
+        if let Some(size) = self.hugepages {
+            if !memory_mib.is_multiple_of(size.mib()) {
+                return Err(ConfigError::HugePageMultiple(memory_mib, size.mib()));
+            }
+            if self.merge {
+                return Err(ConfigError::MergeWithHugePages);
+            }
+        }
+        Ok(())
+    }
+}
+
 fn yes() -> bool {
     true
 }
@@ -159,7 +180,9 @@ pub enum ConfigError {
     SharedTap(String),
     #[error("memory of {0} MiB is not a multiple of the {1} MiB huge page size")]
     HugePageMultiple(u64, u64),
-    #[error("memory merging (KSM) and huge pages exclude each other: hugetlbfs pages are never merged")]
+    #[error(
+        "memory merging (KSM) and huge pages exclude each other: hugetlbfs pages are never merged"
+    )]
     MergeWithHugePages,
 }
 
@@ -195,14 +218,7 @@ impl VmConfig {
         if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&self.memory_mib) {
             return Err(ConfigError::Memory(self.memory_mib));
         }
-        if let Some(size) = self.memory.hugepages {
-            if self.memory_mib % size.mib() != 0 {
-                return Err(ConfigError::HugePageMultiple(self.memory_mib, size.mib()));
-            }
-            if self.memory.merge {
-                return Err(ConfigError::MergeWithHugePages);
-            }
-        }
+        self.memory.validate(self.memory_mib)?;
         for (i, d) in self.disks.iter().enumerate() {
             d.validate().map_err(|e| ConfigError::Disk(i, e))?;
         }
@@ -272,8 +288,7 @@ mod tests {
         assert_eq!(c.memory, MemoryOptions::default());
         assert!(!c.memory.merge && c.memory.thp && c.memory.hugepages.is_none());
         let c: VmConfig =
-            serde_json::from_str(r#"{"kernel":"/k","memory":{"merge":true,"thp":false}}"#)
-                .unwrap();
+            serde_json::from_str(r#"{"kernel":"/k","memory":{"merge":true,"thp":false}}"#).unwrap();
         assert!(c.memory.merge && !c.memory.thp);
         let e = serde_json::from_str::<VmConfig>(r#"{"kernel":"/k","memory":{"ksm":true}}"#)
             .unwrap_err();

@@ -56,8 +56,7 @@ pub fn create(mib: u64, options: &MemoryOptions) -> Result<GuestMemoryMmap, Erro
         }
     }
     if options.merge {
-        advise(&mem, libc::MADV_MERGEABLE)
-            .map_err(|e| Error::Advise("MADV_MERGEABLE (KSM)", e))?;
+        advise(&mem, libc::MADV_MERGEABLE).map_err(|e| Error::Advise("MADV_MERGEABLE (KSM)", e))?;
     }
     Ok(mem)
 }
@@ -152,7 +151,8 @@ fn create_hugetlb(
         );
         offset += len as u64;
     }
-    GuestMemoryMmap::from_regions(regions).map_err(|e| map_err(std::io::Error::other(e.to_string())))
+    GuestMemoryMmap::from_regions(regions)
+        .map_err(|e| map_err(std::io::Error::other(e.to_string())))
 }
 
 /// `madvise(advice)` on every region of `mem`.

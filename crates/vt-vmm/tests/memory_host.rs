@@ -198,3 +198,53 @@ fn thp_advice_gives_guest_ram_huge_pages() {
         assert_eq!(kb > 0, huge, "--memory-thp {thp}: AnonHugePages {kb} kB");
     }
 }
+
+/// The VMM's own memory (its RSS minus guest RAM's resident part) with a
+/// running guest must stay within this budget. A debug build maps and
+/// touches more of its (larger) binary than a release one.
+const OVERHEAD_BUDGET_KIB: u64 = if cfg!(debug_assertions) {
+    10 << 10
+} else {
+    6 << 10
+};
+
+/// The anonymous part of it (heap, stacks, device buffers: what no other
+/// process shares) must stay within this one.
+const OVERHEAD_ANON_BUDGET_KIB: u64 = 3 << 10;
+
+#[test]
+fn vmm_overhead_stays_within_its_budget() {
+    if !have_kvm() {
+        eprintln!("skipped: no usable /dev/kvm");
+        return;
+    }
+    let k = guest("overhead", Ending::Halt);
+    let log = scratch("overhead.log");
+    let mut vmm = start(
+        &k,
+        &log,
+        &[
+            "--memory",
+            "64",
+            "--cpus",
+            "2",
+            "--rng",
+            "--memory-thp",
+            "off",
+        ],
+    );
+    wait_up(&mut vmm, &log, 1);
+    let u = api::usage::MemoryUsage::read(vmm.0.id(), 64).unwrap();
+    eprintln!("{u:?}");
+    assert!(u.guest_resident_kib > 0, "the guest touched its RAM: {u:?}");
+    assert!(
+        u.overhead_kib <= OVERHEAD_BUDGET_KIB,
+        "VMM overhead {} KiB over the budget of {OVERHEAD_BUDGET_KIB} KiB: {u:?}",
+        u.overhead_kib
+    );
+    assert!(
+        u.overhead_anon_kib <= OVERHEAD_ANON_BUDGET_KIB,
+        "VMM anonymous overhead {} KiB over the budget of {OVERHEAD_ANON_BUDGET_KIB} KiB: {u:?}",
+        u.overhead_anon_kib
+    );
+}

@@ -5,6 +5,7 @@
 //! VM; 5 conflict (name taken, VM running / not running).
 
 mod cmd;
+mod host;
 mod image;
 mod lab;
 mod run;
@@ -81,6 +82,9 @@ enum Command {
     /// (QEMU TCG with nested SVM).
     #[command(subcommand)]
     Lab(lab::LabCommand),
+    /// This host's settings: `vt host memory` (KSM, THP, huge pages).
+    #[command(subcommand)]
+    Host(host::HostCommand),
     /// Fetch and build guest images.
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -121,6 +125,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Lab(c) => lab::run(c),
         Command::Image(c) => image::run(c, cli.output),
+        Command::Host(c) => host::run(c, cli.output),
         Command::Run { args } => run::run(args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "vt", &mut std::io::stdout());

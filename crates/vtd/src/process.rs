@@ -31,6 +31,7 @@ pub fn spawn(vmm: &Path, kernel: &Path, def: &VmDefinition, dir: &VmDir) -> std:
         .arg(def.vcpus.to_string())
         .arg("--memory")
         .arg(def.memory_mib.to_string())
+        .args(memory_flags(def))
         .arg("--serial")
         .arg(format!("file={}", dir.console().display()))
         .arg("--on-reboot")
@@ -53,6 +54,27 @@ pub fn spawn(vmm: &Path, kernel: &Path, def: &VmDefinition, dir: &VmDir) -> std:
         });
     }
     cmd.spawn()
+}
+
+/// `--memory-merge`, `--memory-thp` and `--memory-hugepages` for the
+/// definition's `memory` options (nothing for the defaults).
+pub fn memory_flags(def: &VmDefinition) -> Vec<String> {
+    let m = &def.memory;
+    let mut flags = Vec::new();
+    if m.merge {
+        flags.extend(["--memory-merge".into(), "on".into()]);
+    }
+    if !m.thp {
+        flags.extend(["--memory-thp".into(), "off".into()]);
+    }
+    if let Some(size) = m.hugepages {
+        let size = match size {
+            api::HugePageSize::Size2M => "2M",
+            api::HugePageSize::Size1G => "1G",
+        };
+        flags.extend(["--memory-hugepages".into(), size.into()]);
+    }
+    flags
 }
 
 /// `--disk path=P[,readonly=on][,cache=none][,format=F]` for each disk

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use api::control::{self as proto, RunState, VmmCounters, VmmInfo};
 use api::manager::{Confinement, VmDefinition, VmState, VmStatus};
+use api::usage::MemoryUsage;
 
 use crate::error::ApiError;
 use crate::events::Events;
@@ -135,7 +136,11 @@ impl Vm {
             .flatten()
             .and_then(|r| serde_json::from_slice::<VmmInfo>(&r.body).ok())
             .map(|i| i.confinement);
+        let memory = live
+            .then(|| pid.and_then(|p| MemoryUsage::read(p, self.def.memory_mib).ok()))
+            .flatten();
         VmStatus {
+            memory,
             name: self.def.name.clone(),
             state,
             pid,
