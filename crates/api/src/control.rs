@@ -26,6 +26,8 @@ pub const STOP: &str = "/vm/stop";
 pub const REBOOT: &str = "/vm/reboot";
 pub const POWER_BUTTON: &str = "/vm/power-button";
 pub const CONSOLE: &str = "/vm/console";
+/// `GET` (a [`BalloonInfo`]) and `PUT` (a [`BalloonRequest`]) the balloon.
+pub const BALLOON: &str = "/vm/balloon";
 
 /// Whether the vCPUs run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +103,30 @@ pub struct VmmCounters {
     pub io_exits: u64,
     /// Pause requests served.
     pub pauses: u64,
+}
+
+/// `PUT /vm/balloon`: the balloon's new target size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BalloonRequest {
+    /// MiB of guest RAM the guest should hand back (0: all of it back to
+    /// the guest); at most the guest's memory.
+    pub size_mib: u64,
+}
+
+/// `GET /vm/balloon`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BalloonInfo {
+    /// The target the host set, MiB.
+    pub size_mib: u64,
+    /// What the guest's driver says the balloon holds, MiB.
+    pub actual_mib: u64,
+    /// Guest RAM given back to the host since the VMM started (inflated
+    /// and reported pages), MiB.
+    pub freed_mib: u64,
+    /// 4 KiB pages the driver named outside guest RAM (ignored).
+    pub refused_pages: u64,
 }
 
 /// Any error answer (the control socket and `vtd` alike).

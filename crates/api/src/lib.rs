@@ -16,6 +16,6 @@ pub use devices::{
 };
 
 pub use vm::{
-    ConfigError, HugePageSize, MemoryOptions, OnReboot, SerialConfig, VmConfig, MAX_MEMORY_MIB,
-    MAX_PCI_DEVICES, MAX_VCPUS, MIN_MEMORY_MIB,
+    parse_balloon, BalloonConfig, ConfigError, HugePageSize, MemoryOptions, OnReboot, SerialConfig,
+    VmConfig, MAX_MEMORY_MIB, MAX_PCI_DEVICES, MAX_VCPUS, MIN_MEMORY_MIB,
 };

@@ -53,6 +53,9 @@ pub struct VmDefinition {
     /// Guest RAM options: `merge` (KSM), `thp`, `hugepages`.
     #[serde(default, skip_serializing_if = "MemoryOptions::is_default")]
     pub memory: MemoryOptions,
+    /// A virtio-balloon device (`vt setmem` resizes the guest through it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balloon: Option<crate::BalloonConfig>,
     /// Absolute path of the kernel (bzImage or ELF vmlinux). When absent
     /// from a `POST /vms`, `vtd` fills in its `--default-kernel` (and
     /// `--default-initrd`); a stored definition always has one.
@@ -179,6 +182,9 @@ pub struct VmStatus {
     /// VMM's own, huge pages, KSM), in `GET /vms/{name}` while active.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<crate::usage::MemoryUsage>,
+    /// The running VM's balloon (from its VMM), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balloon: Option<crate::control::BalloonInfo>,
 }
 
 /// The cell a running VMM is in (see README, "Isolation").

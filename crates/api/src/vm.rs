@@ -67,6 +67,48 @@ pub struct VmConfig {
     /// A virtio-rng device fed by the host's getrandom.
     #[serde(default)]
     pub rng: bool,
+    /// A virtio-balloon device.
+    #[serde(default)]
+    pub balloon: Option<BalloonConfig>,
+}
+
+/// The virtio-balloon device (`vt-vmm --balloon`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BalloonConfig {
+    /// Offer `VIRTIO_BALLOON_F_DEFLATE_ON_OOM`: the guest takes pages back
+    /// from the balloon rather than run out of memory (Linux then keeps
+    /// ballooned pages in its `MemTotal`).
+    #[serde(default)]
+    pub deflate_on_oom: bool,
+    /// Offer `VIRTIO_BALLOON_F_REPORTING`: pages the guest frees go back
+    /// to the host.
+    #[serde(default)]
+    pub free_page_reporting: bool,
+}
+
+/// Parses `--balloon on` or `--balloon [deflate_on_oom=on][,free_page_reporting=on]`.
+pub fn parse_balloon(spec: &str) -> Result<BalloonConfig, String> {
+    let mut b = BalloonConfig::default();
+    if spec == "on" {
+        return Ok(b);
+    }
+    for piece in spec.split(',') {
+        let (k, v) = piece
+            .split_once('=')
+            .ok_or_else(|| format!("'{piece}': expected key=on|off"))?;
+        let on = match v {
+            "on" => true,
+            "off" => false,
+            _ => return Err(format!("{k}={v}: expected on or off")),
+        };
+        match k {
+            "deflate_on_oom" => b.deflate_on_oom = on,
+            "free_page_reporting" => b.free_page_reporting = on,
+            _ => return Err(format!("unknown balloon option '{k}'")),
+        }
+    }
+    Ok(b)
 }
 
 /// Guest RAM options (`vt-vmm --memory-merge`, `--memory-thp`).
@@ -204,6 +246,7 @@ impl VmConfig {
             disks: Vec::new(),
             nets: Vec::new(),
             rng: false,
+            balloon: None,
         }
     }
 
@@ -228,7 +271,10 @@ impl VmConfig {
                 return Err(ConfigError::SharedTap(n.tap.clone()));
             }
         }
-        let count = self.disks.len() + self.nets.len() + usize::from(self.rng);
+        let count = self.disks.len()
+            + self.nets.len()
+            + usize::from(self.rng)
+            + usize::from(self.balloon.is_some());
         if count > MAX_PCI_DEVICES {
             return Err(ConfigError::TooManyDevices(count));
         }
@@ -293,6 +339,16 @@ mod tests {
         let e = serde_json::from_str::<VmConfig>(r#"{"kernel":"/k","memory":{"ksm":true}}"#)
             .unwrap_err();
         assert!(e.to_string().contains("unknown field"));
+    }
+
+    #[test]
+    fn balloon_specs() {
+        assert_eq!(parse_balloon("on"), Ok(BalloonConfig::default()));
+        let b = parse_balloon("deflate_on_oom=on,free_page_reporting=on").unwrap();
+        assert!(b.deflate_on_oom && b.free_page_reporting);
+        assert!(parse_balloon("free_page_reporting=yes").is_err());
+        assert!(parse_balloon("stats=on").is_err());
+        assert!(parse_balloon("").is_err());
     }
 
     #[test]

@@ -16,9 +16,12 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use api::control::{self as proto, ErrorBody, RunState, VmmCounters, VmmInfo};
+use api::control::{
+    self as proto, BalloonInfo, BalloonRequest, ErrorBody, RunState, VmmCounters, VmmInfo,
+};
 use api::VmConfig;
 use devices::bus::lock;
+use devices::virtio::balloon::BalloonControl;
 use vmm_sys_util::eventfd::EventFd;
 use vt_http::{Handler, Limits, Peer, Reply, Request, Response};
 
@@ -57,6 +60,8 @@ struct Shared {
     tx: Mutex<Sender<Pending>>,
     evt: Arc<EventFd>,
     input: ConsoleInput,
+    /// The balloon, when the VM has one.
+    balloon: std::sync::OnceLock<Arc<BalloonControl>>,
 }
 
 /// The VMM's end of the control socket.
@@ -118,6 +123,7 @@ impl Control {
             tx: Mutex::new(tx),
             evt: Arc::new(evt),
             input,
+            balloon: std::sync::OnceLock::new(),
         });
         let handler = Arc::new(ControlHandler(shared.clone()));
         std::thread::Builder::new()
@@ -133,6 +139,11 @@ impl Control {
             path: path.to_path_buf(),
             stopping: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Serves `GET`/`PUT /vm/balloon` through `balloon`.
+    pub fn set_balloon(&self, balloon: Arc<BalloonControl>) {
+        let _ = self.shared.balloon.set(balloon);
     }
 
     /// The eventfd the event loop watches.
@@ -230,6 +241,48 @@ impl ControlHandler {
     }
 }
 
+/// MiB from 4 KiB pages.
+fn pages_mib(pages: u64) -> u64 {
+    pages >> 8
+}
+
+fn balloon_info(b: &BalloonControl) -> BalloonInfo {
+    let s = b.state();
+    BalloonInfo {
+        size_mib: pages_mib(u64::from(s.target_pages)),
+        actual_mib: pages_mib(u64::from(s.actual_pages)),
+        freed_mib: pages_mib(s.freed_pages),
+        refused_pages: s.refused_pages,
+    }
+}
+
+impl ControlHandler {
+    /// `PUT /vm/balloon`: a size from 0 to the guest's memory.
+    fn set_balloon_size(&self, body: &[u8]) -> Reply {
+        let Some(b) = self.0.balloon.get() else {
+            return error(409, "this VM has no balloon (vt-vmm --balloon)");
+        };
+        let req: BalloonRequest = match serde_json::from_slice(body) {
+            Ok(r) => r,
+            Err(e) => return error(400, &format!("bad balloon request: {e}")),
+        };
+        let max = self.0.config.memory_mib;
+        if req.size_mib > max {
+            return error(
+                400,
+                &format!(
+                    "balloon of {} MiB exceeds the guest's {max} MiB",
+                    req.size_mib
+                ),
+            );
+        }
+        // At most 1 TiB of guest RAM: its pages fit in 32 bits.
+        let pages = u32::try_from(req.size_mib << 8).unwrap_or(u32::MAX);
+        b.set_target(pages);
+        json(200, &balloon_info(b))
+    }
+}
+
 impl Handler for ControlHandler {
     fn handle(&self, req: Request, _peer: &Peer) -> Reply {
         let write = matches!(req.method.as_str(), "PUT" | "POST");
@@ -244,6 +297,11 @@ impl Handler for ControlHandler {
                 },
             ),
             ("GET", proto::COUNTERS) => json(200, &self.counters()),
+            ("GET", proto::BALLOON) => match self.0.balloon.get() {
+                Some(b) => json(200, &balloon_info(b)),
+                None => error(409, "this VM has no balloon (vt-vmm --balloon)"),
+            },
+            ("PUT", proto::BALLOON) => self.set_balloon_size(&req.body),
             (_, proto::PAUSE) if write => self.command(Command::Pause),
             (_, proto::RESUME) if write => self.command(Command::Resume),
             (_, proto::STOP) if write => self.command(Command::Stop),
@@ -269,7 +327,8 @@ impl Handler for ControlHandler {
                 | proto::STOP
                 | proto::REBOOT
                 | proto::POWER_BUTTON
-                | proto::CONSOLE,
+                | proto::CONSOLE
+                | proto::BALLOON,
             ) => error(405, &format!("{} not allowed on {}", req.method, req.path)),
             _ => error(404, &format!("no route for {} {}", req.method, req.path)),
         }

@@ -36,6 +36,7 @@ pub use error::Error;
 pub use vm::VmExit;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use api::OnReboot;
 
@@ -80,9 +81,16 @@ pub fn run_confined(
         (Some(p), Some(l)) => Some(control::Control::start(l, p, config, console.input())?),
         _ => None,
     };
+    // The balloon's target outlives a guest reboot (the device is rebuilt).
+    let balloon = config
+        .balloon
+        .map(|_| Arc::new(devices::virtio::balloon::BalloonControl::default()));
+    if let (Some(c), Some(b)) = (&control, &balloon) {
+        c.set_balloon(b.clone());
+    }
     let mut main_confined = false;
     loop {
-        let vm = vm::Vm::build(config, &console)?;
+        let vm = vm::Vm::build(config, &console, balloon.as_ref())?;
         if !main_confined {
             sandbox::enter_thread(sandbox::ThreadKind::Main);
             main_confined = true;

@@ -3,7 +3,10 @@
 use std::path::PathBuf;
 
 use api::control::SeccompMode;
-use api::{parse_disk, parse_net, HugePageSize, MemoryOptions, OnReboot, SerialConfig, VmConfig};
+use api::{
+    parse_balloon, parse_disk, parse_net, HugePageSize, MemoryOptions, OnReboot, SerialConfig,
+    VmConfig,
+};
 use clap::{Parser, ValueEnum};
 
 /// Run one virtual machine.
@@ -55,6 +58,11 @@ pub struct Args {
     /// A virtio-rng device fed by the host's getrandom.
     #[arg(long)]
     pub rng: bool,
+    /// A virtio-balloon device (its size set through the control API,
+    /// `PUT /vm/balloon`): `on` or
+    /// `[deflate_on_oom=on][,free_page_reporting=on]`.
+    #[arg(long, value_name = "SPEC")]
+    pub balloon: Option<String>,
     /// Serve the control API (JSON over HTTP) on this Unix socket
     /// (`/dev/fd/N`: a listening socket already bound, passed as fd N).
     #[arg(long, value_name = "PATH")]
@@ -177,6 +185,11 @@ impl Args {
                 .map(|n| parse_net(n).map_err(|e| format!("invalid --net '{n}': {e}")))
                 .collect::<Result<_, _>>()?,
             rng: self.rng,
+            balloon: self
+                .balloon
+                .as_deref()
+                .map(|b| parse_balloon(b).map_err(|e| format!("invalid --balloon '{b}': {e}")))
+                .transpose()?,
         };
         config.validate().map_err(|e| e.to_string())?;
         Ok(config)

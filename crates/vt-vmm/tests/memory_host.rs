@@ -248,3 +248,78 @@ fn vmm_overhead_stays_within_its_budget() {
         u.overhead_anon_kib
     );
 }
+
+/// `GET`/`PUT /vm/balloon` with the tiny guest (no balloon driver: the
+/// target is set and kept, the guest never answers): sizes past the
+/// guest's memory and bodies that are not a request are refused, and a
+/// VM without a balloon says so.
+#[test]
+fn balloon_api_sets_the_target_and_refuses_bad_requests() {
+    if !have_kvm() {
+        eprintln!("skipped: no usable /dev/kvm");
+        return;
+    }
+    let k = guest("balloon", Ending::Halt);
+    let call = |sock: &Path, method: &str, body: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_vt-api-call"))
+            .arg(sock)
+            .args([method, "/vm/balloon", body])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let sock = scratch("balloon.sock");
+    let log = scratch("balloon.log");
+    let mut vmm = Vmm(Command::new(env!("CARGO_BIN_EXE_vt-vmm"))
+        .arg("--kernel")
+        .arg(&k)
+        .args(["--memory", "64", "--balloon", "free_page_reporting=on"])
+        .arg("--api-socket")
+        .arg(&sock)
+        .arg("--serial")
+        .arg(format!("file={}", log.display()))
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap());
+    wait_up(&mut vmm, &log, 1);
+    let zero = r#"{"size_mib":0,"actual_mib":0,"freed_mib":0,"refused_pages":0}"#;
+    assert_eq!(call(&sock, "GET", ""), format!("200 {zero}"));
+    assert_eq!(
+        call(&sock, "PUT", r#"{"size_mib":48}"#),
+        r#"200 {"size_mib":48,"actual_mib":0,"freed_mib":0,"refused_pages":0}"#
+    );
+    let too_big = call(&sock, "PUT", r#"{"size_mib":65}"#);
+    assert!(
+        too_big.starts_with("400 ") && too_big.contains("exceeds the guest's 64 MiB"),
+        "{too_big}"
+    );
+    let bad = call(&sock, "PUT", r#"{"size":1}"#);
+    assert!(
+        bad.starts_with("400 ") && bad.contains("bad balloon request"),
+        "{bad}"
+    );
+    assert!(call(&sock, "GET", "").starts_with(r#"200 {"size_mib":48,"#));
+    assert!(call(&sock, "DELETE", "").starts_with("405 "));
+    drop(vmm);
+
+    let plain = scratch("plain.sock");
+    let log = scratch("plain.log");
+    let mut vmm = Vmm(Command::new(env!("CARGO_BIN_EXE_vt-vmm"))
+        .arg("--kernel")
+        .arg(&k)
+        .args(["--memory", "16", "--api-socket"])
+        .arg(&plain)
+        .arg("--serial")
+        .arg(format!("file={}", log.display()))
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap());
+    wait_up(&mut vmm, &log, 1);
+    let none = call(&plain, "PUT", r#"{"size_mib":1}"#);
+    assert!(
+        none.starts_with("409 ") && none.contains("no balloon"),
+        "{none}"
+    );
+}

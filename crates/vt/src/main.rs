@@ -61,6 +61,9 @@ enum Command {
     Resume { name: String },
     /// Reset a VM (it boots again).
     Reboot { name: String },
+    /// Resize a running VM's memory through its balloon (`vt create
+    /// --balloon on`): SIZE in MiB, or with M / G, at most its defined size.
+    Setmem { name: String, size: String },
     /// Remove a stopped VM's definition (disk images are kept).
     Undefine { name: String },
     /// The serial console: interactive on a terminal (Ctrl-] detaches),
@@ -113,6 +116,7 @@ fn managed(c: &Client, command: Command, f: Format) -> CliResult {
         Command::Resume { name } => action(c, &name, "resume", "", f),
         Command::Reboot { name } => action(c, &name, "reboot", "", f),
         Command::Undefine { name } => cmd::lifecycle::undefine(c, &name, f),
+        Command::Setmem { name, size } => cmd::setmem::run(c, &name, &size, f),
         Command::Console { name, no_follow } => cmd::console::run(c, &name, !no_follow),
         Command::Events => cmd::events::run(c, f),
         Command::Audit(a) => cmd::audit::run(c, a, f),

@@ -56,8 +56,9 @@ pub fn spawn(vmm: &Path, kernel: &Path, def: &VmDefinition, dir: &VmDir) -> std:
     cmd.spawn()
 }
 
-/// `--memory-merge`, `--memory-thp` and `--memory-hugepages` for the
-/// definition's `memory` options (nothing for the defaults).
+/// `--memory-merge`, `--memory-thp`, `--memory-hugepages` and `--balloon`
+/// for the definition's `memory` options and balloon (nothing for the
+/// defaults).
 pub fn memory_flags(def: &VmDefinition) -> Vec<String> {
     let m = &def.memory;
     let mut flags = Vec::new();
@@ -73,6 +74,17 @@ pub fn memory_flags(def: &VmDefinition) -> Vec<String> {
             api::HugePageSize::Size1G => "1G",
         };
         flags.extend(["--memory-hugepages".into(), size.into()]);
+    }
+    if let Some(b) = def.balloon {
+        let on = |v: bool| if v { "on" } else { "off" };
+        flags.extend([
+            "--balloon".into(),
+            format!(
+                "deflate_on_oom={},free_page_reporting={}",
+                on(b.deflate_on_oom),
+                on(b.free_page_reporting)
+            ),
+        ]);
     }
     flags
 }

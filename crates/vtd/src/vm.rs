@@ -136,11 +136,17 @@ impl Vm {
             .flatten()
             .and_then(|r| serde_json::from_slice::<VmmInfo>(&r.body).ok())
             .map(|i| i.confinement);
+        let balloon = (live && self.def.balloon.is_some())
+            .then(|| ask(proto::BALLOON))
+            .flatten()
+            .filter(|r| r.status == 200)
+            .and_then(|r| serde_json::from_slice(&r.body).ok());
         let memory = live
             .then(|| pid.and_then(|p| MemoryUsage::read(p, self.def.memory_mib).ok()))
             .flatten();
         VmStatus {
             memory,
+            balloon,
             name: self.def.name.clone(),
             state,
             pid,
@@ -162,7 +168,7 @@ impl Vm {
         }
     }
 
-    fn active_pid(&self) -> Result<u32, ApiError> {
+    pub fn active_pid(&self) -> Result<u32, ApiError> {
         let r = lock(&self.run);
         match (r.state, r.pid) {
             (Some(s), Some(pid)) if s.is_active() => Ok(pid),

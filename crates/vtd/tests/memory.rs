@@ -3,7 +3,8 @@
 //! definition, the jailed VMM's flags and the kernel (the guest mapping's
 //! `VmFlags` in smaps: `mg` = MADV_MERGEABLE, `hg` = MADV_HUGEPAGE), the
 //! VM's memory use is in `GET /vms/{name}` and `vt info`, bad options are
-//! refused, and `vt host memory` shows the host's KSM state.
+//! refused, and `vt host memory` shows the host's KSM state. The balloon
+//! through `vt setmem` (the tiny guest has no driver: the target is set).
 
 mod common;
 
@@ -102,4 +103,67 @@ fn memory_options_reach_the_vmm_and_its_usage_is_reported() {
         _ => "unmerging",
     };
     assert_eq!(v["ksm"].as_str().unwrap_or(""), want, "{v}");
+}
+
+#[test]
+fn vt_setmem_sets_the_balloon_of_a_running_vm() {
+    require_kvm!();
+    let vtd = Vtd::start("setmem");
+    let boot = format!("kernel={}", vtd.guest.display());
+    for (name, extra) in [
+        ("bal", vec!["--balloon", "free_page_reporting=on"]),
+        ("nobal", vec![]),
+    ] {
+        let mut args = vec!["create", "--name", name, "--memory", "16", "--boot", &boot];
+        args.extend(extra);
+        let out = vtd.vt(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        vtd.expect("POST", &format!("/vms/{name}/start"), None, 200);
+        wait_for(|| vtd.console_log(name).contains("up"), "the guest");
+    }
+    let b = vtd.status("bal").definition.balloon.expect("a balloon");
+    assert!(b.free_page_reporting && !b.deflate_on_oom);
+    let out = vtd.vt(&["setmem", "bal", "10M"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("10 MiB asked of 16 MiB (balloon 6 MiB"),
+        "{text}"
+    );
+    let s = vtd.status("bal");
+    assert_eq!(s.balloon.expect("balloon info").size_mib, 6);
+    let info = String::from_utf8_lossy(&vtd.vt(&["info", "bal"]).stdout).to_string();
+    assert!(info.contains("Balloon:   6 MiB asked"), "{info}");
+    let big = vtd.vt(&["setmem", "bal", "1G"]);
+    assert!(!big.status.success());
+    assert!(String::from_utf8_lossy(&big.stderr).contains("has 16 MiB of memory"));
+    let e = vtd.expect("PUT", "/vms/bal/balloon", Some(r#"{"size_mib":17}"#), 400);
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("exceeds the guest's 16 MiB"),
+        "{e}"
+    );
+    let e = vtd.expect("PUT", "/vms/nobal/balloon", Some(r#"{"size_mib":1}"#), 409);
+    assert!(
+        e["error"].as_str().unwrap_or("").contains("no balloon"),
+        "{e}"
+    );
+    for name in ["bal", "nobal"] {
+        vtd.expect("POST", &format!("/vms/{name}/stop"), None, 200);
+    }
+    let e = vtd.expect("PUT", "/vms/bal/balloon", Some(r#"{"size_mib":1}"#), 409);
+    assert!(
+        e["error"].as_str().unwrap_or("").contains("not running"),
+        "{e}"
+    );
 }

@@ -39,6 +39,10 @@ pub struct CreateArgs {
         default_value = "256"
     )]
     pub ram: String,
+    /// A virtio-balloon device (`vt setmem` resizes the running guest):
+    /// `on` or `[deflate_on_oom=on][,free_page_reporting=on]`.
+    #[arg(long, value_name = "SPEC")]
+    pub balloon: Option<String>,
     /// vCPU count.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub vcpus: u32,
@@ -310,6 +314,11 @@ pub fn run(c: &Client, a: CreateArgs, format: Format) -> CliResult {
         vcpus: a.vcpus,
         memory_mib,
         memory,
+        balloon: a
+            .balloon
+            .as_deref()
+            .map(|b| api::parse_balloon(b).map_err(|e| CliError::usage(format!("--balloon: {e}"))))
+            .transpose()?,
         kernel: None,
         initrd: None,
         cmdline: "console=ttyS0".into(),

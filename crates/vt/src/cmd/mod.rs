@@ -9,3 +9,4 @@ pub mod lifecycle;
 pub mod list;
 mod options;
 pub mod output;
+pub mod setmem;

@@ -132,6 +132,15 @@ pub fn vm_details(s: &VmStatus) {
             rows.push(("KSM", format!("{p} pages merged ({})", mib(p * 4))));
         }
     }
+    if let Some(b) = &s.balloon {
+        rows.push((
+            "Balloon",
+            format!(
+                "{} MiB asked, {} MiB held by the guest, {} MiB given back so far",
+                b.size_mib, b.actual_mib, b.freed_mib
+            ),
+        ));
+    }
     if let Some(c) = &s.counters {
         rows.push(("Uptime", format!("{:.1} s", c.uptime_ms as f64 / 1000.0)));
         rows.push(("Boots", c.boots.to_string()));

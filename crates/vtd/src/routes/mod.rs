@@ -3,6 +3,7 @@
 
 mod actions;
 mod audit;
+mod balloon;
 mod console;
 mod events;
 mod vms;
@@ -34,6 +35,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/vms/{name}/reboot"),
     ("GET", "/vms/{name}/console"),
     ("POST", "/vms/{name}/console"),
+    ("GET", "/vms/{name}/balloon"),
+    ("PUT", "/vms/{name}/balloon"),
     ("GET", "/events"),
     ("GET", "/audit"),
     ("GET", "/audit/verify"),
@@ -103,6 +106,8 @@ impl Api {
                 ("DELETE", "/vms/{name}") => vms::undefine(d, name),
                 ("GET", "/vms/{name}/console") => console::stream(d, name, req),
                 ("POST", "/vms/{name}/console") => console::input(d, name, &req.body),
+                ("GET", "/vms/{name}/balloon") => balloon::get(d, name),
+                ("PUT", "/vms/{name}/balloon") => balloon::put(d, name, &req.body),
                 ("GET", "/events") => events::stream(d),
                 ("GET", "/audit") => audit::search(d, req),
                 ("GET", "/audit/verify") => audit::verify(d),
