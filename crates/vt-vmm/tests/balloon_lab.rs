@@ -27,7 +27,7 @@ dd if=/dev/zero of=/mnt/big/f bs=1M count=400 2>/dev/null
 if grep -q vt.role=a /proc/cmdline; then
     rm /mnt/big/f
     v touched 1
-    for i in $(seq 1200); do [ $(m) -lt $((t0 - 204800)) ] && break; sleep 0.1; done
+    for i in $(seq 1200); do [ $(m) -le $((t0 - 262144)) ] && break; sleep 0.1; done
     v memtotal_inflated $(m)
     v inflated 1
     for i in $(seq 1200); do [ $(m) -gt $((t0 - 4096)) ] && break; sleep 0.1; done

@@ -141,8 +141,10 @@ struct Handler {
     control: Arc<BalloonControl>,
 }
 
-/// Inflate: every readable buffer is an array of le32 page frame numbers.
-fn inflate(
+/// Serves one inflate-queue chain: every readable buffer is an array of
+/// le32 page frame numbers (4 KiB pages), given back to the host where
+/// they lie inside guest RAM and counted as refused elsewhere.
+pub fn inflate(
     mem: &GuestMemoryMmap,
     control: &BalloonControl,
     chain: &Chain,
@@ -173,8 +175,10 @@ fn inflate(
     Ok(Served::Used(0))
 }
 
-/// Reporting: every buffer is a free range of guest RAM.
-fn report(
+/// Serves one reporting-queue chain: every buffer is a free range of
+/// guest RAM, given back to the host (refused unless page aligned and
+/// inside one region of guest RAM).
+pub fn report(
     mem: &GuestMemoryMmap,
     control: &BalloonControl,
     chain: &Chain,
