@@ -44,7 +44,7 @@ fuzz_target!(|data: &[u8]| {
         vec![0],
         1,
     );
-    let control = BalloonControl::default();
+    let control = BalloonControl::new().unwrap();
     let reporting = flags & 2 != 0;
     for _ in 0..4 {
         chain::drain(&mut q, &mem, &irq, 0, |c| {

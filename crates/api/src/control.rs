@@ -127,6 +127,38 @@ pub struct BalloonInfo {
     pub freed_mib: u64,
     /// 4 KiB pages the driver named outside guest RAM (ignored).
     pub refused_pages: u64,
+    /// The guest's memory statistics, as its driver last sent them (with
+    /// `--balloon stats=on`; each `GET` also asks for fresh ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<GuestMemoryStats>,
+}
+
+/// The guest's memory statistics (virtio-balloon statistics queue, spec
+/// 5.5.6.3): sizes in bytes, the rest counts; absent when the guest did
+/// not send them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestMemoryStats {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swap_in: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swap_out: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub major_faults: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minor_faults: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free_memory: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_memory: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available_memory: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_caches: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hugetlb_allocations: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hugetlb_failures: Option<u64>,
 }
 
 /// Any error answer (the control socket and `vtd` alike).

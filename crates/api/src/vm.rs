@@ -85,9 +85,14 @@ pub struct BalloonConfig {
     /// to the host.
     #[serde(default)]
     pub free_page_reporting: bool,
+    /// Offer `VIRTIO_BALLOON_F_STATS_VQ`: the guest's memory statistics in
+    /// `GET /vm/balloon`.
+    #[serde(default)]
+    pub stats: bool,
 }
 
-/// Parses `--balloon on` or `--balloon [deflate_on_oom=on][,free_page_reporting=on]`.
+/// Parses `--balloon on` or
+/// `--balloon [deflate_on_oom=on][,free_page_reporting=on][,stats=on]`.
 pub fn parse_balloon(spec: &str) -> Result<BalloonConfig, String> {
     let mut b = BalloonConfig::default();
     if spec == "on" {
@@ -105,6 +110,7 @@ pub fn parse_balloon(spec: &str) -> Result<BalloonConfig, String> {
         match k {
             "deflate_on_oom" => b.deflate_on_oom = on,
             "free_page_reporting" => b.free_page_reporting = on,
+            "stats" => b.stats = on,
             _ => return Err(format!("unknown balloon option '{k}'")),
         }
     }
@@ -347,7 +353,8 @@ mod tests {
         let b = parse_balloon("deflate_on_oom=on,free_page_reporting=on").unwrap();
         assert!(b.deflate_on_oom && b.free_page_reporting);
         assert!(parse_balloon("free_page_reporting=yes").is_err());
-        assert!(parse_balloon("stats=on").is_err());
+        assert!(parse_balloon("stats=on").unwrap().stats);
+        assert!(parse_balloon("hinting=on").is_err());
         assert!(parse_balloon("").is_err());
     }
 

@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use api::control::{
-    self as proto, BalloonInfo, BalloonRequest, ErrorBody, RunState, VmmCounters, VmmInfo,
+    self as proto, BalloonInfo, BalloonRequest, ErrorBody, GuestMemoryStats, RunState, VmmCounters,
+    VmmInfo,
 };
 use api::VmConfig;
 use devices::bus::lock;
@@ -246,13 +247,28 @@ fn pages_mib(pages: u64) -> u64 {
     pages >> 8
 }
 
+/// The balloon's state; asks the guest for fresh statistics for the next
+/// call.
 fn balloon_info(b: &BalloonControl) -> BalloonInfo {
     let s = b.state();
+    b.request_stats();
     BalloonInfo {
         size_mib: pages_mib(u64::from(s.target_pages)),
         actual_mib: pages_mib(u64::from(s.actual_pages)),
         freed_mib: pages_mib(s.freed_pages),
         refused_pages: s.refused_pages,
+        stats: s.stats.map(|g| GuestMemoryStats {
+            swap_in: g.swap_in,
+            swap_out: g.swap_out,
+            major_faults: g.major_faults,
+            minor_faults: g.minor_faults,
+            free_memory: g.free_memory,
+            total_memory: g.total_memory,
+            available_memory: g.available_memory,
+            disk_caches: g.disk_caches,
+            hugetlb_allocations: g.hugetlb_allocations,
+            hugetlb_failures: g.hugetlb_failures,
+        }),
     }
 }
 

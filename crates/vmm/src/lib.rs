@@ -82,9 +82,12 @@ pub fn run_confined(
         _ => None,
     };
     // The balloon's target outlives a guest reboot (the device is rebuilt).
-    let balloon = config
-        .balloon
-        .map(|_| Arc::new(devices::virtio::balloon::BalloonControl::default()));
+    let balloon = match config.balloon {
+        Some(_) => Some(Arc::new(
+            devices::virtio::balloon::BalloonControl::new().map_err(|e| Error::Io("eventfd", e))?,
+        )),
+        None => None,
+    };
     if let (Some(c), Some(b)) = (&control, &balloon) {
         c.set_balloon(b.clone());
     }

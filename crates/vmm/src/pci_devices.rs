@@ -132,6 +132,7 @@ fn virtio_devices(
         let options = BalloonOptions {
             deflate_on_oom: b.deflate_on_oom,
             free_page_reporting: b.free_page_reporting,
+            stats: b.stats,
         };
         out.push(Box::new(Balloon::new(options, control.clone())));
     }

@@ -2,10 +2,12 @@
 //! lab: two jailed 512 MiB VMMs at once, driven through their control
 //! sockets (`vt-api-call`).
 //!
-//! - `a` (`--balloon on`): the guest writes 400 MiB to tmpfs and frees it
+//! - `a` (`--balloon stats=on`): the guest writes 400 MiB to tmpfs and frees it
 //!   (host-resident, guest-free); `PUT /vm/balloon` 256 MiB → the guest's
 //!   `MemTotal` drops by it, the driver reports 256 MiB held, the VMM's RSS
-//!   drops by ≥ 200 MiB; back to 0 → `MemTotal` comes back.
+//!   drops by ≥ 200 MiB; back to 0 → `MemTotal` comes back. The guest's
+//!   statistics (statistics queue) match its /proc/meminfo: `MemTotal`
+//!   exactly, `MemFree` within 16 MiB (it was read at another moment).
 //! - `b` (`--balloon free_page_reporting=on`): the guest writes 400 MiB to
 //!   tmpfs, then frees it: the VMM's RSS falls by ≥ 256 MiB within 30 s.
 
@@ -32,6 +34,7 @@ if grep -q vt.role=a /proc/cmdline; then
     v inflated 1
     for i in $(seq 1200); do [ $(m) -gt $((t0 - 4096)) ] && break; sleep 0.1; done
     v memtotal_deflated $(m)
+    v memfree_kb $(awk '/MemFree/ {print $2}' /proc/meminfo)
     v deflated 1
 else
     v filled 1
@@ -55,7 +58,7 @@ vmm() { p=$(cat $T/$1.pid); cut -d' ' -f1 /proc/$p/task/$p/children; }
 rss() { sed -n 's/^VmRSS:\s*\([0-9]*\) kB/\1/p' /proc/$(vmm $1)/status; }
 waitg() { for i in $(seq 3000); do grep -q "VT-GUEST $2" $T/$1.log 2>/dev/null && return 0; sleep 0.1; done; echo "VT-HOST timeout $1 $2"; }
 echo "=== CASE balloon"
-start a on
+start a stats=on
 start b free_page_reporting=on
 waitg a touched=1
 echo "VT-HOST a_rss_touched=$(rss a)"
@@ -67,6 +70,9 @@ echo "VT-HOST a_inflated=$($API $T/a.sock GET /vm/balloon)"
 $API $T/a.sock PUT /vm/balloon '{"size_mib":0}' >/dev/null
 waitg a deflated=1
 echo "VT-HOST a_deflated=$($API $T/a.sock GET /vm/balloon)"
+# Each GET asks the guest for fresh statistics: the next one has them.
+sleep 2
+echo "VT-HOST a_stats=$($API $T/a.sock GET /vm/balloon)"
 waitg b filled=1
 filled=$(rss b)
 echo "VT-HOST b_rss_filled=$filled"
@@ -137,6 +143,16 @@ fn linux_balloon_inflates_deflates_and_reports_free_pages() {
     assert!(
         h("a_deflated").contains(r#""size_mib":0,"actual_mib":0"#),
         "{all}"
+    );
+    let stats: serde_json::Value =
+        serde_json::from_str(h("a_stats").trim_start_matches("200 ")).expect("balloon JSON");
+    let total = stats["stats"]["total_memory"].as_i64().unwrap_or(-1);
+    assert_eq!(total, t0 * 1024, "statistics MemTotal:\n{all}");
+    let free = stats["stats"]["free_memory"].as_i64().unwrap_or(-1);
+    let guest_free = guest("a", "memfree_kb") * 1024;
+    assert!(
+        (free - guest_free).abs() <= 16 << 20,
+        "statistics MemFree {free} vs the guest's {guest_free}:\n{all}"
     );
     let freed = n("b_rss_filled") - n("b_rss_freed");
     assert!(

@@ -4,21 +4,16 @@
 //! seccomp filter; too few pages refused before boot) and the THP advice
 //! (`--memory-thp`) seen in the guest mapping's `AnonHugePages`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{have_kvm, Vmm};
 use tinyguest::Ending;
 
 const POOL: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB";
-
-fn have_kvm() -> bool {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok()
-}
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("vt-memhost-{}", std::process::id()));
@@ -30,16 +25,6 @@ fn guest(name: &str, ending: Ending) -> PathBuf {
     let path = scratch(name);
     std::fs::write(&path, tinyguest::elf_with("up\n", true, ending)).unwrap();
     path
-}
-
-/// Kills the VMM when the test ends, however it ends.
-struct Vmm(Child);
-
-impl Drop for Vmm {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Starts `vt-vmm` on `kernel` with `args`, serial to `log`.
@@ -270,18 +255,18 @@ fn balloon_api_sets_the_target_and_refuses_bad_requests() {
     };
     let sock = scratch("balloon.sock");
     let log = scratch("balloon.log");
-    let mut vmm = Vmm(Command::new(env!("CARGO_BIN_EXE_vt-vmm"))
-        .arg("--kernel")
-        .arg(&k)
-        .args(["--memory", "64", "--balloon", "free_page_reporting=on"])
-        .arg("--api-socket")
-        .arg(&sock)
-        .arg("--serial")
-        .arg(format!("file={}", log.display()))
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap());
+    let mut vmm = start(
+        &k,
+        &log,
+        &[
+            "--memory",
+            "64",
+            "--balloon",
+            "free_page_reporting=on",
+            "--api-socket",
+            sock.to_str().unwrap(),
+        ],
+    );
     wait_up(&mut vmm, &log, 1);
     let zero = r#"{"size_mib":0,"actual_mib":0,"freed_mib":0,"refused_pages":0}"#;
     assert_eq!(call(&sock, "GET", ""), format!("200 {zero}"));
@@ -305,17 +290,11 @@ fn balloon_api_sets_the_target_and_refuses_bad_requests() {
 
     let plain = scratch("plain.sock");
     let log = scratch("plain.log");
-    let mut vmm = Vmm(Command::new(env!("CARGO_BIN_EXE_vt-vmm"))
-        .arg("--kernel")
-        .arg(&k)
-        .args(["--memory", "16", "--api-socket"])
-        .arg(&plain)
-        .arg("--serial")
-        .arg(format!("file={}", log.display()))
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap());
+    let mut vmm = start(
+        &k,
+        &log,
+        &["--memory", "16", "--api-socket", plain.to_str().unwrap()],
+    );
     wait_up(&mut vmm, &log, 1);
     let none = call(&plain, "PUT", r#"{"size_mib":1}"#);
     assert!(

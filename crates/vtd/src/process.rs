@@ -80,9 +80,10 @@ pub fn memory_flags(def: &VmDefinition) -> Vec<String> {
         flags.extend([
             "--balloon".into(),
             format!(
-                "deflate_on_oom={},free_page_reporting={}",
+                "deflate_on_oom={},free_page_reporting={},stats={}",
                 on(b.deflate_on_oom),
-                on(b.free_page_reporting)
+                on(b.free_page_reporting),
+                on(b.stats)
             ),
         ]);
     }

@@ -140,6 +140,18 @@ pub fn vm_details(s: &VmStatus) {
                 b.size_mib, b.actual_mib, b.freed_mib
             ),
         ));
+        if let Some(g) = &b.stats {
+            let mib = |v: Option<u64>| v.map_or("-".into(), |v| format!("{} MiB", v >> 20));
+            rows.push((
+                "Guest mem",
+                format!(
+                    "{} free, {} available of {} (as the guest said last)",
+                    mib(g.free_memory),
+                    mib(g.available_memory),
+                    mib(g.total_memory)
+                ),
+            ));
+        }
     }
     if let Some(c) = &s.counters {
         rows.push(("Uptime", format!("{:.1} s", c.uptime_ms as f64 / 1000.0)));

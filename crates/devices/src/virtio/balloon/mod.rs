@@ -5,14 +5,19 @@
 //! queue. Pages handed over or reported are given back to the host with
 //! `madvise(MADV_DONTNEED)` ([`discard`]), after checking that they lie
 //! inside guest RAM: page numbers and ranges come from the guest and are
-//! hostile. No statistics queue and no free page hinting.
+//! hostile. The statistics queue ([`stats`]) carries the guest's memory
+//! statistics. No free page hinting.
 
 pub mod discard;
+pub mod stats;
 
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use virtio_queue::{QueueOwnedT, QueueT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::eventfd::EventFd;
 
 use super::chain::{self, Chain, ChainError, Served};
 use super::worker::{QueueHandler, Worker};
@@ -21,7 +26,10 @@ use super::{
     TYPE_BALLOON,
 };
 use discard::{discard, runs, Discarded, PAGE_SIZE};
+pub use stats::BalloonStats;
 
+/// The guest sends memory statistics on a queue (spec 5.5.3).
+pub const F_STATS_VQ: u64 = 1 << 1;
 /// The guest may take pages back from the balloon when it runs out of
 /// memory (spec 5.5.3).
 pub const F_DEFLATE_ON_OOM: u64 = 1 << 2;
@@ -31,9 +39,20 @@ pub const F_REPORTING: u64 = 1 << 5;
 const QUEUE_SIZE: u16 = 256;
 const INFLATE: usize = 0;
 const DEFLATE: usize = 1;
-/// The reporting queue's index: no statistics or free page hint queue
-/// before it, as neither is offered.
-const REPORTING: usize = 2;
+/// The statistics queue's index (when negotiated).
+const STATS: usize = 2;
+/// The reporting queue's index: after the statistics queue when that is
+/// negotiated (the driver numbers only the queues it uses), else 2. No
+/// free page hint queue is offered.
+fn reporting_index(features: u64) -> usize {
+    if features & F_STATS_VQ != 0 {
+        3
+    } else {
+        2
+    }
+}
+/// The worker's token for a statistics refresh request.
+const REFRESH: u64 = 0;
 /// Page numbers read from guest memory at once.
 const PFN_CHUNK: usize = 1024;
 
@@ -44,15 +63,19 @@ pub struct BalloonOptions {
     pub deflate_on_oom: bool,
     /// Offer `VIRTIO_BALLOON_F_REPORTING`.
     pub free_page_reporting: bool,
+    /// Offer `VIRTIO_BALLOON_F_STATS_VQ`.
+    pub stats: bool,
 }
 
 /// The balloon's state shared with the control API: the target the host
 /// set, what the driver says it holds, and what was given back. It
 /// outlives the device (a guest reboot rebuilds the device; the target
 /// stays).
-#[derive(Default)]
 pub struct BalloonControl {
     state: Mutex<State>,
+    /// Asks the worker to hand the statistics buffer back to the driver
+    /// (which then refills it).
+    refresh: EventFd,
     /// 4 KiB pages given back to the host (inflate and reporting).
     freed_pages: AtomicU64,
     /// 4 KiB pages the driver named outside guest RAM (refused).
@@ -64,6 +87,7 @@ struct State {
     target_pages: u32,
     actual_pages: u32,
     irq: Option<Arc<Interrupt>>,
+    stats: Option<BalloonStats>,
 }
 
 /// A snapshot of [`BalloonControl`], in 4 KiB pages.
@@ -77,9 +101,27 @@ pub struct BalloonState {
     pub freed_pages: u64,
     /// Pages the driver named outside guest RAM (ignored).
     pub refused_pages: u64,
+    /// The guest's last memory statistics (with the statistics queue).
+    pub stats: Option<BalloonStats>,
 }
 
 impl BalloonControl {
+    /// A balloon with no target. Errors: no eventfd.
+    pub fn new() -> std::io::Result<Self> {
+        Ok(BalloonControl {
+            state: Mutex::new(State::default()),
+            refresh: EventFd::new(libc::EFD_NONBLOCK)?,
+            freed_pages: AtomicU64::new(0),
+            refused_pages: AtomicU64::new(0),
+        })
+    }
+
+    /// Asks the driver for fresh statistics (they arrive a moment later;
+    /// [`BalloonControl::state`] has the last ones).
+    pub fn request_stats(&self) {
+        let _ = self.refresh.write(1);
+    }
+
     /// Sets the balloon's target size and tells the driver (a
     /// configuration change interrupt) when it runs.
     pub fn set_target(&self, pages: u32) {
@@ -98,6 +140,7 @@ impl BalloonControl {
             actual_pages: s.actual_pages,
             freed_pages: self.freed_pages.load(Ordering::Relaxed),
             refused_pages: self.refused_pages.load(Ordering::Relaxed),
+            stats: s.stats,
         }
     }
 
@@ -139,6 +182,52 @@ struct Handler {
     mem: GuestMemoryMmap,
     irq: Arc<Interrupt>,
     control: Arc<BalloonControl>,
+    reporting: usize,
+    /// The statistics queue's index, when negotiated.
+    stats: Option<usize>,
+    /// The statistics buffer the driver posted, held until a refresh.
+    stats_head: Option<u16>,
+}
+
+impl Handler {
+    /// Takes the statistics buffers the driver posted: reads each, keeps
+    /// the last one (an older one held goes back at once).
+    fn take_stats(&mut self) -> Result<(), ChainError> {
+        let (mem, control) = (&self.mem, &self.control);
+        let Some((_, queue)) = self.queues.iter_mut().find(|(i, _)| *i == STATS) else {
+            return Ok(());
+        };
+        let q = |e: virtio_queue::Error| ChainError::Queue(e.to_string());
+        // At most a queue's worth per call: the driver posts one.
+        for _ in 0..QUEUE_SIZE {
+            let next = queue.iter(mem).map_err(q)?.next();
+            let Some(chain) = next else { break };
+            let chain = chain::read_chain(mem, chain)?;
+            let parsed = stats::parse(mem, &chain);
+            control.with(|s| s.stats = Some(parsed));
+            if let Some(old) = self.stats_head.replace(chain.head) {
+                queue.add_used(mem, old, 0).map_err(q)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives the held statistics buffer back: the driver refills it.
+    fn give_stats_back(&mut self) -> Result<(), ChainError> {
+        let mem = &self.mem;
+        let Some((_, queue)) = self.queues.iter_mut().find(|(i, _)| *i == STATS) else {
+            return Ok(());
+        };
+        let Some(head) = self.stats_head.take() else {
+            return Ok(());
+        };
+        let q = |e: virtio_queue::Error| ChainError::Queue(e.to_string());
+        queue.add_used(mem, head, 0).map_err(q)?;
+        if queue.needs_notification(mem).map_err(q)? {
+            self.irq.signal_queue(STATS);
+        }
+        Ok(())
+    }
 }
 
 /// Serves one inflate-queue chain: every readable buffer is an array of
@@ -191,17 +280,45 @@ pub fn report(
 
 impl QueueHandler for Handler {
     fn queue_event(&mut self, index: usize) -> bool {
+        if Some(index) == self.stats {
+            if !self.irq.failed() {
+                if let Err(e) = self.take_stats() {
+                    self.irq.fail(&e.to_string());
+                }
+            }
+            return false;
+        }
+        let reporting = self.reporting;
         let (mem, irq, control) = (&self.mem, &self.irq, &self.control);
         let Some((_, queue)) = self.queues.iter_mut().find(|(i, _)| *i == index) else {
             return false;
         };
         let serve = |c: &Chain| match index {
             INFLATE => inflate(mem, control, c),
-            REPORTING => report(mem, control, c),
+            i if i == reporting => report(mem, control, c),
             // Deflate: the pages come back on the guest's next touch.
             _ => Ok(Served::Used(0)),
         };
         chain::drain(queue, mem, irq, index, serve) == chain::Drained::Budget
+    }
+
+    fn extra_fds(&self) -> Vec<(std::os::fd::RawFd, u64)> {
+        vec![(self.control.refresh.as_raw_fd(), REFRESH)]
+    }
+
+    fn extra_event(&mut self, _token: u64) -> bool {
+        // Edge-triggered: read the count back to zero. Only a write is a
+        // request (the eventfd is also reported writable).
+        let mut asked = false;
+        while self.control.refresh.read().is_ok() {
+            asked = true;
+        }
+        if asked && !self.irq.failed() {
+            if let Err(e) = self.give_stats_back() {
+                self.irq.fail(&e.to_string());
+            }
+        }
+        false
     }
 }
 
@@ -211,11 +328,7 @@ impl VirtioDevice for Balloon {
     }
 
     fn queue_max_sizes(&self) -> Vec<u16> {
-        let n = if self.options.free_page_reporting {
-            3
-        } else {
-            2
-        };
+        let n = 2 + usize::from(self.options.stats) + usize::from(self.options.free_page_reporting);
         vec![QUEUE_SIZE; n]
     }
 
@@ -226,6 +339,9 @@ impl VirtioDevice for Balloon {
         }
         if self.options.free_page_reporting {
             f |= F_REPORTING;
+        }
+        if self.options.stats {
+            f |= F_STATS_VQ;
         }
         f
     }
@@ -251,9 +367,20 @@ impl VirtioDevice for Balloon {
     fn activate(&mut self, mut a: Activation) -> Result<(), ActivateError> {
         let mut queues = Vec::new();
         let mut evts = Vec::new();
-        let reporting = a.features & F_REPORTING != 0;
-        for index in [INFLATE, DEFLATE, REPORTING] {
-            if index == REPORTING && !reporting {
+        let reporting = reporting_index(a.features);
+        let wanted = [
+            true,
+            true,
+            a.features & F_STATS_VQ != 0,
+            a.features & F_REPORTING != 0,
+        ];
+        let used: Vec<usize> = [INFLATE, DEFLATE, STATS, reporting]
+            .into_iter()
+            .zip(wanted)
+            .filter_map(|(i, w)| w.then_some(i))
+            .collect();
+        for index in 0..=used.iter().copied().max().unwrap_or(DEFLATE) {
+            if !used.contains(&index) {
                 evts.push(None);
                 continue;
             }
@@ -266,6 +393,9 @@ impl VirtioDevice for Balloon {
             mem: a.mem,
             irq: a.interrupt.clone(),
             control: self.control.clone(),
+            reporting,
+            stats: (a.features & F_STATS_VQ != 0).then_some(STATS),
+            stats_head: None,
         };
         let worker =
             Worker::spawn("virtio-balloon", evts, handler).map_err(ActivateError::Worker)?;
@@ -279,6 +409,7 @@ impl VirtioDevice for Balloon {
         self.control.with(|s| {
             s.irq = None;
             s.actual_pages = 0;
+            s.stats = None;
         });
     }
 }

@@ -4,13 +4,13 @@ use std::sync::Arc;
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryRegion};
 
-use super::{Balloon, BalloonControl, BalloonOptions, F_DEFLATE_ON_OOM, F_REPORTING};
+use super::{Balloon, BalloonControl, BalloonOptions, F_DEFLATE_ON_OOM, F_REPORTING, F_STATS_VQ};
 use crate::pci::PciFunction;
 use crate::virtio::testing::{Driver, DATA, F_WRITE, MEM_SIZE};
 use crate::virtio::{status, COMMON_FEATURES};
 
 fn driver(options: BalloonOptions) -> (Driver, Arc<BalloonControl>) {
-    let control = Arc::new(BalloonControl::default());
+    let control = Arc::new(BalloonControl::new().unwrap());
     let d = Driver::new(Box::new(Balloon::new(options, control.clone())));
     (d, control)
 }
@@ -18,6 +18,7 @@ fn driver(options: BalloonOptions) -> (Driver, Arc<BalloonControl>) {
 const ALL: BalloonOptions = BalloonOptions {
     deflate_on_oom: true,
     free_page_reporting: true,
+    stats: false,
 };
 
 /// Bytes at `gpa` that the test filled earlier.
@@ -134,4 +135,48 @@ fn reported_ranges_go_back_and_bad_ones_are_refused() {
     assert!(page_is(&d, 0x221000, 0x11), "the unaligned range is kept");
     let s = control.state();
     assert_eq!((s.freed_pages, s.refused_pages), (32, 1));
+}
+
+#[test]
+fn statistics_are_kept_and_the_buffer_returned_on_request() {
+    let options = BalloonOptions {
+        stats: true,
+        free_page_reporting: true,
+        ..Default::default()
+    };
+    let (mut d, control) = driver(options);
+    let f = COMMON_FEATURES | F_STATS_VQ | F_REPORTING;
+    assert_eq!(d.device_features(), f);
+    // Statistics on queue 2, reporting after it on queue 3.
+    assert_eq!(d.init(f, 4) & status::DRIVER_OK, status::DRIVER_OK);
+    let mut buf = Vec::new();
+    for (tag, v) in [(5u16, 512u64 << 20), (4, 300 << 20)] {
+        buf.extend(tag.to_le_bytes());
+        buf.extend(v.to_le_bytes());
+    }
+    d.mem.write_slice(&buf, GuestAddress(DATA)).unwrap();
+    d.desc(2, 0, DATA, buf.len() as u32, 0, 0);
+    d.post(2, 0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while control.state().stats.is_none() {
+        assert!(std::time::Instant::now() < deadline, "no statistics");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let s = control.state().stats.unwrap();
+    assert_eq!(
+        (s.total_memory, s.free_memory),
+        (Some(512 << 20), Some(300 << 20))
+    );
+    // Held until the host asks: then handed back for a refill.
+    assert!(d.used_within(2, 100).is_none());
+    control.request_stats();
+    assert_eq!(d.used(2), Some((0, 0)));
+    // Reporting works on its own index.
+    d.mem
+        .write_slice(&[0x33; 4096], GuestAddress(0x300000))
+        .unwrap();
+    d.desc(3, 0, 0x300000, 4096, F_WRITE, 0);
+    d.post(3, 0);
+    assert!(d.used(3).is_some());
+    assert!(page_is(&d, 0x300000, 0));
 }
