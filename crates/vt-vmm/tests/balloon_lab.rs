@@ -29,7 +29,7 @@ dd if=/dev/zero of=/mnt/big/f bs=1M count=400 2>/dev/null
 if grep -q vt.role=a /proc/cmdline; then
     rm /mnt/big/f
     v touched 1
-    for i in $(seq 1200); do [ $(m) -le $((t0 - 262144)) ] && break; sleep 0.1; done
+    for i in $(seq 3000); do [ $(m) -le $((t0 - 262144)) ] && break; sleep 0.1; done
     v memtotal_inflated $(m)
     v inflated 1
     for i in $(seq 1200); do [ $(m) -gt $((t0 - 4096)) ] && break; sleep 0.1; done
@@ -38,7 +38,7 @@ if grep -q vt.role=a /proc/cmdline; then
     v deflated 1
 else
     v filled 1
-    sleep 3
+    sleep 10
     rm /mnt/big/f
     v freed 1
 fi
@@ -60,6 +60,15 @@ waitg() { for i in $(seq 3000); do grep -q "VT-GUEST $2" $T/$1.log 2>/dev/null &
 echo "=== CASE balloon"
 start a stats=on
 start b free_page_reporting=on
+# b first: its guest frees its memory 10 s after it filled it.
+waitg b filled=1
+filled=$(rss b)
+echo "VT-HOST b_rss_filled=$filled"
+waitg b freed=1
+for i in $(seq 150); do [ $(rss b) -lt $((filled - 262144)) ] && break; sleep 0.2; done
+echo "VT-HOST b_rss_freed=$(rss b)"
+echo "VT-HOST b_wait_ms=$((i * 200))"
+echo "VT-HOST b_info=$($API $T/b.sock GET /vm/balloon)"
 waitg a touched=1
 echo "VT-HOST a_rss_touched=$(rss a)"
 echo "VT-HOST a_put=$($API $T/a.sock PUT /vm/balloon '{"size_mib":256}')"
@@ -73,14 +82,6 @@ echo "VT-HOST a_deflated=$($API $T/a.sock GET /vm/balloon)"
 # Each GET asks the guest for fresh statistics: the next one has them.
 sleep 2
 echo "VT-HOST a_stats=$($API $T/a.sock GET /vm/balloon)"
-waitg b filled=1
-filled=$(rss b)
-echo "VT-HOST b_rss_filled=$filled"
-waitg b freed=1
-for i in $(seq 150); do [ $(rss b) -lt $((filled - 262144)) ] && break; sleep 0.2; done
-echo "VT-HOST b_rss_freed=$(rss b)"
-echo "VT-HOST b_wait_ms=$((i * 200))"
-echo "VT-HOST b_info=$($API $T/b.sock GET /vm/balloon)"
 for n in a b; do
     p=$(cat $T/$n.pid); kill -KILL $(vmm $n) $p; wait $p
     sed "s/^/VT-HOST $n stderr: /" $T/$n.err

@@ -113,7 +113,11 @@ fn linux_guest_memory_gets_huge_pages_and_merges_only_when_asked() {
     assert_eq!(rc, Some(0), "{}", body.join("\n"));
     for n in ["m1", "m2", "t1", "t0"] {
         assert_eq!(num(&body, &format!("filled_{n}")), 1, "guest {n} ran");
-        assert_eq!(num(&body, &format!("fill_kb_{n}")), 112 << 10, "guest {n} filled");
+        assert_eq!(
+            num(&body, &format!("fill_kb_{n}")),
+            112 << 10,
+            "guest {n} filled"
+        );
     }
     assert!(
         num(&body, "anon_huge_kb_t1") > 0,

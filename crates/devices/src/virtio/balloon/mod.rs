@@ -198,10 +198,17 @@ impl Handler {
             return Ok(());
         };
         let q = |e: virtio_queue::Error| ChainError::Queue(e.to_string());
-        // At most a queue's worth per call: the driver posts one.
+        // At most a queue's worth per call: the driver posts one. With
+        // event index, re-enabling notifications publishes `avail_event`:
+        // without it the driver would not kick for its next buffer.
         for _ in 0..QUEUE_SIZE {
             let next = queue.iter(mem).map_err(q)?.next();
-            let Some(chain) = next else { break };
+            let Some(chain) = next else {
+                if queue.enable_notification(mem).map_err(q)? {
+                    continue;
+                }
+                break;
+            };
             let chain = chain::read_chain(mem, chain)?;
             let parsed = stats::parse(mem, &chain);
             control.with(|s| s.stats = Some(parsed));

@@ -167,6 +167,14 @@ fn statistics_are_kept_and_the_buffer_returned_on_request() {
         (s.total_memory, s.free_memory),
         (Some(512 << 20), Some(300 << 20))
     );
+    // Event index: the device published where it wants the next kick
+    // (`avail_event` after the used ring: queue 2's rings at 0x30000),
+    // or the driver would never kick for its refilled buffer.
+    let avail_event: u16 = d
+        .mem
+        .read_obj(GuestAddress(0x30000 + 0x2000 + 4 + 8 * 16))
+        .unwrap();
+    assert_eq!(avail_event, 1);
     // Held until the host asks: then handed back for a refill.
     assert!(d.used_within(2, 100).is_none());
     control.request_stats();
