@@ -145,6 +145,13 @@ fn hugetlb_backs_all_guest_ram_across_reboots_or_refuses_before_boot() {
         ],
     );
     wait_up(&mut vmm, &log, 3);
+    drop(vmm);
+    // A guest that stays up: all of its RAM is on huge pages (read while
+    // the rebooting one rebuilds, it may be half mapped).
+    let k = guest("huge-halt", Ending::Halt);
+    let log = scratch("huge-halt.log");
+    let mut vmm = start(&k, &log, &["--memory", "32", "--memory-hugepages", "2M"]);
+    wait_up(&mut vmm, &log, 1);
     assert_eq!(status_kb(vmm.0.id(), "HugetlbPages:"), 32 << 10);
     drop(vmm);
 
