@@ -279,7 +279,7 @@ fn make_disks(disks: &mut [DiskSpec], new: &[NewDisk]) -> CliResult<Vec<PathBuf>
 pub fn parse_memory(spec: &str) -> Result<(u64, api::MemoryOptions), String> {
     let (mib, rest) = spec.split_once(',').unwrap_or((spec, ""));
     let mib = mib.parse().map_err(|_| {
-        format!("--memory {spec}: expected MIB[,merge=on][,thp=off][,hugepages=2M|1G]")
+        format!("invalid value '{spec}' for --memory: expected MIB[,merge=on][,thp=off][,hugepages=2M|1G]")
     })?;
     let mut o = api::MemoryOptions::default();
     if !rest.is_empty() {
