@@ -26,6 +26,8 @@ pub const STOP: &str = "/vm/stop";
 pub const REBOOT: &str = "/vm/reboot";
 pub const POWER_BUTTON: &str = "/vm/power-button";
 pub const CONSOLE: &str = "/vm/console";
+/// `GET` (a [`BalloonInfo`]) and `PUT` (a [`BalloonRequest`]) the balloon.
+pub const BALLOON: &str = "/vm/balloon";
 
 /// Whether the vCPUs run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +106,62 @@ pub struct VmmCounters {
     pub io_exits: u64,
     /// Pause requests served.
     pub pauses: u64,
+}
+
+/// `PUT /vm/balloon`: the balloon's new target size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BalloonRequest {
+    /// MiB of guest RAM the guest should hand back (0: all of it back to
+    /// the guest); at most the guest's memory.
+    pub size_mib: u64,
+}
+
+/// `GET /vm/balloon`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BalloonInfo {
+    /// The target the host set, MiB.
+    pub size_mib: u64,
+    /// What the guest's driver says the balloon holds, MiB.
+    pub actual_mib: u64,
+    /// Guest RAM given back to the host since the VMM started (inflated
+    /// and reported pages), MiB.
+    pub freed_mib: u64,
+    /// 4 KiB pages the driver named outside guest RAM (ignored).
+    pub refused_pages: u64,
+    /// The guest's memory statistics, as its driver last sent them (with
+    /// `--balloon stats=on`; each `GET` also asks for fresh ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<GuestMemoryStats>,
+}
+
+/// The guest's memory statistics (virtio-balloon statistics queue, spec
+/// 5.5.6.3): sizes in bytes, the rest counts; absent when the guest did
+/// not send them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestMemoryStats {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swap_in: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swap_out: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub major_faults: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minor_faults: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free_memory: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_memory: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available_memory: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_caches: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hugetlb_allocations: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hugetlb_failures: Option<u64>,
 }
 
 /// Any error answer (the control socket and `vtd` alike).

@@ -8,6 +8,7 @@ pub mod control;
 mod devices;
 pub mod manager;
 pub mod network;
+pub mod usage;
 mod vm;
 
 pub use devices::{
@@ -16,6 +17,6 @@ pub use devices::{
 };
 
 pub use vm::{
-    ConfigError, OnReboot, SerialConfig, VmConfig, MAX_MEMORY_MIB, MAX_PCI_DEVICES, MAX_VCPUS,
-    MIN_MEMORY_MIB,
+    parse_balloon, BalloonConfig, ConfigError, HugePageSize, MemoryOptions, OnReboot, SerialConfig,
+    VmConfig, MAX_MEMORY_MIB, MAX_PCI_DEVICES, MAX_VCPUS, MIN_MEMORY_MIB,
 };

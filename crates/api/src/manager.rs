@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::control::VmmCounters;
-use crate::{MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB};
+use crate::{MemoryOptions, MAX_MEMORY_MIB, MAX_VCPUS, MIN_MEMORY_MIB};
 
 /// Longest VM name.
 pub const MAX_NAME_LEN: usize = 64;
@@ -74,6 +74,12 @@ pub struct VmDefinition {
     pub vcpus: u32,
     #[serde(default = "default_memory")]
     pub memory_mib: u64,
+    /// Guest RAM options: `merge` (KSM), `thp`, `hugepages`.
+    #[serde(default, skip_serializing_if = "MemoryOptions::is_default")]
+    pub memory: MemoryOptions,
+    /// A virtio-balloon device (`vt setmem` resizes the guest through it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balloon: Option<crate::BalloonConfig>,
     /// Absolute path of the kernel (bzImage or ELF vmlinux). When absent
     /// from a `POST /vms`, `vtd` fills in its `--default-kernel` (and
     /// `--default-initrd`); a stored definition always has one.
@@ -205,6 +211,13 @@ pub struct VmStatus {
     /// in `GET /vms/{name}` while active.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub barriers: Option<crate::control::Confinement>,
+    /// The running VMM's memory as the host counts it (guest RAM, the
+    /// VMM's own, huge pages, KSM), in `GET /vms/{name}` while active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<crate::usage::MemoryUsage>,
+    /// The running VM's balloon (from its VMM), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balloon: Option<crate::control::BalloonInfo>,
 }
 
 /// The cell a running VMM is in (see README, "Isolation").
@@ -267,6 +280,8 @@ pub enum DefinitionError {
     CmdlineDash,
     #[error("{0} path must not contain a NUL byte")]
     PathNul(&'static str),
+    #[error("memory: {0}")]
+    MemoryOptions(crate::ConfigError),
 }
 
 /// Whether `b` may name a bridge (an interface name: 1-15 bytes, no
@@ -301,6 +316,9 @@ impl VmDefinition {
         if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&self.memory_mib) {
             return Err(DefinitionError::Memory(self.memory_mib));
         }
+        self.memory
+            .validate(self.memory_mib)
+            .map_err(DefinitionError::MemoryOptions)?;
         let weight_ok = self.cpu.weight.is_none_or(|w| (1..=10_000).contains(&w));
         let quota_ok = self
             .cpu

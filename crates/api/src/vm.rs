@@ -51,6 +51,9 @@ pub struct VmConfig {
     pub cpus: u32,
     #[serde(default = "default_memory_mib")]
     pub memory_mib: u64,
+    /// How guest RAM is backed and what the host kernel is told about it.
+    #[serde(default)]
+    pub memory: MemoryOptions,
     #[serde(default)]
     pub serial: SerialConfig,
     #[serde(default)]
@@ -64,6 +67,138 @@ pub struct VmConfig {
     /// A virtio-rng device fed by the host's getrandom.
     #[serde(default)]
     pub rng: bool,
+    /// A virtio-balloon device.
+    #[serde(default)]
+    pub balloon: Option<BalloonConfig>,
+}
+
+/// The virtio-balloon device (`vt-vmm --balloon`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BalloonConfig {
+    /// Offer `VIRTIO_BALLOON_F_DEFLATE_ON_OOM`: the guest takes pages back
+    /// from the balloon rather than run out of memory (Linux then keeps
+    /// ballooned pages in its `MemTotal`).
+    #[serde(default)]
+    pub deflate_on_oom: bool,
+    /// Offer `VIRTIO_BALLOON_F_REPORTING`: pages the guest frees go back
+    /// to the host.
+    #[serde(default)]
+    pub free_page_reporting: bool,
+    /// Offer `VIRTIO_BALLOON_F_STATS_VQ`: the guest's memory statistics in
+    /// `GET /vm/balloon`.
+    #[serde(default)]
+    pub stats: bool,
+}
+
+/// Parses `--balloon on` or
+/// `--balloon [deflate_on_oom=on][,free_page_reporting=on][,stats=on]`.
+pub fn parse_balloon(spec: &str) -> Result<BalloonConfig, String> {
+    let mut b = BalloonConfig::default();
+    if spec == "on" {
+        return Ok(b);
+    }
+    for piece in spec.split(',') {
+        let (k, v) = piece
+            .split_once('=')
+            .ok_or_else(|| format!("'{piece}': expected key=on|off"))?;
+        let on = match v {
+            "on" => true,
+            "off" => false,
+            _ => return Err(format!("{k}={v}: expected on or off")),
+        };
+        match k {
+            "deflate_on_oom" => b.deflate_on_oom = on,
+            "free_page_reporting" => b.free_page_reporting = on,
+            "stats" => b.stats = on,
+            _ => return Err(format!("unknown balloon option '{k}'")),
+        }
+    }
+    Ok(b)
+}
+
+/// Guest RAM options (`vt-vmm --memory-merge`, `--memory-thp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryOptions {
+    /// Kernel same-page merging: guest RAM is advised `MADV_MERGEABLE`,
+    /// so `ksmd` (when the host runs it) may share identical pages with
+    /// other processes that opted in. Off by default: merging is a timing
+    /// side channel between the VMs that share pages.
+    #[serde(default)]
+    pub merge: bool,
+    /// Transparent huge pages: guest RAM is advised `MADV_HUGEPAGE`, so the
+    /// host backs it with 2 MiB pages where it can (when
+    /// /sys/kernel/mm/transparent_hugepage/enabled is `always` or
+    /// `madvise`). On by default.
+    #[serde(default = "yes")]
+    pub thp: bool,
+    /// Back guest RAM with pages of the host's hugetlbfs pool
+    /// (`memfd_create(MFD_HUGETLB)`), reserved and populated before boot.
+    /// `None`: ordinary anonymous memory.
+    #[serde(default)]
+    pub hugepages: Option<HugePageSize>,
+}
+
+impl Default for MemoryOptions {
+    fn default() -> Self {
+        MemoryOptions {
+            merge: false,
+            thp: true,
+            hugepages: None,
+        }
+    }
+}
+
+/// A hugetlbfs page size (`vt-vmm --memory-hugepages 2M|1G`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HugePageSize {
+    /// 2 MiB pages.
+    #[serde(rename = "2M")]
+    Size2M,
+    /// 1 GiB pages.
+    #[serde(rename = "1G")]
+    Size1G,
+}
+
+impl HugePageSize {
+    /// The page size in KiB, as /sys/kernel/mm/hugepages names it.
+    pub fn kib(self) -> u64 {
+        match self {
+            HugePageSize::Size2M => 2048,
+            HugePageSize::Size1G => 1 << 20,
+        }
+    }
+
+    /// The page size in MiB.
+    pub fn mib(self) -> u64 {
+        self.kib() >> 10
+    }
+}
+
+impl MemoryOptions {
+    /// Whether these are the defaults (left out of definitions).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Checks the options against `memory_mib` of guest RAM: huge pages
+    /// must divide it, and exclude merging.
+    pub fn validate(&self, memory_mib: u64) -> Result<(), ConfigError> {
+        if let Some(size) = self.hugepages {
+            if !memory_mib.is_multiple_of(size.mib()) {
+                return Err(ConfigError::HugePageMultiple(memory_mib, size.mib()));
+            }
+            if self.merge {
+                return Err(ConfigError::MergeWithHugePages);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn default_cpus() -> u32 {
@@ -91,6 +226,12 @@ pub enum ConfigError {
     TooManyDevices(usize),
     #[error("tap '{0}' is used by two NICs")]
     SharedTap(String),
+    #[error("memory of {0} MiB is not a multiple of the {1} MiB huge page size")]
+    HugePageMultiple(u64, u64),
+    #[error(
+        "memory merging (KSM) and huge pages exclude each other: hugetlbfs pages are never merged"
+    )]
+    MergeWithHugePages,
 }
 
 /// PCI slots left for devices (slot 0 is the host bridge).
@@ -105,11 +246,13 @@ impl VmConfig {
             cmdline: String::new(),
             cpus: default_cpus(),
             memory_mib: default_memory_mib(),
+            memory: MemoryOptions::default(),
             serial: SerialConfig::Stdio,
             on_reboot: OnReboot::Exit,
             disks: Vec::new(),
             nets: Vec::new(),
             rng: false,
+            balloon: None,
         }
     }
 
@@ -124,6 +267,7 @@ impl VmConfig {
         if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&self.memory_mib) {
             return Err(ConfigError::Memory(self.memory_mib));
         }
+        self.memory.validate(self.memory_mib)?;
         for (i, d) in self.disks.iter().enumerate() {
             d.validate().map_err(|e| ConfigError::Disk(i, e))?;
         }
@@ -133,7 +277,10 @@ impl VmConfig {
                 return Err(ConfigError::SharedTap(n.tap.clone()));
             }
         }
-        let count = self.disks.len() + self.nets.len() + usize::from(self.rng);
+        let count = self.disks.len()
+            + self.nets.len()
+            + usize::from(self.rng)
+            + usize::from(self.balloon.is_some());
         if count > MAX_PCI_DEVICES {
             return Err(ConfigError::TooManyDevices(count));
         }
@@ -185,5 +332,49 @@ mod tests {
         .unwrap();
         assert_eq!(c.serial, SerialConfig::File("/tmp/x".into()));
         assert_eq!(c.on_reboot, OnReboot::Restart);
+    }
+
+    #[test]
+    fn memory_options_default_to_thp_without_merging() {
+        let c: VmConfig = serde_json::from_str(r#"{"kernel":"/k","memory":{}}"#).unwrap();
+        assert_eq!(c.memory, MemoryOptions::default());
+        assert!(!c.memory.merge && c.memory.thp && c.memory.hugepages.is_none());
+        let c: VmConfig =
+            serde_json::from_str(r#"{"kernel":"/k","memory":{"merge":true,"thp":false}}"#).unwrap();
+        assert!(c.memory.merge && !c.memory.thp);
+        let e = serde_json::from_str::<VmConfig>(r#"{"kernel":"/k","memory":{"ksm":true}}"#)
+            .unwrap_err();
+        assert!(e.to_string().contains("unknown field"));
+    }
+
+    #[test]
+    fn balloon_specs() {
+        assert_eq!(parse_balloon("on"), Ok(BalloonConfig::default()));
+        let b = parse_balloon("deflate_on_oom=on,free_page_reporting=on").unwrap();
+        assert!(b.deflate_on_oom && b.free_page_reporting);
+        assert!(parse_balloon("free_page_reporting=yes").is_err());
+        assert!(parse_balloon("stats=on").unwrap().stats);
+        assert!(parse_balloon("hinting=on").is_err());
+        assert!(parse_balloon("").is_err());
+    }
+
+    #[test]
+    fn huge_pages_need_a_multiple_and_no_merging() {
+        let mut c: VmConfig =
+            serde_json::from_str(r#"{"kernel":"/k","memory_mib":256,"memory":{"hugepages":"2M"}}"#)
+                .unwrap();
+        assert_eq!(c.memory.hugepages, Some(HugePageSize::Size2M));
+        c.validate().unwrap();
+        c.memory_mib = 255;
+        assert_eq!(c.validate(), Err(ConfigError::HugePageMultiple(255, 2)));
+        c.memory_mib = 1024;
+        c.memory.hugepages = Some(HugePageSize::Size1G);
+        c.validate().unwrap();
+        c.memory_mib = 1536;
+        assert_eq!(c.validate(), Err(ConfigError::HugePageMultiple(1536, 1024)));
+        c.memory_mib = 1024;
+        c.memory.merge = true;
+        assert_eq!(c.validate(), Err(ConfigError::MergeWithHugePages));
+        assert!(serde_json::from_str::<HugePageSize>(r#""4M""#).is_err());
     }
 }

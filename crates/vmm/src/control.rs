@@ -16,9 +16,13 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use api::control::{self as proto, ErrorBody, RunState, VmmCounters, VmmInfo};
+use api::control::{
+    self as proto, BalloonInfo, BalloonRequest, ErrorBody, GuestMemoryStats, RunState, VmmCounters,
+    VmmInfo,
+};
 use api::VmConfig;
 use devices::bus::lock;
+use devices::virtio::balloon::BalloonControl;
 use vmm_sys_util::eventfd::EventFd;
 use vt_http::{Handler, Limits, Peer, Reply, Request, Response};
 
@@ -57,6 +61,8 @@ struct Shared {
     tx: Mutex<Sender<Pending>>,
     evt: Arc<EventFd>,
     input: ConsoleInput,
+    /// The balloon, when the VM has one.
+    balloon: std::sync::OnceLock<Arc<BalloonControl>>,
 }
 
 /// The VMM's end of the control socket.
@@ -132,6 +138,7 @@ impl Control {
             tx: Mutex::new(tx),
             evt: Arc::new(evt),
             input,
+            balloon: std::sync::OnceLock::new(),
         });
         let handler = Arc::new(ControlHandler(shared.clone()));
         std::thread::Builder::new()
@@ -158,6 +165,11 @@ impl Control {
             bound,
             stopping: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Serves `GET`/`PUT /vm/balloon` through `balloon`.
+    pub fn set_balloon(&self, balloon: Arc<BalloonControl>) {
+        let _ = self.shared.balloon.set(balloon);
     }
 
     /// The eventfd the event loop watches.
@@ -278,6 +290,63 @@ impl ControlHandler {
     }
 }
 
+/// MiB from 4 KiB pages.
+fn pages_mib(pages: u64) -> u64 {
+    pages >> 8
+}
+
+/// The balloon's state; asks the guest for fresh statistics for the next
+/// call.
+fn balloon_info(b: &BalloonControl) -> BalloonInfo {
+    let s = b.state();
+    b.request_stats();
+    BalloonInfo {
+        size_mib: pages_mib(u64::from(s.target_pages)),
+        actual_mib: pages_mib(u64::from(s.actual_pages)),
+        freed_mib: pages_mib(s.freed_pages),
+        refused_pages: s.refused_pages,
+        stats: s.stats.map(|g| GuestMemoryStats {
+            swap_in: g.swap_in,
+            swap_out: g.swap_out,
+            major_faults: g.major_faults,
+            minor_faults: g.minor_faults,
+            free_memory: g.free_memory,
+            total_memory: g.total_memory,
+            available_memory: g.available_memory,
+            disk_caches: g.disk_caches,
+            hugetlb_allocations: g.hugetlb_allocations,
+            hugetlb_failures: g.hugetlb_failures,
+        }),
+    }
+}
+
+impl ControlHandler {
+    /// `PUT /vm/balloon`: a size from 0 to the guest's memory.
+    fn set_balloon_size(&self, body: &[u8]) -> Reply {
+        let Some(b) = self.0.balloon.get() else {
+            return error(409, "this VM has no balloon (vt-vmm --balloon)");
+        };
+        let req: BalloonRequest = match serde_json::from_slice(body) {
+            Ok(r) => r,
+            Err(e) => return error(400, &format!("bad balloon request: {e}")),
+        };
+        let max = self.0.config.memory_mib;
+        if req.size_mib > max {
+            return error(
+                400,
+                &format!(
+                    "balloon of {} MiB exceeds the guest's {max} MiB",
+                    req.size_mib
+                ),
+            );
+        }
+        // At most 1 TiB of guest RAM: its pages fit in 32 bits.
+        let pages = u32::try_from(req.size_mib << 8).unwrap_or(u32::MAX);
+        b.set_target(pages);
+        json(200, &balloon_info(b))
+    }
+}
+
 impl Handler for ControlHandler {
     fn handle(&self, req: Request, _peer: &Peer) -> Reply {
         let write = matches!(req.method.as_str(), "PUT" | "POST");
@@ -292,6 +361,11 @@ impl Handler for ControlHandler {
                 },
             ),
             ("GET", proto::COUNTERS) => json(200, &self.counters()),
+            ("GET", proto::BALLOON) => match self.0.balloon.get() {
+                Some(b) => json(200, &balloon_info(b)),
+                None => error(409, "this VM has no balloon (vt-vmm --balloon)"),
+            },
+            ("PUT", proto::BALLOON) => self.set_balloon_size(&req.body),
             (_, proto::PAUSE) if write => self.command(Command::Pause),
             (_, proto::RESUME) if write => self.command(Command::Resume),
             (_, proto::STOP) if write => self.command(Command::Stop),
@@ -317,7 +391,8 @@ impl Handler for ControlHandler {
                 | proto::STOP
                 | proto::REBOOT
                 | proto::POWER_BUTTON
-                | proto::CONSOLE,
+                | proto::CONSOLE
+                | proto::BALLOON,
             ) => error(405, &format!("{} not allowed on {}", req.method, req.path)),
             _ => error(404, &format!("no route for {} {}", req.method, req.path)),
         }

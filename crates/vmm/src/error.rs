@@ -22,6 +22,14 @@ pub enum Error {
     MemoryExceedsHost { asked: u64, host: u64 },
     #[error("cannot map {0} MiB of guest memory")]
     MapMemory(u64, #[source] std::io::Error),
+    #[error("guest memory needs {want} free huge pages of {size_mib} MiB, the host has {have} (raise /sys/kernel/mm/hugepages/hugepages-*/nr_hugepages)")]
+    TooFewHugePages { want: u64, have: u64, size_mib: u64 },
+    #[error("cannot reserve {want} huge pages of {size_mib} MiB for guest memory: too few free (raise /sys/kernel/mm/hugepages/hugepages-*/nr_hugepages)")]
+    HugePagesReserve { want: u64, size_mib: u64 },
+    #[error("this host has no pool of {0} MiB huge pages")]
+    NoHugePagePool(u64),
+    #[error("cannot advise guest memory {0} (does this host kernel have it?)")]
+    Advise(&'static str, #[source] std::io::Error),
     #[error("{0} vCPUs requested but this host's KVM allows at most {1}")]
     TooManyVcpus(u32, u32),
     #[error("KVM")]
@@ -57,6 +65,10 @@ impl Error {
                 | Error::Kernel { .. }
                 | Error::MemoryExceedsHost { .. }
                 | Error::MapMemory(..)
+                | Error::Advise(..)
+                | Error::TooFewHugePages { .. }
+                | Error::NoHugePagePool(_)
+                | Error::HugePagesReserve { .. }
                 | Error::TooManyVcpus(..)
                 | Error::Disk(_)
                 | Error::Net(..)

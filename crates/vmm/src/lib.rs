@@ -36,6 +36,7 @@ pub use error::Error;
 pub use vm::VmExit;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use api::OnReboot;
 
@@ -66,6 +67,9 @@ pub fn run_confined(
 ) -> Result<VmExit, Error> {
     config.validate().map_err(Error::Config)?;
     memory::check_host(config.memory_mib)?;
+    if let Some(size) = config.memory.hugepages {
+        memory::check_hugepages(config.memory_mib, size)?;
+    }
     setup::check_boot_files(config)?;
     signals::init()?;
     let console = console::Console::new(&config.serial)?;
@@ -77,9 +81,19 @@ pub fn run_confined(
         (Some(p), Some(l)) => Some(control::Control::start(l, p, config, console.input())?),
         _ => None,
     };
+    // The balloon's target outlives a guest reboot (the device is rebuilt).
+    let balloon = match config.balloon {
+        Some(_) => Some(Arc::new(
+            devices::virtio::balloon::BalloonControl::new().map_err(|e| Error::Io("eventfd", e))?,
+        )),
+        None => None,
+    };
+    if let (Some(c), Some(b)) = (&control, &balloon) {
+        c.set_balloon(b.clone());
+    }
     let mut main_confined = false;
     let result = loop {
-        let vm = match vm::Vm::build(config, &console) {
+        let vm = match vm::Vm::build(config, &console, balloon.as_ref()) {
             Ok(vm) => vm,
             Err(e) => break Err(e),
         };

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use api::VmConfig;
 use devices::pci::PciRoot;
 use devices::rate_limiter::RateLimiter;
+use devices::virtio::balloon::{Balloon, BalloonControl, BalloonOptions};
 use devices::virtio::block::{Block, BlockOptions};
 use devices::virtio::net::Net;
 use devices::virtio::rng::Rng;
@@ -99,8 +100,12 @@ fn open_disk(d: &api::DiskConfig) -> Result<Box<dyn disk::DiskBackend>, Error> {
     r.map_err(Error::Disk)
 }
 
-/// The virtio devices `config` asks for, in slot order: disks, NICs, rng.
-fn virtio_devices(config: &VmConfig) -> Result<Vec<Box<dyn VirtioDevice>>, Error> {
+/// The virtio devices `config` asks for, in slot order: disks, NICs, rng,
+/// balloon (driven through `balloon`).
+fn virtio_devices(
+    config: &VmConfig,
+    balloon: Option<&Arc<BalloonControl>>,
+) -> Result<Vec<Box<dyn VirtioDevice>>, Error> {
     let mut out: Vec<Box<dyn VirtioDevice>> = Vec::new();
     for d in &config.disks {
         let disk = open_disk(d)?;
@@ -123,6 +128,14 @@ fn virtio_devices(config: &VmConfig) -> Result<Vec<Box<dyn VirtioDevice>>, Error
     if config.rng {
         out.push(Box::new(Rng::new()));
     }
+    if let (Some(b), Some(control)) = (config.balloon, balloon) {
+        let options = BalloonOptions {
+            deflate_on_oom: b.deflate_on_oom,
+            free_page_reporting: b.free_page_reporting,
+            stats: b.stats,
+        };
+        out.push(Box::new(Balloon::new(options, control.clone())));
+    }
     Ok(out)
 }
 
@@ -132,8 +145,9 @@ pub fn add_pci_devices(
     mem: &GuestMemoryMmap,
     vm: &Arc<hv::Vm>,
     root: &mut PciRoot,
+    balloon: Option<&Arc<BalloonControl>>,
 ) -> Result<(), Error> {
-    let devices = virtio_devices(config)?;
+    let devices = virtio_devices(config, balloon)?;
     if devices.is_empty() {
         return Ok(());
     }

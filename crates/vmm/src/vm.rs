@@ -7,6 +7,7 @@ use api::VmConfig;
 use arch::acpi;
 use devices::legacy::{AcpiPower, Serial, I8042};
 use devices::pci::{PciConfigIo, PciConfigMmio, PciMmioWindow, PciRoot, ECAM_BUS_SIZE};
+use devices::virtio::balloon::BalloonControl;
 use devices::{PowerRequest, PowerSignal};
 use hv::{Hypervisor, Vcpu};
 use vm_memory::GuestMemoryMmap;
@@ -51,13 +52,18 @@ pub struct Vm {
 }
 
 impl Vm {
-    /// Builds the VM: memory, kernel, ACPI, devices, vCPUs.
-    pub fn build(config: &VmConfig, console: &Console) -> Result<Self, Error> {
+    /// Builds the VM: memory, kernel, ACPI, devices, vCPUs; the balloon
+    /// (when configured) is driven through `balloon`, which outlives it.
+    pub fn build(
+        config: &VmConfig,
+        console: &Console,
+        balloon: Option<&Arc<BalloonControl>>,
+    ) -> Result<Self, Error> {
         let hv = Hypervisor::open()?;
         if config.cpus > hv.max_vcpus() {
             return Err(Error::TooManyVcpus(config.cpus, hv.max_vcpus()));
         }
-        let mem = memory::create(config.memory_mib)?;
+        let mem = memory::create(config.memory_mib, &config.memory)?;
         let mut vm = hv.create_vm()?;
         memory::register(&mut vm, &mem)?;
         vm.create_irqchip()?;
@@ -91,7 +97,7 @@ impl Vm {
         )?;
 
         let mut pci = PciRoot::new();
-        crate::pci_devices::add_pci_devices(config, &mem, &vm, &mut pci)?;
+        crate::pci_devices::add_pci_devices(config, &mem, &vm, &mut pci, balloon)?;
         let pci = Arc::new(pci);
         bus.pio.insert(
             acpi::PCI_CONFIG_PORT.into(),

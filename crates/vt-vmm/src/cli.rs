@@ -3,7 +3,10 @@
 use std::path::PathBuf;
 
 use api::control::SeccompMode;
-use api::{parse_disk, parse_net, OnReboot, SerialConfig, VmConfig};
+use api::{
+    parse_balloon, parse_disk, parse_net, HugePageSize, MemoryOptions, OnReboot, SerialConfig,
+    VmConfig,
+};
 use clap::{Parser, ValueEnum};
 
 /// Run one virtual machine.
@@ -25,6 +28,19 @@ pub struct Args {
     /// Guest memory in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 256)]
     pub memory: u64,
+    /// Kernel same-page merging of guest RAM (`MADV_MERGEABLE`): `ksmd`
+    /// may share identical pages with other VMs. Off by default (a timing
+    /// side channel between the VMs sharing pages).
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = Switch::Off)]
+    pub memory_merge: Switch,
+    /// Transparent huge pages for guest RAM (`MADV_HUGEPAGE`).
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = Switch::On)]
+    pub memory_thp: Switch,
+    /// Back guest RAM with the host's hugetlbfs pages of this size
+    /// (`2M` or `1G`), reserved before boot; the memory size must be a
+    /// multiple of it. Default: ordinary memory.
+    #[arg(long, value_name = "SIZE", value_parser = parse_hugepages)]
+    pub memory_hugepages: Option<HugePageSize>,
     /// Serial console: `stdio`, `file=PATH` or `null`.
     #[arg(long, value_name = "SPEC", default_value = "stdio")]
     pub serial: String,
@@ -42,6 +58,11 @@ pub struct Args {
     /// A virtio-rng device fed by the host's getrandom.
     #[arg(long)]
     pub rng: bool,
+    /// A virtio-balloon device (its size set through the control API,
+    /// `PUT /vm/balloon`): `on` or
+    /// `[deflate_on_oom=on][,free_page_reporting=on]`.
+    #[arg(long, value_name = "SPEC")]
+    pub balloon: Option<String>,
     /// Serve the control API (JSON over HTTP) on this Unix socket
     /// (`/dev/fd/N`: a listening socket already bound, passed as fd N).
     #[arg(long, value_name = "PATH")]
@@ -99,6 +120,15 @@ pub enum RebootArg {
     Restart,
 }
 
+/// Parses a `--memory-hugepages` value.
+pub fn parse_hugepages(s: &str) -> Result<HugePageSize, String> {
+    match s {
+        "2M" => Ok(HugePageSize::Size2M),
+        "1G" => Ok(HugePageSize::Size1G),
+        _ => Err(format!("invalid huge page size '{s}': expected 2M or 1G")),
+    }
+}
+
 /// Parses a `--serial` value.
 pub fn parse_serial(s: &str) -> Result<SerialConfig, String> {
     match s {
@@ -134,6 +164,11 @@ impl Args {
             cmdline: self.cmdline.clone(),
             cpus: self.cpus,
             memory_mib: self.memory,
+            memory: MemoryOptions {
+                merge: self.memory_merge == Switch::On,
+                thp: self.memory_thp == Switch::On,
+                hugepages: self.memory_hugepages,
+            },
             serial: parse_serial(&self.serial)?,
             on_reboot: match self.on_reboot {
                 RebootArg::Exit => OnReboot::Exit,
@@ -150,6 +185,11 @@ impl Args {
                 .map(|n| parse_net(n).map_err(|e| format!("invalid --net '{n}': {e}")))
                 .collect::<Result<_, _>>()?,
             rng: self.rng,
+            balloon: self
+                .balloon
+                .as_deref()
+                .map(|b| parse_balloon(b).map_err(|e| format!("invalid --balloon '{b}': {e}")))
+                .transpose()?,
         };
         config.validate().map_err(|e| e.to_string())?;
         Ok(config)

@@ -26,6 +26,13 @@ fn main() -> ExitCode {
         }
     };
     let mut api_socket = args.api_socket.clone();
+    if let (true, Some(size)) = (args.jail, config.memory.hugepages) {
+        // The cell has no /sys: the huge page pool is checked from here.
+        if let Err(e) = vmm::memory::check_hugepages(config.memory_mib, size) {
+            eprintln!("vt-vmm: error: {}", cli::error_chain(&e));
+            return ExitCode::from(2);
+        }
+    }
     if let (true, Some(uid)) = (args.jail, args.jail_uid) {
         let j = jail::JailArgs {
             uid,

@@ -5,6 +5,7 @@
 //! VM; 5 conflict (name taken, VM running / not running).
 
 mod cmd;
+mod host;
 mod image;
 mod lab;
 mod run;
@@ -60,6 +61,9 @@ enum Command {
     Resume { name: String },
     /// Reset a VM (it boots again).
     Reboot { name: String },
+    /// Resize a running VM's memory through its balloon (`vt create
+    /// --balloon on`): SIZE in MiB, or with M / G, at most its defined size.
+    Setmem { name: String, size: String },
     /// Remove a stopped VM's definition (disk images are kept).
     Undefine { name: String },
     /// Read a VM in state `unknown` again, once its definition.json is
@@ -90,6 +94,9 @@ enum Command {
     /// (QEMU TCG with nested SVM).
     #[command(subcommand)]
     Lab(lab::LabCommand),
+    /// This host's settings: `vt host memory` (KSM, THP, huge pages).
+    #[command(subcommand)]
+    Host(host::HostCommand),
     /// Fetch and build guest images.
     #[command(subcommand)]
     Image(image::ImageCommand),
@@ -119,6 +126,7 @@ fn managed(c: &Client, command: Command, f: Format) -> CliResult {
         Command::Reboot { name } => action(c, &name, "reboot", "", f),
         Command::Undefine { name } => cmd::lifecycle::undefine(c, &name, f),
         Command::Repair { name } => action(c, &name, "repair", "", f),
+        Command::Setmem { name, size } => cmd::setmem::run(c, &name, &size, f),
         Command::Console { name, no_follow } => cmd::console::run(c, &name, !no_follow),
         Command::Events => cmd::events::run(c, f),
         Command::Net(n) => cmd::net::run(c, n, f),
@@ -133,6 +141,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Lab(c) => lab::run(c),
         Command::Image(c) => image::run(c, cli.output),
+        Command::Host(c) => host::run(c, cli.output),
         Command::Run { args } => run::run(args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "vt", &mut std::io::stdout());

@@ -301,6 +301,11 @@ pub fn start(
         "--on-reboot".into(),
         "restart".into(),
     ];
+    args.extend(
+        crate::process::memory_flags(def)
+            .into_iter()
+            .map(OsString::from),
+    );
     args.append(&mut p.args);
     let log = OpenOptions::new()
         .create(true)

@@ -31,6 +31,7 @@ pub fn spawn(vmm: &Path, kernel: &Path, def: &VmDefinition, dir: &VmDir) -> std:
         .arg(def.vcpus.to_string())
         .arg("--memory")
         .arg(def.memory_mib.to_string())
+        .args(memory_flags(def))
         .arg("--serial")
         .arg(format!("file={}", dir.console().display()))
         .arg("--on-reboot")
@@ -59,6 +60,40 @@ pub fn spawn(vmm: &Path, kernel: &Path, def: &VmDefinition, dir: &VmDir) -> std:
         });
     }
     cmd.spawn()
+}
+
+/// `--memory-merge`, `--memory-thp`, `--memory-hugepages` and `--balloon`
+/// for the definition's `memory` options and balloon (nothing for the
+/// defaults).
+pub fn memory_flags(def: &VmDefinition) -> Vec<String> {
+    let m = &def.memory;
+    let mut flags = Vec::new();
+    if m.merge {
+        flags.extend(["--memory-merge".into(), "on".into()]);
+    }
+    if !m.thp {
+        flags.extend(["--memory-thp".into(), "off".into()]);
+    }
+    if let Some(size) = m.hugepages {
+        let size = match size {
+            api::HugePageSize::Size2M => "2M",
+            api::HugePageSize::Size1G => "1G",
+        };
+        flags.extend(["--memory-hugepages".into(), size.into()]);
+    }
+    if let Some(b) = def.balloon {
+        let on = |v: bool| if v { "on" } else { "off" };
+        flags.extend([
+            "--balloon".into(),
+            format!(
+                "deflate_on_oom={},free_page_reporting={},stats={}",
+                on(b.deflate_on_oom),
+                on(b.free_page_reporting),
+                on(b.stats)
+            ),
+        ]);
+    }
+    flags
 }
 
 /// `--disk path=P[,readonly=on][,cache=none][,format=F]` for each disk

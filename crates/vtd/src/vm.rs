@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use api::control::{self as proto, RunState, VmmCounters, VmmInfo};
 use api::manager::{Confinement, VmDefinition, VmState, VmStatus};
+use api::usage::MemoryUsage;
 
 use crate::error::ApiError;
 use crate::events::Events;
@@ -177,6 +178,8 @@ impl Vm {
                 counters: None,
                 confinement: None,
                 barriers: None,
+                memory: None,
+                balloon: None,
             };
         }
         let (state, pid, reason, confinement) = {
@@ -205,7 +208,17 @@ impl Vm {
             .flatten()
             .and_then(|r| serde_json::from_slice::<VmmInfo>(&r.body).ok())
             .map(|i| i.confinement);
+        let balloon = (live && self.def.balloon.is_some())
+            .then(|| ask(proto::BALLOON))
+            .flatten()
+            .filter(|r| r.status == 200)
+            .and_then(|r| serde_json::from_slice(&r.body).ok());
+        let memory = live
+            .then(|| pid.and_then(|p| MemoryUsage::read(p, self.def.memory_mib).ok()))
+            .flatten();
         VmStatus {
+            memory,
+            balloon,
             name: self.def.name.clone(),
             state,
             pid,
@@ -236,7 +249,7 @@ impl Vm {
         }
     }
 
-    fn active_pid(&self) -> Result<u32, ApiError> {
+    pub fn active_pid(&self) -> Result<u32, ApiError> {
         let r = lock(&self.run);
         match (r.state, r.pid) {
             (Some(s), Some(pid)) if s.is_active() => Ok(pid),

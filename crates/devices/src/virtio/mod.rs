@@ -7,12 +7,13 @@
 //!   interrupt (MSI-X vectors backed by KVM irqfds);
 //! - [`worker`]: the thread each active device runs its queues on;
 //! - [`chain`]: reads and checks a descriptor chain the guest posted;
-//! - the devices: [`rng`], [`block`], [`net`].
+//! - the devices: [`rng`], [`block`], [`net`], [`balloon`].
 //!
 //! Everything in a queue is written by the guest and is hostile: a chain
 //! that points outside guest memory, loops, or has the wrong shape marks the
 //! device `DEVICE_NEEDS_RESET`; the VMM keeps running.
 
+pub mod balloon;
 pub mod block;
 pub mod chain;
 mod common;
@@ -39,6 +40,7 @@ use vmm_sys_util::eventfd::EventFd;
 pub const TYPE_NET: u32 = 1;
 pub const TYPE_BLOCK: u32 = 2;
 pub const TYPE_RNG: u32 = 4;
+pub const TYPE_BALLOON: u32 = 5;
 
 /// Feature bits every device here offers.
 pub const F_VERSION_1: u64 = 1 << 32;

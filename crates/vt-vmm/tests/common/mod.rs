@@ -103,9 +103,24 @@ pub fn jailed_vmm_wrapper(dir: &std::path::Path) -> std::path::PathBuf {
 /// at `$VTLAB_ROOT/vt/initramfs.cpio.gz`; checks the lab's own exit status
 /// and returns its output.
 pub fn run_in_lab(name: &str, guest_script: &str, host_script: &str, limit: Duration) -> String {
+    run_in_lab_with(name, guest_script, host_script, limit, &[])
+}
+
+/// [`run_in_lab`] with more binaries: (host path, lab path) pairs.
+pub fn run_in_lab_with(
+    name: &str,
+    guest_script: &str,
+    host_script: &str,
+    limit: Duration,
+    binaries: &[(&str, &str)],
+) -> String {
     let initramfs = initramfs_with(name, guest_script);
     let wrapper = jailed_vmm_wrapper(initramfs.parent().expect("a temp dir"));
-    let out = Lab::new()
+    let mut lab = Lab::new();
+    for (from, to) in binaries {
+        lab = lab.add_binary(from, to);
+    }
+    let out = lab
         .memory_mib(3072)
         .cpus(2)
         .timeout(limit)

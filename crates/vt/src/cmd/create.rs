@@ -28,14 +28,21 @@ pub struct CreateArgs {
     /// VM name (A-Z a-z 0-9 . _ -).
     #[arg(long)]
     pub name: String,
-    /// Memory in MiB.
+    /// Memory in MiB, then guest RAM options:
+    /// `MIB[,merge=on][,thp=off][,hugepages=2M|1G]` (merge: KSM page
+    /// sharing, off by default; thp: transparent huge pages, on by default;
+    /// hugepages: back RAM with the host's hugetlbfs pool).
     #[arg(
         long,
         visible_alias = "memory",
-        value_name = "MIB",
-        default_value_t = 256
+        value_name = "SPEC",
+        default_value = "256"
     )]
-    pub ram: u64,
+    pub ram: String,
+    /// A virtio-balloon device (`vt setmem` resizes the running guest):
+    /// `on` or `[deflate_on_oom=on][,free_page_reporting=on]`.
+    #[arg(long, value_name = "SPEC")]
+    pub balloon: Option<String>,
     /// vCPU count.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub vcpus: u32,
@@ -296,6 +303,32 @@ fn make_disks(disks: &mut [DiskSpec], new: &[NewDisk]) -> CliResult<Vec<PathBuf>
     Ok(made)
 }
 
+/// Parses `--memory MIB[,merge=on][,thp=off][,hugepages=2M|1G]`.
+pub fn parse_memory(spec: &str) -> Result<(u64, api::MemoryOptions), String> {
+    let (mib, rest) = spec.split_once(',').unwrap_or((spec, ""));
+    let mib = mib.parse().map_err(|_| {
+        format!("invalid value '{spec}' for --memory: expected MIB[,merge=on][,thp=off][,hugepages=2M|1G]")
+    })?;
+    let mut o = api::MemoryOptions::default();
+    if !rest.is_empty() {
+        for (k, v) in pairs(rest, &["merge", "thp", "hugepages"])? {
+            match k.as_str() {
+                "merge" => o.merge = boolean(&k, &v)?,
+                "thp" => o.thp = boolean(&k, &v)?,
+                _ => {
+                    o.hugepages = match v.as_str() {
+                        "2M" => Some(api::HugePageSize::Size2M),
+                        "1G" => Some(api::HugePageSize::Size1G),
+                        "off" | "no" => None,
+                        _ => return Err(format!("hugepages={v}: expected 2M, 1G or off")),
+                    }
+                }
+            }
+        }
+    }
+    Ok((mib, o))
+}
+
 pub fn run(c: &Client, a: CreateArgs, format: Format) -> CliResult {
     check_choice("--os-type", &a.os_type, "linux")?;
     check_choice("--graphics", &a.graphics, "none")?;
@@ -303,10 +336,17 @@ pub fn run(c: &Client, a: CreateArgs, format: Format) -> CliResult {
     if let Some(v) = &a.os_variant {
         eprintln!("vt: note: --os-variant {v} is accepted and ignored");
     }
+    let (memory_mib, memory) = parse_memory(&a.ram).map_err(CliError::usage)?;
     let mut def = VmDefinition {
         name: a.name.clone(),
         vcpus: a.vcpus,
-        memory_mib: a.ram,
+        memory_mib,
+        memory,
+        balloon: a
+            .balloon
+            .as_deref()
+            .map(|b| api::parse_balloon(b).map_err(|e| CliError::usage(format!("--balloon: {e}"))))
+            .transpose()?,
         kernel: None,
         initrd: None,
         cmdline: "console=ttyS0".into(),

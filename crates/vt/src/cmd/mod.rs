@@ -11,3 +11,4 @@ pub mod net;
 mod options;
 pub mod output;
 pub mod policy;
+pub mod setmem;

@@ -55,7 +55,10 @@ pub fn vm_details(s: &VmStatus) {
         ("PID", s.pid.map_or("-".into(), |p| p.to_string())),
         ("Reason", s.reason.clone().unwrap_or_else(|| "-".into())),
         ("vCPUs", d.vcpus.to_string()),
-        ("Memory", format!("{} MiB", d.memory_mib)),
+        (
+            "Memory",
+            format!("{} MiB{}", d.memory_mib, memory_options(&d.memory)),
+        ),
         ("Kernel", path(&d.kernel)),
         ("Initrd", path(&d.initrd)),
         ("Cmdline", d.cmdline.clone()),
@@ -121,6 +124,49 @@ pub fn vm_details(s: &VmStatus) {
         };
         rows.push(("Landlock", ll));
     }
+    if let Some(m) = &s.memory {
+        let mib = |kib: u64| format!("{:.1} MiB", kib as f64 / 1024.0);
+        rows.push((
+            "Mem used",
+            format!(
+                "{} guest RAM resident, {} VMM's own",
+                mib(m.guest_resident_kib),
+                mib(m.overhead_kib)
+            ),
+        ));
+        rows.push((
+            "Huge pages",
+            format!(
+                "{} THP, {} hugetlbfs",
+                mib(m.anon_huge_kib),
+                mib(m.hugetlb_kib)
+            ),
+        ));
+        if let Some(p) = m.ksm_merging_pages {
+            rows.push(("KSM", format!("{p} pages merged ({})", mib(p * 4))));
+        }
+    }
+    if let Some(b) = &s.balloon {
+        rows.push((
+            "Balloon",
+            format!(
+                "{} MiB asked, {} MiB held by the guest, {} MiB given back so far",
+                b.size_mib, b.actual_mib, b.freed_mib
+            ),
+        ));
+        if let Some(g) = &b.stats {
+            let mib = |v: Option<u64>| v.map_or("-".into(), |v| format!("{} MiB", v >> 20));
+            rows.push((
+                "Guest mem",
+                format!(
+                    "{} free, {} available of {} (as the guest said last)",
+                    mib(g.free_memory),
+                    mib(g.available_memory),
+                    mib(g.total_memory)
+                ),
+            ));
+        }
+    }
     if let Some(c) = &s.counters {
         rows.push(("Uptime", format!("{:.1} s", c.uptime_ms as f64 / 1000.0)));
         rows.push(("Boots", c.boots.to_string()));
@@ -129,6 +175,21 @@ pub fn vm_details(s: &VmStatus) {
     for (k, v) in rows {
         println!("{:<10} {v}", format!("{k}:"));
     }
+}
+
+/// `, merge=on, thp=off, hugepages=2M` for what differs from the defaults.
+fn memory_options(o: &api::MemoryOptions) -> String {
+    let mut s = String::new();
+    if o.merge {
+        s.push_str(", merge=on");
+    }
+    if !o.thp {
+        s.push_str(", thp=off");
+    }
+    if let Some(h) = o.hugepages {
+        s.push_str(&format!(", hugepages={}", api_name(&h)));
+    }
+    s
 }
 
 /// A unit enum's name as the API spells it (serde's: `partially_enforced`).

@@ -3,6 +3,7 @@
 
 mod actions;
 mod audit;
+mod balloon;
 mod console;
 mod events;
 mod networks;
@@ -37,6 +38,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/vms/{name}/repair"),
     ("GET", "/vms/{name}/console"),
     ("POST", "/vms/{name}/console"),
+    ("GET", "/vms/{name}/balloon"),
+    ("PUT", "/vms/{name}/balloon"),
     ("GET", "/events"),
     ("GET", "/networks"),
     ("POST", "/networks"),
@@ -116,6 +119,8 @@ impl Api {
                 ("DELETE", "/vms/{name}") => vms::undefine(d, name),
                 ("GET", "/vms/{name}/console") => console::stream(d, name, req),
                 ("POST", "/vms/{name}/console") => console::input(d, name, &req.body),
+                ("GET", "/vms/{name}/balloon") => balloon::get(d, name),
+                ("PUT", "/vms/{name}/balloon") => balloon::put(d, name, &req.body),
                 ("GET", "/events") => events::stream(d),
                 ("GET", "/networks") => networks::list(d),
                 ("POST", "/networks") => networks::define(d, &req.body, peer),

@@ -28,6 +28,9 @@ pub fn rules(r: &mut Rules) -> Result<()> {
         libc::SYS_epoll_wait,
         libc::SYS_eventfd2,
         libc::SYS_signalfd4,
+        // Guest RAM on huge pages (`--memory-hugepages`): its memfd.
+        libc::SYS_memfd_create,
+        libc::SYS_ftruncate,
         // vCPU threads.
         libc::SYS_clone3,
         // The control socket is unlinked at exit (refused by Landlock when
