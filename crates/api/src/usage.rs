@@ -48,6 +48,49 @@ pub fn guest_mapping_sizes_kib(memory_mib: u64) -> Vec<u64> {
     }
 }
 
+/// One mapping of `/proc/PID/smaps` (sizes in KiB).
+#[derive(Default)]
+struct Mapping {
+    size: u64,
+    rss: u64,
+    anon_huge: u64,
+    hugetlb: u64,
+    /// `dd` in `VmFlags`: advised `MADV_DONTDUMP`.
+    dontdump: bool,
+}
+
+/// The mappings of an smaps text: a header line (address range first),
+/// then `Key: value kB` lines and a `VmFlags:` line.
+fn mappings(smaps: &str) -> Vec<Mapping> {
+    let mut out: Vec<Mapping> = Vec::new();
+    for line in smaps.lines() {
+        let mut f = line.split_whitespace();
+        let Some(key) = f.next() else {
+            continue;
+        };
+        if !key.ends_with(':') {
+            out.push(Mapping::default());
+            continue;
+        }
+        let Some(m) = out.last_mut() else {
+            continue;
+        };
+        if key == "VmFlags:" {
+            m.dontdump = f.any(|flag| flag == "dd");
+            continue;
+        }
+        let value: u64 = f.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        match key {
+            "Size:" => m.size = value,
+            "Rss:" => m.rss = value,
+            "AnonHugePages:" => m.anon_huge = value,
+            "Private_Hugetlb:" | "Shared_Hugetlb:" => m.hugetlb += value,
+            _ => {}
+        }
+    }
+    out
+}
+
 /// The first number after `key` on a `key value [kB]` line of `text`.
 fn field(text: &str, key: &str) -> Option<u64> {
     text.lines()
@@ -69,35 +112,26 @@ impl MemoryUsage {
 
     /// [`MemoryUsage::read`] on texts already read (hostile-input safe:
     /// anything unparsable counts as zero).
+    ///
+    /// Guest RAM is told apart by its size (one mapping per region of
+    /// [`guest_mapping_sizes_kib`]) and, from VMMs that mark it, by the
+    /// `dd` (`MADV_DONTDUMP`) flag in `VmFlags`: a glibc malloc arena is
+    /// also a 64 MiB anonymous mapping, so size alone can pick the wrong
+    /// one for a 64 MiB guest.
     pub fn parse(status: &str, smaps: &str, ksm_stat: &str, memory_mib: u64) -> Self {
+        let maps = mappings(smaps);
+        let marked = maps.iter().any(|m| m.dontdump);
         let mut sizes = guest_mapping_sizes_kib(memory_mib);
         let (mut guest, mut anon_huge, mut hugetlb) = (0u64, 0u64, 0u64);
-        // One mapping: its header line, then `Key: value kB` lines.
-        let mut current: Option<bool> = None;
-        for line in smaps.lines() {
-            let mut f = line.split_whitespace();
-            let (Some(key), Some(value)) = (f.next(), f.next()) else {
+        for m in maps.iter().filter(|m| m.dontdump || !marked) {
+            // Each guest region is counted once.
+            let Some(i) = sizes.iter().position(|&s| s == m.size) else {
                 continue;
             };
-            if !key.ends_with(':') {
-                current = None; // A header: address range first.
-                continue;
-            }
-            let value: u64 = value.parse().unwrap_or(0);
-            match key {
-                "Size:" => {
-                    // Each guest region is counted once.
-                    let hit = sizes.iter().position(|&s| s == value);
-                    current = Some(hit.is_some());
-                    if let Some(i) = hit {
-                        sizes.swap_remove(i);
-                    }
-                }
-                "Rss:" if current == Some(true) => guest += value,
-                "AnonHugePages:" if current == Some(true) => anon_huge += value,
-                "Private_Hugetlb:" | "Shared_Hugetlb:" if current == Some(true) => hugetlb += value,
-                _ => {}
-            }
+            sizes.swap_remove(i);
+            guest += m.rss;
+            anon_huge += m.anon_huge;
+            hugetlb += m.hugetlb;
         }
         let rss = field(status, "VmRSS:").unwrap_or(0);
         MemoryUsage {
@@ -168,6 +202,25 @@ Shared_Hugetlb:  1048576 kB
         assert_eq!(u.guest_resident_kib, 4 << 20);
         assert_eq!(u.overhead_kib, 2000);
         assert_eq!(u.ksm_merging_pages, None);
+    }
+
+    #[test]
+    fn a_malloc_arena_of_the_guest_size_is_not_taken_for_guest_ram() {
+        let smaps = "\
+7e0000000000-7e0004000000 rw-p 00000000 00:00 0
+Size:              65536 kB
+Rss:                 132 kB
+VmFlags: rd wr mr mw me ac sd
+7f0000000000-7f0004000000 rw-p 00000000 00:00 0
+Size:              65536 kB
+Rss:                2048 kB
+AnonHugePages:         0 kB
+VmFlags: rd wr mr mw me ac sd dd
+";
+        let u = MemoryUsage::parse("VmRSS: 9000 kB\nRssAnon: 3000 kB\n", smaps, "", 64);
+        assert_eq!(u.guest_resident_kib, 2048);
+        assert_eq!(u.overhead_kib, 9000 - 2048);
+        assert_eq!(u.overhead_anon_kib, 3000 - 2048);
     }
 
     #[test]

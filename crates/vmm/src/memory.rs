@@ -58,6 +58,7 @@ pub fn create(mib: u64, options: &MemoryOptions) -> Result<GuestMemoryMmap, Erro
     if options.merge {
         advise(&mem, libc::MADV_MERGEABLE).map_err(|e| Error::Advise("MADV_MERGEABLE (KSM)", e))?;
     }
+    dont_dump(&mem);
     Ok(mem)
 }
 
@@ -151,8 +152,21 @@ fn create_hugetlb(
         );
         offset += len as u64;
     }
-    GuestMemoryMmap::from_regions(regions)
-        .map_err(|e| map_err(std::io::Error::other(e.to_string())))
+    let mem = GuestMemoryMmap::from_regions(regions)
+        .map_err(|e| map_err(std::io::Error::other(e.to_string())))?;
+    dont_dump(&mem);
+    Ok(mem)
+}
+
+/// Keeps guest RAM out of core dumps (`MADV_DONTDUMP`, as QEMU's
+/// `dump-guest-core=off`): a guest's memory is its owner's data, not the
+/// host's debugging material. The mark (`dd` in smaps' `VmFlags`) is also
+/// how [`api::usage::MemoryUsage`] finds guest RAM among the VMM's
+/// mappings. A failure only costs that, so it is a warning.
+fn dont_dump(mem: &GuestMemoryMmap) {
+    if let Err(e) = advise(mem, libc::MADV_DONTDUMP) {
+        eprintln!("vt-vmm: warning: guest memory not marked MADV_DONTDUMP: {e}");
+    }
 }
 
 /// `madvise(advice)` on every region of `mem`.

@@ -240,10 +240,11 @@ fn shareable_disks_need_vm_shared_disks() {
     if common::have_kvm() {
         // Without shareable=on the image's lock keeps a second VM out...
         vtd.expect("POST", "/vms/locked1/start", None, 200);
-        // (The start may answer before the VMM opens its disks.)
-        let _ = vtd.call("POST", "/vms/locked2/start", None);
-        let s = vtd.wait_state("locked2", VmState::Crashed);
-        assert!(s.reason.unwrap().contains("in use by another process"));
+        // start answers once the VM is built: this one never was.
+        let r = vtd.call("POST", "/vms/locked2/start", None);
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert!(r.text().contains("in use by another process"), "{}", r.text());
+        assert_eq!(vtd.status("locked2").state, VmState::Stopped);
         vtd.expect("POST", "/vms/locked1/stop", None, 200);
         // ...shared, both VMs write the one image (no lock taken).
         vtd.expect("POST", "/vms/s1/start", None, 200);
@@ -342,7 +343,10 @@ fn images_on_fuse_need_vm_use_fusefs() {
         "{}",
         String::from_utf8_lossy(&mk.stderr)
     );
+    // allow_other: a FUSE file system answers only its mounter's uid
+    // otherwise, and a jailed VMM runs as its VM's own uid.
     let m = Command::new(network::find_program("squashfuse").unwrap())
+        .args(["-o", "allow_other"])
         .args([&sqfs, &mnt])
         .output()
         .unwrap();
