@@ -385,10 +385,20 @@ pub(crate) fn compressed_range(e: u64, cluster_bits: u32) -> (u64, u64) {
     (off, (sectors * 512).saturating_sub(off & 511).max(1))
 }
 
-/// Reads an L1 table of `size` entries at `off`.
+/// QEMU's limit on an L1 table (`QCOW_MAX_L1_SIZE` in block/qcow2.h): 32 MiB.
+const MAX_L1_BYTES: u64 = 32 << 20;
+
+/// Reads an L1 table of `size` entries at `off` (at most 32 MiB, as QEMU
+/// allows: an image cannot make us allocate more for it).
 pub(crate) fn read_l1(r: &Refcounts, off: u64, size: u32) -> Result<Vec<u64>, EditError> {
     if !off.is_multiple_of(r.cluster_size()) {
         return Err(corrupt(format!("L1 table at {off:#x} is not aligned")));
+    }
+    if u64::from(size) * 8 > MAX_L1_BYTES {
+        return Err(corrupt(format!(
+            "L1 table at {off:#x} has {size} entries, more than QEMU's limit of {}",
+            MAX_L1_BYTES / 8
+        )));
     }
     let b = r.read(off, u64::from(size) * 8)?;
     Ok((0..size as usize).map(|i| be64_at(&b, i)).collect())

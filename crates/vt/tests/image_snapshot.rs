@@ -274,4 +274,17 @@ fn bad_requests_and_hostile_tables_are_clear_errors() {
         err(d, &["snapshot", "-a", "one", "x.qcow2"]);
         err(d, &["snapshot", "-d", "one", "x.qcow2"]);
     }
+    // A snapshot L1 of 64 Mi entries (512 MiB) inside a sparse file that
+    // big: refused by size (QEMU's 32 MiB limit), nothing allocated for it.
+    std::fs::write(&path, &original).unwrap();
+    f.set_len(1 << 30).unwrap();
+    f.write_all_at(&(64u32 << 20).to_be_bytes(), table + 8)
+        .unwrap();
+    for args in [["-a", "one"], ["-d", "one"]] {
+        let mut a = vec!["snapshot"];
+        a.extend(args);
+        a.push("x.qcow2");
+        let msg = err(d, &a);
+        assert!(msg.contains("more than QEMU's limit"), "{msg}");
+    }
 }

@@ -250,13 +250,15 @@ pub fn create(path: &Path, name: &str) -> Result<(), EditSnapshotError> {
     if o.h.nb_snapshots >= MAX_SNAPSHOTS {
         return Err(EditSnapshotError::TooMany(o.name));
     }
+    // IDs are the image's numbers: a table holding u64::MAX has no next one.
     let id = o
         .entries
         .iter()
         .filter_map(|e| e.id.parse::<u64>().ok())
         .max()
         .unwrap_or(0)
-        + 1;
+        .checked_add(1)
+        .ok_or_else(|| EditSnapshotError::TooMany(o.name.clone()))?;
     let err = o.err();
     let mut r = Refcounts::load(&o.file, &o.h).map_err(&err)?;
     let step = |r: &mut Refcounts| -> Result<(), EditError> {
