@@ -264,7 +264,9 @@ pub enum DefinitionError {
     NotAbsolute(&'static str, String),
     #[error("disk path must not contain ',': {0}")]
     DiskComma(String),
-    #[error("bridge name must be 1-15 characters of A-Z a-z 0-9 _ . - not starting with '-': {0:?}")]
+    #[error(
+        "bridge name must be 1-15 characters of A-Z a-z 0-9 _ . - not starting with '-': {0:?}"
+    )]
     Bridge(String),
     #[error("{0}")]
     Mac(String),
@@ -474,7 +476,13 @@ mod tests {
 
     #[test]
     fn bridge_names_are_plain_interface_names() {
-        for good in ["br0", "vtbr-lan", "virbr0.10", "a_b", "x".repeat(15).as_str()] {
+        for good in [
+            "br0",
+            "vtbr-lan",
+            "virbr0.10",
+            "a_b",
+            "x".repeat(15).as_str(),
+        ] {
             check_bridge_name(good).unwrap();
         }
         for bad in [

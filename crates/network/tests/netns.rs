@@ -234,8 +234,18 @@ fn vms_cannot_reach_each_other_through_the_gateway() {
         // Routing on in this namespace (not the machine's), and no ICMP
         // redirects that would send the guests around the gateway.
         sh(&["busybox", "sysctl", "-w", "net.ipv4.ip_forward=1"]);
-        sh(&["busybox", "sysctl", "-w", "net.ipv4.conf.all.send_redirects=0"]);
-        sh(&["busybox", "sysctl", "-w", "net.ipv4.conf.default.send_redirects=0"]);
+        sh(&[
+            "busybox",
+            "sysctl",
+            "-w",
+            "net.ipv4.conf.all.send_redirects=0",
+        ]);
+        sh(&[
+            "busybox",
+            "sysctl",
+            "-w",
+            "net.ipv4.conf.default.send_redirects=0",
+        ]);
         let gw = Ipv4Addr::new(10, 77, 0, 1);
         assert!(network::link::make_bridge("vtbr-t", Some((gw, 24))).unwrap());
         let a = Guest::new("ha", 2, "vtbr-t");
@@ -252,7 +262,10 @@ fn vms_cannot_reach_each_other_through_the_gateway() {
         assert!(!a.ping(c.ip), "a reached c on the bridge");
         assert!(!ping_via_gateway(&a, &c), "a reached c through the gateway");
         assert!(!ping_via_gateway(&c, &b), "c reached b through the gateway");
-        assert!(ping_via_gateway(&a, &b), "peers a and b, through the gateway");
+        assert!(
+            ping_via_gateway(&a, &b),
+            "peers a and b, through the gateway"
+        );
         assert!(a.ping(gw) && c.ping(gw), "the gateway is reachable");
 
         // VM-to-VM allowed: the gateway's way is open too.

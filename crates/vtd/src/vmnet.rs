@@ -43,11 +43,7 @@ impl Daemon {
     /// the name of another VM's tap (the names are a hash of the VM name:
     /// two names can collide): at define `vms` are all VMs, at start the
     /// running ones.
-    pub fn check_nics(
-        &self,
-        def: &VmDefinition,
-        vms: &[Arc<Vm>],
-    ) -> Result<(), ApiError> {
+    pub fn check_nics(&self, def: &VmDefinition, vms: &[Arc<Vm>]) -> Result<(), ApiError> {
         for (i, n) in def.networks.iter().enumerate() {
             let Some(b) = &n.bridge else {
                 continue;
@@ -125,9 +121,8 @@ impl Daemon {
             let nic = &mut def.networks[i];
             let mac = match &nic.mac {
                 Some(m) => {
-                    let bytes = api::parse_mac(m).map_err(|e| {
-                        ApiError::bad_request(format!("NIC {i}: {e}"))
-                    })?;
+                    let bytes = api::parse_mac(m)
+                        .map_err(|e| ApiError::bad_request(format!("NIC {i}: {e}")))?;
                     if taken_macs.contains(&bytes) {
                         return Err(ApiError::conflict(format!("MAC {m} is another NIC's")));
                     }
