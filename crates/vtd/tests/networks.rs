@@ -601,27 +601,26 @@ fn a_nat_network_leases_resolves_and_masquerades() {
     ok(vtd.vt(&["net", "stop", "out"]));
 }
 
+/// A vtd (in its own network namespace) that group 4242 may use, with
+/// an isolated network `lan` on `subnet`, defined, not started.
+fn vtd_with_lan(tag: &str, subnet: &str) -> Vtd {
+    let mut vtd = Vtd::start_in_netns(tag, "vtdummy0");
+    vtd.kill9();
+    vtd.set_args(&["--socket-group", "4242"]);
+    vtd.restart();
+    ok(vtd.vt(&[
+        "net", "define", "lan", "--mode", "isolated", "--subnet", subnet, "--dhcp", "off",
+    ]));
+    vtd
+}
+
 #[test]
 fn peers_open_a_way_only_between_vms_of_one_owner() {
     require_kvm!();
     if !have_tools() || !jail::is_root() {
         return;
     }
-    let mut vtd = Vtd::start_in_netns("netpeers", "vtdummy0");
-    vtd.kill9();
-    vtd.set_args(&["--socket-group", "4242"]);
-    vtd.restart();
-    ok(vtd.vt(&[
-        "net",
-        "define",
-        "lan",
-        "--mode",
-        "isolated",
-        "--subnet",
-        "10.90.0.0/24",
-        "--dhcp",
-        "off",
-    ]));
+    let vtd = vtd_with_lan("netpeers", "10.90.0.0/24");
     ok(vtd.vt(&["net", "start", "lan"]));
     ok(vtd.vt(&[
         "create",
@@ -687,21 +686,7 @@ fn nics_are_checked_at_define() {
     if !jail::is_root() {
         return;
     }
-    let mut vtd = Vtd::start_in_netns("netnics", "vtdummy0");
-    vtd.kill9();
-    vtd.set_args(&["--socket-group", "4242"]);
-    vtd.restart();
-    ok(vtd.vt(&[
-        "net",
-        "define",
-        "lan",
-        "--mode",
-        "isolated",
-        "--subnet",
-        "10.91.0.0/24",
-        "--dhcp",
-        "off",
-    ]));
+    let vtd = vtd_with_lan("netnics", "10.91.0.0/24");
     let create = |name: &str, nic: &str| {
         vtd.vt(&["create", "--name", name, "--ram", "16", "--network", nic])
     };
