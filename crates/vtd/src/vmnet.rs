@@ -366,7 +366,10 @@ impl Daemon {
             .into_iter()
             .filter(|v| v.state().is_active())
             .collect();
-        self.check_nics(&vm.def, &running)?;
+        if let Err(e) = self.check_nics(&vm.def, &running) {
+            self.record_refusal(peer, vm.name(), &e);
+            return Err(e);
+        }
         let mut bridges = Vec::new();
         for (i, n) in vm.def.networks.iter().enumerate() {
             match (&n.bridge, &n.network) {

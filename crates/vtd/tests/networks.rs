@@ -682,7 +682,7 @@ fn refused(o: Output, text: &str) {
 }
 
 #[test]
-fn nics_are_checked_at_define() {
+fn nics_are_checked_at_define_and_start() {
     if !jail::is_root() {
         return;
     }
@@ -752,4 +752,13 @@ fn nics_are_checked_at_define() {
     );
     ok(vtd.vt(&["policy", "set", "vm_host_bridges", "on"]));
     ok(user("u1"));
+    // A bridge that becomes a vtd network's after the define: refused at
+    // start.
+    ok(vtd.vt(&[
+        "net", "define", "up", "--mode", "bridge", "--bridge", "vtdummy0",
+    ]));
+    refused(
+        vtd.vt(&["start", "r1"]),
+        "bridge vtdummy0 is network 'up's: use network=up",
+    );
 }
