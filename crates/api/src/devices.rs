@@ -277,7 +277,8 @@ pub fn parse_net(spec: &str) -> Result<NetConfig, SpecError> {
     Ok(net)
 }
 
-/// Parses `aa:bb:cc:dd:ee:ff`; refuses multicast addresses.
+/// Parses `aa:bb:cc:dd:ee:ff` (exactly two hex digits per octet, either
+/// case; no sign, no space); refuses multicast addresses.
 pub fn parse_mac(s: &str) -> Result<[u8; 6], SpecError> {
     let bad = || {
         SpecError::Value(
@@ -289,7 +290,8 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6], SpecError> {
     let mut parts = s.split(':');
     for b in &mut mac {
         let p = parts.next().ok_or_else(bad)?;
-        if p.len() != 2 {
+        // from_str_radix alone takes "+a" (a sign) as an octet.
+        if p.len() != 2 || !p.bytes().all(|c| c.is_ascii_hexdigit()) {
             return Err(bad());
         }
         *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
@@ -298,6 +300,19 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6], SpecError> {
         return Err(bad());
     }
     Ok(mac)
+}
+
+/// `mac` in its one written form: lowercase, two digits an octet
+/// (`52:54:00:ab:cd:ef`), the form stored, compared and handed to
+/// nftables and dnsmasq.
+pub fn format_mac(mac: [u8; 6]) -> String {
+    let [a, b, c, d, e, f] = mac;
+    format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
+}
+
+/// [`parse_mac`] then [`format_mac`].
+pub fn canonical_mac(s: &str) -> Result<String, SpecError> {
+    parse_mac(s).map(format_mac)
 }
 
 impl DiskConfig {
@@ -396,6 +411,17 @@ mod tests {
     }
 
     #[test]
+    fn macs_have_one_written_form() {
+        assert_eq!(
+            canonical_mac("52:54:00:AB:cd:0F").unwrap(),
+            "52:54:00:ab:cd:0f"
+        );
+        // A sign is no hex digit (u8::from_str_radix("+a", 16) is 10).
+        assert!(parse_mac("52:54:00:+a:00:01").is_err());
+        assert!(canonical_mac("52:54:00:0a:00:1").is_err());
+    }
+
+    #[test]
     fn net_specs_and_macs() {
         let n = parse_net("tap=vt0,mac=52:54:00:ab:cd:ef").unwrap();
         assert_eq!(n.mac_bytes().unwrap(), [0x52, 0x54, 0, 0xab, 0xcd, 0xef]);
@@ -409,6 +435,9 @@ mod tests {
             "tap=vt0,mac=01:00:00:00:00:01",
             "tap=vt0,mac=52:54:00:00:00",
             "tap=vt0,mac=52:54:00:00:00:zz",
+            "tap=vt0,mac=52:54:00:+a:00:01",
+            "tap=vt0,mac=52:54:00:-0:00:01",
+            "tap=vt0,mac=52:54:00: a:00:01",
             "mac=52:54:00:00:00:01",
         ] {
             assert!(parse_net(bad).is_err(), "{bad}");

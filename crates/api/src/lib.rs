@@ -12,8 +12,8 @@ pub mod usage;
 mod vm;
 
 pub use devices::{
-    parse_disk, parse_mac, parse_net, parse_size, CacheMode, DiskConfig, DiskFormat, NetConfig,
-    RateLimit, SpecError, MAX_SERIAL_LEN,
+    canonical_mac, format_mac, parse_disk, parse_mac, parse_net, parse_size, CacheMode, DiskConfig,
+    DiskFormat, NetConfig, RateLimit, SpecError, MAX_SERIAL_LEN,
 };
 
 pub use vm::{

@@ -264,7 +264,9 @@ pub enum DefinitionError {
     NotAbsolute(&'static str, String),
     #[error("disk path must not contain ',': {0}")]
     DiskComma(String),
-    #[error("bridge name must be 1-15 characters without '/', ',' or spaces: {0:?}")]
+    #[error(
+        "bridge name must be 1-15 characters of A-Z a-z 0-9 _ . - not starting with '-': {0:?}"
+    )]
     Bridge(String),
     #[error("{0}")]
     Mac(String),
@@ -284,12 +286,16 @@ pub enum DefinitionError {
     MemoryOptions(crate::ConfigError),
 }
 
-/// Whether `b` may name a bridge (an interface name: 1-15 bytes, no
-/// '/', ',', spaces or NUL).
+/// Whether `b` may name a bridge (an interface name that is also safe as
+/// an argument of `ip` and a value in dnsmasq's configuration: 1-15 bytes
+/// of `A-Z a-z 0-9 _ . -`, not starting with '-', not `.` or `..`).
 pub fn check_bridge_name(b: &str) -> Result<(), String> {
-    if b.is_empty() || b.len() > 15 || b.contains(['/', ' ', ',', '\0']) {
+    let chars = b
+        .bytes()
+        .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(&c));
+    if b.is_empty() || b.len() > 15 || !chars || b.starts_with('-') || b == "." || b == ".." {
         return Err(format!(
-            "bridge name must be 1-15 characters without '/', ',' or spaces: {b:?}"
+            "bridge name must be 1-15 characters of A-Z a-z 0-9 _ . - not starting with '-': {b:?}"
         ));
     }
     Ok(())
@@ -466,5 +472,31 @@ mod tests {
         d.cmdline = "console=ttyS0".into();
         d.kernel = Some("/k\0".into());
         assert_eq!(d.validate(), Err(DefinitionError::PathNul("kernel")));
+    }
+
+    #[test]
+    fn bridge_names_are_plain_interface_names() {
+        for good in [
+            "br0",
+            "vtbr-lan",
+            "virbr0.10",
+            "a_b",
+            "x".repeat(15).as_str(),
+        ] {
+            check_bridge_name(good).unwrap();
+        }
+        for bad in [
+            "",
+            "-br",
+            "br0\nlisten-address=0.0.0.0",
+            "br 0",
+            "br:0",
+            "br\u{e9}",
+            ".",
+            "..",
+            "x".repeat(16).as_str(),
+        ] {
+            assert!(check_bridge_name(bad).is_err(), "{bad:?} accepted");
+        }
     }
 }

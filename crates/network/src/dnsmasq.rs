@@ -67,7 +67,14 @@ impl Dnsmasq {
             c.push_str("no-resolv\nno-poll\n");
         }
         for h in hosts {
-            c.push_str(&format!("dhcp-host={},{},{}\n", h.mac, h.ip, h.name));
+            // A VM name that is no host name (`_x`, `a.b`, 64 bytes) is
+            // left out: dnsmasq would refuse the whole file and take DHCP
+            // and DNS down for every VM on the network.
+            if is_hostname(&h.name) {
+                c.push_str(&format!("dhcp-host={},{},{}\n", h.mac, h.ip, h.name));
+            } else {
+                c.push_str(&format!("dhcp-host={},{}\n", h.mac, h.ip));
+            }
         }
         c
     }
@@ -156,6 +163,16 @@ impl Dnsmasq {
     }
 }
 
+/// Whether `name` is a host name dnsmasq takes for `dhcp-host`: one
+/// label of RFC 1123 (1-63 bytes of `A-Z a-z 0-9 -`, no '-' first or
+/// last).
+pub fn is_hostname(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
 /// Parses dnsmasq's lease file.
 pub fn parse_leases(text: &str) -> Vec<Lease> {
     text.lines()
@@ -201,5 +218,45 @@ mod tests {
         assert!(c.contains("dhcp-host=52:54:00:00:00:01,10.1.0.7,vm1\n"));
         assert!(c.contains("no-resolv"));
         assert!(!d.config(NetMode::Nat, "b", &s, &[]).contains("no-resolv"));
+    }
+
+    #[test]
+    fn vm_names_that_are_no_host_names_are_left_out() {
+        let d = Dnsmasq { dir: "/s/n".into() };
+        let s = Subnet::parse("10.1.0.0/24").unwrap();
+        let names = ["_x", "a..b", "a.b", &"a".repeat(64), "-a", "ok-1"];
+        let hosts: Vec<Host> = names
+            .iter()
+            .zip(2u8..)
+            .map(|(n, i)| Host {
+                mac: format!("52:54:00:00:00:{i:02x}"),
+                ip: Ipv4Addr::new(10, 1, 0, i),
+                name: n.to_string(),
+            })
+            .collect();
+        let c = d.config(NetMode::Nat, "vtbr-n", &s, &hosts);
+        assert!(c.contains("dhcp-host=52:54:00:00:00:02,10.1.0.2\n"), "{c}");
+        assert!(c.contains("dhcp-host=52:54:00:00:00:07,10.1.0.7,ok-1\n"));
+        assert!(!c.contains("_x") && !c.contains("a..b") && !c.contains(",-a"));
+        // dnsmasq itself takes the file (its syntax check).
+        let Some(exe) = crate::find_program("dnsmasq") else {
+            eprintln!("skipped the dnsmasq check: dnsmasq is not installed");
+            return;
+        };
+        let dir = std::env::temp_dir().join(format!("vt-dnsmasq-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("dnsmasq.conf");
+        std::fs::write(&conf, &c).unwrap();
+        let out = std::process::Command::new(exe)
+            .arg("--test")
+            .arg(format!("--conf-file={}", conf.display()))
+            .output()
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            out.status.success(),
+            "dnsmasq refused the configuration: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

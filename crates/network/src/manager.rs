@@ -318,6 +318,8 @@ impl Manager {
     /// Restarts dnsmasq of active networks where it has died (the
     /// supervisor calls this now and then).
     pub fn supervise(&self, hosts: &dyn Fn(&str) -> Vec<Host>) {
+        // Not while a network starts or stops.
+        let _op = lock(&self.op);
         for def in self.active() {
             let Ok(Some(exe)) = self.dnsmasq_exe(&def) else {
                 continue;
@@ -337,9 +339,16 @@ impl Manager {
     }
 
     /// Restarts a network's dnsmasq with new fixed leases (it reads its
-    /// configuration only at start, as root; its lease file keeps the
-    /// leases it gave).
+    /// configuration only at start, as root: on SIGHUP it would reread a
+    /// `dhcp-hostsfile` as user nobody, who cannot read vtd's state
+    /// directory; its lease file keeps the leases it gave). Under the
+    /// same lock as start and stop: a restart racing a stop would leave a
+    /// dnsmasq behind on a stopped network.
     pub fn set_hosts(&self, name: &str, hosts: &[Host]) {
+        let _op = lock(&self.op);
+        if !self.is_active(name) {
+            return;
+        }
         let dns = self.dns(name);
         let (Ok(def), Some(_)) = (self.get(name), dns.pid()) else {
             return;

@@ -16,7 +16,9 @@
 //! Per network that denies VM-to-VM traffic, in `bridge vtd forward`:
 //! a frame from one NIC's tap to another's is dropped, unless the two
 //! VMs are peers. Traffic to the host (the gateway) is not forwarded
-//! traffic and passes.
+//! traffic and passes. The same pairs are dropped in `inet vtd forward`
+//! when the host routes a packet from the bridge back onto it (a VM
+//! sending to another's address through the gateway's MAC).
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -150,6 +152,20 @@ fn port_rules(p: &Port) -> Vec<Value> {
     out
 }
 
+/// The ordered pairs of NICs of two VMs that are peers (either names
+/// the other).
+fn peer_pairs(n: &NetRules) -> Vec<(&Port, &Port)> {
+    let mut out = Vec::new();
+    for a in &n.ports {
+        for b in &n.ports {
+            if a.vm != b.vm && (a.peers.contains(&b.vm) || b.peers.contains(&a.vm)) {
+                out.push((a, b));
+            }
+        }
+    }
+    out
+}
+
 /// The VM-to-VM rules of a network that denies it.
 fn isolation_rules(n: &NetRules) -> Vec<Value> {
     let taps: BTreeSet<&str> = n.ports.iter().map(|p| p.tap.as_str()).collect();
@@ -158,21 +174,16 @@ fn isolation_rules(n: &NetRules) -> Vec<Value> {
     }
     let taps: Vec<&str> = taps.into_iter().collect();
     let mut out = Vec::new();
-    for a in &n.ports {
-        for b in &n.ports {
-            let peers = a.vm != b.vm && (a.peers.contains(&b.vm) || b.peers.contains(&a.vm));
-            if peers {
-                out.push(rule(
-                    "bridge",
-                    "forward",
-                    vec![
-                        is("==", meta("iifname"), json!(a.tap)),
-                        is("==", meta("oifname"), json!(b.tap)),
-                        accept(),
-                    ],
-                ));
-            }
-        }
+    for (a, b) in peer_pairs(n) {
+        out.push(rule(
+            "bridge",
+            "forward",
+            vec![
+                is("==", meta("iifname"), json!(a.tap)),
+                is("==", meta("oifname"), json!(b.tap)),
+                accept(),
+            ],
+        ));
     }
     out.push(rule(
         "bridge",
@@ -220,8 +231,36 @@ fn routed_rules(n: &NetRules) -> Vec<Value> {
         "input",
         vec![is("==", meta("iifname"), br()), drop_()],
     ));
-    // Bridged frames seen here (br_netfilter loaded: in and out the same
-    // bridge) are the bridge table's business.
+    // Where VM-to-VM traffic is denied, a packet a VM sends to the
+    // gateway's MAC for another VM's address (routed by the host back
+    // onto the bridge: a hairpin the bridge table never sees as a frame
+    // from tap to tap) is dropped too, unless the two are peers.
+    if let (false, Some(s)) = (n.inter_vm, &n.subnet) {
+        let hairpin = |extra: Vec<Value>| {
+            let mut e = vec![
+                is("==", meta("iifname"), br()),
+                is("==", meta("oifname"), br()),
+            ];
+            e.extend(extra);
+            rule("inet", "forward", e)
+        };
+        for (a, b) in peer_pairs(n) {
+            if let (Some(x), Some(y)) = (a.ip, b.ip) {
+                out.push(hairpin(vec![
+                    is("==", field("ip", "saddr"), json!(x.to_string())),
+                    is("==", field("ip", "daddr"), json!(y.to_string())),
+                    accept(),
+                ]));
+            }
+        }
+        out.push(hairpin(vec![
+            is("==", field("ip", "saddr"), prefix(s)),
+            is("==", field("ip", "daddr"), prefix(s)),
+            drop_(),
+        ]));
+    }
+    // Other bridged frames seen here (br_netfilter loaded: in and out the
+    // same bridge) are the bridge table's business.
     out.push(rule(
         "inet",
         "forward",
@@ -416,6 +455,28 @@ mod tests {
         assert!(has(&deny, drop));
         let allow = lines(&ruleset(&[net(true)]));
         assert!(!has(&allow, drop));
+        // Routed back onto the bridge (a hairpin through the gateway):
+        // dropped between non-peers, accepted between peers.
+        let br = "forward: iifname == vtbr-n oifname == vtbr-n";
+        assert!(has(
+            &deny,
+            &format!("{br} ip saddr == 10.0.0.2 ip daddr == 10.0.0.3 accept")
+        ));
+        assert!(has(
+            &deny,
+            &format!("{br} ip saddr == 10.0.0.3 ip daddr == 10.0.0.2 accept")
+        ));
+        let hairpin_drop = deny
+            .iter()
+            .position(|l| l.starts_with(&format!("{br} ip saddr ==")) && l.ends_with("drop"));
+        let bridged_accept = deny.iter().position(|l| *l == format!("{br} accept"));
+        assert!(
+            hairpin_drop.is_some() && hairpin_drop < bridged_accept,
+            "{deny:#?}"
+        );
+        assert!(!allow
+            .iter()
+            .any(|l| l.starts_with(&format!("{br} ip saddr"))));
         assert!(!allow.iter().any(|l| l.starts_with("forward: iifname == t")));
     }
 

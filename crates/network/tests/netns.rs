@@ -207,6 +207,81 @@ fn vms_reach_the_gateway_not_each_other_and_cannot_spoof() {
     .unwrap();
 }
 
+/// Whether `from` reaches `to` through the gateway (a host route to `to`
+/// via the gateway in both guests: the host routes each packet back onto
+/// the bridge).
+fn ping_via_gateway(from: &Guest, to: &Guest) -> bool {
+    for (g, other) in [(from, to), (to, from)] {
+        let dest = format!("{}/32", other.ip);
+        g.exec(&["ip", "route", "replace", &dest, "via", "10.77.0.1"]);
+    }
+    let ok = from.ping(to.ip);
+    for (g, other) in [(from, to), (to, from)] {
+        g.exec(&["ip", "route", "del", &format!("{}/32", other.ip)]);
+    }
+    ok
+}
+
+#[test]
+fn vms_cannot_reach_each_other_through_the_gateway() {
+    if !can_run() {
+        return;
+    }
+    std::thread::spawn(|| {
+        // SAFETY: unshare affects only this thread's namespaces.
+        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0);
+        sh(&["ip", "link", "set", "lo", "up"]);
+        // Routing on in this namespace (not the machine's), and no ICMP
+        // redirects that would send the guests around the gateway.
+        sh(&["busybox", "sysctl", "-w", "net.ipv4.ip_forward=1"]);
+        sh(&[
+            "busybox",
+            "sysctl",
+            "-w",
+            "net.ipv4.conf.all.send_redirects=0",
+        ]);
+        sh(&[
+            "busybox",
+            "sysctl",
+            "-w",
+            "net.ipv4.conf.default.send_redirects=0",
+        ]);
+        let gw = Ipv4Addr::new(10, 77, 0, 1);
+        assert!(network::link::make_bridge("vtbr-t", Some((gw, 24))).unwrap());
+        let a = Guest::new("ha", 2, "vtbr-t");
+        let b = Guest::new("hb", 3, "vtbr-t");
+        let c = Guest::new("hc", 4, "vtbr-t");
+        // The way exists: without rules the host routes a's packets to b.
+        assert!(ping_via_gateway(&a, &b), "no hairpin route to test");
+
+        nft::apply(&nft::ruleset(&[rules(
+            &[(&a, &["vm-hb"]), (&b, &[]), (&c, &[])],
+            false,
+        )]))
+        .unwrap();
+        assert!(!a.ping(c.ip), "a reached c on the bridge");
+        assert!(!ping_via_gateway(&a, &c), "a reached c through the gateway");
+        assert!(!ping_via_gateway(&c, &b), "c reached b through the gateway");
+        assert!(
+            ping_via_gateway(&a, &b),
+            "peers a and b, through the gateway"
+        );
+        assert!(a.ping(gw) && c.ping(gw), "the gateway is reachable");
+
+        // VM-to-VM allowed: the gateway's way is open too.
+        nft::apply(&nft::ruleset(&[rules(
+            &[(&a, &[]), (&b, &[]), (&c, &[])],
+            true,
+        )]))
+        .unwrap();
+        assert!(ping_via_gateway(&a, &c));
+        nft::remove().unwrap();
+        network::link::delete("vtbr-t").unwrap();
+    })
+    .join()
+    .unwrap();
+}
+
 #[test]
 fn a_bad_ruleset_changes_nothing() {
     if !can_run() {

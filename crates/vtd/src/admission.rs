@@ -63,7 +63,8 @@ fn inside(p: &Path, dirs: &[PathBuf]) -> bool {
     })
 }
 
-/// Checks `def` against the switches: `vm_shared_disks`, `vm_unconfined`,
+/// Checks `def` against the switches: `vm_host_bridges` (a `bridge=` NIC
+/// of a VM not root's), `vm_shared_disks`, `vm_unconfined`,
 /// `vm_host_paths` (outside `storage`; the admin's default kernel and
 /// initrd are always allowed), `vm_use_nfs` and `vm_use_fusefs`.
 pub fn check(
@@ -72,6 +73,15 @@ pub fn check(
     storage: &[PathBuf],
     defaults: &Defaults,
 ) -> Result<(), ApiError> {
+    let users = def.owner.is_some_and(|o| o.uid != 0);
+    if let (true, Some(b)) = (users, def.networks.iter().find_map(|n| n.bridge.as_ref())) {
+        policy.require(
+            "vm_host_bridges",
+            &format!(
+                "a NIC on host bridge {b} (bridge= is unfiltered: use network=NAME, or ask root)"
+            ),
+        )?;
+    }
     if let Some(d) = def.disks.iter().find(|d| d.shareable) {
         policy.require(
             "vm_shared_disks",

@@ -365,6 +365,8 @@ impl Daemon {
             &self.defaults,
         )?;
         let mut vms = lock(&self.vms);
+        let all: Vec<Arc<Vm>> = vms.values().cloned().collect();
+        self.check_nics(&def, &all)?;
         self.assign_nics(&mut def, &vms)?;
         let conflict = || ApiError::conflict(format!("a VM named '{}' exists", def.name));
         if vms.contains_key(&def.name) {

@@ -22,6 +22,11 @@ pub const SWITCHES: &[(&str, bool, &str)] = &[
         "VMs on an isolated network without an inter_vm setting of its own may reach each other",
     ),
     (
+        "vm_host_bridges",
+        false,
+        "VMs of users other than root may have bridge= NICs (on a host bridge, no anti-spoofing, no VM-to-VM rules)",
+    ),
+    (
         "vm_use_nfs",
         false,
         "VMs may start with a kernel, initrd or disk image on an NFS file system",

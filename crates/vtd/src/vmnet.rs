@@ -25,7 +25,7 @@ impl From<network::manager::Error> for ApiError {
 }
 
 /// A locally administered MAC in QEMU's 52:54:00 range, random.
-fn random_mac() -> String {
+fn random_mac() -> [u8; 6] {
     let mut b = [0u8; 3];
     // SAFETY: getrandom writes at most b.len() bytes into b.
     let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
@@ -33,10 +33,43 @@ fn random_mac() -> String {
         let t = crate::store::now_ms().to_le_bytes();
         b.copy_from_slice(&t[..3]);
     }
-    format!("52:54:00:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2])
+    [0x52, 0x54, 0x00, b[0], b[1], b[2]]
 }
 
 impl Daemon {
+    /// Refuses a `bridge=` NIC on the bridge of a `vtd` network (it would
+    /// sit there without anti-spoofing and outside the VM-to-VM rules:
+    /// `network=NAME` is the way onto it), and NICs whose taps would have
+    /// the name of another VM's tap (the names are a hash of the VM name:
+    /// two names can collide): at define `vms` are all VMs, at start the
+    /// running ones.
+    pub fn check_nics(&self, def: &VmDefinition, vms: &[Arc<Vm>]) -> Result<(), ApiError> {
+        for (i, n) in def.networks.iter().enumerate() {
+            let Some(b) = &n.bridge else {
+                continue;
+            };
+            if let Some(net) = self.nets.list().iter().find(|d| d.bridge_name() == *b) {
+                return Err(ApiError::bad_request(format!(
+                    "NIC {i}: bridge {b} is network '{}'s: use network={} (a bridge= NIC is not filtered)",
+                    net.name, net.name
+                )));
+            }
+        }
+        for other in vms.iter().filter(|v| v.name() != def.name) {
+            for j in 0..other.def.networks.len() {
+                let theirs = tap_name(other.name(), j);
+                if (0..def.networks.len()).any(|i| tap_name(&def.name, i) == theirs) {
+                    return Err(ApiError::conflict(format!(
+                        "the tap names of VM '{}' collide with VM '{}''s ({theirs}): choose another name",
+                        def.name,
+                        other.name()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Fills in each `network=` NIC's MAC and address (the network must
     /// be defined; a given address must be in its subnet and free).
     pub fn assign_nics(
@@ -49,10 +82,20 @@ impl Daemon {
             .filter(|v| v.name() != def.name)
             .flat_map(|v| v.def.networks.iter())
             .collect();
-        let mut taken_macs: Vec<String> = others
+        // Compared as bytes: a MAC written another way is the same MAC.
+        let mut taken_macs: Vec<[u8; 6]> = others
             .iter()
-            .filter_map(|n| n.mac.as_ref().map(|m| m.to_ascii_lowercase()))
+            .filter_map(|n| api::parse_mac(n.mac.as_deref()?).ok())
             .collect();
+        // Every MAC stored in its one written form (nftables and dnsmasq
+        // get it as stored).
+        for (i, n) in def.networks.iter_mut().enumerate() {
+            if let Some(m) = &n.mac {
+                let m = api::canonical_mac(m)
+                    .map_err(|e| ApiError::bad_request(format!("NIC {i}: {e}")))?;
+                n.mac = Some(m);
+            }
+        }
         // Addresses in use per network: other VMs', then this one's as given.
         let mut used: Vec<(String, Ipv4Addr)> = others
             .iter()
@@ -78,11 +121,12 @@ impl Daemon {
             let nic = &mut def.networks[i];
             let mac = match &nic.mac {
                 Some(m) => {
-                    let m = m.to_ascii_lowercase();
-                    if taken_macs.contains(&m) {
+                    let bytes = api::parse_mac(m)
+                        .map_err(|e| ApiError::bad_request(format!("NIC {i}: {e}")))?;
+                    if taken_macs.contains(&bytes) {
                         return Err(ApiError::conflict(format!("MAC {m} is another NIC's")));
                     }
-                    m
+                    bytes
                 }
                 None => {
                     let mut m = random_mac();
@@ -92,7 +136,7 @@ impl Daemon {
                     m
                 }
             };
-            nic.mac = Some(mac.clone());
+            nic.mac = Some(api::format_mac(mac));
             taken_macs.push(mac);
             let Some(subnet) = net.subnet else {
                 continue;
@@ -137,7 +181,7 @@ impl Daemon {
                     .filter(|n| n.network.as_deref() == Some(net))
                     .filter_map(|n| {
                         Some(Host {
-                            mac: n.mac.clone()?,
+                            mac: api::canonical_mac(n.mac.as_deref()?).ok()?,
                             ip: n.ip?,
                             name: vm.name().to_string(),
                         })
@@ -204,7 +248,11 @@ impl Daemon {
                         }
                         ports.push(Port {
                             tap: tap_name(vm.name(), i),
-                            mac: n.mac.clone().unwrap_or_default().to_ascii_lowercase(),
+                            mac: n
+                                .mac
+                                .as_deref()
+                                .and_then(|m| api::canonical_mac(m).ok())
+                                .unwrap_or_default(),
                             ip: n.ip,
                             vm: vm.name().to_string(),
                             peers: n
@@ -310,6 +358,15 @@ impl Daemon {
             &self.options.storage_dirs,
             &self.defaults,
         ) {
+            self.record_refusal(peer, vm.name(), &e);
+            return Err(e);
+        }
+        let running: Vec<Arc<Vm>> = self
+            .list()
+            .into_iter()
+            .filter(|v| v.state().is_active())
+            .collect();
+        if let Err(e) = self.check_nics(&vm.def, &running) {
             self.record_refusal(peer, vm.name(), &e);
             return Err(e);
         }

@@ -601,27 +601,26 @@ fn a_nat_network_leases_resolves_and_masquerades() {
     ok(vtd.vt(&["net", "stop", "out"]));
 }
 
+/// A vtd (in its own network namespace) that group 4242 may use, with
+/// an isolated network `lan` on `subnet`, defined, not started.
+fn vtd_with_lan(tag: &str, subnet: &str) -> Vtd {
+    let mut vtd = Vtd::start_in_netns(tag, "vtdummy0");
+    vtd.kill9();
+    vtd.set_args(&["--socket-group", "4242"]);
+    vtd.restart();
+    ok(vtd.vt(&[
+        "net", "define", "lan", "--mode", "isolated", "--subnet", subnet, "--dhcp", "off",
+    ]));
+    vtd
+}
+
 #[test]
 fn peers_open_a_way_only_between_vms_of_one_owner() {
     require_kvm!();
     if !have_tools() || !jail::is_root() {
         return;
     }
-    let mut vtd = Vtd::start_in_netns("netpeers", "vtdummy0");
-    vtd.kill9();
-    vtd.set_args(&["--socket-group", "4242"]);
-    vtd.restart();
-    ok(vtd.vt(&[
-        "net",
-        "define",
-        "lan",
-        "--mode",
-        "isolated",
-        "--subnet",
-        "10.90.0.0/24",
-        "--dhcp",
-        "off",
-    ]));
+    let vtd = vtd_with_lan("netpeers", "10.90.0.0/24");
     ok(vtd.vt(&["net", "start", "lan"]));
     ok(vtd.vt(&[
         "create",
@@ -673,4 +672,93 @@ fn peers_open_a_way_only_between_vms_of_one_owner() {
         ok(vtd.vt(&["stop", vm]));
     }
     ok(vtd.vt(&["net", "stop", "lan"]));
+}
+
+/// A refused request: exit status not 0, `text` in the message.
+fn refused(o: Output, text: &str) {
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "accepted, wanted '{text}'");
+    assert!(e.contains(text), "wanted '{text}' in: {e}");
+}
+
+#[test]
+fn nics_are_checked_at_define_and_start() {
+    if !jail::is_root() {
+        return;
+    }
+    let vtd = vtd_with_lan("netnics", "10.91.0.0/24");
+    let create = |name: &str, nic: &str| {
+        vtd.vt(&["create", "--name", name, "--ram", "16", "--network", nic])
+    };
+    // A vtd network's bridge is reached with network=, never bridge=.
+    refused(
+        create("b1", "bridge=vtbr-lan"),
+        "bridge vtbr-lan is network 'lan's: use network=lan",
+    );
+    // MACs: two hex digits an octet; stored lowercase; the same MAC
+    // written another way is still taken.
+    refused(
+        create("m0", "network=lan,mac=52:54:00:+a:00:01"),
+        "not a unicast MAC",
+    );
+    ok(create("m1", "network=lan,mac=52:54:00:0A:00:01"));
+    let m1 = vtd.status("m1").definition.networks[0].clone();
+    assert_eq!(m1.mac.as_deref(), Some("52:54:00:0a:00:01"));
+    refused(
+        create("m2", "network=lan,mac=52:54:00:0a:00:01"),
+        "is another NIC's",
+    );
+    // Two VM names whose taps would share a name (FNV-1a 32 collides on
+    // these): the second is refused, not given the first one's tap.
+    ok(create("liquid", "network=lan"));
+    refused(
+        create("costarring", "network=lan"),
+        "collide with VM 'liquid'",
+    );
+    // Bridge names are plain interface names.
+    vtd.expect(
+        "POST",
+        "/networks",
+        Some(r#"{"name":"evil","mode":"bridge","bridge":"x\nlisten-address=0.0.0.0"}"#),
+        400,
+    );
+    vtd.expect(
+        "POST",
+        "/networks",
+        Some(r#"{"name":"evil","mode":"bridge","bridge":"-x"}"#),
+        400,
+    );
+    // bridge= NICs: root's VMs only, unless vm_host_bridges is on.
+    ok(create("r1", "bridge=vtdummy0"));
+    let sock = vtd.socket.clone();
+    let user = |name: &str| {
+        vtd.vt_as(
+            4242,
+            &sock,
+            &[
+                "create",
+                "--name",
+                name,
+                "--ram",
+                "16",
+                "--network",
+                "bridge=vtdummy0",
+            ],
+        )
+    };
+    refused(
+        user("u1"),
+        "refused by policy (vt policy set vm_host_bridges on",
+    );
+    ok(vtd.vt(&["policy", "set", "vm_host_bridges", "on"]));
+    ok(user("u1"));
+    // A bridge that becomes a vtd network's after the define: refused at
+    // start.
+    ok(vtd.vt(&[
+        "net", "define", "up", "--mode", "bridge", "--bridge", "vtdummy0",
+    ]));
+    refused(
+        vtd.vt(&["start", "r1"]),
+        "bridge vtdummy0 is network 'up's: use network=up",
+    );
 }

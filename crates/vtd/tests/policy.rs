@@ -66,6 +66,7 @@ fn switches_list_set_persist_and_refuse_unknown_names() {
         names,
         [
             "vm_inter_vm_traffic",
+            "vm_host_bridges",
             "vm_use_nfs",
             "vm_use_fusefs",
             "vm_host_paths",
