@@ -14,7 +14,10 @@
 //! - `faults`: `vtd`'s fault-injection loop, longer than in CI (its own
 //!   section of BENCHMARKS.md);
 //! - `audit`: the audit trail's append, verify and search rates and a file
-//!   watch's cost on reads (its own section of BENCHMARKS.md).
+//!   watch's cost on reads (its own section of BENCHMARKS.md);
+//! - `memory`: density of idle Linux guests with KSM and free page
+//!   reporting, VMM overhead, THP / hugetlbfs under a guest's page faults,
+//!   in the lab (its own section of BENCHMARKS.md).
 
 mod api;
 mod audit;
@@ -23,6 +26,7 @@ mod faults;
 mod host;
 mod io;
 mod linux;
+mod memory;
 mod report;
 mod rss;
 mod run;
@@ -64,6 +68,9 @@ enum Cmd {
     Confinement(confine::ConfineArgs),
     /// vtd's fault-injection loop (kill -9, corrupt state), longer than CI
     Faults(faults::FaultsArgs),
+    /// Memory in the lab: guest density with KSM and free page reporting,
+    /// VMM overhead, THP and hugetlbfs under page faults
+    Memory(memory::MemoryArgs),
     /// Write the tiny guest used here (PVH ELF) to a file, for runs by hand
     TinyElf {
         /// Output file
@@ -137,6 +144,16 @@ fn main() -> ExitCode {
             let md = section::wrap("audit", &md);
             match &a.out {
                 Some(out) => section::write(out, "audit", &md),
+                None => {
+                    print!("{md}");
+                    Ok(())
+                }
+            }
+        }),
+        Cmd::Memory(a) => memory::run(&a).and_then(|md| {
+            let md = section::wrap("memory", &md);
+            match &a.out {
+                Some(out) => section::write(out, "memory", &md),
                 None => {
                     print!("{md}");
                     Ok(())
