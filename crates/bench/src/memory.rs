@@ -51,6 +51,10 @@ pub struct MemoryArgs {
     /// Write the section into this report (e.g. BENCHMARKS.md) instead of stdout
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Render the section from a saved lab output (target/vt-bench-memory.log)
+    /// instead of running the lab; the other options must be the run's
+    #[arg(long, value_name = "FILE")]
+    pub from_log: Option<PathBuf>,
 }
 
 /// `VT-BENCH who case key=value` lines → (who, case, key) → samples.
@@ -110,6 +114,11 @@ pub fn run(a: &MemoryArgs) -> anyhow::Result<String> {
         a.guests >= 1 && a.guest_mib >= 128,
         "--guests ≥ 1, --guest-mib ≥ 128"
     );
+    if let Some(log) = &a.from_log {
+        let text =
+            std::fs::read_to_string(log).with_context(|| format!("reading {}", log.display()))?;
+        return render(a, &text);
+    }
     let vmm = a.vmm.clone().unwrap_or_else(host::default_vmm);
     let dir = Scratch::new("memory")?;
     let initrd = initramfs(dir.path())?;
@@ -133,7 +142,8 @@ pub fn run(a: &MemoryArgs) -> anyhow::Result<String> {
     let out = lab.run_auto(&script).context("lab run")?;
     let lab_s = t0.elapsed().as_secs();
     let log = lab::artifacts::repo_root().join("target/vt-bench-memory.log");
-    if std::fs::write(&log, &out.stdout).is_ok() {
+    let text = format!("{}\n{LAB_SECONDS}{lab_s}\n", out.stdout);
+    if std::fs::write(&log, &text).is_ok() {
         eprintln!("vt-bench: lab output in {}", log.display());
     }
     anyhow::ensure!(
@@ -142,18 +152,30 @@ pub fn run(a: &MemoryArgs) -> anyhow::Result<String> {
         out.exit_code,
         out.stdout
     );
-    let s = parse(&out.stdout);
+    render(a, &text)
+}
+
+/// The line the lab's wall-clock time is saved in, in the saved output.
+const LAB_SECONDS: &str = "VT-LAB-SECONDS ";
+
+/// The section from the lab's output (with its [`LAB_SECONDS`] line).
+fn render(a: &MemoryArgs, stdout: &str) -> anyhow::Result<String> {
+    let s = parse(stdout);
     anyhow::ensure!(
         s.contains_key(&("vt".into(), "off".into(), "complete".into())),
-        "no complete vt-vmm density case in the lab output:\n{}",
-        out.stdout
+        "no complete vt-vmm density case in the lab output:\n{stdout}"
     );
-    let info: Vec<String> = out
-        .stdout
+    let info: Vec<String> = stdout
         .lines()
-        .filter(|l| l.starts_with("VT-INFO "))
-        .map(|l| l.trim_end().trim_start_matches("VT-INFO ").to_string())
+        .filter_map(|l| l.trim_end().strip_prefix("VT-INFO "))
+        .filter(|l| *l != "done")
+        .map(str::to_string)
         .collect();
+    let lab_s = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(LAB_SECONDS))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .context("no lab time in the output")?;
     Ok(report(a, &s, &info, lab_s))
 }
 
@@ -262,7 +284,11 @@ fn report(a: &MemoryArgs, s: &Samples, info: &[String], lab_s: u64) -> String {
         command,
         ours_cmd: "vt-vmm --memory 512 --memory-thp on|off | --memory-hugepages 2M".into(),
         qemu_cmd: "qemu-system-x86_64 -M microvm -m 512 [-object memory-backend-memfd,hugetlb=on,hugetlbsize=2M]; no THP: the lab host's THP set to never (QEMU always advises it)".into(),
-        notes: Vec::new(),
+        notes: vec![
+            "hugetlbfs: vt-vmm maps guest RAM with MAP_POPULATE (all huge pages taken at start, \
+             no SIGBUS later), QEMU without -mem-prealloc faults them on first touch"
+                .into(),
+        ],
         series: Vec::new(),
     };
     for (case, label) in FAULTS {
