@@ -107,58 +107,24 @@ fn main() -> ExitCode {
         Cmd::LinuxInner(a) => linux::inner(&a),
         Cmd::Io(a) => io::run(&a).and_then(|t| {
             let md = section::wrap("io", &io::report(&t));
-            match &a.out {
-                Some(out) => section::write(out, "io", &md),
-                None => {
-                    print!("{md}");
-                    Ok(())
-                }
-            }
+            section::emit(a.out.as_deref(), "io", &md)
         }),
         Cmd::All(a) => report::all(&a),
-        Cmd::Api(a) => api::run(&a).and_then(|md| match &a.out {
-            Some(out) => section::write(out, "api", &md),
-            None => {
-                print!("{md}");
-                Ok(())
-            }
-        }),
+        Cmd::Api(a) => api::run(&a).and_then(|md| section::emit(a.out.as_deref(), "api", &md)),
         Cmd::Confinement(a) => confine::run(&a).and_then(|md| {
             let md = section::wrap("confinement", &md);
-            match &a.out {
-                Some(out) => section::write(out, "confinement", &md),
-                None => {
-                    print!("{md}");
-                    Ok(())
-                }
-            }
+            section::emit(a.out.as_deref(), "confinement", &md)
         }),
-        Cmd::Faults(a) => faults::run(&a).and_then(|md| match &a.out {
-            Some(out) => section::write(out, "faults", &md),
-            None => {
-                print!("{md}");
-                Ok(())
-            }
-        }),
+        Cmd::Faults(a) => {
+            faults::run(&a).and_then(|md| section::emit(a.out.as_deref(), "faults", &md))
+        }
         Cmd::Audit(a) => audit::run(&a).and_then(|md| {
             let md = section::wrap("audit", &md);
-            match &a.out {
-                Some(out) => section::write(out, "audit", &md),
-                None => {
-                    print!("{md}");
-                    Ok(())
-                }
-            }
+            section::emit(a.out.as_deref(), "audit", &md)
         }),
         Cmd::Memory(a) => memory::run(&a).and_then(|md| {
             let md = section::wrap("memory", &md);
-            match &a.out {
-                Some(out) => section::write(out, "memory", &md),
-                None => {
-                    print!("{md}");
-                    Ok(())
-                }
-            }
+            section::emit(a.out.as_deref(), "memory", &md)
         }),
         Cmd::TinyElf { out, spin } => write_elf(&out, spin),
     };

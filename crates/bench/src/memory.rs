@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
@@ -23,7 +23,6 @@ use crate::stats::{summarize, Series, Table};
 
 const L1_SCRIPT: &str = include_str!("../memory/l1.sh");
 const GUEST_SCRIPT: &str = include_str!("../memory/guest.sh");
-const MICROVM_BIOS: &str = "/usr/share/qemu/bios-microvm.bin";
 
 #[derive(Debug, Clone, Args)]
 pub struct MemoryArgs {
@@ -128,16 +127,7 @@ pub fn run(a: &MemoryArgs) -> anyhow::Result<String> {
         "N={} GUEST_MIB={} ROUNDS={} KSM_WAIT={} FAULT_ROUNDS={} sh \"$VTLAB_ROOT/vt/l1.sh\"",
         a.guests, a.guest_mib, a.rounds, a.ksm_wait, a.fault_rounds
     );
-    let lab = lab::Lab::new()
-        .memory_mib(3072)
-        .cpus(2)
-        .timeout(Duration::from_secs(a.timeout))
-        .with_guest_artifacts()
-        .with_qemu()
-        .add_binary(&vmm, "/vt/vt-vmm")
-        .add_file(&initrd, "/vt/initramfs.cpio.gz")
-        .add_file(MICROVM_BIOS, "/vt/bios-microvm.bin")
-        .add_file(&l1, "/vt/l1.sh");
+    let lab = host::lab_side_by_side(&vmm, &initrd, &l1, a.timeout);
     let t0 = Instant::now();
     let out = lab.run_auto(&script).context("lab run")?;
     let lab_s = t0.elapsed().as_secs();
