@@ -126,6 +126,26 @@ pub fn default_vmm() -> PathBuf {
 
 pub const DEFAULT_QEMU: &str = "qemu-system-x86_64";
 
+/// QEMU microvm's firmware (Debian's qemu-system-x86 package).
+pub const MICROVM_BIOS: &str = "/usr/share/qemu/bios-microvm.bin";
+
+/// The lab both VMMs run in side by side: 3 GiB, 2 vCPUs, the guest kernel,
+/// QEMU and its microvm firmware, our `vmm` at `/vt/vt-vmm`, the guest
+/// `initrd` at `/vt/initramfs.cpio.gz` and the lab-side script `l1` at
+/// `/vt/l1.sh`.
+pub fn lab_side_by_side(vmm: &Path, initrd: &Path, l1: &Path, timeout_s: u64) -> lab::Lab {
+    lab::Lab::new()
+        .memory_mib(3072)
+        .cpus(2)
+        .timeout(std::time::Duration::from_secs(timeout_s))
+        .with_guest_artifacts()
+        .with_qemu()
+        .add_binary(vmm, "/vt/vt-vmm")
+        .add_file(initrd, "/vt/initramfs.cpio.gz")
+        .add_file(MICROVM_BIOS, "/vt/bios-microvm.bin")
+        .add_file(l1, "/vt/l1.sh")
+}
+
 /// A directory removed on drop.
 pub struct Scratch(PathBuf);
 

@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
@@ -21,7 +20,6 @@ use crate::stats::{Series, Table};
 const L1_SCRIPT: &str = include_str!("../io/l1.sh");
 const GUEST_SCRIPT: &str = include_str!("../io/guest.sh");
 const IPERF3: &str = "/usr/bin/iperf3";
-const MICROVM_BIOS: &str = "/usr/share/qemu/bios-microvm.bin";
 
 #[derive(Debug, Clone, Args)]
 pub struct IoArgs {
@@ -221,18 +219,9 @@ pub fn run(args: &IoArgs) -> anyhow::Result<Table> {
     );
     let l1 = dir.join("l1.sh");
     std::fs::write(&l1, L1_SCRIPT)?;
-    let lab = lab::Lab::new()
-        .memory_mib(3072)
-        .cpus(2)
-        .timeout(Duration::from_secs(args.timeout))
-        .with_guest_artifacts()
-        .with_qemu()
-        .add_binary(&vmm, "/vt/vt-vmm")
+    let lab = host::lab_side_by_side(&vmm, &initrd, &l1, args.timeout)
         .add_binary(&iobench, "/vt/vt-iobench")
         .add_binary(IPERF3, "/vt/iperf3")
-        .add_file(&initrd, "/vt/initramfs.cpio.gz")
-        .add_file(MICROVM_BIOS, "/vt/bios-microvm.bin")
-        .add_file(&l1, "/vt/l1.sh")
         .qemu_arg("-drive")
         .qemu_arg(format!(
             "file={},if=virtio,format=raw,cache=none",

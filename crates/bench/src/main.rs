@@ -14,7 +14,10 @@
 //! - `faults`: `vtd`'s fault-injection loop, longer than in CI (its own
 //!   section of BENCHMARKS.md);
 //! - `audit`: the audit trail's append, verify and search rates and a file
-//!   watch's cost on reads (its own section of BENCHMARKS.md).
+//!   watch's cost on reads (its own section of BENCHMARKS.md);
+//! - `memory`: density of idle Linux guests with KSM and free page
+//!   reporting, VMM overhead, THP / hugetlbfs under a guest's page faults,
+//!   in the lab (its own section of BENCHMARKS.md).
 
 mod api;
 mod audit;
@@ -23,6 +26,7 @@ mod faults;
 mod host;
 mod io;
 mod linux;
+mod memory;
 mod report;
 mod rss;
 mod run;
@@ -64,6 +68,9 @@ enum Cmd {
     Confinement(confine::ConfineArgs),
     /// vtd's fault-injection loop (kill -9, corrupt state), longer than CI
     Faults(faults::FaultsArgs),
+    /// Memory in the lab: guest density with KSM and free page reporting,
+    /// VMM overhead, THP and hugetlbfs under page faults
+    Memory(memory::MemoryArgs),
     /// Write the tiny guest used here (PVH ELF) to a file, for runs by hand
     TinyElf {
         /// Output file
@@ -100,48 +107,24 @@ fn main() -> ExitCode {
         Cmd::LinuxInner(a) => linux::inner(&a),
         Cmd::Io(a) => io::run(&a).and_then(|t| {
             let md = section::wrap("io", &io::report(&t));
-            match &a.out {
-                Some(out) => section::write(out, "io", &md),
-                None => {
-                    print!("{md}");
-                    Ok(())
-                }
-            }
+            section::emit(a.out.as_deref(), "io", &md)
         }),
         Cmd::All(a) => report::all(&a),
-        Cmd::Api(a) => api::run(&a).and_then(|md| match &a.out {
-            Some(out) => section::write(out, "api", &md),
-            None => {
-                print!("{md}");
-                Ok(())
-            }
-        }),
+        Cmd::Api(a) => api::run(&a).and_then(|md| section::emit(a.out.as_deref(), "api", &md)),
         Cmd::Confinement(a) => confine::run(&a).and_then(|md| {
             let md = section::wrap("confinement", &md);
-            match &a.out {
-                Some(out) => section::write(out, "confinement", &md),
-                None => {
-                    print!("{md}");
-                    Ok(())
-                }
-            }
+            section::emit(a.out.as_deref(), "confinement", &md)
         }),
-        Cmd::Faults(a) => faults::run(&a).and_then(|md| match &a.out {
-            Some(out) => section::write(out, "faults", &md),
-            None => {
-                print!("{md}");
-                Ok(())
-            }
-        }),
+        Cmd::Faults(a) => {
+            faults::run(&a).and_then(|md| section::emit(a.out.as_deref(), "faults", &md))
+        }
         Cmd::Audit(a) => audit::run(&a).and_then(|md| {
             let md = section::wrap("audit", &md);
-            match &a.out {
-                Some(out) => section::write(out, "audit", &md),
-                None => {
-                    print!("{md}");
-                    Ok(())
-                }
-            }
+            section::emit(a.out.as_deref(), "audit", &md)
+        }),
+        Cmd::Memory(a) => memory::run(&a).and_then(|md| {
+            let md = section::wrap("memory", &md);
+            section::emit(a.out.as_deref(), "memory", &md)
         }),
         Cmd::TinyElf { out, spin } => write_elf(&out, spin),
     };

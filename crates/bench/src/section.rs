@@ -35,6 +35,18 @@ pub fn write(out: &Path, name: &str, section: &str) -> anyhow::Result<()> {
     std::fs::write(out, new).with_context(|| format!("writing {}", out.display()))
 }
 
+/// Writes `section` (already wrapped) into `out` in place of section
+/// `name`, or prints it when there is no `out`.
+pub fn emit(out: Option<&Path>, name: &str, section: &str) -> anyhow::Result<()> {
+    match out {
+        Some(out) => write(out, name, section),
+        None => {
+            print!("{section}");
+            Ok(())
+        }
+    }
+}
+
 /// Section `name` of `out` as it is now, markers included.
 pub fn existing(out: &Path, name: &str) -> Option<String> {
     let (b, e) = (begin(name), end(name));
