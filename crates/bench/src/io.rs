@@ -89,13 +89,13 @@ const METRICS: [(&str, &str, &str); 6] = [
 ];
 
 /// An archive of files at given paths, with their parent directories.
-struct Tree {
-    cpio: CpioWriter<Vec<u8>>,
-    seen: std::collections::HashSet<String>,
+pub(crate) struct Tree {
+    pub(crate) cpio: CpioWriter<Vec<u8>>,
+    pub(crate) seen: std::collections::HashSet<String>,
 }
 
 impl Tree {
-    fn file(&mut self, name: &str, data: &[u8]) -> anyhow::Result<()> {
+    pub(crate) fn file(&mut self, name: &str, data: &[u8]) -> anyhow::Result<()> {
         let name = name.trim_start_matches('/').to_string();
         let parents: Vec<String> = Path::new(&name)
             .ancestors()
@@ -115,7 +115,7 @@ impl Tree {
     }
 
     /// `binary` at `name`, and the libraries it needs at their host paths.
-    fn binary(&mut self, binary: &Path, name: &str) -> anyhow::Result<()> {
+    pub(crate) fn binary(&mut self, binary: &Path, name: &str) -> anyhow::Result<()> {
         let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
         self.file(name, &read(binary)?)?;
         for lib in lab::libs::needed(binary)? {

@@ -14,12 +14,15 @@
 //! - `faults`: `vtd`'s fault-injection loop, longer than in CI (its own
 //!   section of BENCHMARKS.md);
 //! - `audit`: the audit trail's append, verify and search rates and a file
-//!   watch's cost on reads (its own section of BENCHMARKS.md).
+//!   watch's cost on reads (its own section of BENCHMARKS.md);
+//! - `hang`: the guest-hang stress loop (many short iperf3 transfers) and
+//!   SMP boots, vt-vmm and QEMU, in the lab (its own section).
 
 mod api;
 mod audit;
 mod confine;
 mod faults;
+mod hang;
 mod host;
 mod io;
 mod linux;
@@ -64,6 +67,8 @@ enum Cmd {
     Confinement(confine::ConfineArgs),
     /// vtd's fault-injection loop (kill -9, corrupt state), longer than CI
     Faults(faults::FaultsArgs),
+    /// Guest-hang stress loop in the lab: iperf3 bursts and SMP boots, both VMMs
+    Hang(hang::HangArgs),
     /// Write the tiny guest used here (PVH ELF) to a file, for runs by hand
     TinyElf {
         /// Output file
@@ -137,6 +142,16 @@ fn main() -> ExitCode {
             let md = section::wrap("audit", &md);
             match &a.out {
                 Some(out) => section::write(out, "audit", &md),
+                None => {
+                    print!("{md}");
+                    Ok(())
+                }
+            }
+        }),
+        Cmd::Hang(a) => hang::run(&a).and_then(|md| {
+            let md = section::wrap("hang", &md);
+            match &a.out {
+                Some(out) => section::write(out, "hang", &md),
                 None => {
                     print!("{md}");
                     Ok(())

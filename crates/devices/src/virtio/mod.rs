@@ -26,6 +26,8 @@ pub mod worker;
 mod testing;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod notify_tests;
 
 use std::sync::Arc;
 
