@@ -304,3 +304,44 @@ fn a_frame_over_several_buffers_is_published_whole() {
     );
     assert!(seen.contains(&(frames * 3)));
 }
+
+/// The receive queue interrupts when its used index passes the driver's
+/// `used_event` (event index), also when one frame moves it by several.
+#[test]
+fn receive_interrupts_follow_used_event() {
+    use crate::bus::lock;
+    let (mut d, host) = nic(COMMON_FEATURES | F_MRG_RXBUF);
+    {
+        let mut m = lock(&d.pci.vectors.msix);
+        m.set_control(1 << 15);
+        m.write_table(12, &0u32.to_le_bytes()); // unmask vector 0 (RX)
+    }
+    let irqfd = d.pci.vectors.irqfd(0).unwrap().try_clone().unwrap();
+    let used_event = GuestAddress(ring_base(RXQ) + 0x1000 + 4 + 2 * u64::from(QSIZE));
+    let fired = || {
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        irqfd.read().unwrap_or(0)
+    };
+    for i in 0..QSIZE {
+        post_rx(&mut d, i, 8192);
+    }
+    let _ = fired();
+    d.mem.write_obj(1u16, used_event).unwrap();
+    let small = frame(100, 6);
+    host_send(&host, &small);
+    d.used(RXQ).unwrap();
+    assert_eq!(fired(), 0, "used 1 has not passed used_event 1");
+    host_send(&host, &small);
+    d.used(RXQ).unwrap();
+    assert_eq!(fired(), 1, "used 2 passed used_event 1");
+    // One frame over three buffers takes the index from 2 to 5, past 3.
+    d.mem.write_obj(3u16, used_event).unwrap();
+    host_send(&host, &frame(20000, 7));
+    for _ in 0..3 {
+        d.used(RXQ).unwrap();
+    }
+    assert_eq!(fired(), 1, "used 5 passed used_event 3 inside one frame");
+    host_send(&host, &small);
+    d.used(RXQ).unwrap();
+    assert_eq!(fired(), 0, "used_event 3 was passed already");
+}
