@@ -206,9 +206,11 @@ pub fn run(args: &HangArgs) -> anyhow::Result<String> {
     if std::fs::write(&log, &out.stdout).is_ok() {
         eprintln!("vt-bench: lab output in {}", log.display());
     }
-    for line in out.stdout.lines().filter(|l| {
-        l.starts_with("VT-HANG") || l.starts_with("VT-SMP") || l.contains("VT-BURST")
-    }) {
+    for line in out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("VT-HANG") || l.starts_with("VT-SMP") || l.contains("VT-BURST"))
+    {
         eprintln!("{}", line.trim_end());
     }
     anyhow::ensure!(
@@ -237,7 +239,10 @@ mod tests {
                    VT-HANGRUN vt x y z w\nnoise\n";
         let t = parse(out);
         let vt = &t["vt"];
-        assert_eq!((vt.guests, vt.bursts_ok, vt.bursts_stuck, vt.hangs), (2, 22, 1, 1));
+        assert_eq!(
+            (vt.guests, vt.bursts_ok, vt.bursts_stuck, vt.hangs),
+            (2, 22, 1, 1)
+        );
         assert_eq!(vt.boots["init"], 1);
         assert_eq!(vt.boots["triple_fault"], 1);
         assert_eq!(t["qemu"].boots["reset"], 1);

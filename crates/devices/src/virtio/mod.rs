@@ -23,11 +23,11 @@ pub mod rng;
 pub mod worker;
 
 #[cfg(test)]
+mod notify_tests;
+#[cfg(test)]
 mod testing;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod notify_tests;
 
 use std::sync::Arc;
 

@@ -154,7 +154,11 @@ fn a_buffer_posted_while_the_device_goes_idle_is_served_or_kicked() {
     while ring.used_idx() != N && Instant::now() < wait {
         std::thread::sleep(Duration::from_millis(1));
     }
-    assert_eq!(ring.used_idx(), N, "a posted buffer was never served (lost kick)");
+    assert_eq!(
+        ring.used_idx(),
+        N,
+        "a posted buffer was never served (lost kick)"
+    );
     drop(kick_tx);
     device.join().unwrap();
 }
