@@ -226,7 +226,10 @@ impl Receiver {
             return Ok(true);
         }
         fence(Ordering::SeqCst);
-        let at = self.queue.avail_ring() + 4 + 2 * u64::from(self.queue.size());
+        let at = self
+            .queue
+            .avail_ring()
+            .wrapping_add(4 + 2 * u64::from(self.queue.size()));
         let used_event: u16 = mem
             .read_obj(GuestAddress(at))
             .map_err(|_| ChainError::OutOfMemory { addr: at, len: 2 })?;
@@ -240,20 +243,18 @@ impl Receiver {
         let size = self.queue.size();
         let mut next = Wrapping(self.queue.next_used());
         for &(head, len) in used {
-            let at = ring + 4 + 8 * u64::from(next.0 % size.max(1));
+            let at = ring.wrapping_add(4 + 8 * u64::from(next.0 % size.max(1)));
             let oom = ChainError::OutOfMemory { addr: at, len: 8 };
             mem.write_obj(u32::from(head).to_le(), GuestAddress(at))
                 .map_err(|_| oom.clone())?;
-            mem.write_obj(len.to_le(), GuestAddress(at + 4))
+            mem.write_obj(len.to_le(), GuestAddress(at.wrapping_add(4)))
                 .map_err(|_| oom)?;
             next += Wrapping(1);
         }
         // Release: the elements are visible before the index that covers them.
-        mem.store(next.0.to_le(), GuestAddress(ring + 2), Ordering::Release)
-            .map_err(|_| ChainError::OutOfMemory {
-                addr: ring + 2,
-                len: 2,
-            })?;
+        let idx = ring.wrapping_add(2);
+        mem.store(next.0.to_le(), GuestAddress(idx), Ordering::Release)
+            .map_err(|_| ChainError::OutOfMemory { addr: idx, len: 2 })?;
         self.queue.set_next_used(next.0);
         Ok(())
     }
