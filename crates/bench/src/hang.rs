@@ -17,15 +17,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Args;
-use lab::CpioWriter;
 
 use crate::host;
-use crate::io::Tree;
+use crate::io::{self, IPERF3, MICROVM_BIOS};
 
 const L1_SCRIPT: &str = include_str!("../hang/l1.sh");
 const GUEST_SCRIPT: &str = include_str!("../hang/guest.sh");
-const IPERF3: &str = "/usr/bin/iperf3";
-const MICROVM_BIOS: &str = "/usr/share/qemu/bios-microvm.bin";
 
 #[derive(Debug, Clone, Args)]
 pub struct HangArgs {
@@ -152,23 +149,6 @@ pub fn report(args: &HangArgs, tally: &BTreeMap<String, Tally>, took: Duration) 
     s
 }
 
-/// The guest initramfs plus the burst script and iperf3.
-fn initramfs(dir: &Path) -> anyhow::Result<PathBuf> {
-    let arts = lab::artifacts::ensure(None)?;
-    let mut bytes = std::fs::read(&arts.initramfs).context("reading the guest initramfs")?;
-    bytes.resize(bytes.len().div_ceil(4) * 4, 0);
-    let mut tree = Tree {
-        cpio: CpioWriter::new(Vec::new()),
-        seen: Default::default(),
-    };
-    tree.file("vt-test.sh", GUEST_SCRIPT.as_bytes())?;
-    tree.binary(Path::new(IPERF3), IPERF3)?;
-    bytes.extend(tree.cpio.finish()?);
-    let path = dir.join("initramfs-hang.cpio.gz");
-    std::fs::write(&path, bytes)?;
-    Ok(path)
-}
-
 /// Runs the loop; the Markdown section.
 pub fn run(args: &HangArgs) -> anyhow::Result<String> {
     let vmm = args.vmm.clone().unwrap_or_else(host::default_vmm);
@@ -178,7 +158,12 @@ pub fn run(args: &HangArgs) -> anyhow::Result<String> {
     );
     let dir = std::env::temp_dir().join(format!("vt-bench-hang-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let initrd = initramfs(&dir)?;
+    let initrd = io::guest_initramfs(
+        &dir,
+        "initramfs-hang.cpio.gz",
+        GUEST_SCRIPT,
+        &[(Path::new(IPERF3), IPERF3)],
+    )?;
     let l1 = dir.join("l1.sh");
     std::fs::write(&l1, L1_SCRIPT)?;
     let script = format!(

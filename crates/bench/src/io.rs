@@ -20,8 +20,10 @@ use crate::stats::{Series, Table};
 
 const L1_SCRIPT: &str = include_str!("../io/l1.sh");
 const GUEST_SCRIPT: &str = include_str!("../io/guest.sh");
-const IPERF3: &str = "/usr/bin/iperf3";
-const MICROVM_BIOS: &str = "/usr/share/qemu/bios-microvm.bin";
+/// Debian's iperf3, carried into the lab and the guests.
+pub(crate) const IPERF3: &str = "/usr/bin/iperf3";
+/// The firmware QEMU's microvm boots with.
+pub(crate) const MICROVM_BIOS: &str = "/usr/share/qemu/bios-microvm.bin";
 
 #[derive(Debug, Clone, Args)]
 pub struct IoArgs {
@@ -89,13 +91,13 @@ const METRICS: [(&str, &str, &str); 6] = [
 ];
 
 /// An archive of files at given paths, with their parent directories.
-pub(crate) struct Tree {
-    pub(crate) cpio: CpioWriter<Vec<u8>>,
-    pub(crate) seen: std::collections::HashSet<String>,
+struct Tree {
+    cpio: CpioWriter<Vec<u8>>,
+    seen: std::collections::HashSet<String>,
 }
 
 impl Tree {
-    pub(crate) fn file(&mut self, name: &str, data: &[u8]) -> anyhow::Result<()> {
+    fn file(&mut self, name: &str, data: &[u8]) -> anyhow::Result<()> {
         let name = name.trim_start_matches('/').to_string();
         let parents: Vec<String> = Path::new(&name)
             .ancestors()
@@ -115,7 +117,7 @@ impl Tree {
     }
 
     /// `binary` at `name`, and the libraries it needs at their host paths.
-    pub(crate) fn binary(&mut self, binary: &Path, name: &str) -> anyhow::Result<()> {
+    fn binary(&mut self, binary: &Path, name: &str) -> anyhow::Result<()> {
         let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
         self.file(name, &read(binary)?)?;
         for lib in lab::libs::needed(binary)? {
@@ -125,8 +127,14 @@ impl Tree {
     }
 }
 
-/// The guest initramfs plus the benchmark script and tools.
-fn initramfs(dir: &Path, iobench: &Path) -> anyhow::Result<PathBuf> {
+/// The guest initramfs plus `script` as `/vt-test.sh` and `binaries`
+/// (host path, guest path) with their libraries, written as `dir/name`.
+pub(crate) fn guest_initramfs(
+    dir: &Path,
+    name: &str,
+    script: &str,
+    binaries: &[(&Path, &str)],
+) -> anyhow::Result<PathBuf> {
     let arts = lab::artifacts::ensure(None)?;
     let mut bytes = std::fs::read(&arts.initramfs).context("reading the guest initramfs")?;
     bytes.resize(bytes.len().div_ceil(4) * 4, 0);
@@ -134,11 +142,12 @@ fn initramfs(dir: &Path, iobench: &Path) -> anyhow::Result<PathBuf> {
         cpio: CpioWriter::new(Vec::new()),
         seen: Default::default(),
     };
-    tree.file("vt-test.sh", GUEST_SCRIPT.as_bytes())?;
-    tree.binary(Path::new(IPERF3), IPERF3)?;
-    tree.binary(iobench, "/usr/bin/vt-iobench")?;
+    tree.file("vt-test.sh", script.as_bytes())?;
+    for (host, guest) in binaries {
+        tree.binary(host, guest)?;
+    }
     bytes.extend(tree.cpio.finish()?);
-    let path = dir.join("initramfs-io.cpio.gz");
+    let path = dir.join(name);
     std::fs::write(&path, bytes)?;
     Ok(path)
 }
@@ -208,7 +217,15 @@ pub fn run(args: &IoArgs) -> anyhow::Result<Table> {
     } else {
         std::fs::File::create(&disk)?.set_len(1 << 30)?;
     }
-    let initrd = initramfs(&dir, &iobench)?;
+    let initrd = guest_initramfs(
+        &dir,
+        "initramfs-io.cpio.gz",
+        GUEST_SCRIPT,
+        &[
+            (Path::new(IPERF3), IPERF3),
+            (&iobench, "/usr/bin/vt-iobench"),
+        ],
+    )?;
     let script = format!(
         "RUNS={} SECS={} NETONLY={} BLOCKONLY={} DISKFMT={} DISKCACHE={} VTJAIL='{}' sh \"$VTLAB_ROOT/vt/l1.sh\"",
         args.runs,
