@@ -87,6 +87,7 @@ enum Direct {
 
 impl Receiver {
     pub fn new(queue: Queue, mergeable: bool) -> Self {
+        let checked = Wrapping(queue.next_used());
         Receiver {
             queue,
             mergeable,
@@ -95,7 +96,7 @@ impl Receiver {
             admitted: false,
             reserved: VecDeque::new(),
             unsignaled: 0,
-            checked: Wrapping(0),
+            checked,
         }
     }
 
