@@ -40,11 +40,14 @@ hang_report() {
     fi
     tail -40 $T/out | tr -d '\r' | sed 's/^/VT-HANG console /'
 }
+# Whether pid $1 still runs (an exited child not yet waited for is a
+# zombie, which kill -0 still finds).
+alive() { [ -r /proc/$1/stat ] && [ "$(sed 's/.*) //' /proc/$1/stat | cut -d' ' -f1)" != Z ]; }
 # Waits for VMM pid $1 (started by `timeout`, pid $2); a console silent
 # for STALL seconds is a hang. Echoes 1 for a hang, 0 otherwise.
 watch_vm() {
     last=0; quiet=0
-    while kill -0 $2 2>/dev/null; do
+    while alive $2; do
         size=$(wc -c <$T/out 2>/dev/null || echo 0)
         if [ "$size" != "$last" ]; then last=$size; quiet=0; else quiet=$((quiet + 1)); fi
         if [ $quiet -ge $STALL ]; then
