@@ -22,4 +22,8 @@ while [ $n -le "$bursts" ]; do
     fi
     n=$((n + 1))
 done
+# What the driver saw go wrong on receive: "rx error: N buffers out of M
+# missing" and short frames count as length errors.
+st=/sys/class/net/eth0/statistics
+echo "VT-BURST-STATS rx_length_errors=$(cat $st/rx_length_errors) rx_errors=$(cat $st/rx_errors) rx_dropped=$(cat $st/rx_dropped)"
 echo "VT-BURST done"

@@ -5,7 +5,9 @@
 # runs BURSTS short iperf3 transfers. A guest whose console stays silent
 # for STALL seconds is a hang: the VMM's threads (state, CPU ticks, wait
 # channel) and a sample of KVM events are printed (`VT-HANG`), then it is
-# killed. Prints `VT-HANGRUN who round bursts_ok bursts_stuck hung`.
+# killed. With a baseline VMM (/vt/vt-vmm-base), it runs a third guest
+# each round. Prints `VT-HANGRUN who round bursts_ok bursts_stuck hung
+# rx_length_errors` (the last as the guest's driver counted them).
 #
 # Part 2 (BOOTS > 0): BOOTS times, the guest kernel booted with 2 vCPUs and
 # 1 GiB to init and powered off under vt-vmm, then under QEMU. Prints
@@ -66,8 +68,9 @@ net_run() {
       ip addr add 169.254.20.1/24 dev $tap; ip link set $tap up ) &
     cmd="console=ttyS0 quiet vt.secs=$SECS vt.bursts=$BURSTS"
     limit=$((BURSTS * (SECS + 25) + 120))
-    if [ $who = vt ]; then
-        timeout -s KILL $limit "$R/vt/vt-vmm" --kernel "$R/guest/vmlinux" \
+    bin="$R/vt/vt-vmm"; [ $who = base ] && bin="$R/vt/vt-vmm-base"
+    if [ $who != qemu ]; then
+        timeout -s KILL $limit "$bin" --kernel "$R/guest/vmlinux" \
             --initrd "$R/vt/initramfs.cpio.gz" --memory 512 --cmdline "$cmd" \
             --net tap=$tap --serial file=$T/out </dev/null 2>$T/err &
     else
@@ -87,7 +90,8 @@ net_run() {
     stuck=$(grep -c '^VT-BURST [0-9]* [a-z]* stuck' $T/out)
     grep '^VT-BURST.* stuck\|^VT-BURST-DIAG' $T/out | tr -d '\r' | sed "s/^/$who /"
     grep -q '^VT-BURST done' $T/out || [ "$hung" = 1 ] || { echo "$who run incomplete:"; tail -5 $T/out $T/err; }
-    echo "VT-HANGRUN $who $round $ok $stuck $hung"
+    lerr=$(sed -n 's/^VT-BURST-STATS rx_length_errors=\([0-9]*\).*/\1/p' $T/out | tr -d '\r')
+    echo "VT-HANGRUN $who $round $ok $stuck $hung ${lerr:-0}"
 }
 smp_boot() {
     who=$1; n=$2
@@ -117,6 +121,7 @@ i=1
 while [ $i -le "$ROUNDS" ] && [ "$BURSTS" -gt 0 ]; do
     net_run vt vth$i $i
     net_run qemu qth$i $i
+    [ -x "$R/vt/vt-vmm-base" ] && net_run base bth$i $i
     i=$((i + 1))
 done
 i=1

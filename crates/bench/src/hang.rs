@@ -41,6 +41,10 @@ pub struct HangArgs {
     /// Our VMM [default: vt-vmm next to vt-bench]
     #[arg(long, value_name = "PATH")]
     pub vmm: Option<PathBuf>,
+    /// Another vt-vmm build (e.g. before a fix) to run a third guest with
+    /// in each round of the network loop
+    #[arg(long, value_name = "PATH")]
+    pub baseline: Option<PathBuf>,
     /// Lab time limit in seconds
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
@@ -58,6 +62,9 @@ pub struct Tally {
     pub bursts_stuck: u32,
     /// Guests that went silent (the hang of case 7).
     pub hangs: u32,
+    /// Receive length errors the guests' driver counted (a frame whose
+    /// buffers it did not find all used, or too short).
+    pub rx_length_errors: u64,
     /// SMP boot outcome → count.
     pub boots: BTreeMap<String, u32>,
 }
@@ -69,7 +76,7 @@ pub fn parse(stdout: &str) -> BTreeMap<String, Tally> {
     for line in stdout.lines().map(|l| l.trim_end_matches('\r')) {
         let f: Vec<&str> = line.split_whitespace().collect();
         match f.as_slice() {
-            ["VT-HANGRUN", who, _round, ok, stuck, hung] => {
+            ["VT-HANGRUN", who, _round, ok, stuck, hung, rest @ ..] => {
                 let (Ok(ok), Ok(stuck), Ok(hung)) =
                     (ok.parse::<u32>(), stuck.parse::<u32>(), hung.parse::<u32>())
                 else {
@@ -80,6 +87,10 @@ pub fn parse(stdout: &str) -> BTreeMap<String, Tally> {
                 t.bursts_ok += ok;
                 t.bursts_stuck += stuck;
                 t.hangs += hung;
+                t.rx_length_errors += rest
+                    .first()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
             }
             ["VT-SMPBOOT", who, _n, outcome, ..] => {
                 *out.entry((*who).into())
@@ -110,18 +121,24 @@ pub fn report(args: &HangArgs, tally: &BTreeMap<String, Tally>, took: Duration) 
     let who = [("vt", "vt-vmm"), ("qemu", "QEMU")];
     if args.rounds > 0 {
         s.push_str(
-            "| VMM | guests | iperf3 transfers | completed | stuck | guest hangs |\n\
-             |---|---:|---:|---:|---:|---:|\n",
+            "| VMM | guests | iperf3 transfers | completed | stuck | guest hangs | guest rx length errors |\n\
+             |---|---:|---:|---:|---:|---:|---:|\n",
         );
-        for (k, name) in who {
+        let base = args
+            .baseline
+            .as_ref()
+            .map(|p| ("base", format!("vt-vmm baseline ({})", p.display())));
+        let rows = who.iter().map(|(k, n)| (*k, n.to_string())).chain(base);
+        for (k, name) in rows {
             let t = tally.get(k).cloned().unwrap_or_default();
             s.push_str(&format!(
-                "| {name} | {} | {} | {} | {} | {} |\n",
+                "| {name} | {} | {} | {} | {} | {} | {} |\n",
                 t.guests,
                 t.bursts_ok + t.bursts_stuck,
                 t.bursts_ok,
                 t.bursts_stuck,
-                t.hangs
+                t.hangs,
+                t.rx_length_errors
             ));
         }
         s.push('\n');
@@ -170,7 +187,7 @@ pub fn run(args: &HangArgs) -> anyhow::Result<String> {
         "ROUNDS={} BURSTS={} SECS={} BOOTS={} sh \"$VTLAB_ROOT/vt/l1.sh\"",
         args.rounds, args.bursts, args.secs, args.boots
     );
-    let lab = lab::Lab::new()
+    let mut lab = lab::Lab::new()
         .memory_mib(3072)
         .cpus(2)
         .retries(0)
@@ -182,6 +199,9 @@ pub fn run(args: &HangArgs) -> anyhow::Result<String> {
         .add_file(&initrd, "/vt/initramfs.cpio.gz")
         .add_file(MICROVM_BIOS, "/vt/bios-microvm.bin")
         .add_file(&l1, "/vt/l1.sh");
+    if let Some(base) = &args.baseline {
+        lab = lab.add_binary(base, "/vt/vt-vmm-base");
+    }
     let start = Instant::now();
     let out = lab.run_auto(&script);
     let took = start.elapsed();
@@ -219,7 +239,7 @@ mod tests {
 
     #[test]
     fn lines_are_tallied_per_vmm() {
-        let out = "VT-HANGRUN vt 1 19 1 0\r\nVT-HANGRUN vt 2 3 0 1\nVT-HANGRUN qemu 1 20 0 0\n\
+        let out = "VT-HANGRUN vt 1 19 1 0 7\r\nVT-HANGRUN vt 2 3 0 1\nVT-HANGRUN qemu 1 20 0 0\n\
                    VT-SMPBOOT vt 1 init 1\nVT-SMPBOOT qemu 1 reset 0\nVT-SMPBOOT vt 2 triple_fault 0\n\
                    VT-HANGRUN vt x y z w\nnoise\n";
         let t = parse(out);
@@ -228,6 +248,7 @@ mod tests {
             (vt.guests, vt.bursts_ok, vt.bursts_stuck, vt.hangs),
             (2, 22, 1, 1)
         );
+        assert_eq!(vt.rx_length_errors, 7);
         assert_eq!(vt.boots["init"], 1);
         assert_eq!(vt.boots["triple_fault"], 1);
         assert_eq!(t["qemu"].boots["reset"], 1);
