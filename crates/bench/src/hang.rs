@@ -109,14 +109,18 @@ pub fn parse(stdout: &str) -> BTreeMap<String, Tally> {
 pub fn report(args: &HangArgs, tally: &BTreeMap<String, Tally>, took: Duration) -> String {
     let mut s = format!(
         "## Hang stress loop (lab, issue 15 case 7)\n\nGenerated {} at revision {}, in {:.0} s \
-         of one lab boot by `vt-bench hang --rounds {} --bursts {} --secs {} --boots {}`.\n\n",
+         of one lab boot by `vt-bench hang --rounds {} --bursts {} --secs {} --boots {}{}`.\n\n",
         host::utc_now(),
         host::git_revision().unwrap_or_else(|| "unknown".into()),
         took.as_secs_f64(),
         args.rounds,
         args.bursts,
         args.secs,
-        args.boots
+        args.boots,
+        args.baseline
+            .as_ref()
+            .map(|p| format!(" --baseline {}", p.display()))
+            .unwrap_or_default()
     );
     let who = [("vt", "vt-vmm"), ("qemu", "QEMU")];
     if args.rounds > 0 {
