@@ -7,7 +7,8 @@
 # channel) and a sample of KVM events are printed (`VT-HANG`), then it is
 # killed. With a baseline VMM (/vt/vt-vmm-base), it runs a third guest
 # each round. Prints `VT-HANGRUN who round bursts_ok bursts_stuck hung
-# rx_length_errors` (the last as the guest's driver counted them).
+# rx_length_errors crashed` (rx_length_errors as the guest's driver
+# counted them; crashed: the VMM said the guest crashed, e.g. a triple fault).
 #
 # Part 2 (BOOTS > 0): BOOTS times, the guest kernel booted with 2 vCPUs and
 # 1 GiB to init and powered off under vt-vmm, then under QEMU. Prints
@@ -91,7 +92,8 @@ net_run() {
     grep '^VT-BURST.* stuck\|^VT-BURST-DIAG' $T/out | tr -d '\r' | sed "s/^/$who /"
     grep -q '^VT-BURST done' $T/out || [ "$hung" = 1 ] || { echo "$who run incomplete:"; tail -5 $T/out $T/err; }
     lerr=$(sed -n 's/^VT-BURST-STATS rx_length_errors=\([0-9]*\).*/\1/p' $T/out | tr -d '\r')
-    echo "VT-HANGRUN $who $round $ok $stuck $hung ${lerr:-0}"
+    crashed=$(grep -c 'guest crashed' $T/err)
+    echo "VT-HANGRUN $who $round $ok $stuck $hung ${lerr:-0} $crashed"
 }
 smp_boot() {
     who=$1; n=$2

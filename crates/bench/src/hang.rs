@@ -65,6 +65,8 @@ pub struct Tally {
     /// Receive length errors the guests' driver counted (a frame whose
     /// buffers it did not find all used, or too short).
     pub rx_length_errors: u64,
+    /// Guests the VMM reported crashed (triple fault, KVM error).
+    pub crashes: u32,
     /// SMP boot outcome → count.
     pub boots: BTreeMap<String, u32>,
 }
@@ -91,6 +93,7 @@ pub fn parse(stdout: &str) -> BTreeMap<String, Tally> {
                     .first()
                     .and_then(|v| v.parse::<u64>().ok())
                     .unwrap_or(0);
+                t.crashes += rest.get(1).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0);
             }
             ["VT-SMPBOOT", who, _n, outcome, ..] => {
                 *out.entry((*who).into())
@@ -125,8 +128,8 @@ pub fn report(args: &HangArgs, tally: &BTreeMap<String, Tally>, took: Duration) 
     let who = [("vt", "vt-vmm"), ("qemu", "QEMU")];
     if args.rounds > 0 {
         s.push_str(
-            "| VMM | guests | iperf3 transfers | completed | stuck | guest hangs | guest rx length errors |\n\
-             |---|---:|---:|---:|---:|---:|---:|\n",
+            "| VMM | guests | iperf3 transfers | completed | stuck | guest hangs | guest crashed | guest rx length errors |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|\n",
         );
         let base = args
             .baseline
@@ -136,12 +139,13 @@ pub fn report(args: &HangArgs, tally: &BTreeMap<String, Tally>, took: Duration) 
         for (k, name) in rows {
             let t = tally.get(k).cloned().unwrap_or_default();
             s.push_str(&format!(
-                "| {name} | {} | {} | {} | {} | {} | {} |\n",
+                "| {name} | {} | {} | {} | {} | {} | {} | {} |\n",
                 t.guests,
                 t.bursts_ok + t.bursts_stuck,
                 t.bursts_ok,
                 t.bursts_stuck,
                 t.hangs,
+                t.crashes,
                 t.rx_length_errors
             ));
         }
@@ -243,7 +247,7 @@ mod tests {
 
     #[test]
     fn lines_are_tallied_per_vmm() {
-        let out = "VT-HANGRUN vt 1 19 1 0 7\r\nVT-HANGRUN vt 2 3 0 1\nVT-HANGRUN qemu 1 20 0 0\n\
+        let out = "VT-HANGRUN vt 1 19 1 0 7 1\r\nVT-HANGRUN vt 2 3 0 1\nVT-HANGRUN qemu 1 20 0 0\n\
                    VT-SMPBOOT vt 1 init 1\nVT-SMPBOOT qemu 1 reset 0\nVT-SMPBOOT vt 2 triple_fault 0\n\
                    VT-HANGRUN vt x y z w\nnoise\n";
         let t = parse(out);
@@ -253,6 +257,7 @@ mod tests {
             (2, 22, 1, 1)
         );
         assert_eq!(vt.rx_length_errors, 7);
+        assert_eq!(vt.crashes, 1);
         assert_eq!(vt.boots["init"], 1);
         assert_eq!(vt.boots["triple_fault"], 1);
         assert_eq!(t["qemu"].boots["reset"], 1);
