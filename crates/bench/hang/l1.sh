@@ -12,7 +12,9 @@
 #
 # Part 2 (BOOTS > 0): BOOTS times, the guest kernel booted with 2 vCPUs and
 # 1 GiB to init and powered off under vt-vmm, then under QEMU. Prints
-# `VT-SMPBOOT who n outcome` (init, triple_fault, reset, crashed, hang).
+# `VT-SMPBOOT who n outcome` (init, triple_fault, reset, crashed, hang, or
+# l1_wedged: the VMM outlived its SIGKILL, stuck in the lab's kernel; the
+# loop ends there).
 R="$VTLAB_ROOT"; T=/tmp/vt-hang; mkdir -p $T
 ROUNDS=${ROUNDS:-2}; BURSTS=${BURSTS:-20}; SECS=${SECS:-2}; BOOTS=${BOOTS:-0}
 STALL=$((SECS + 40))
@@ -102,14 +104,25 @@ smp_boot() {
     if [ $who = vt ]; then
         timeout -s KILL 90 "$R/vt/vt-vmm" --kernel "$R/guest/vmlinux" --cpus 2 \
             --initrd "$R/guest/initramfs.cpio.gz" --memory 1024 --cmdline "$cmd" \
-            --serial file=$T/out </dev/null 2>$T/err
+            --serial file=$T/out </dev/null 2>$T/err &
     else
         timeout -s KILL 90 qemu-system-x86_64 -M microvm,accel=kvm,rtc=on \
             -cpu host -m 1024 -smp 2 -nodefaults -no-user-config -nographic -no-reboot \
             -bios "$R/vt/bios-microvm.bin" -kernel "$R/guest/vmlinux" \
             -initrd "$R/guest/initramfs.cpio.gz" -append "$cmd" \
-            -serial file:$T/out </dev/null 2>$T/err
+            -serial file:$T/out </dev/null 2>$T/err &
     fi
+    t=$!; s=0
+    # SIGKILL at 90 s; a VMM still there 30 s later is stuck in the lab
+    # kernel (a vCPU thread that never comes back from KVM_RUN): the L1 is
+    # wedged, say so and stop the loop rather than wait for the lab's limit.
+    while alive $t && [ $s -lt 120 ]; do sleep 1; s=$((s + 1)); done
+    if alive $t; then
+        dmesg | tail -5 | sed "s/^/VT-SMPDIAG $who $n dmesg /"
+        echo "VT-SMPBOOT $who $n l1_wedged 0"
+        exit 0
+    fi
+    wait $t
     rc=$?
     if grep -q 'init-reached' $T/out; then o=init
     elif grep -q 'triple fault' $T/err; then o=triple_fault

@@ -7,7 +7,8 @@
 //!   VMM's thread states and a sample of KVM events (`VT-HANG`) and kills it.
 //! - SMP boots: `--boots` boots of the guest kernel with 2 vCPUs and 1 GiB
 //!   to init under each VMM, interleaved, each classified (init, triple
-//!   fault, reset, crash, hang).
+//!   fault, reset, crash, hang, or L1 wedged: the VMM outlived its SIGKILL,
+//!   stuck in the lab's kernel; the loop stops there).
 //!
 //! See `hang/l1.sh` and `hang/guest.sh`.
 
@@ -153,20 +154,21 @@ pub fn report(args: &HangArgs, tally: &BTreeMap<String, Tally>, took: Duration) 
     }
     if args.boots > 0 {
         s.push_str(
-            "| VMM | SMP boots (2 vCPUs, 1 GiB) | to init | triple fault | reset | crashed | hang |\n\
-             |---|---:|---:|---:|---:|---:|---:|\n",
+            "| VMM | SMP boots (2 vCPUs, 1 GiB) | to init | triple fault | reset | crashed | hang | L1 wedged |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|\n",
         );
         for (k, name) in who {
             let t = tally.get(k).cloned().unwrap_or_default();
             let n = |o: &str| t.boots.get(o).copied().unwrap_or(0);
             s.push_str(&format!(
-                "| {name} | {} | {} | {} | {} | {} | {} |\n",
+                "| {name} | {} | {} | {} | {} | {} | {} | {} |\n",
                 t.boots.values().sum::<u32>(),
                 n("init"),
                 n("triple_fault"),
                 n("reset"),
                 n("crashed"),
-                n("hang")
+                n("hang"),
+                n("l1_wedged")
             ));
         }
         s.push('\n');
