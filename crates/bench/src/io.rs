@@ -19,7 +19,8 @@ use crate::stats::{Series, Table};
 
 const L1_SCRIPT: &str = include_str!("../io/l1.sh");
 const GUEST_SCRIPT: &str = include_str!("../io/guest.sh");
-const IPERF3: &str = "/usr/bin/iperf3";
+/// Debian's iperf3, carried into the lab and the guests.
+pub(crate) const IPERF3: &str = "/usr/bin/iperf3";
 
 #[derive(Debug, Clone, Args)]
 pub struct IoArgs {
@@ -123,8 +124,14 @@ impl Tree {
     }
 }
 
-/// The guest initramfs plus the benchmark script and tools.
-fn initramfs(dir: &Path, iobench: &Path) -> anyhow::Result<PathBuf> {
+/// The guest initramfs plus `script` as `/vt-test.sh` and `binaries`
+/// (host path, guest path) with their libraries, written as `dir/name`.
+pub(crate) fn guest_initramfs(
+    dir: &Path,
+    name: &str,
+    script: &str,
+    binaries: &[(&Path, &str)],
+) -> anyhow::Result<PathBuf> {
     let arts = lab::artifacts::ensure(None)?;
     let mut bytes = std::fs::read(&arts.initramfs).context("reading the guest initramfs")?;
     bytes.resize(bytes.len().div_ceil(4) * 4, 0);
@@ -132,11 +139,12 @@ fn initramfs(dir: &Path, iobench: &Path) -> anyhow::Result<PathBuf> {
         cpio: CpioWriter::new(Vec::new()),
         seen: Default::default(),
     };
-    tree.file("vt-test.sh", GUEST_SCRIPT.as_bytes())?;
-    tree.binary(Path::new(IPERF3), IPERF3)?;
-    tree.binary(iobench, "/usr/bin/vt-iobench")?;
+    tree.file("vt-test.sh", script.as_bytes())?;
+    for (host, guest) in binaries {
+        tree.binary(host, guest)?;
+    }
     bytes.extend(tree.cpio.finish()?);
-    let path = dir.join("initramfs-io.cpio.gz");
+    let path = dir.join(name);
     std::fs::write(&path, bytes)?;
     Ok(path)
 }
@@ -206,7 +214,15 @@ pub fn run(args: &IoArgs) -> anyhow::Result<Table> {
     } else {
         std::fs::File::create(&disk)?.set_len(1 << 30)?;
     }
-    let initrd = initramfs(&dir, &iobench)?;
+    let initrd = guest_initramfs(
+        &dir,
+        "initramfs-io.cpio.gz",
+        GUEST_SCRIPT,
+        &[
+            (Path::new(IPERF3), IPERF3),
+            (&iobench, "/usr/bin/vt-iobench"),
+        ],
+    )?;
     let script = format!(
         "RUNS={} SECS={} NETONLY={} BLOCKONLY={} DISKFMT={} DISKCACHE={} VTJAIL='{}' sh \"$VTLAB_ROOT/vt/l1.sh\"",
         args.runs,

@@ -18,11 +18,14 @@
 //! - `memory`: density of idle Linux guests with KSM and free page
 //!   reporting, VMM overhead, THP / hugetlbfs under a guest's page faults,
 //!   in the lab (its own section of BENCHMARKS.md).
+//! - `hang`: the guest-hang stress loop (many short iperf3 transfers) and
+//!   SMP boots, vt-vmm and QEMU, in the lab (its own section).
 
 mod api;
 mod audit;
 mod confine;
 mod faults;
+mod hang;
 mod host;
 mod io;
 mod linux;
@@ -71,6 +74,8 @@ enum Cmd {
     /// Memory in the lab: guest density with KSM and free page reporting,
     /// VMM overhead, THP and hugetlbfs under page faults
     Memory(memory::MemoryArgs),
+    /// Guest-hang stress loop in the lab: iperf3 bursts and SMP boots, both VMMs
+    Hang(hang::HangArgs),
     /// Write the tiny guest used here (PVH ELF) to a file, for runs by hand
     TinyElf {
         /// Output file
@@ -125,6 +130,16 @@ fn main() -> ExitCode {
         Cmd::Memory(a) => memory::run(&a).and_then(|md| {
             let md = section::wrap("memory", &md);
             section::emit(a.out.as_deref(), "memory", &md)
+        }),
+        Cmd::Hang(a) => hang::run(&a).and_then(|md| {
+            let md = section::wrap("hang", &md);
+            match &a.out {
+                Some(out) => section::write(out, "hang", &md),
+                None => {
+                    print!("{md}");
+                    Ok(())
+                }
+            }
         }),
         Cmd::TinyElf { out, spin } => write_elf(&out, spin),
     };

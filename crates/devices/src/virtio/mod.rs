@@ -24,6 +24,8 @@ pub mod rng;
 pub mod worker;
 
 #[cfg(test)]
+mod notify_tests;
+#[cfg(test)]
 mod testing;
 #[cfg(test)]
 mod tests;

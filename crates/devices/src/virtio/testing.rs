@@ -15,7 +15,7 @@ use crate::pci::PciFunction;
 pub const MEM_SIZE: usize = 4 << 20;
 pub const QSIZE: u16 = 16;
 /// Queue q's rings live at 0x10000 * (q + 1).
-fn ring_base(q: u16) -> u64 {
+pub fn ring_base(q: u16) -> u64 {
     0x10000 * (u64::from(q) + 1)
 }
 /// Where tests put buffers.

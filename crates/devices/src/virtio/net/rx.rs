@@ -11,6 +11,17 @@
 //! many buffers as it needs. That frame waits there while the guest has no
 //! room (or the rate limit says wait) and goes first next time.
 //!
+//! A frame spread over several buffers is published whole: the used
+//! elements of all its buffers are written first and the used index moves
+//! past all of them at once (spec 5.1.6.4.2: "the device MUST use all
+//! buffers used by a single receive packet together, such that at least
+//! num_buffers are observed by driver as used"), as QEMU's
+//! `virtqueue_fill` + `virtqueue_flush` do. Moving it buffer by buffer let
+//! a guest polling the ring see a frame's first buffer, whose header
+//! promises more, before the others: Linux then drops the frame ("rx
+//! error: N buffers out of M missing") and takes the rest of it for new
+//! frames whose headers are payload bytes.
+//!
 //! The guest is told (when it asked to be, event index) every 8 frames,
 //! and at once when the tap runs dry or its buffers run out, so it can
 //! take frames and refill the ring while the device is still receiving
@@ -18,9 +29,11 @@
 
 use std::collections::VecDeque;
 use std::io::ErrorKind;
+use std::num::Wrapping;
+use std::sync::atomic::{fence, Ordering};
 
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
-use vm_memory::{Address, Bytes, GuestMemoryBackend, GuestMemoryMmap, VolatileSlice};
+use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, VolatileSlice};
 
 use super::tap::{Tap, MAX_IOVECS};
 use super::HDR_LEN;
@@ -50,6 +63,8 @@ pub struct Receiver {
     reserved: VecDeque<Chain>,
     /// Frames delivered since the guest was last told.
     unsignaled: usize,
+    /// The used index when the device last decided whether to interrupt.
+    checked: Wrapping<u16>,
 }
 
 enum Delivery {
@@ -72,6 +87,7 @@ enum Direct {
 
 impl Receiver {
     pub fn new(queue: Queue, mergeable: bool) -> Self {
+        let checked = Wrapping(queue.next_used());
         Receiver {
             queue,
             mergeable,
@@ -80,6 +96,7 @@ impl Receiver {
             admitted: false,
             reserved: VecDeque::new(),
             unsignaled: 0,
+            checked,
         }
     }
 
@@ -193,9 +210,53 @@ impl Receiver {
         index: usize,
     ) -> Result<(), ChainError> {
         self.unsignaled = 0;
-        if self.queue.needs_notification(mem).map_err(queue_error)? {
+        if self.needs_interrupt(mem)? {
             irq.signal_queue(index);
         }
+        Ok(())
+    }
+
+    /// Whether the used index passed the driver's `used_event` since the
+    /// last check (spec 2.7.10; always, without event index). The full
+    /// barrier orders the used index written before against `used_event`
+    /// read after, as the driver orders them the other way round.
+    fn needs_interrupt(&mut self, mem: &GuestMemoryMmap) -> Result<bool, ChainError> {
+        let new = Wrapping(self.queue.next_used());
+        let old = std::mem::replace(&mut self.checked, new);
+        if !self.queue.event_idx_enabled() {
+            return Ok(true);
+        }
+        fence(Ordering::SeqCst);
+        let at = self
+            .queue
+            .avail_ring()
+            .wrapping_add(4 + 2 * u64::from(self.queue.size()));
+        let used_event: u16 = mem
+            .read_obj(GuestAddress(at))
+            .map_err(|_| ChainError::OutOfMemory { addr: at, len: 2 })?;
+        Ok(new - Wrapping(u16::from_le(used_event)) - Wrapping(1) < new - old)
+    }
+
+    /// Returns `used` (head, bytes written) to the guest as one frame:
+    /// every used element first, then the used index past all of them.
+    fn publish(&mut self, mem: &GuestMemoryMmap, used: &[(u16, u32)]) -> Result<(), ChainError> {
+        let ring = self.queue.used_ring();
+        let size = self.queue.size();
+        let mut next = Wrapping(self.queue.next_used());
+        for &(head, len) in used {
+            let at = ring.wrapping_add(4 + 8 * u64::from(next.0 % size.max(1)));
+            let oom = ChainError::OutOfMemory { addr: at, len: 8 };
+            mem.write_obj(u32::from(head).to_le(), GuestAddress(at))
+                .map_err(|_| oom.clone())?;
+            mem.write_obj(len.to_le(), GuestAddress(at.wrapping_add(4)))
+                .map_err(|_| oom)?;
+            next += Wrapping(1);
+        }
+        // Release: the elements are visible before the index that covers them.
+        let idx = ring.wrapping_add(2);
+        mem.store(next.0.to_le(), GuestAddress(idx), Ordering::Release)
+            .map_err(|_| ChainError::OutOfMemory { addr: idx, len: 2 })?;
+        self.queue.set_next_used(next.0);
         Ok(())
     }
 
@@ -305,14 +366,13 @@ impl Receiver {
             write_at(mem, first, NUM_BUFFERS, &n.to_le_bytes())?;
         }
         let mut left = len as u64;
+        let mut used = Vec::with_capacity(count);
         for chain in self.reserved.drain(..count) {
-            let used = left.min(chain.writable_len());
-            left -= used;
-            self.queue
-                .add_used(mem, chain.head, used as u32)
-                .map_err(queue_error)?;
+            let n = left.min(chain.writable_len());
+            left -= n;
+            used.push((chain.head, n as u32));
         }
-        Ok(())
+        self.publish(mem, &used)
     }
 
     /// Delivers the frame in the local buffer, copying it into as many
@@ -353,6 +413,7 @@ impl Receiver {
             slot.copy_from_slice(&n.to_le_bytes());
         }
         let mut at = 0usize;
+        let mut done = Vec::with_capacity(count);
         for chain in self.reserved.drain(..count) {
             let mut used = 0u32;
             for d in chain.writable() {
@@ -372,10 +433,9 @@ impl Receiver {
                 at = end;
                 used += part.len() as u32;
             }
-            self.queue
-                .add_used(mem, chain.head, used)
-                .map_err(queue_error)?;
+            done.push((chain.head, used));
         }
+        self.publish(mem, &done)?;
         Ok(Delivery::Done(true))
     }
 }
