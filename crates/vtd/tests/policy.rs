@@ -243,7 +243,11 @@ fn shareable_disks_need_vm_shared_disks() {
         // start answers once the VM is built: this one never was.
         let r = vtd.call("POST", "/vms/locked2/start", None);
         assert_eq!(r.status, 400, "{}", r.text());
-        assert!(r.text().contains("in use by another process"), "{}", r.text());
+        assert!(
+            r.text().contains("in use by another process"),
+            "{}",
+            r.text()
+        );
         assert_eq!(vtd.status("locked2").state, VmState::Stopped);
         vtd.expect("POST", "/vms/locked1/stop", None, 200);
         // ...shared, both VMs write the one image (no lock taken).
