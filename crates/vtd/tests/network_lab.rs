@@ -2,7 +2,11 @@
 //! virtio-net NICs on taps, the nftables rules in the lab's kernel): each
 //! reaches the gateway, not the other; a guest that changes its IP or MAC
 //! loses its traffic; with `vm_inter_vm_traffic` on they reach each
-//! other, and off again they do not. Addresses are inside the lab only.
+//! other, and off again they do not. The same guests have a second NIC on
+//! a `nat` network with DHCP: on it each gets its fixed lease from vtd's
+//! dnsmasq with busybox `udhcpc`, pings the gateway, and resolves the other
+//! VM's name with the gateway as DNS server. Addresses are inside the lab
+//! only.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,8 +20,37 @@ for w in $(cat /proc/cmdline); do
         vt.ip=*) ip=${w#vt.ip=} ;;
         vt.peer=*) peer=${w#vt.peer=} ;;
         vt.spoof=*) spoof=1 ;;
+        vt.dhcp=*) dhcp=1 ;;
+        vt.lookup=*) lookup=${w#vt.lookup=} ;;
     esac
 done
+if [ -n "$dhcp" ]; then
+    # A DHCP client on the second NIC, on the nat network (udhcpc runs
+    # this script with the lease).
+    cat >/tmp/dhcp.sh <<'EOF'
+#!/bin/sh
+[ "$1" = bound ] || exit 0
+ip addr add "$ip/$mask" dev "$interface"
+ip route add default via "$router"
+echo "VT-GUEST lease ip=$ip mask=$mask router=$router dns=$dns"
+EOF
+    chmod 755 /tmp/dhcp.sh
+    ip link set eth1 up
+    udhcpc -i eth1 -n -q -t 30 -T 1 -s /tmp/dhcp.sh; echo "VT-GUEST udhcpc=$?"
+    echo "VT-GUEST mac=$(cat /sys/class/net/eth1/address)"
+    echo "VT-GUEST addr=$(ip -4 addr show dev eth1 | awk '/inet / {print $2}')"
+    ngw=$(ip route | awk '/^default/ {print $3}')
+    for i in $(seq 10); do ping -c 1 -W 1 "$ngw" >/dev/null 2>&1 && break; done
+    ping -c 1 -W 2 "$ngw" >/dev/null 2>&1; echo "VT-GUEST dhcp_gw=$?"
+    # The other VM's name, asked of the gateway (dnsmasq knows it once
+    # that VM has its lease).
+    for i in $(seq 120); do
+        a=$(nslookup "$lookup" "$ngw" 2>/dev/null | sed -n '/^Name:/,$ s/^Address:[[:space:]]*//p' | head -n 1)
+        [ -n "$a" ] && break
+        sleep 0.5
+    done
+    echo "VT-GUEST resolved $lookup=$a"
+fi
 gw=10.88.0.1
 ip link set eth0 up
 ip addr add "$ip/24" dev eth0
@@ -49,11 +82,21 @@ ip link set lo up
 "$R/vt/vtd" --socket $VT_SOCKET --state-dir /tmp/vt-state --vmm "$R/vt/vt-vmm" >/tmp/vtd.log 2>&1 &
 for i in $(seq 100); do [ -S $VT_SOCKET ] && break; sleep 0.1; done
 $VT net define lan --mode isolated --subnet 10.88.0.0/24 --dhcp off
-fail() { echo "VT-HOST failed=$1"; cat /tmp/vtd.log; exit 1; }
+$VT net define out --mode nat --subnet 10.90.0.0/24 --dhcp on
+fail() { echo "VT-HOST failed=$1"; cat /tmp/vtd.log; cat /tmp/vt-state/networks/out/dnsmasq.log; exit 1; }
 $VT net start lan; rc=$?; echo "VT-HOST net_start_rc=$rc"; [ $rc = 0 ] || fail net-start
+# dnsmasq drops its privileges to nobody: the lab has no /etc/passwd.
+mkdir -p /etc
+echo 'nobody:x:65534:65534:nobody:/nonexistent:/bin/false' >>/etc/passwd
+echo 'nogroup:x:65534:' >>/etc/group
+$VT net start out; rc=$?; echo "VT-HOST nat_start_rc=$rc"; [ $rc = 0 ] || fail nat-start
 B="kernel=$R/guest/vmlinux,initrd=$R/vt/initramfs.cpio.gz,kernel_args=console=ttyS0 quiet vt.action=wait"
-$VT create --name a --ram 192 --network network=lan,ip=10.88.0.2 --boot "$B vt.ip=10.88.0.2 vt.peer=10.88.0.3 vt.spoof=1"
-$VT create --name b --ram 192 --network network=lan,ip=10.88.0.3 --boot "$B vt.ip=10.88.0.3 vt.peer=10.88.0.2"
+# eth0 on lan with a static address; eth1 on the nat network, DHCP (no
+# address given: vtd picks each NIC's fixed lease).
+$VT create --name a --ram 192 --network network=lan,ip=10.88.0.2 --network network=out \
+    --boot "$B vt.ip=10.88.0.2 vt.peer=10.88.0.3 vt.spoof=1 vt.dhcp=1 vt.lookup=b"
+$VT create --name b --ram 192 --network network=lan,ip=10.88.0.3 --network network=out \
+    --boot "$B vt.ip=10.88.0.3 vt.peer=10.88.0.2 vt.dhcp=1 vt.lookup=a"
 $VT start a; rc=$?; echo "VT-HOST start_a_rc=$rc"; [ $rc = 0 ] || fail start-a
 $VT start b; rc=$?; echo "VT-HOST start_b_rc=$rc"; [ $rc = 0 ] || fail start-b
 con() { $VT console "$1" --no-follow 2>/dev/null | tr -d '\r'; }
@@ -86,6 +129,11 @@ for i in $(seq 100); do
 done
 echo "VT-HOST off_again_a=$(last a)"
 echo "VT-HOST off_again_b=$(last b)"
+# The nat network, as vtd sees it (the guests asked it before their
+# peer loops began).
+for v in a b; do echo "VT-HOST nic_$v=$($VT info $v | sed -n 's/^Network: *//p' | grep '^network=out')"; done
+$VT net leases out | sed 's/^/LEASES /'
+$VT net info out | sed 's/^/NETINFO /'
 $VT stop a; $VT stop b
 echo "VT-HOST table_after_stop=$(nft list table bridge vtd | grep -c 'ether saddr')"
 con a | grep -v 'peer=' | sed 's/^/CONSOLE-A /'
@@ -121,8 +169,12 @@ fn two_guests_on_an_isolated_network() {
         eprintln!("VT_LAB=never: Linux guest test skipped");
         return;
     }
-    let (Some(nft), Some(ip)) = (network::find_program("nft"), network::find_program("ip")) else {
-        eprintln!("skipped: needs nft and ip (scripts/setup-host.sh)");
+    let (Some(nft), Some(ip), Some(dnsmasq)) = (
+        network::find_program("nft"),
+        network::find_program("ip"),
+        network::find_program("dnsmasq"),
+    ) else {
+        eprintln!("skipped: needs nft, ip and dnsmasq (scripts/setup-host.sh)");
         return;
     };
     let arts = lab::artifacts::ensure(None).expect("guest artifacts");
@@ -133,7 +185,8 @@ fn two_guests_on_an_isolated_network() {
             "nf_tables",
             "nft_meta_bridge",
             "nft_ct",
-            "nft_chain_nat"
+            "nft_chain_nat",
+            "nft_masq"
         ]
         .iter()
         .all(|m| modules.iter().any(|l| l == m)),
@@ -153,9 +206,12 @@ fn two_guests_on_an_isolated_network() {
         // nftables' and iproute2's tools (busybox's ip makes no bridges).
         .add_binary(&nft, "/usr/sbin/nft")
         .add_binary(&ip, "/bin/ip")
+        // The nat network's DHCP and DNS.
+        .add_binary(&dnsmasq, "/usr/sbin/dnsmasq")
         .run_auto(HOST)
         .expect("lab run");
     let _ = std::fs::remove_dir_all(initramfs.parent().unwrap());
+    eprintln!("lab time: {:.1} s", out.duration.as_secs_f64());
     let o = out.stdout.as_str();
     eprintln!("{o}");
     assert_eq!(out.exit_code, 0, "{o}");
@@ -187,4 +243,51 @@ fn two_guests_on_an_isolated_network() {
     assert_eq!(host(o, "off_again_b"), "VT-GUEST peer=1");
     // Stopped: no per-NIC rules left.
     assert_eq!(host(o, "table_after_stop"), "0");
+
+    // The nat network: each guest got the fixed lease vtd gave its NIC
+    // (what `vt info` and `vt net leases` say), the gateway as router and
+    // DNS server, reached the gateway and resolved the other VM's name.
+    assert_eq!(host(o, "nat_start_rc"), "0");
+    let gateway = o
+        .lines()
+        .find_map(|l| l.strip_prefix("NETINFO Gateway"))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no gateway in vt net info:\n{o}"));
+    assert_eq!(gateway, "10.90.0.1");
+    let nic = |vm: &str| {
+        let text = host(o, &format!("nic_{vm}"));
+        let field = |k: &str| {
+            text.split_whitespace()
+                .find_map(|w| w.strip_prefix(k))
+                .unwrap_or_else(|| panic!("no {k} in vt info {vm}: {text}"))
+                .to_string()
+        };
+        (field("mac="), field("ip="))
+    };
+    let (mac_a, ip_a) = nic("a");
+    let (mac_b, ip_b) = nic("b");
+    assert_ne!(ip_a, ip_b);
+    for (vm, mac, ip, other, other_ip) in [
+        ("A", &mac_a, &ip_a, "b", &ip_b),
+        ("B", &mac_b, &ip_b, "a", &ip_a),
+    ] {
+        console(vm, "VT-GUEST udhcpc=0");
+        console(vm, &format!("VT-GUEST mac={mac}"));
+        console(
+            vm,
+            &format!("VT-GUEST lease ip={ip} mask=24 router={gateway} dns={gateway}"),
+        );
+        console(vm, &format!("VT-GUEST addr={ip}/24"));
+        console(vm, "VT-GUEST dhcp_gw=0");
+        console(vm, &format!("VT-GUEST resolved {other}={other_ip}"));
+        // dnsmasq's lease file has it, for this VM.
+        let vm = vm.to_lowercase();
+        assert!(
+            o.lines().any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.get(..5) == Some(&["LEASES", ip.as_str(), mac.as_str(), &vm, &vm][..])
+            }),
+            "no lease {ip} {mac} for {vm} in vt net leases:\n{o}"
+        );
+    }
 }
