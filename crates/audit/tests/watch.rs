@@ -196,7 +196,10 @@ fn image_openers_never_wait_and_closing_frees_waiting_openers() {
     let (img, secret) = two_watches(&w, "stall");
     // Nobody reads events (a stalled watcher). An image's opener goes on.
     let mut c = cat(&img);
-    assert!(ends_within(&mut c, Duration::from_secs(5)), "image open waited");
+    assert!(
+        ends_within(&mut c, Duration::from_secs(5)),
+        "image open waited"
+    );
     // An admin watch's opener waits for the answer (a permission event)...
     let mut waiting = cat(&secret);
     assert!(!ends_within(&mut waiting, Duration::from_millis(500)));
@@ -204,7 +207,12 @@ fn image_openers_never_wait_and_closing_frees_waiting_openers() {
     w.close();
     assert!(ends_within(&mut waiting, Duration::from_secs(5)));
     assert!(waiting.wait().unwrap().success());
-    assert!(w.add(Watch { id: 0, ..w.list()[0].clone() }).is_err());
+    assert!(w
+        .add(Watch {
+            id: 0,
+            ..w.list()[0].clone()
+        })
+        .is_err());
     std::fs::remove_dir_all(img.parent().unwrap()).unwrap();
 }
 

@@ -334,14 +334,20 @@ mod tests {
         let sums = count("request.refusals", 1000);
         assert_eq!(sums.len(), 1, "{sums:?}");
         assert!(
-            sums[0].entry.detail.contains("uid 1000: 4980 more refusals"),
+            sums[0]
+                .entry
+                .detail
+                .contains("uid 1000: 4980 more refusals"),
             "{:?}",
             sums[0].entry.detail
         );
         // A new second: recorded one by one again; successes never counted.
         refuse(&user, 1);
         a.action(&user, "list", None, Outcome::Ok, "GET /vms: 200".into());
-        assert_eq!(count("request", 1000).len(), REFUSALS_PER_SECOND as usize + 1);
+        assert_eq!(
+            count("request", 1000).len(),
+            REFUSALS_PER_SECOND as usize + 1
+        );
         assert!(a.verify().unwrap().ok, "trail intact");
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -88,6 +88,13 @@ pub fn expect(e: Expected) {
     let _ = EXPECTED.set(e);
 }
 
+/// Whether live process `pid` runs the VMM binary as root or a VM uid.
+pub fn runs_vmm(pid: u32) -> bool {
+    EXPECTED
+        .get()
+        .is_some_and(|e| process::uid_of(pid).is_some_and(|u| e.believes(pid, u)))
+}
+
 /// Every live VMM serving a socket under `dir` (see the module doc for
 /// what is believed).
 pub fn vmms_under(dir: &Path) -> Vec<Found> {
