@@ -104,6 +104,7 @@ impl Audit {
         let cfg = Config {
             max_file_bytes: limits.file_bytes,
             max_files: limits.files,
+            anchor: Some(audit::anchor::path_for(key_path)),
             ..Config::new(state_dir.join("audit"), key)
         };
         Ok(Audit {
@@ -258,7 +259,9 @@ impl Audit {
     pub fn verify(&self) -> std::io::Result<Report> {
         self.summarise(false);
         let t = self.trail();
-        audit::verify(t.dir(), Some(t.key()))
+        let mut r = audit::verify(t.dir(), Some(t.key()))?;
+        audit::anchor::check(&mut r, &audit::anchor::path_for(&self.key_path));
+        Ok(r)
     }
 
     /// The newest `limit` records that pass `filter`.
