@@ -8,10 +8,21 @@
 //! | `x`  | `FAN_OPEN_EXEC_PERM`               | `watch.exec`                |
 //! | `a`  | `FAN_ATTRIB` (a second, FID group) | `watch.attr`                |
 //!
-//! Opens are permission events: the opener waits (microseconds) until the
-//! watcher has read its `/proc/PID/exe` and uid, so even a short-lived
-//! `cat` is named; the answer is always "allow" (watches observe, they do
-//! not refuse). fanotify cannot tell an open for reading from one for
+//! An admin's watch (`image_of` unset) reports opens as permission
+//! events: the opener waits (microseconds) until the watcher has read its
+//! `/proc/PID/exe` and uid, so even a short-lived `cat` is named; the
+//! answer is always "allow" (watches observe, they do not refuse). A VM
+//! image's watch (`image_of` set; the path comes from a VM definition,
+//! which any user may write) uses the notification events `FAN_OPEN` and
+//! `FAN_OPEN_EXEC` instead: nobody ever waits on the watcher for it, and
+//! the opener's exe is read after the fact (absent when it was gone).
+//!
+//! Marks are put with `FAN_MARK_DONT_FOLLOW` on the path given, which
+//! must not be a symbolic link (callers pass canonical paths). If the
+//! reading thread cannot go on ([`Watcher::run`] returns after retrying
+//! transient errors with backoff), the groups are closed
+//! ([`Watcher::close`]): the kernel then allows every pending permission
+//! event and no opener is left waiting. fanotify cannot tell an open for reading from one for
 //! writing (the event's descriptor has the watcher's flags): every open is
 //! `watch.open` under `r`. Reads and writes through descriptors opened
 //! earlier (a VMM's disk, passed by `vtd`) come as `FAN_ACCESS`/`FAN_MODIFY`
@@ -30,6 +41,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -96,17 +108,27 @@ impl std::fmt::Display for Perms {
 }
 
 impl Perms {
-    /// The mask for the content (descriptor) group.
-    fn content_mask(self) -> u64 {
+    /// The mask for the content (descriptor) group: opens as
+    /// permission events when `blocking`, else as notifications.
+    fn content_mask(self, blocking: bool) -> u64 {
         let mut m = 0;
         if self.read {
-            m |= libc::FAN_OPEN_PERM | libc::FAN_ACCESS;
+            m |= libc::FAN_ACCESS;
+            m |= if blocking {
+                libc::FAN_OPEN_PERM
+            } else {
+                libc::FAN_OPEN
+            };
         }
         if self.write {
             m |= libc::FAN_MODIFY | libc::FAN_CLOSE_WRITE;
         }
         if self.exec {
-            m |= libc::FAN_OPEN_EXEC_PERM;
+            m |= if blocking {
+                libc::FAN_OPEN_EXEC_PERM
+            } else {
+                libc::FAN_OPEN_EXEC
+            };
         }
         m
     }
@@ -148,11 +170,11 @@ impl Kind {
     fn of_mask(mask: u64) -> Vec<Kind> {
         let mut out = Vec::new();
         for (bit, k) in [
-            (libc::FAN_OPEN_PERM, Kind::Open),
+            (libc::FAN_OPEN_PERM | libc::FAN_OPEN, Kind::Open),
             (libc::FAN_ACCESS, Kind::Read),
             (libc::FAN_MODIFY, Kind::Write),
             (libc::FAN_CLOSE_WRITE, Kind::CloseWrite),
-            (libc::FAN_OPEN_EXEC_PERM, Kind::Exec),
+            (libc::FAN_OPEN_EXEC_PERM | libc::FAN_OPEN_EXEC, Kind::Exec),
             (libc::FAN_ATTRIB, Kind::Attr),
         ] {
             if mask & bit != 0 {
@@ -203,6 +225,10 @@ pub enum WatchError {
     Mark(String, io::Error),
     #[error("attribute watches (perm a) need FAN_REPORT_FID (Linux 5.1), not available: {0}")]
     NoAttr(String),
+    #[error("{0}: a symbolic link: name the file itself")]
+    Symlink(String),
+    #[error("the file-watch thread has stopped: no watch can be added")]
+    Closed,
 }
 
 struct Mark {
@@ -220,6 +246,10 @@ pub struct Watcher {
     fid: Result<OwnedFd, String>,
     marks: Mutex<Vec<Mark>>,
     next_id: Mutex<u64>,
+    /// Set by [`Watcher::close`].
+    closed: AtomicBool,
+    /// An errno [`Watcher::run`] takes as its next read's (tests).
+    injected: AtomicI32,
 }
 
 fn last_err() -> io::Error {
@@ -324,8 +354,9 @@ struct Raw {
 }
 
 /// Splits a buffer of events (fanotify(7): `fanotify_event_metadata`
-/// records, each `event_len` long, FID info records after the metadata).
-fn parse(buf: &[u8]) -> Vec<Raw> {
+/// records, each `event_len` long, FID info records after the metadata);
+/// also how many bytes were understood (the rest: a malformed record).
+fn parse(buf: &[u8]) -> (Vec<Raw>, usize) {
     let mut out = Vec::new();
     let mut at = 0;
     while let (Some(len), Some(meta_len)) = (u32_at(buf, at), buf.get(at + 6..at + 8)) {
@@ -357,7 +388,7 @@ fn parse(buf: &[u8]) -> Vec<Raw> {
         });
         at += len;
     }
-    out
+    (out, at)
 }
 
 /// Pending repeats: (pid, watch id, kind) -> the first access and the
@@ -374,6 +405,8 @@ impl Watcher {
             fid,
             marks: Mutex::new(Vec::new()),
             next_id: Mutex::new(1),
+            closed: AtomicBool::new(false),
+            injected: AtomicI32::new(0),
         })
     }
 
@@ -385,23 +418,26 @@ impl Watcher {
     fn remark(&self, marks: &[Mark], dev: u64, ino: u64, path: &Path) -> Result<(), WatchError> {
         let (mut content, mut attr) = (0, false);
         for m in marks.iter().filter(|m| m.dev == dev && m.ino == ino) {
-            content |= m.watch.perms.content_mask();
+            content |= m.watch.perms.content_mask(m.watch.image_of.is_none());
             attr |= m.watch.perms.attr;
         }
         let name = path.display().to_string();
+        let nofollow = libc::FAN_MARK_DONT_FOLLOW;
         let set = |fd: RawFd, mask: u64| -> Result<(), WatchError> {
             // Remove what is no longer wanted, add what is.
             let all = libc::FAN_OPEN_PERM
+                | libc::FAN_OPEN
+                | libc::FAN_OPEN_EXEC
                 | libc::FAN_ACCESS
                 | libc::FAN_MODIFY
                 | libc::FAN_CLOSE_WRITE
                 | libc::FAN_OPEN_EXEC_PERM
                 | libc::FAN_ATTRIB;
             if all & !mask != 0 {
-                let _ = mark(fd, libc::FAN_MARK_REMOVE, all & !mask, path);
+                let _ = mark(fd, libc::FAN_MARK_REMOVE | nofollow, all & !mask, path);
             }
             if mask != 0 {
-                mark(fd, libc::FAN_MARK_ADD, mask, path)
+                mark(fd, libc::FAN_MARK_ADD | nofollow, mask, path)
                     .map_err(|e| WatchError::Mark(name.clone(), e))?;
             }
             Ok(())
@@ -418,7 +454,14 @@ impl Watcher {
     /// Adds a watch on `w.path` (which must exist); returns it with its id.
     pub fn add(&self, mut w: Watch) -> Result<Watch, WatchError> {
         let name = w.path.display().to_string();
-        let meta = std::fs::metadata(&w.path).map_err(|e| WatchError::Path(name.clone(), e))?;
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(WatchError::Closed);
+        }
+        let meta =
+            std::fs::symlink_metadata(&w.path).map_err(|e| WatchError::Path(name.clone(), e))?;
+        if meta.file_type().is_symlink() {
+            return Err(WatchError::Symlink(name));
+        }
         let handle = if w.perms.attr {
             Some(handle_of(&w.path).map_err(|e| WatchError::Path(name.clone(), e))?)
         } else {
@@ -514,11 +557,62 @@ impl Watcher {
         out
     }
 
-    /// Reads events for ever, calling `sink` for each first access and
-    /// each summary of repeats (after `interval`). Returns on a read
-    /// error other than EINTR/EAGAIN.
-    pub fn run(&self, interval: Duration, mut sink: impl FnMut(Access)) -> io::Error {
+    /// Stops watching for good: removes every mark and closes both
+    /// groups (each descriptor number is pointed at `/dev/null`), so the
+    /// kernel allows every permission event still pending and no later
+    /// open waits. [`Watcher::run`] returns; [`Watcher::add`] fails.
+    pub fn close(&self) {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let null = std::fs::File::open("/dev/null");
+        let mut fds = vec![self.content.as_raw_fd()];
+        if let Ok(f) = &self.fid {
+            fds.push(f.as_raw_fd());
+        }
+        for fd in fds {
+            // SAFETY: FAN_MARK_FLUSH on our own group takes no path.
+            unsafe {
+                libc::fanotify_mark(
+                    fd,
+                    libc::FAN_MARK_FLUSH,
+                    0,
+                    libc::AT_FDCWD,
+                    std::ptr::null(),
+                )
+            };
+            if let Ok(n) = &null {
+                // SAFETY: dup2 atomically closes the group (its last
+                // reference: the kernel then allows its pending events)
+                // and leaves the number open on /dev/null, so the
+                // OwnedFd that owns `fd` still closes a valid descriptor.
+                unsafe { libc::dup2(n.as_raw_fd(), fd) };
+            }
+        }
+    }
+
+    /// Makes the next read in [`Watcher::run`] fail with `errno` (for
+    /// tests of the failure paths).
+    #[doc(hidden)]
+    pub fn inject_error(&self, errno: i32) {
+        self.injected.store(errno, Ordering::SeqCst);
+    }
+
+    /// Reads events until [`Watcher::close`] or a fatal error, calling
+    /// `sink` for each first access and each summary of repeats (after
+    /// `interval`). Out of descriptors or memory (EMFILE, ENFILE, ENOMEM,
+    /// ENOBUFS) it retries with backoff (0.1 s doubling to 5 s, 10
+    /// times); on any other error, or when retries run out, it closes
+    /// the groups ([`Watcher::close`]) and returns the error.
+    pub fn run(&self, interval: Duration, sink: impl FnMut(Access)) -> io::Error {
+        let e = self.read_events(interval, sink);
+        self.close();
+        e
+    }
+
+    fn read_events(&self, interval: Duration, mut sink: impl FnMut(Access)) -> io::Error {
         let mut pending: Pending = HashMap::new();
+        let mut retries = 0u32;
         // 8-aligned buffer for the event records.
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -534,23 +628,48 @@ impl Watcher {
                     revents: 0,
                 });
             }
+            if self.closed.load(Ordering::SeqCst) {
+                return io::Error::other("the watcher was closed");
+            }
             let wait_ms = if pending.is_empty() { 1000 } else { 250 };
             // SAFETY: `fds` is a live array of that many pollfds.
             let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait_ms) };
             if n < 0 && last_err().raw_os_error() != Some(libc::EINTR) {
                 return last_err();
             }
+            let injected = self.injected.swap(0, Ordering::SeqCst);
+            if injected != 0 {
+                fds[0].revents |= libc::POLLIN;
+            }
             for p in fds.iter().filter(|p| p.revents & libc::POLLIN != 0) {
-                // SAFETY: reads at most buf.len() bytes into our buffer.
-                let got = unsafe { libc::read(p.fd, buf.as_mut_ptr().cast(), buf.len()) };
+                let got = if injected != 0 && p.fd == self.content.as_raw_fd() {
+                    // SAFETY: sets this thread's errno, read just below.
+                    unsafe { *libc::__errno_location() = injected };
+                    -1
+                } else {
+                    // SAFETY: reads at most buf.len() bytes into our buffer.
+                    unsafe { libc::read(p.fd, buf.as_mut_ptr().cast(), buf.len()) }
+                };
                 if got < 0 {
                     let e = last_err();
-                    if matches!(e.raw_os_error(), Some(libc::EINTR | libc::EAGAIN)) {
-                        continue;
+                    match e.raw_os_error() {
+                        Some(libc::EINTR | libc::EAGAIN) => continue,
+                        Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS)
+                            if retries < 10 =>
+                        {
+                            let wait = Duration::from_millis(100 << retries.min(6));
+                            eprintln!("fanotify: read: {e}: retrying in {wait:?}");
+                            std::thread::sleep(wait.min(Duration::from_secs(5)));
+                            retries += 1;
+                            continue;
+                        }
+                        _ => return e,
                     }
-                    return e;
                 }
-                for raw in parse(&buf[..got as usize]) {
+                retries = 0;
+                let (raws, understood) = parse(&buf[..got as usize]);
+                let malformed = understood != got as usize;
+                for raw in raws {
                     if raw.mask & libc::FAN_Q_OVERFLOW != 0 {
                         eprintln!(
                             "fanotify: event queue overflowed: some accesses were not reported"
@@ -560,6 +679,11 @@ impl Watcher {
                     for (watch, kind, pid, info) in self.handle(p.fd, raw) {
                         offer(&mut pending, watch, kind, pid, info, interval, &mut sink);
                     }
+                }
+                if malformed {
+                    // Events after it (and their permission requests)
+                    // cannot be found: closing the groups allows them.
+                    return io::Error::other("fanotify: a malformed event record");
                 }
             }
             flush(&mut pending, interval, &mut sink);
@@ -646,7 +770,7 @@ mod tests {
                 read: true,
                 ..Perms::default()
             }
-            .content_mask(),
+            .content_mask(true),
             libc::FAN_OPEN_PERM | libc::FAN_ACCESS
         );
     }
@@ -678,8 +802,8 @@ mod tests {
         ev.extend(4u32.to_ne_bytes());
         ev.extend(1i32.to_ne_bytes());
         ev.extend([9u8, 9, 9, 9]);
-        let r = parse(&ev);
-        assert_eq!(r.len(), 1);
+        let (r, understood) = parse(&ev);
+        assert_eq!((r.len(), understood), (1, ev.len()));
         assert_eq!((r[0].pid, r[0].fd, r[0].mask), (77, -1, libc::FAN_ATTRIB));
         let mut want = 1i32.to_ne_bytes().to_vec();
         want.extend([9u8, 9, 9, 9]);

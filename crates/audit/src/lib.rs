@@ -10,6 +10,7 @@
 //! - [`search()`]: records by VM, key, action, uid, time, result.
 //! - [`fanotify`]: file-access watches (`auditctl -w` semantics).
 
+pub mod anchor;
 pub mod fanotify;
 pub mod files;
 pub mod record;

@@ -37,6 +37,8 @@ pub struct Config {
     pub checkpoint_every: u64,
     /// ...or when this much time has passed since the last one.
     pub checkpoint_interval: Duration,
+    /// The anchor file ([`crate::anchor`]), if any.
+    pub anchor: Option<PathBuf>,
 }
 
 impl Config {
@@ -50,6 +52,7 @@ impl Config {
             max_files: 16,
             checkpoint_every: 1000,
             checkpoint_interval: Duration::from_secs(60),
+            anchor: None,
         }
     }
 }
@@ -151,6 +154,14 @@ impl Trail {
                 (if damaged { n + 1 } else { *n }, seq, last)
             }
         };
+        if let Some(why) = cfg
+            .anchor
+            .as_deref()
+            .and_then(crate::anchor::read)
+            .and_then(|n| crate::anchor::behind(n, seq))
+        {
+            problems.push(why);
+        }
         if let Some(h) = Head::read(&cfg.dir) {
             if h.seq != seq || h.hash != last {
                 problems.push(format!(
@@ -234,7 +245,13 @@ impl Trail {
         self.write(e, Some(seal), None)?;
         self.since_checkpoint = 0;
         self.last_checkpoint = Instant::now();
-        self.file.sync_data()
+        self.file.sync_data()?;
+        if let Some(a) = &self.cfg.anchor {
+            if let Err(e) = crate::anchor::write(a, self.seq) {
+                eprintln!("audit: anchor {}: {e}", a.display());
+            }
+        }
+        Ok(())
     }
 
     fn write(

@@ -467,3 +467,51 @@ fn verify_never_panics_on_garbage() {
         }
     }
 }
+
+#[test]
+fn a_rollback_to_an_earlier_head_is_found_by_the_anchor() {
+    let dir = Dir::new("rollback");
+    let anchor = dir.0.join("audit.key.seq");
+    let cfg = || Config {
+        anchor: Some(anchor.clone()),
+        ..config(&dir.trail(), 1 << 30, 4)
+    };
+    let mut t = Trail::open(cfg()).unwrap();
+    for i in 0..5 {
+        t.append(entry(i)).unwrap();
+    }
+    drop(t);
+    // The attacker keeps the head and the file as they are now...
+    let f = dir.trail().join("trail-000001.log");
+    let old_head = std::fs::read(dir.trail().join("head")).unwrap();
+    let old_len = std::fs::metadata(&f).unwrap().len();
+    // ...more is recorded (checkpoints among it: every 10 records)...
+    let mut t = Trail::open(cfg()).unwrap();
+    for i in 5..40 {
+        t.append(entry(i)).unwrap();
+    }
+    drop(t);
+    let anchored = audit::anchor::read(&anchor).expect("anchor written");
+    // ...and is rolled back: the file cut back, the old head restored.
+    let full = std::fs::read(&f).unwrap();
+    std::fs::write(&f, &full[..old_len as usize]).unwrap();
+    std::fs::write(dir.trail().join("head"), &old_head).unwrap();
+    // The trail alone is consistent: without the anchor, verify passes.
+    let r = check(&dir);
+    assert!(r.ok, "{r:?}");
+    // With the anchor it does not.
+    let mut r = check(&dir);
+    audit::anchor::check(&mut r, &anchor);
+    let p = first(&r);
+    assert_eq!(
+        (p.file.as_str(), p.seq),
+        ("anchor", Some(anchored)),
+        "{r:?}"
+    );
+    assert!(p.what.contains("rolled back"), "{p}");
+    // A vtd opening it writes that into the trail for good.
+    drop(Trail::open(cfg()).unwrap());
+    let found = failed_opens(&dir);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].entry.detail.contains("rolled back"), "{found:?}");
+}

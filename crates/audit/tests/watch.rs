@@ -141,3 +141,133 @@ fn a_missing_path_is_a_clear_error() {
     assert!(e.to_string().contains("/nonexistent/disk.img"), "{e}");
     assert!(w.list().is_empty());
 }
+
+/// A temporary directory with a VM image `img` and an admin-watched
+/// `secret`, both watched by `w` (the image with `image_of` set).
+fn two_watches(w: &Watcher, tag: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("audit-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (img, secret) = (dir.join("img"), dir.join("secret"));
+    std::fs::write(&img, b"i").unwrap();
+    std::fs::write(&secret, b"s").unwrap();
+    w.add(Watch {
+        id: 0,
+        path: img.clone(),
+        perms: "rw".parse().unwrap(),
+        key: "image:vm".into(),
+        image_of: Some("vm".into()),
+    })
+    .unwrap();
+    w.add(Watch {
+        id: 0,
+        path: secret.clone(),
+        perms: "r".parse().unwrap(),
+        key: "secret".into(),
+        image_of: None,
+    })
+    .unwrap();
+    (img, secret)
+}
+
+/// A `cat` of `path`, and whether it ended within `within`.
+fn cat(path: &std::path::Path) -> std::process::Child {
+    std::process::Command::new("cat")
+        .arg(path)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn ends_within(c: &mut std::process::Child, within: Duration) -> bool {
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if c.try_wait().unwrap().is_some() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn image_openers_never_wait_and_closing_frees_waiting_openers() {
+    let Some(w) = watcher() else { return };
+    let (img, secret) = two_watches(&w, "stall");
+    // Nobody reads events (a stalled watcher). An image's opener goes on.
+    let mut c = cat(&img);
+    assert!(
+        ends_within(&mut c, Duration::from_secs(5)),
+        "image open waited"
+    );
+    // An admin watch's opener waits for the answer (a permission event)...
+    let mut waiting = cat(&secret);
+    assert!(!ends_within(&mut waiting, Duration::from_millis(500)));
+    // ...until the groups are closed: the kernel allows it.
+    w.close();
+    assert!(ends_within(&mut waiting, Duration::from_secs(5)));
+    assert!(waiting.wait().unwrap().success());
+    assert!(w
+        .add(Watch {
+            id: 0,
+            ..w.list()[0].clone()
+        })
+        .is_err());
+    std::fs::remove_dir_all(img.parent().unwrap()).unwrap();
+}
+
+#[test]
+fn symbolic_links_are_not_watched() {
+    let Some(w) = watcher() else { return };
+    let dir = std::env::temp_dir().join(format!("audit-link-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("target"), b"t").unwrap();
+    std::os::unix::fs::symlink(dir.join("target"), dir.join("link")).unwrap();
+    let e = w
+        .add(Watch {
+            id: 0,
+            path: dir.join("link"),
+            perms: "r".parse().unwrap(),
+            key: "image:vm".into(),
+            image_of: Some("vm".into()),
+        })
+        .unwrap_err();
+    assert!(e.to_string().contains("symbolic link"), "{e}");
+    assert!(w.list().is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_dead_watch_thread_leaves_no_opener_waiting() {
+    let Some(w) = watcher() else { return };
+    let (img, secret) = two_watches(&w, "dead");
+    let (tx, rx) = mpsc::channel();
+    let runner = w.clone();
+    let t = std::thread::spawn(move || {
+        runner.run(Duration::from_millis(100), move |a| {
+            let _ = tx.send(a);
+        })
+    });
+    // A transient error (out of descriptors) is retried: events still come.
+    w.inject_error(libc::EMFILE);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut c = cat(&secret);
+    assert!(ends_within(&mut c, Duration::from_secs(5)));
+    next(&rx, |a| a.kind == Kind::Open && a.pid == c.id() as i32);
+    // A fatal one ends the thread, which closes the groups.
+    w.inject_error(libc::EBADF);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !t.is_finished() {
+        assert!(std::time::Instant::now() < deadline, "run did not return");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let e = t.join().unwrap();
+    assert_eq!(e.raw_os_error(), Some(libc::EBADF));
+    // Nobody answers any more, yet nobody waits.
+    for p in [&secret, &img] {
+        let mut c = cat(p);
+        assert!(ends_within(&mut c, Duration::from_secs(5)), "{p:?} waited");
+    }
+    std::fs::remove_dir_all(img.parent().unwrap()).unwrap();
+}

@@ -55,6 +55,11 @@ impl UidPool {
         Ok(self.base + slot)
     }
 
+    /// The first VM uid.
+    pub fn base(&self) -> u32 {
+        self.base
+    }
+
     /// Marks `uid` taken (a VMM found running after a restart).
     pub fn mark(&self, uid: u32) {
         crate::vm::lock(&self.used).insert(uid);
@@ -385,7 +390,7 @@ pub fn start(
 
 /// `vmm` as an absolute path (searched in `PATH` when it has no `/`:
 /// the cell's exec does no search).
-fn resolve(vmm: &Path) -> PathBuf {
+pub fn resolve(vmm: &Path) -> PathBuf {
     if vmm.components().count() == 1 {
         let path = std::env::var_os("PATH").unwrap_or_default();
         if let Some(p) = std::env::split_paths(&path)

@@ -123,6 +123,15 @@ impl Daemon {
             std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))?;
         }
         let state_lock = lock_state(state_dir)?;
+        // What a real VMM is: the scans below believe no other process.
+        let uid_base = jail.as_ref().map(|j| j.uids.base());
+        match scan::Expected::new(&crate::cell::resolve(&vmm), uid_base) {
+            Ok(e) => scan::expect(e),
+            Err(e) => eprintln!(
+                "vtd: warning: VMM binary {}: {e}: running VMMs cannot be recognised",
+                vmm.display()
+            ),
+        }
         let key = audit
             .key
             .clone()

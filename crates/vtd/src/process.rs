@@ -131,6 +131,7 @@ pub fn is_our_vmm(pid: u32, socket: &Path) -> bool {
         .first()
         .is_some_and(|a| a.ends_with(b"vt-vmm") || a.ends_with(b"vt-vmm (deleted)"));
     is_vmm
+        && crate::scan::runs_vmm(pid)
         && args
             .windows(2)
             .any(|w| (w[0] == b"--api-socket" || w[0] == b"--id") && w[1] == sock)

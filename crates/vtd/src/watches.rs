@@ -112,14 +112,21 @@ impl Watches {
         }
         let weak = Arc::downgrade(d);
         let interval = w.coalesce;
+        let runner = watcher.clone();
         let spawned = std::thread::Builder::new()
             .name("fanotify".into())
             .spawn(move || {
-                let e = watcher.run(interval, |a| record(&weak, a));
-                eprintln!("vtd: error: the file-watch thread stopped: {e}");
+                // `run` closes the groups when it returns: no open waits.
+                let e = runner.run(interval, |a| record(&weak, a));
+                stopped(&weak, &format!("the file-watch thread stopped: {e}"));
             });
         if let Err(e) = spawned {
-            eprintln!("vtd: error: cannot start the file-watch thread: {e}");
+            // Nobody would answer the permission events: close the groups.
+            watcher.close();
+            stopped(
+                &Arc::downgrade(d),
+                &format!("cannot start the file-watch thread: {e}"),
+            );
         }
     }
 
@@ -217,13 +224,29 @@ impl Watches {
 
     /// Watches `def`'s disk images (and their qcow2 backing files are
     /// not included: only the images named). A disk that cannot be watched
-    /// is recorded as a failed `watch.add`.
+    /// (among them: a path in vtd's state directory, its key, /proc or
+    /// /sys, also through a symbolic link) is recorded as a failed
+    /// `watch.add`. The watch is on the canonical path, with notification
+    /// events only (no opener ever waits on the watcher for an image).
     pub fn add_images(&self, audit: &crate::audit::Audit, def: &VmDefinition) {
         let Ok(watcher) = &self.watcher else { return };
+        let failed = |why: String| {
+            audit.log(Entry {
+                vm: Some(def.name.clone()),
+                ..Entry::new("watch.add", Outcome::Failed, format!("image watch: {why}"))
+            });
+        };
         for d in &def.disks {
+            let path = match self.check_path(&d.path) {
+                Ok(p) => p,
+                Err(e) => {
+                    failed(e.message);
+                    continue;
+                }
+            };
             let w = Watch {
                 id: 0,
-                path: d.path.clone(),
+                path,
                 perms: "rwa".parse().unwrap_or_default(),
                 key: format!("image:{}", def.name),
                 image_of: Some(def.name.clone()),
@@ -236,10 +259,7 @@ impl Watches {
                 })
             });
             if let Err(e) = added {
-                audit.log(Entry {
-                    vm: Some(def.name.clone()),
-                    ..Entry::new("watch.add", Outcome::Failed, format!("image watch: {e}"))
-                });
+                failed(e.to_string());
             }
         }
     }
@@ -252,6 +272,18 @@ impl Watches {
                 watcher.remove(w.id);
             }
         }
+    }
+}
+
+/// Reports on stderr and in the trail that watching has stopped.
+fn stopped(d: &Weak<Daemon>, why: &str) {
+    eprintln!("vtd: error: {why}; file watches are off until vtd restarts");
+    if let Some(d) = d.upgrade() {
+        d.audit.log(Entry::new(
+            "watch.stop",
+            Outcome::Failed,
+            format!("{why}; file watches are off until vtd restarts"),
+        ));
     }
 }
 

@@ -347,3 +347,69 @@ fn repeated_reads_are_coalesced_into_one_summary() {
     let summary = reads[1]["detail"].as_str().unwrap();
     assert!(summary.contains("more time(s) within 1 s"), "{summary}");
 }
+
+#[test]
+fn image_watches_never_cover_vtds_own_files() {
+    if !jail::is_root() {
+        eprintln!("skipped: fanotify needs root");
+        return;
+    }
+    let mut vtd = Vtd::start("audit-forbidden");
+    vtd.define("seed");
+    // A disk naming a trail file, and one naming a link to the key.
+    let trail = std::fs::read_dir(vtd.state.join("audit"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.is_file())
+        .expect("a trail file");
+    let link = vtd.dir.join("disk.raw");
+    std::os::unix::fs::symlink(vtd.state.join("audit.key"), &link).unwrap();
+    let plain = vtd.dir.join("plain.raw");
+    std::fs::write(&plain, vec![0u8; 4096]).unwrap();
+    for (name, path) in [("t", &trail), ("l", &link), ("p", &plain)] {
+        let body = serde_json::json!({
+            "name": name,
+            "memory_mib": 16,
+            "disks": [{"path": path, "readonly": true}],
+        });
+        vtd.expect("POST", "/vms", Some(&body.to_string()), 201);
+    }
+    let check = |vtd: &Vtd| {
+        let watches = json(vtd, &["audit", "watch", "list"]);
+        let keys: Vec<&str> = watches.iter().filter_map(|w| w["key"].as_str()).collect();
+        assert_eq!(keys, ["image:p"], "{watches:?}");
+        let refused = vtd.audit("action=watch.add&result=failed");
+        for vm in ["t", "l"] {
+            assert!(
+                refused
+                    .iter()
+                    .any(|r| r["vm"] == vm && r["detail"].as_str().unwrap().contains("not watched")),
+                "{vm}: {refused:?}"
+            );
+        }
+    };
+    check(&vtd);
+    // Also when vtd puts the watches back at a restart, and with a plain
+    // image swapped for a link into the state directory meanwhile.
+    vtd.kill9();
+    std::fs::remove_file(&plain).unwrap();
+    std::os::unix::fs::symlink(&trail, &plain).unwrap();
+    vtd.restart();
+    let watches = json(&vtd, &["audit", "watch", "list"]);
+    assert!(watches.is_empty(), "{watches:?}");
+    check_not(&vtd);
+    let text = ok(&vtd, &["audit", "verify"]);
+    assert!(text.contains("trail intact"), "{text}");
+}
+
+/// After the swap: every image watch was refused as vtd's own file.
+fn check_not(vtd: &Vtd) {
+    let refused = vtd.audit("action=watch.add&result=failed");
+    assert!(
+        refused
+            .iter()
+            .any(|r| r["vm"] == "p" && r["detail"].as_str().unwrap().contains("not watched")),
+        "{refused:?}"
+    );
+}

@@ -249,3 +249,59 @@ fn a_fixed_definition_is_taken_back_by_vt_repair() {
     vtd.expect("POST", "/vms/a/stop", None, 200);
     vtd.check_invariant().unwrap();
 }
+
+/// A process any user could start that looks like VM `name`'s VMM by its
+/// command line alone (`exec -a vt-vmm ... --id SOCKET --jail-uid 0`),
+/// run as `nobody`.
+fn fake_vmm(vtd: &Vtd, name: &str) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    let sock = vm_dir(vtd, name).join("control.sock");
+    std::process::Command::new("/bin/bash")
+        .arg0("/usr/local/bin/vt-vmm")
+        .args(["-c", "sleep 120; :", "--id"])
+        .arg(&sock)
+        .args(["--jail-uid", "0"])
+        .uid(65_534)
+        .gid(65_534)
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn a_fake_vmm_blocks_nothing_and_is_neither_adopted_nor_killed() {
+    require_kvm!();
+    if !jail::is_root() {
+        eprintln!("skipped: a fake as another user needs root");
+        return;
+    }
+    let mut vtd = Vtd::start("fake-vmm");
+    vtd.define("a");
+    vtd.define("b");
+    let mut fa = fake_vmm(&vtd, "a");
+    let mut fb = fake_vmm(&vtd, "b");
+    let mut fgone = fake_vmm(&vtd, "gone");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // Not "a VMM still runs": a starts, and stops.
+    vtd.expect("POST", "/vms/a/start", None, 200);
+    let real = vtd.status("a").pid.unwrap();
+    assert_ne!(real, fa.id());
+    // At a restart: no fake adopted (b stays stopped), none killed, and
+    // the real VMM is not taken for a second one.
+    vtd.kill9();
+    vtd.restart();
+    assert_eq!(vtd.status("a").pid, Some(real));
+    assert_eq!(vtd.status("b").state, VmState::Stopped);
+    assert_eq!(vtd.status("b").pid, None);
+    for f in [&fa, &fb, &fgone] {
+        assert!(pid_alive(f.id()), "fake {} was killed", f.id());
+    }
+    assert!(pid_alive(real));
+    vtd.expect("POST", "/vms/a/stop", None, 200);
+    // b undefines: no VMM of it runs.
+    vtd.expect("DELETE", "/vms/b", None, 204);
+    vtd.check_invariant().unwrap();
+    for f in [&mut fa, &mut fb, &mut fgone] {
+        f.kill().unwrap();
+        f.wait().unwrap();
+    }
+}

@@ -213,7 +213,12 @@ fn verify(c: &Client, o: Offline, f: Format) -> CliResult {
     let report: Report = match &o.dir {
         Some(dir) => {
             let key = load_key(&o, dir)?;
-            audit::verify(dir, key.as_ref()).map_err(io_err(dir))?
+            let mut r = audit::verify(dir, key.as_ref()).map_err(io_err(dir))?;
+            // The anchor beside the key, when the key is found.
+            if let Some(path) = o.key_file.clone().or_else(|| key_beside(dir)) {
+                audit::anchor::check(&mut r, &audit::anchor::path_for(&path));
+            }
+            r
         }
         None => c.json("GET", "/audit/verify", None)?,
     };

@@ -307,8 +307,13 @@ pub struct LiveVmm {
     pub socket: PathBuf,
 }
 
-/// Every live `vt-vmm` serving a socket under `dir`, from `/proc`.
+/// Every live `vt-vmm` serving a socket under `dir`, from `/proc`: a
+/// process running the `vt-vmm` binary (a look-alike command line of
+/// another program is no VMM).
 pub fn live_vmms_under(dir: &Path) -> Vec<LiveVmm> {
+    use std::os::unix::fs::MetadataExt;
+    let id = |m: std::fs::Metadata| (m.dev(), m.ino());
+    let vmm = std::fs::metadata(sibling("vt-vmm")).ok().map(id);
     let mut out = Vec::new();
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return out;
@@ -320,6 +325,9 @@ pub fn live_vmms_under(dir: &Path) -> Vec<LiveVmm> {
         let cmd = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
         let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
         if !args.first().is_some_and(|a| a.ends_with(b"vt-vmm")) {
+            continue;
+        }
+        if std::fs::metadata(p.path().join("exe")).ok().map(id) != vmm {
             continue;
         }
         let value = |flag: &[u8]| args.windows(2).find(|w| w[0] == flag).map(|w| w[1]);
