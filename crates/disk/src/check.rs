@@ -149,6 +149,15 @@ impl Checker {
             ));
             return;
         }
+        // QEMU's QCOW_MAX_L1_SIZE (block/qcow2.h): a larger table is not
+        // read (an image must not make the checker allocate for it).
+        if len > 32 << 20 {
+            self.corrupt(format!(
+                "L1 table at {l1_off:#x} has {l1_size} entries, more than QEMU's limit of {}",
+                (32u64 << 20) / 8
+            ));
+            return;
+        }
         if !self.refer("L1 table", l1_off, len) {
             return;
         }
