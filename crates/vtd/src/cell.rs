@@ -76,6 +76,37 @@ impl UidPool {
 pub struct Jail {
     pub uids: UidPool,
     pub cgroups: jail::cgroup::Layout,
+    /// Told apart from other `vtd`s' groups on this host: empty for the
+    /// default state directory (groups are `vt/NAME`), else 8 hex digits
+    /// of its path (`vt/NAME.1a2b3c4d`), so two daemons' VMs of one name
+    /// never share, remove or race for one group.
+    pub instance: String,
+}
+
+impl Jail {
+    /// The cgroup name (under `vt/`) of VM `name`.
+    pub fn cgroup_name(&self, name: &str) -> String {
+        if self.instance.is_empty() {
+            name.to_string()
+        } else {
+            format!("{name}.{}", self.instance)
+        }
+    }
+
+    /// [`Jail::instance`] for `state_dir` (`default`: the built-in one).
+    pub fn instance_of(state_dir: &Path, default: &Path) -> String {
+        let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        let dir = canon(state_dir);
+        if dir == canon(default) {
+            return String::new();
+        }
+        // FNV-1a, 32 bits: a label, not a secret.
+        let mut h: u32 = 0x811c_9dc5;
+        for b in dir.as_os_str().as_encoded_bytes() {
+            h = (h ^ u32::from(*b)).wrapping_mul(0x0100_0193);
+        }
+        format!("{h:08x}")
+    }
 }
 
 /// A VMM started in its cell, still gated until [`jail::Child::release`].
@@ -349,7 +380,8 @@ pub fn start(
             "the definition sets cpu limits, but this host has no cgroup cpu controller (neither cgroup v1 nor v2)",
         ));
     }
-    let cgroup = jail::cgroup::Cgroup::create(&jail.cgroups, &def.name, &want).map_err(|e| {
+    let cgroup = jail::cgroup::Cgroup::create(&jail.cgroups, &jail.cgroup_name(&def.name), &want)
+        .map_err(|e| {
         undo(uid);
         ApiError::internal("cannot set up the VM's cgroup", e)
     })?;

@@ -39,6 +39,9 @@ const CONNECTIONS_PER_UID: usize = 64;
 /// Of [`CONNECTIONS`], the slots only root may take.
 const ROOT_CONNECTIONS: usize = 64;
 
+/// `--state-dir` when none is given.
+const DEFAULT_STATE_DIR: &str = "/var/lib/vt";
+
 /// The VT System manager daemon.
 #[derive(Parser)]
 #[command(name = "vtd", version, about)]
@@ -47,7 +50,7 @@ struct Args {
     #[arg(long, value_name = "PATH", default_value = "/run/vt/vtd.sock")]
     socket: PathBuf,
     /// Where VM definitions and logs live.
-    #[arg(long, value_name = "DIR", default_value = "/var/lib/vt")]
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
     /// The VMM binary (default: `vt-vmm` beside `vtd`, else from PATH).
     #[arg(long, value_name = "PATH")]
@@ -221,6 +224,7 @@ fn main() -> ExitCode {
             Some(Arc::new(cell::Jail {
                 uids: cell::UidPool::new(args.vm_uid_base),
                 cgroups,
+                instance: cell::Jail::instance_of(&args.state_dir, Path::new(DEFAULT_STATE_DIR)),
             }))
         }
     };

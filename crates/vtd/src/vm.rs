@@ -658,7 +658,7 @@ impl Vm {
             if let Some(uid) = r.uid.take() {
                 j.uids.release(uid);
             }
-            jail::cgroup::Cgroup::remove_stale(&j.cgroups, self.name());
+            jail::cgroup::Cgroup::remove_stale(&j.cgroups, &j.cgroup_name(self.name()));
         }
         let _ = store::remove(&self.dir.runtime());
         let _ = store::remove(&self.dir.socket());

@@ -293,6 +293,11 @@ fn the_virt_install_line_defines_a_vm_with_disk_and_network() {
     // In its own cgroup while it runs...
     let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     assert!(cgroups.contains("/vt/myvm"), "{cgroups}");
+    // (vt/myvm.HASH: this vtd's state directory is not the default one.)
+    let group = cgroups
+        .lines()
+        .find_map(|l| l.split_once(":/vt/").map(|(_, g)| g.to_string()))
+        .unwrap();
     let out = vtd.vt(&["shutdown", "myvm", "--timeout", "1"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("myvm: stopped (shut down"), "{text}");
@@ -304,7 +309,11 @@ fn the_virt_install_line_defines_a_vm_with_disk_and_network() {
         .map(|(_, m)| m.clone())
         .chain(layout.v2.clone());
     for m in mounts {
-        assert!(!m.join("vt/myvm").exists(), "{} left behind", m.display());
+        assert!(
+            !m.join("vt").join(&group).exists(),
+            "{} left behind",
+            m.display()
+        );
     }
 }
 
@@ -448,13 +457,17 @@ fn cpu_limits_from_the_definition_reach_the_cgroup() {
     // What the kernel holds, read back from the VMM's own cgroup.
     let pid = s.pid.expect("running");
     let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let group = cg
+        .lines()
+        .find_map(|l| l.split_once(":/vt/").map(|(_, g)| g.to_string()))
+        .unwrap();
     let layout = jail::cgroup::Layout::detect();
     let quota = if v2 {
         let v2 = layout.v2.clone().unwrap();
-        std::fs::read_to_string(v2.join("vt/cpu/cpu.max")).unwrap()
+        std::fs::read_to_string(v2.join("vt").join(&group).join("cpu.max")).unwrap()
     } else {
         let (_, m) = layout.v1.iter().find(|(c, _)| c == "cpu").unwrap();
-        std::fs::read_to_string(m.join("vt/cpu/cpu.cfs_quota_us")).unwrap()
+        std::fs::read_to_string(m.join("vt").join(&group).join("cpu.cfs_quota_us")).unwrap()
     };
     assert!(quota.starts_with("150000"), "{quota} ({cg})");
     vtd.expect("POST", "/vms/cpu/stop", None, 200);
