@@ -29,15 +29,27 @@ fn json(vtd: &Vtd, args: &[&str]) -> Vec<Value> {
 }
 
 /// Runs `cat PATH` to its end; its pid.
-fn cat(path: &std::path::Path) -> u32 {
+/// A `cat` that has read `path` and stays alive (reading its stdin) until
+/// dropped: image watches are notification events, and the executable
+/// of an opener that is gone when vtd reads the event cannot be named.
+struct Cat(std::process::Child);
+
+impl Drop for Cat {
+    fn drop(&mut self) {
+        drop(self.0.stdin.take());
+        let _ = self.0.wait();
+    }
+}
+
+fn cat(path: &std::path::Path) -> (u32, Cat) {
     let cat = Command::new("cat")
         .arg(path)
+        .arg("-")
+        .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let pid = cat.id();
-    assert!(cat.wait_with_output().unwrap().status.success());
-    pid
+    (cat.id(), Cat(cat))
 }
 
 #[test]
@@ -220,7 +232,7 @@ fn image_accesses_are_recorded_and_attributed() {
         "{opens:?}"
     );
     // A host process reading the image: its pid, executable and uid.
-    let pid = cat(&image);
+    let (pid, _cat) = cat(&image);
     wait_for(
         || !vtd.audit(&format!("pid={pid}&key=image%3Aw")).is_empty(),
         "cat's access",
@@ -265,7 +277,7 @@ fn image_accesses_are_recorded_and_attributed() {
     vtd.restart();
     let list = json(&vtd, &["audit", "watch", "list"]);
     let mine = list.iter().find(|w| w["key"] == "mine").expect("restored");
-    let pid = cat(&other);
+    let (pid, _cat) = cat(&other);
     wait_for(
         || !vtd.audit(&format!("key=mine&pid={pid}")).is_empty(),
         "the watch",
