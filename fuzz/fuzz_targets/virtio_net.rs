@@ -63,7 +63,7 @@ fuzz_target!(|data: &[u8]| {
     let mut rx = Receiver::new(rxq, flags & 2 != 0);
     for _ in 0..4 {
         rx.run(&mem, &tap, &mut limiter, &irq, 0);
-        chain::drain(&mut txq, &mem, &irq, 1, |c| transmit(&mem, &tap, &mut limiter, c));
+        chain::drain(&mut txq, &mem, &irq, 1, |c| transmit(&mem, &tap, &mut limiter, c, None));
         if irq.failed() {
             break;
         }

@@ -106,6 +106,9 @@ pub struct VmmCounters {
     pub io_exits: u64,
     /// Pause requests served.
     pub pauses: u64,
+    /// Per vCPU, memory, per disk and per NIC counters.
+    #[serde(default)]
+    pub detail: crate::counters::CounterDetail,
 }
 
 /// `PUT /vm/balloon`: the balloon's new target size.

@@ -5,6 +5,7 @@
 //! ([`manager`]). Unknown fields are rejected.
 
 pub mod control;
+pub mod counters;
 mod devices;
 pub mod manager;
 pub mod network;

@@ -16,6 +16,7 @@ pub mod legacy;
 pub mod pci;
 pub mod power;
 pub mod rate_limiter;
+pub mod stats;
 pub mod virtio;
 
 pub use bus::{Bus, BusDevice, MmioBus, PioBus};

@@ -63,6 +63,8 @@ struct Shared {
     input: ConsoleInput,
     /// The balloon, when the VM has one.
     balloon: std::sync::OnceLock<Arc<BalloonControl>>,
+    /// The per-vCPU, memory and device counters.
+    stats: std::sync::OnceLock<Arc<crate::counters::VmStats>>,
 }
 
 /// The VMM's end of the control socket.
@@ -139,6 +141,7 @@ impl Control {
             evt: Arc::new(evt),
             input,
             balloon: std::sync::OnceLock::new(),
+            stats: std::sync::OnceLock::new(),
         });
         let handler = Arc::new(ControlHandler(shared.clone()));
         std::thread::Builder::new()
@@ -170,6 +173,11 @@ impl Control {
     /// Serves `GET`/`PUT /vm/balloon` through `balloon`.
     pub fn set_balloon(&self, balloon: Arc<BalloonControl>) {
         let _ = self.shared.balloon.set(balloon);
+    }
+
+    /// Serves `stats` in `GET /vm/counters`.
+    pub fn set_stats(&self, stats: Arc<crate::counters::VmStats>) {
+        let _ = self.shared.stats.set(stats);
     }
 
     /// The eventfd the event loop watches.
@@ -286,6 +294,7 @@ impl ControlHandler {
             boots: s.boots.load(Ordering::Relaxed),
             io_exits: s.io_exits_before.load(Ordering::Relaxed) + now,
             pauses: s.pauses.load(Ordering::Relaxed),
+            detail: s.stats.get().map(|v| v.detail()).unwrap_or_default(),
         }
     }
 }

@@ -22,6 +22,7 @@
 
 pub mod console;
 pub mod control;
+pub mod counters;
 mod error;
 pub mod memory;
 mod pci_devices;
@@ -91,9 +92,14 @@ pub fn run_confined(
     if let (Some(c), Some(b)) = (&control, &balloon) {
         c.set_balloon(b.clone());
     }
+    // The counters outlive a guest reboot too.
+    let stats = Arc::new(counters::VmStats::new(config));
+    if let Some(c) = &control {
+        c.set_stats(stats.clone());
+    }
     let mut main_confined = false;
     let result = loop {
-        let vm = match vm::Vm::build(config, &console, balloon.as_ref()) {
+        let vm = match vm::Vm::build(config, &console, balloon.as_ref(), &stats) {
             Ok(vm) => vm,
             Err(e) => break Err(e),
         };

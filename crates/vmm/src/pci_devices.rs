@@ -19,6 +19,7 @@ use vm_allocator::{AddressAllocator, AllocPolicy};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
+use crate::counters::VmStats;
 use crate::Error;
 
 /// The VM's interrupt routing and notification hooks on KVM.
@@ -105,9 +106,10 @@ fn open_disk(d: &api::DiskConfig) -> Result<Box<dyn disk::DiskBackend>, Error> {
 fn virtio_devices(
     config: &VmConfig,
     balloon: Option<&Arc<BalloonControl>>,
+    stats: &VmStats,
 ) -> Result<Vec<Box<dyn VirtioDevice>>, Error> {
     let mut out: Vec<Box<dyn VirtioDevice>> = Vec::new();
-    for d in &config.disks {
+    for (i, d) in config.disks.iter().enumerate() {
         let disk = open_disk(d)?;
         let limiter = RateLimiter::new(d.rate.bytes_per_sec, d.rate.ops_per_sec)
             .map_err(|e| Error::Io("timerfd", e))?;
@@ -117,12 +119,16 @@ fn virtio_devices(
                 readonly: d.readonly,
                 serial: d.serial.clone(),
                 limiter,
+                stats: stats.disks.get(i).cloned().flatten(),
             },
         )));
     }
-    for n in &config.nets {
+    for (i, n) in config.nets.iter().enumerate() {
+        let counted = stats.nets.get(i).and_then(|n| n.1.clone());
         out.push(Box::new(
-            Net::new(n).map_err(|e| Error::Net(n.tap.clone(), e))?,
+            Net::new(n)
+                .map_err(|e| Error::Net(n.tap.clone(), e))?
+                .with_stats(counted),
         ));
     }
     if config.rng {
@@ -146,8 +152,9 @@ pub fn add_pci_devices(
     vm: &Arc<hv::Vm>,
     root: &mut PciRoot,
     balloon: Option<&Arc<BalloonControl>>,
+    stats: &VmStats,
 ) -> Result<(), Error> {
-    let devices = virtio_devices(config, balloon)?;
+    let devices = virtio_devices(config, balloon, stats)?;
     if devices.is_empty() {
         return Ok(());
     }

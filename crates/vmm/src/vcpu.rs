@@ -21,6 +21,7 @@ use hv::{Vcpu, VcpuExit};
 use vmm_sys_util::eventfd::EventFd;
 use vmm_sys_util::signal::Killable;
 
+use crate::counters::{Exit, VcpuStats};
 use crate::signals;
 
 /// KVM_SYSTEM_EVENT types.
@@ -96,8 +97,14 @@ pub struct VcpuHandle {
 
 impl VcpuHandle {
     /// Starts `vcpu` on its own thread.
-    pub fn spawn(vcpu: Vcpu, bus: Arc<Buses>, events: EventSink) -> std::io::Result<Self> {
+    pub fn spawn(
+        vcpu: Vcpu,
+        bus: Arc<Buses>,
+        events: EventSink,
+        stats: &crate::counters::VmStats,
+    ) -> std::io::Result<Self> {
         let (tx, rx) = std::sync::mpsc::channel();
+        let stats = stats.vcpu(vcpu.id());
         let name = format!("vcpu{}", vcpu.id());
         let thread = std::thread::Builder::new().name(name).spawn(move || {
             crate::sandbox::enter_thread(crate::sandbox::ThreadKind::Vcpu);
@@ -106,6 +113,7 @@ impl VcpuHandle {
                 bus,
                 rx,
                 events,
+                stats,
             }
             .run()
         })?;
@@ -138,12 +146,15 @@ struct VcpuThread {
     bus: Arc<Buses>,
     rx: Receiver<VcpuMessage>,
     events: EventSink,
+    stats: Arc<VcpuStats>,
 }
 
 impl VcpuThread {
     fn run(mut self) {
         signals::set_immediate_exit_ptr(self.vcpu.immediate_exit_ptr());
+        self.stats.thread_started();
         let reason = self.run_loop();
+        self.stats.thread_ending();
         signals::set_immediate_exit_ptr(std::ptr::null_mut());
         self.events.send(VcpuEvent::Exited(self.vcpu.id(), reason));
     }
@@ -185,7 +196,7 @@ impl VcpuThread {
                 return VcpuExitReason::Stopped;
             }
             match self.vcpu.run() {
-                Ok(exit) => match handle_exit(id, exit, &self.bus) {
+                Ok(exit) => match handle_exit(id, exit, &self.bus, &self.stats) {
                     Handled::Continue => {}
                     Handled::End(reason) => return reason,
                     Handled::InternalError => {
@@ -196,6 +207,7 @@ impl VcpuThread {
                     }
                 },
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                    self.stats.exit(Exit::Intr);
                     self.vcpu.set_immediate_exit(false);
                 }
                 Err(e) => {
@@ -215,7 +227,16 @@ enum Handled {
 }
 
 /// Handles one exit.
-fn handle_exit(id: u8, exit: VcpuExit<'_>, bus: &Buses) -> Handled {
+fn handle_exit(id: u8, exit: VcpuExit<'_>, bus: &Buses, stats: &VcpuStats) -> Handled {
+    stats.exit(match exit {
+        VcpuExit::IoIn(..) => Exit::IoIn,
+        VcpuExit::IoOut(..) => Exit::IoOut,
+        VcpuExit::MmioRead(..) => Exit::MmioRead,
+        VcpuExit::MmioWrite(..) => Exit::MmioWrite,
+        VcpuExit::Intr => Exit::Intr,
+        VcpuExit::SystemEvent(..) => Exit::SystemEvent,
+        _ => Exit::Other,
+    });
     if matches!(
         exit,
         VcpuExit::IoIn(..) | VcpuExit::IoOut(..) | VcpuExit::MmioRead(..) | VcpuExit::MmioWrite(..)

@@ -46,9 +46,17 @@ pub struct Vm {
     power: Arc<PowerSignal>,
     /// Raises the ACPI GED interrupt: the power button.
     power_button: EventFd,
+    stats: Arc<crate::counters::VmStats>,
     // Dropped in this order: the VM fd before the memory it maps.
     _vm: Arc<hv::Vm>,
     _mem: GuestMemoryMmap,
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        // The guest RAM is unmapped next: stop counting its pages.
+        self.stats.set_guest_ram(None);
+    }
 }
 
 impl Vm {
@@ -58,6 +66,7 @@ impl Vm {
         config: &VmConfig,
         console: &Console,
         balloon: Option<&Arc<BalloonControl>>,
+        stats: &Arc<crate::counters::VmStats>,
     ) -> Result<Self, Error> {
         let hv = Hypervisor::open()?;
         if config.cpus > hv.max_vcpus() {
@@ -97,7 +106,7 @@ impl Vm {
         )?;
 
         let mut pci = PciRoot::new();
-        crate::pci_devices::add_pci_devices(config, &mem, &vm, &mut pci, balloon)?;
+        crate::pci_devices::add_pci_devices(config, &mem, &vm, &mut pci, balloon, stats)?;
         let pci = Arc::new(pci);
         bus.pio.insert(
             acpi::PCI_CONFIG_PORT.into(),
@@ -122,6 +131,7 @@ impl Vm {
             bus: Arc::new(bus),
             power,
             power_button,
+            stats: stats.clone(),
             _vm: vm,
             _mem: mem,
         })
@@ -151,6 +161,7 @@ impl Vm {
         if let Some(c) = control {
             fds.push((c.event_fd().as_raw_fd(), CONTROL));
             c.boot(self.bus.io_exits.clone());
+            self.stats.set_guest_ram(Some(&self._mem));
             // Commands queued while this VM was built are answered now.
             c.recheck();
         }
@@ -166,7 +177,7 @@ impl Vm {
 
         let mut handles = Vec::with_capacity(self.vcpus.len());
         for vcpu in self.vcpus.drain(..) {
-            match VcpuHandle::spawn(vcpu, self.bus.clone(), sink.clone()) {
+            match VcpuHandle::spawn(vcpu, self.bus.clone(), sink.clone(), &self.stats) {
                 Ok(h) => handles.push(h),
                 Err(e) => {
                     handles.into_iter().for_each(VcpuHandle::stop);

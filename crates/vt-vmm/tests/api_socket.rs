@@ -115,6 +115,19 @@ fn info_pause_resume_counters_and_stop() {
     assert_eq!((c.boots, c.pauses), (1, 1));
     // One port write per character printed, at least.
     assert!(c.io_exits >= "api guest up\n".len() as u64, "{c:?}");
+    // The detail: one vCPU that wrote the message to the serial port and
+    // used CPU time, 16 MiB of guest RAM of which the guest touched some.
+    let d = &c.detail;
+    assert!(d.devices_counted);
+    assert_eq!(d.vcpus.len(), 1, "{d:?}");
+    assert!(d.vcpus[0].exits.io_out >= 13, "{d:?}");
+    assert!(d.vcpus[0].cpu_time_ns > 0, "{d:?}");
+    assert_eq!(d.memory.guest_bytes, 16 << 20);
+    assert!(
+        d.memory.guest_resident_bytes > 0 && d.memory.guest_resident_bytes <= 16 << 20,
+        "{d:?}"
+    );
+    assert!(d.disks.is_empty() && d.nets.is_empty());
 
     // The tiny guest ignores the button; the press itself is accepted.
     // (Linux powering off on it is checked in the lab: vtd_linux.rs.)
@@ -160,6 +173,8 @@ fn reboot_rebuilds_the_vm_with_restart() {
     let r = call(&sock, "GET", proto::COUNTERS, None).unwrap();
     let c: VmmCounters = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(c.boots, 2);
+    // Counted over both boots: each printed the 13-byte message.
+    assert!(c.detail.vcpus[0].exits.io_out >= 26, "{c:?}");
     assert_eq!(vmm.0.try_wait().unwrap(), None);
 }
 

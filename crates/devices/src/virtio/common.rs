@@ -202,7 +202,8 @@ impl VirtioPci {
             self.shared.clone(),
             self.queue_vectors.clone(),
             self.config_vector,
-        ));
+        )
+        .with_counts(self.device.queue_interrupts()));
         let mut queues = Vec::with_capacity(self.queues.len());
         for (i, q) in self.queues.iter().enumerate() {
             if !q.ready() {

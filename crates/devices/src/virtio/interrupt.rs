@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::bus::lock;
+use crate::stats::QueueInterrupts;
 use crate::pci::msix::Msix;
 
 /// "No vector" in the common configuration.
@@ -92,6 +93,8 @@ pub struct Interrupt {
     shared: Arc<SharedStatus>,
     queue_vectors: Vec<u16>,
     config_vector: u16,
+    /// Interrupts sent per queue, when the device counts them.
+    counts: Option<Arc<dyn QueueInterrupts>>,
 }
 
 impl Interrupt {
@@ -106,13 +109,23 @@ impl Interrupt {
             shared,
             queue_vectors,
             config_vector,
+            counts: None,
         }
+    }
+
+    /// Counts each queue's interrupts in `counts` (entry i for queue i).
+    pub fn with_counts(mut self, counts: Option<Arc<dyn QueueInterrupts>>) -> Self {
+        self.counts = counts;
+        self
     }
 
     /// Tells the guest that queue `index` has used buffers.
     pub fn signal_queue(&self, index: usize) {
         self.shared.isr.fetch_or(ISR_QUEUE, Ordering::SeqCst);
         let v = self.queue_vectors.get(index).copied().unwrap_or(NO_VECTOR);
+        if let Some(n) = self.counts.as_ref().and_then(|c| c.queue_interrupts().get(index)) {
+            n.fetch_add(1, Ordering::Relaxed);
+        }
         self.vectors.fire(v);
     }
 

@@ -108,6 +108,11 @@ pub trait VirtioDevice: Send {
     fn activate(&mut self, activation: Activation) -> Result<(), ActivateError>;
     /// Stops serving the queues and forgets their state (driver reset).
     fn reset(&mut self);
+    /// Where the transport counts the interrupts of each queue, if the
+    /// device counts ([`crate::stats`]).
+    fn queue_interrupts(&self) -> Option<Arc<dyn crate::stats::QueueInterrupts>> {
+        None
+    }
 }
 
 /// Copies `src[offset..]` into `data`, zero past the end of `src`.

@@ -12,6 +12,7 @@ mod tests;
 
 use std::os::fd::RawFd;
 use std::sync::Arc;
+use std::time::Instant;
 
 use vm_memory::GuestMemoryMmap;
 
@@ -29,6 +30,7 @@ use super::{
     ActivateError, Activation, Interrupt, Queue, VirtioDevice, COMMON_FEATURES, TYPE_BLOCK,
 };
 use crate::rate_limiter::RateLimiter;
+use crate::stats::{DiskStats, QueueInterrupts};
 
 const QUEUE_SIZE: u16 = 256;
 const F_SEG_MAX: u64 = 1 << 2;
@@ -46,6 +48,8 @@ pub struct BlockOptions {
     pub readonly: bool,
     pub serial: Option<String>,
     pub limiter: RateLimiter,
+    /// Where to count requests ([`crate::stats`]); None counts nothing.
+    pub stats: Option<Arc<DiskStats>>,
 }
 
 /// A virtio-blk device on a [`DiskBackend`].
@@ -58,6 +62,7 @@ pub struct Block {
     worker: Option<Worker>,
     /// The worker hands the disk back when it stops (reset), here.
     returned: Option<std::sync::mpsc::Receiver<(Box<dyn DiskBackend>, RateLimiter)>>,
+    stats: Option<Arc<DiskStats>>,
 }
 
 /// The configuration space (struct virtio_blk_config, up to
@@ -94,6 +99,7 @@ impl Block {
             serial: options.serial.unwrap_or_default().into_bytes(),
             worker: None,
             returned: None,
+            stats: options.stats,
         }
     }
 }
@@ -106,6 +112,9 @@ struct Handler {
     limiter: RateLimiter,
     readonly: bool,
     serial: Vec<u8>,
+    stats: Option<Arc<DiskStats>>,
+    /// When the rate limit first held back the request now waiting.
+    throttled_since: Option<Instant>,
     give_back: std::sync::mpsc::Sender<(Box<dyn DiskBackend>, RateLimiter)>,
 }
 
@@ -115,16 +124,35 @@ struct Io<'a> {
     limiter: &'a mut RateLimiter,
     readonly: bool,
     serial: &'a [u8],
+    stats: Option<&'a DiskStats>,
+    throttled_since: &'a mut Option<Instant>,
 }
 
 impl Io<'_> {
     fn serve(&mut self, chain: &Chain) -> Result<Served, ChainError> {
+        let Some(stats) = self.stats else {
+            let req = Request::parse(self.mem, chain)?;
+            if !self.limiter.admit(req.cost(self.disk.size())) {
+                return Ok(Served::Later);
+            }
+            let n = req.execute(self.mem, self.disk, self.readonly, self.serial)?;
+            return Ok(Served::Used(n));
+        };
+        let start = Instant::now();
         let req = Request::parse(self.mem, chain)?;
         if !self.limiter.admit(req.cost(self.disk.size())) {
+            if self.throttled_since.is_none() {
+                *self.throttled_since = Some(start);
+                stats.throttled();
+            }
             return Ok(Served::Later);
         }
-        let n = req.execute(self.mem, self.disk, self.readonly, self.serial)?;
-        Ok(Served::Used(n))
+        if let Some(since) = self.throttled_since.take() {
+            stats.throttled_for(start.saturating_duration_since(since));
+        }
+        let o = req.execute_counted(self.mem, self.disk, self.readonly, self.serial)?;
+        stats.request(req.op(), o.bytes, o.ok, start.elapsed());
+        Ok(Served::Used(o.used))
     }
 }
 
@@ -136,6 +164,8 @@ impl Handler {
             limiter: &mut self.limiter,
             readonly: self.readonly,
             serial: &self.serial,
+            stats: self.stats.as_deref(),
+            throttled_since: &mut self.throttled_since,
         };
         chain::drain(&mut self.queue, &self.mem, &self.irq, 0, |c| io.serve(c))
             == chain::Drained::Budget
@@ -225,12 +255,20 @@ impl VirtioDevice for Block {
             limiter,
             readonly: self.readonly,
             serial: self.serial.clone(),
+            stats: self.stats.clone(),
+            throttled_since: None,
             give_back,
         };
         let worker =
             Worker::spawn("virtio-blk", vec![Some(evt)], handler).map_err(ActivateError::Worker)?;
         self.worker = Some(worker);
         Ok(())
+    }
+
+    fn queue_interrupts(&self) -> Option<Arc<dyn QueueInterrupts>> {
+        self.stats
+            .clone()
+            .map(|s| s as Arc<dyn QueueInterrupts>)
     }
 
     fn reset(&mut self) {

@@ -13,6 +13,7 @@
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, VolatileSlice};
 
 use super::backend::{DiskBackend, SECTOR_SIZE};
+use crate::stats::DiskOp;
 use crate::virtio::chain::{Chain, ChainError, Desc};
 
 pub const T_IN: u32 = 0;
@@ -37,6 +38,17 @@ pub const ID_LEN: usize = 20;
 
 /// A piece of guest memory.
 type Piece = (GuestAddress, u64);
+
+/// How an executed request went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    /// Bytes for the used ring (written into the guest's buffers + status).
+    pub used: u32,
+    /// The status was OK.
+    pub ok: bool,
+    /// Bytes of the disk it read, wrote or discarded.
+    pub bytes: u64,
+}
 
 /// A parsed request.
 #[derive(Debug)]
@@ -144,16 +156,43 @@ impl Request {
         readonly: bool,
         serial: &[u8],
     ) -> Result<u32, ChainError> {
-        let (status, written) = match self.run(mem, disk, readonly, serial) {
-            Ok(written) => (S_OK, written),
-            Err(s) => (s, 0),
+        self.execute_counted(mem, disk, readonly, serial)
+            .map(|o| o.used)
+    }
+
+    /// [`Request::execute`], telling also how it went (for the counters).
+    pub fn execute_counted(
+        &self,
+        mem: &GuestMemoryMmap,
+        disk: &mut dyn DiskBackend,
+        readonly: bool,
+        serial: &[u8],
+    ) -> Result<Outcome, ChainError> {
+        let (status, written, covered) = match self.run(mem, disk, readonly, serial) {
+            Ok((written, covered)) => (S_OK, written, covered),
+            Err(s) => (s, 0, 0),
         };
         mem.write_obj(status, self.status)
             .map_err(|_| ChainError::OutOfMemory {
                 addr: self.status.0,
                 len: 1,
             })?;
-        Ok(u32::try_from(written).unwrap_or(u32::MAX).saturating_add(1))
+        Ok(Outcome {
+            used: u32::try_from(written).unwrap_or(u32::MAX).saturating_add(1),
+            ok: status == S_OK,
+            bytes: covered,
+        })
+    }
+
+    /// What the request is, for the counters.
+    pub fn op(&self) -> DiskOp {
+        match self.kind {
+            T_IN => DiskOp::Read,
+            T_OUT => DiskOp::Write,
+            T_FLUSH => DiskOp::Flush,
+            T_DISCARD | T_WRITE_ZEROES => DiskOp::Discard,
+            _ => DiskOp::Other,
+        }
     }
 
     /// The byte range `sector.. + len`, if it lies on the disk.
@@ -182,21 +221,21 @@ impl Request {
         disk: &mut dyn DiskBackend,
         readonly: bool,
         serial: &[u8],
-    ) -> Result<u64, u8> {
+    ) -> Result<(u64, u64), u8> {
         let io = |_| S_IOERR;
         match self.kind {
             T_IN => {
                 let at = self.range(self.sector, self.data_len, disk.size())?;
                 disk.read_at(at, &self.slices(mem)?).map_err(io)?;
-                Ok(self.data_len)
+                Ok((self.data_len, self.data_len))
             }
             T_OUT if readonly => Err(S_IOERR),
             T_OUT => {
                 let at = self.range(self.sector, self.data_len, disk.size())?;
                 disk.write_at(at, &self.slices(mem)?).map_err(io)?;
-                Ok(0)
+                Ok((0, self.data_len))
             }
-            T_FLUSH => disk.flush().map(|_| 0).map_err(io),
+            T_FLUSH => disk.flush().map(|_| (0, 0)).map_err(io),
             T_GET_ID => {
                 let mut id = [0u8; ID_LEN];
                 let n = serial.len().min(ID_LEN);
@@ -211,7 +250,7 @@ impl Request {
                     mem.write_slice(part, addr).map_err(|_| S_IOERR)?;
                     done += part.len() as u64;
                 }
-                Ok(done)
+                Ok((done, 0))
             }
             T_DISCARD | T_WRITE_ZEROES if readonly => Err(S_IOERR),
             T_DISCARD | T_WRITE_ZEROES => {
@@ -243,7 +282,7 @@ impl Request {
                 } else {
                     disk.write_zeroes(at, len).map_err(io)?;
                 }
-                Ok(0)
+                Ok((0, len))
             }
             _ => Err(S_UNSUPP),
         }

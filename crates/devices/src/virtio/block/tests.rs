@@ -38,6 +38,7 @@ fn driver(f: &TempFile, readonly: bool, serial: Option<&str>, limiter: RateLimit
             readonly,
             serial: serial.map(str::to_string),
             limiter,
+            stats: None,
         },
     );
     let mut d = Driver::new(Box::new(dev));

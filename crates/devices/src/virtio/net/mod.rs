@@ -24,6 +24,7 @@ use super::chain::{self, Chain, ChainError, Served};
 use super::worker::{QueueHandler, Worker};
 use super::{ActivateError, Activation, Interrupt, Queue, VirtioDevice, COMMON_FEATURES, TYPE_NET};
 use crate::rate_limiter::RateLimiter;
+use crate::stats::{NetStats, QueueInterrupts};
 
 /// struct virtio_net_hdr_v1: flags, gso_type, hdr_len, gso_size,
 /// csum_start, csum_offset, num_buffers.
@@ -53,6 +54,7 @@ pub struct Net {
     config: Vec<u8>,
     rate: RateLimit,
     worker: Option<Worker>,
+    stats: Option<Arc<NetStats>>,
 }
 
 impl Net {
@@ -79,7 +81,14 @@ impl Net {
             config: space,
             rate,
             worker: None,
+            stats: None,
         }
+    }
+
+    /// Counts frames in `stats` ([`crate::stats`]).
+    pub fn with_stats(mut self, stats: Option<Arc<NetStats>>) -> Net {
+        self.stats = stats;
+        self
     }
 }
 
@@ -108,18 +117,20 @@ struct Handler {
     irq: Arc<Interrupt>,
     tap: Arc<Tap>,
     limiter: RateLimiter,
+    stats: Option<Arc<NetStats>>,
     /// Frames wait in the transmit queue: the tap was full, the rate limit
     /// said wait, or the last run stopped on its budget.
     tx_waiting: bool,
 }
 
 /// Sends one transmit chain: header and frame, straight from guest memory
-/// (public for the fuzzer).
+/// (public for the fuzzer); counts it in `stats`.
 pub fn transmit(
     mem: &GuestMemoryMmap,
     tap: &Tap,
     limiter: &mut RateLimiter,
     chain: &Chain,
+    stats: Option<&NetStats>,
 ) -> Result<Served, ChainError> {
     let len: u64 = chain.readable().map(|d| u64::from(d.len)).sum();
     if len < HDR_LEN as u64 {
@@ -133,6 +144,9 @@ pub fn transmit(
     for d in chain.readable() {
         if slices.len() >= tap::MAX_IOVECS {
             // More pieces than one writev takes: drop it, as a NIC would.
+            if let Some(s) = stats {
+                NetStats::bump(&s.tx_dropped);
+            }
             return Ok(Served::Used(0));
         }
         for s in mem.get_slices(d.addr, d.len as usize) {
@@ -143,7 +157,11 @@ pub fn transmit(
         }
     }
     match tap.write_slices(&slices) {
-        Ok(_) => {}
+        Ok(_) => {
+            if let Some(s) = stats {
+                s.sent(len - HDR_LEN as u64);
+            }
+        }
         // The tap's queue is full: keep the frame and retry when it drains
         // (the worker polls the tap for writability), as QEMU does.
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -151,7 +169,13 @@ pub fn transmit(
             return Ok(Served::Later);
         }
         // The host side refused it (down, bad frame): a NIC drops it too.
-        Err(e) => log::debug!("virtio-net: tap write: {e}"),
+        Err(e) => {
+            log::debug!("virtio-net: tap write: {e}");
+            if let Some(s) = stats {
+                NetStats::bump(&s.tap_errors);
+                NetStats::bump(&s.tx_dropped);
+            }
+        }
     }
     Ok(Served::Used(0))
 }
@@ -160,8 +184,9 @@ impl Handler {
     /// True when it stopped on its budget with more to send.
     fn transmit(&mut self) -> bool {
         let (mem, tap, limiter) = (&self.mem, &self.tap, &mut self.limiter);
+        let stats = self.stats.as_deref();
         let drained = chain::drain(&mut self.tx, mem, &self.irq, TX, |c| {
-            transmit(mem, tap, limiter, c)
+            transmit(mem, tap, limiter, c, stats)
         });
         // Anything but an empty queue leaves work behind: a frame waiting
         // for the tap or the rate limit, or a run cut at its budget. The
@@ -240,18 +265,26 @@ impl VirtioDevice for Net {
         let limiter = RateLimiter::new(self.rate.bytes_per_sec, self.rate.ops_per_sec)
             .map_err(ActivateError::Worker)?;
         let handler = Handler {
-            rx: rx::Receiver::new(rxq, a.features & F_MRG_RXBUF != 0),
+            rx: rx::Receiver::new(rxq, a.features & F_MRG_RXBUF != 0)
+                .with_stats(self.stats.clone()),
             tx: txq,
             mem: a.mem,
             irq: a.interrupt,
             tap: self.tap.clone(),
             limiter,
+            stats: self.stats.clone(),
             tx_waiting: false,
         };
         let worker = Worker::spawn("virtio-net", vec![Some(rx_evt), Some(tx_evt)], handler)
             .map_err(ActivateError::Worker)?;
         self.worker = Some(worker);
         Ok(())
+    }
+
+    fn queue_interrupts(&self) -> Option<Arc<dyn QueueInterrupts>> {
+        self.stats
+            .clone()
+            .map(|s| s as Arc<dyn QueueInterrupts>)
     }
 
     fn reset(&mut self) {

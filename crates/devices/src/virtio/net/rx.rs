@@ -31,6 +31,7 @@ use std::collections::VecDeque;
 use std::io::ErrorKind;
 use std::num::Wrapping;
 use std::sync::atomic::{fence, Ordering};
+use std::sync::Arc;
 
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, VolatileSlice};
@@ -38,6 +39,7 @@ use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMma
 use super::tap::{Tap, MAX_IOVECS};
 use super::HDR_LEN;
 use crate::rate_limiter::RateLimiter;
+use crate::stats::NetStats;
 use crate::virtio::chain::{read_chain, Chain, ChainError};
 use crate::virtio::Interrupt;
 
@@ -65,6 +67,7 @@ pub struct Receiver {
     unsignaled: usize,
     /// The used index when the device last decided whether to interrupt.
     checked: Wrapping<u16>,
+    stats: Option<Arc<NetStats>>,
 }
 
 enum Delivery {
@@ -97,6 +100,19 @@ impl Receiver {
             reserved: VecDeque::new(),
             unsignaled: 0,
             checked,
+            stats: None,
+        }
+    }
+
+    /// Counts frames in `stats`.
+    pub fn with_stats(mut self, stats: Option<Arc<NetStats>>) -> Self {
+        self.stats = stats;
+        self
+    }
+
+    fn count(&self, f: impl FnOnce(&NetStats)) {
+        if let Some(s) = &self.stats {
+            f(s);
         }
     }
 
@@ -158,7 +174,7 @@ impl Receiver {
                     Ok(0) => return Ok(false),
                     // A runt: skip it.
                     Ok(_) => continue,
-                    Err(e) => return Ok(read_failed(&e)),
+                    Err(e) => return Ok(self.read_failed(&e)),
                 }
             }
             if !self.admitted {
@@ -169,9 +185,13 @@ impl Receiver {
             }
             match self.deliver(mem)? {
                 Delivery::Done(used) => {
+                    let bytes = self.pending.saturating_sub(HDR_LEN) as u64;
                     self.pending = 0;
                     if used {
+                        self.count(|s| s.received(bytes));
                         self.delivered(mem, irq, index)?;
+                    } else {
+                        self.count(|s| NetStats::bump(&s.rx_dropped));
                     }
                 }
                 Delivery::NoRoom => {
@@ -329,7 +349,8 @@ impl Receiver {
         let n = match tap.read_slices(&slices) {
             Ok(n) => n,
             Err(e) => {
-                read_failed(&e);
+                drop(slices);
+                self.read_failed(&e);
                 return Ok(Direct::Empty);
             }
         };
@@ -346,6 +367,7 @@ impl Receiver {
             return Ok(Direct::Runt);
         }
         self.commit(mem, n)?;
+        self.count(|s| s.received((n - HDR_LEN) as u64));
         Ok(Direct::Delivered)
     }
 
@@ -440,15 +462,18 @@ impl Receiver {
     }
 }
 
-/// Logs a tap read error other than "empty". Either way the device waits
-/// for the tap's next readiness edge rather than retrying at once: a tap
-/// that keeps failing (deleted under us) must not make the worker spin.
-/// Always false ("no more work now").
-fn read_failed(e: &std::io::Error) -> bool {
-    if e.kind() != ErrorKind::WouldBlock {
-        log::warn!("virtio-net: tap read: {e}");
+impl Receiver {
+    /// Logs and counts a tap read error other than "empty". Either way the
+    /// device waits for the tap's next readiness edge rather than retrying
+    /// at once: a tap that keeps failing (deleted under us) must not make
+    /// the worker spin. Always false ("no more work now").
+    fn read_failed(&self, e: &std::io::Error) -> bool {
+        if e.kind() != ErrorKind::WouldBlock {
+            log::warn!("virtio-net: tap read: {e}");
+            self.count(|s| NetStats::bump(&s.tap_errors));
+        }
+        false
     }
-    false
 }
 
 fn queue_error(e: virtio_queue::Error) -> ChainError {

@@ -5,6 +5,7 @@
 //! the peer's credentials, sets its read and write timeouts, reads and writes HTTP on
 //! the connection, hands commands to the event loop (a channel and an
 //! eventfd write), and queues console input (UART FIFO, irqfd write).
+//! It also counts the guest RAM's resident pages (mincore).
 //! No `ioctl`, no `open`, no new sockets.
 
 use super::{Result, Rules};
@@ -18,6 +19,8 @@ pub fn rules(r: &mut Rules) -> Result<()> {
         libc::SYS_sendto,
         // Connection threads.
         libc::SYS_clone3,
+        // The guest RAM's resident pages (`GET /vm/counters`).
+        libc::SYS_mincore,
     ]);
     // SO_PEERCRED.
     r.allow_when(
