@@ -9,6 +9,7 @@ pub mod counters;
 mod devices;
 pub mod manager;
 pub mod network;
+pub mod stats;
 pub mod usage;
 mod vm;
 

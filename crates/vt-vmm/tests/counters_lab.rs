@@ -70,7 +70,9 @@ fn linux_guest_io_shows_in_the_counters() {
     };
     assert_eq!(g("dd_rc"), 0);
     assert_eq!(g("ping_rc"), 0);
-    let json = host_value(&all, "counters").expect("counters");
+    // vt-api-call prints the status, then the body.
+    let answer = host_value(&all, "counters").expect("counters");
+    let json = answer.strip_prefix("200 ").unwrap_or_else(|| panic!("{answer}"));
     let c: VmmCounters = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}"));
     let d = &c.detail;
 

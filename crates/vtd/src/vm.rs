@@ -166,6 +166,23 @@ impl Vm {
         lock(&self.op)
     }
 
+    /// The VM's state and its VMM's pid (while one runs); a broken VM
+    /// is `unknown`.
+    pub fn run_state(&self) -> (VmState, Option<u32>) {
+        if self.broken.is_some() {
+            return (VmState::Unknown, None);
+        }
+        let r = lock(&self.run);
+        (r.state.unwrap_or(VmState::Stopped), r.pid)
+    }
+
+    /// `GET path` on the running VMM's control socket; None when it does
+    /// not answer in time.
+    pub fn ask_vmm(&self, path: &str) -> Option<vt_http::Response> {
+        vt_http::call_with_timeout(&self.dir.socket(), "GET", path, None, Some(COUNTERS_TIMEOUT))
+            .ok()
+    }
+
     /// The VM's status; with `counters`, asks a running VMM for its counters.
     pub fn status(&self, counters: bool) -> VmStatus {
         if let Some(why) = &self.broken {

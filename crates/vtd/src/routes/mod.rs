@@ -8,6 +8,7 @@ mod console;
 mod events;
 mod networks;
 mod policy;
+mod stats;
 mod vms;
 
 use std::sync::Arc;
@@ -40,6 +41,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/vms/{name}/console"),
     ("GET", "/vms/{name}/balloon"),
     ("PUT", "/vms/{name}/balloon"),
+    ("GET", "/vms/{name}/stats"),
+    ("GET", "/metrics"),
     ("GET", "/events"),
     ("GET", "/networks"),
     ("POST", "/networks"),
@@ -121,6 +124,8 @@ impl Api {
                 ("POST", "/vms/{name}/console") => console::input(d, name, &req.body),
                 ("GET", "/vms/{name}/balloon") => balloon::get(d, name),
                 ("PUT", "/vms/{name}/balloon") => balloon::put(d, name, &req.body),
+                ("GET", "/vms/{name}/stats") => stats::get(d, name),
+                ("GET", "/metrics") => stats::metrics(d),
                 ("GET", "/events") => events::stream(d),
                 ("GET", "/networks") => networks::list(d),
                 ("POST", "/networks") => networks::define(d, &req.body, peer),
