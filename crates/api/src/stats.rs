@@ -16,7 +16,9 @@ pub enum CpuSource {
     /// The VM's cgroup v2 `cpu.stat` (`usage_usec`): every process of its
     /// cell.
     Cgroup,
-    /// `/proc/PID/stat` of the VMM (`utime` + `stime`).
+    /// The VMM process: `/proc/PID/stat` (`utime` + `stime`, clock
+    /// ticks) or, when more, its threads' `/proc/PID/task/*/schedstat`
+    /// run times (ns).
     Proc,
 }
 

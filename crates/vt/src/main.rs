@@ -79,6 +79,12 @@ enum Command {
     },
     /// Follow VM state changes.
     Events,
+    /// One VM's statistics (like `virsh domstats`): CPU time, memory,
+    /// vCPU exits, per-disk and per-NIC counters.
+    Stats { name: String },
+    /// A live view of every VM: CPU %, memory, disk and network rates
+    /// (`q` quits).
+    Top(cmd::top::TopArgs),
     /// Virtual networks (virsh net-*).
     #[command(subcommand)]
     Net(cmd::net::NetCommand),
@@ -129,6 +135,8 @@ fn managed(c: &Client, command: Command, f: Format) -> CliResult {
         Command::Setmem { name, size } => cmd::setmem::run(c, &name, &size, f),
         Command::Console { name, no_follow } => cmd::console::run(c, &name, !no_follow),
         Command::Events => cmd::events::run(c, f),
+        Command::Stats { name } => cmd::stats::run(c, &name, f),
+        Command::Top(a) => cmd::top::run(c, a),
         Command::Net(n) => cmd::net::run(c, n, f),
         Command::Policy(p) => cmd::policy::run(c, p, f),
         Command::Audit(a) => cmd::audit::run(c, a, f),

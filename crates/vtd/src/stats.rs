@@ -43,7 +43,17 @@ fn cpu_time(pid: u32) -> Option<(u64, CpuSource)> {
         return Some((ns, CpuSource::Cgroup));
     }
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    proc_cpu_ns(&stat).map(|ns| (ns, CpuSource::Proc))
+    let ticks = proc_cpu_ns(&stat)?;
+    // Clock ticks are 10 ms: the live threads' schedstat run times (ns)
+    // are finer; the ticks also count threads that ended.
+    let live: u64 = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Some((ticks.max(live), CpuSource::Proc))
 }
 
 /// `usage_usec` of the process's own cgroup v2 group, when that is a VM's

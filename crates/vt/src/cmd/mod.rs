@@ -12,3 +12,5 @@ mod options;
 pub mod output;
 pub mod policy;
 pub mod setmem;
+pub mod stats;
+pub mod top;
