@@ -114,7 +114,7 @@ pub fn run_confined(
     };
     let lost = console.drain();
     if lost > 0 {
-        eprintln!("vt-vmm: console: {lost} bytes of serial output lost (nobody read the console)");
+        tracing::warn!("console: {lost} bytes of serial output lost (nobody read the console)");
     }
     result
 }

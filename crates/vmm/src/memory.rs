@@ -52,7 +52,7 @@ pub fn create(mib: u64, options: &MemoryOptions) -> Result<GuestMemoryMmap, Erro
         .map_err(|e| Error::MapMemory(mib, std::io::Error::other(e.to_string())))?;
     if options.thp && options.hugepages.is_none() {
         if let Err(e) = advise(&mem, libc::MADV_HUGEPAGE) {
-            eprintln!("vt-vmm: warning: guest memory without transparent huge pages: {e}");
+            tracing::warn!("guest memory without transparent huge pages: {e}");
         }
     }
     if options.merge {
@@ -165,7 +165,7 @@ fn create_hugetlb(
 /// mappings. A failure only costs that, so it is a warning.
 fn dont_dump(mem: &GuestMemoryMmap) {
     if let Err(e) = advise(mem, libc::MADV_DONTDUMP) {
-        eprintln!("vt-vmm: warning: guest memory not marked MADV_DONTDUMP: {e}");
+        tracing::warn!("guest memory not marked MADV_DONTDUMP: {e}");
     }
 }
 

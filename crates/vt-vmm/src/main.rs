@@ -14,6 +14,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    vt_log::init("vt-vmm");
     let args = match cli::Args::try_parse() {
         Ok(a) => a,
         Err(e) => return cli::usage_error(e),

@@ -132,7 +132,7 @@ impl Audit {
 
     fn append(&self, entry: Entry) {
         if let Err(e) = self.trail().append(entry) {
-            eprintln!("vtd: error: cannot write the audit trail: {e}");
+            tracing::error!("cannot write the audit trail: {e}");
         }
     }
 

@@ -312,13 +312,9 @@ pub fn start(
         p.arg("--net");
         p.arg(format!("tap={name},fd={fd}{mac}"));
     }
-    let console = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(dir.console())
-        .map_err(|e| ApiError::internal("cannot open console.log", e))?;
+    // The console goes through a pipe to its logger (rotated console.log).
+    let console = crate::console_log::start(&dir.console())
+        .map_err(|e| ApiError::internal("cannot start the console logger", e))?;
     let n = p.push(console);
     p.arg("--serial");
     p.arg(format!("file=/dev/fd/{n}"));

@@ -127,8 +127,8 @@ impl Daemon {
         let uid_base = jail.as_ref().map(|j| j.uids.base());
         match scan::Expected::new(&crate::cell::resolve(&vmm), uid_base) {
             Ok(e) => scan::expect(e),
-            Err(e) => eprintln!(
-                "vtd: warning: VMM binary {}: {e}: running VMMs cannot be recognised",
+            Err(e) => tracing::warn!(
+                "VMM binary {}: {e}: running VMMs cannot be recognised",
                 vmm.display()
             ),
         }
@@ -169,7 +169,7 @@ impl Daemon {
         });
         // Creates and undefines a killed vtd left halfway: finished.
         for p in store::clean_temporaries(&d.vms_dir())? {
-            eprintln!("vtd: removed {} (left by an interrupted vtd)", p.display());
+            tracing::info!("removed {} (left by an interrupted vtd)", p.display());
         }
         // Every VMM of this state directory, whatever was recorded.
         let found = scan::vmms_under(&d.vms_dir());
@@ -188,8 +188,8 @@ impl Daemon {
         for f in &found {
             let known = vms.values().any(|vm| vm.dir.socket() == f.socket);
             if !known {
-                eprintln!(
-                    "vtd: killing vt-vmm pid {}: it serves {}, which is no VM of this vtd",
+                tracing::warn!(
+                    "killing vt-vmm pid {}: it serves {}, which is no VM of this vtd",
                     f.pid,
                     f.socket.display()
                 );
@@ -208,7 +208,7 @@ impl Daemon {
     fn load(&self, name: &str, found: &[scan::Found]) -> Arc<Vm> {
         let dir = VmDir(self.vms_dir().join(name));
         let broken = |why: String| {
-            eprintln!("vtd: VM {name}: state unknown: {why}");
+            tracing::warn!("VM {name}: state unknown: {why}");
             Vm::broken(name, VmDir(dir.0.clone()), self.events.clone(), why)
         };
         match store::read_json::<VmDefinition>(&dir.definition()) {
@@ -284,7 +284,7 @@ impl Daemon {
             return Vec::new();
         }
         if let Err(e) = std::fs::write(&marker, boot) {
-            eprintln!("vtd: cannot write {}: {e}", marker.display());
+            tracing::warn!("cannot write {}: {e}", marker.display());
         }
         self.list()
             .into_iter()
@@ -300,7 +300,7 @@ impl Daemon {
                 continue;
             }
             if let Err(e) = self.start_vm(&vm, None) {
-                eprintln!("vtd: autostart of {} failed: {}", vm.name(), e.message);
+                tracing::error!("autostart of {} failed: {}", vm.name(), e.message);
             }
         }
     }

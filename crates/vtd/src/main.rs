@@ -9,6 +9,7 @@ mod access;
 mod admission;
 mod audit;
 mod cell;
+mod console_log;
 mod daemon;
 mod error;
 mod events;
@@ -109,12 +110,32 @@ struct Args {
     /// once, the rest counted).
     #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     watch_coalesce: u64,
+    /// Size of a VM's console.log before it is rotated: bytes, or a
+    /// number with K, M or G (a VM keeps console.log plus
+    /// --console-log-files rotated files).
+    #[arg(long, value_name = "SIZE", default_value = "2M", value_parser = console_log_size)]
+    console_log_size: u64,
+    /// Rotated console logs kept per VM (console.log.1 ... .N).
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    console_log_files: u32,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum OnOff {
     On,
     Off,
+}
+
+/// `--console-log-size`: 4 KiB to 4 GiB.
+fn console_log_size(v: &str) -> Result<u64, String> {
+    api::parse_size("console-log-size", v)
+        .map_err(|e| e.to_string())
+        .and_then(|n| {
+            (4096..=4 << 30)
+                .contains(&n)
+                .then_some(n)
+                .ok_or_else(|| format!("{v}: between 4K and 4G"))
+        })
 }
 
 fn default_vmm() -> PathBuf {
@@ -188,6 +209,14 @@ fn bind(path: &Path, group: Option<u32>, mode: u32) -> Result<UnixListener, Stri
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    vt_log::init("vtd");
+    console_log::configure(console_log::Config {
+        logger: console_log::default_logger(),
+        limits: vt_log::rotate::Limits {
+            max_bytes: args.console_log_size,
+            files: args.console_log_files,
+        },
+    });
     // Every file and directory vtd makes (definitions, logs, sockets) is
     // its own alone, whatever umask it was started with.
     // SAFETY: umask takes a mode and cannot fail.
@@ -202,11 +231,11 @@ fn main() -> ExitCode {
         OnOff::Off => None,
         OnOff::On => {
             if let Err(e) = jail::ids::check_range(args.vm_uid_base, &jail::ids::IdFiles::host()) {
-                eprintln!("vtd: error: {e}");
+                tracing::error!("{e}");
                 return ExitCode::from(2);
             }
             if !jail::is_root() {
-                eprintln!("vtd: error: --jail on needs root (use --jail off to run VMMs unconfined as this user)");
+                tracing::error!("--jail on needs root (use --jail off to run VMMs unconfined as this user)");
                 return ExitCode::from(2);
             }
             let cgroups = jail::cgroup::Layout::detect();
@@ -218,8 +247,8 @@ fn main() -> ExitCode {
             };
             let (_, missing) = cgroups.enforceable(&all);
             if !missing.is_empty() {
-                eprintln!(
-                    "vtd: warning: no cgroup controller for {}: VMs run without those limits",
+                tracing::warn!(
+                    "no cgroup controller for {}: VMs run without those limits",
                     missing.join(", ")
                 );
             }
@@ -250,8 +279,8 @@ fn main() -> ExitCode {
     let daemon = match daemon::Daemon::open(&args.state_dir, vmm, defaults, jail, &audit, options) {
         Ok(d) => d,
         Err(e) => {
-            eprintln!(
-                "vtd: error: state directory {}: {e}",
+            tracing::error!(
+                "state directory {}: {e}",
                 args.state_dir.display()
             );
             return ExitCode::FAILURE;
@@ -260,7 +289,7 @@ fn main() -> ExitCode {
     let group = match args.socket_group.as_deref().map(group_id).transpose() {
         Ok(g) => g,
         Err(e) => {
-            eprintln!("vtd: error: {e}");
+            tracing::error!("{e}");
             return ExitCode::from(2);
         }
     };
@@ -273,7 +302,7 @@ fn main() -> ExitCode {
     {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("vtd: error: {e}");
+            tracing::error!("{e}");
             return ExitCode::FAILURE;
         }
     };
@@ -294,13 +323,25 @@ fn main() -> ExitCode {
         std::thread::sleep(std::time::Duration::from_secs(5));
         supervisor.nets.supervise(&|n| supervisor.hosts_for(n));
     });
+    let vms = daemon.list();
+    let active = vms.iter().filter(|v| v.run_state().0.is_active()).count();
+    tracing::info!(
+        socket = %args.socket.display(),
+        ro_socket = %ro_socket.display(),
+        state_dir = %args.state_dir.display(),
+        jail = args.jail == OnOff::On,
+        vms = vms.len(),
+        running = active,
+        "vtd {} serving",
+        env!("CARGO_PKG_VERSION")
+    );
     let api = Arc::new(routes::Api(daemon));
     let ro = Arc::new(routes::ReadOnly(api.clone()));
     let ro_thread = std::thread::Builder::new()
         .name("ro-socket".into())
         .spawn(move || vt_http::serve(ro_listener, ro, vt_http::Limits::default(), ro_connections));
     if let Err(e) = ro_thread {
-        eprintln!("vtd: error: cannot serve the read-only socket: {e}");
+        tracing::error!("cannot serve the read-only socket: {e}");
         return ExitCode::FAILURE;
     }
     vt_http::serve(listener, api, vt_http::Limits::default(), connections);

@@ -2,7 +2,7 @@
 //! them again after a `vtd` restart, waiting for their end, killing them.
 
 use std::fs::OpenOptions;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -12,7 +12,8 @@ use api::manager::VmDefinition;
 use crate::store::VmDir;
 
 /// Starts `vt-vmm` for `def` in its own session (so it outlives `vtd`),
-/// console to `console.log`, its own output to `vmm.log`.
+/// console to `console.log` (through its logger, [`crate::console_log`],
+/// on descriptor 3), its own output to `vmm.log`.
 pub fn spawn(vmm: &Path, kernel: &Path, def: &VmDefinition, dir: &VmDir) -> std::io::Result<Child> {
     // One run per log: its last line tells how this run ended.
     let log = OpenOptions::new()
@@ -20,6 +21,8 @@ pub fn spawn(vmm: &Path, kernel: &Path, def: &VmDefinition, dir: &VmDir) -> std:
         .write(true)
         .truncate(true)
         .open(dir.vmm_log())?;
+    let console = crate::console_log::start(&dir.console())?;
+    let console_fd = console.as_raw_fd();
     let mut cmd = Command::new(vmm);
     cmd.arg("--kernel").arg(kernel);
     if let Some(i) = &def.initrd {
@@ -33,7 +36,7 @@ pub fn spawn(vmm: &Path, kernel: &Path, def: &VmDefinition, dir: &VmDir) -> std:
         .arg(def.memory_mib.to_string())
         .args(memory_flags(def))
         .arg("--serial")
-        .arg(format!("file={}", dir.console().display()))
+        .arg("file=/dev/fd/3")
         .arg("--on-reboot")
         .arg("restart")
         .args(disk_flags(def))
@@ -43,23 +46,31 @@ pub fn spawn(vmm: &Path, kernel: &Path, def: &VmDefinition, dir: &VmDir) -> std:
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
-    // SAFETY: setsid and close_range are async-signal-safe and touch no
-    // memory; they run in the child between fork and exec.
+    // SAFETY: setsid, dup2 and close_range are async-signal-safe and touch
+    // no memory; they run in the child between fork and exec.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             if libc::setsid() < 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            // Nothing vtd inherited crosses exec (std's own descriptors
-            // are close-on-exec already): only stdin, stdout, stderr.
+            // The console pipe becomes descriptor 3 (dup2 clears its
+            // close-on-exec flag).
+            if libc::dup2(console_fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Nothing else vtd inherited crosses exec (std's own
+            // descriptors are close-on-exec already): only stdin, stdout,
+            // stderr and the console.
             let all = libc::c_uint::MAX;
-            if libc::syscall(libc::SYS_close_range, 3, all, libc::CLOSE_RANGE_CLOEXEC) < 0 {
+            if libc::syscall(libc::SYS_close_range, 4, all, libc::CLOSE_RANGE_CLOEXEC) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });
     }
-    cmd.spawn()
+    let child = cmd.spawn();
+    drop(console);
+    child
 }
 
 /// `--memory-merge`, `--memory-thp`, `--memory-hugepages` and `--balloon`

@@ -554,8 +554,8 @@ impl Vm {
             .iter()
             .filter(|f| rt.as_ref().is_some_and(|r| r.pid != f.pid))
         {
-            eprintln!(
-                "vtd: VM {}: killing vt-vmm pid {}, a second VMM for it",
+            tracing::warn!(
+                "VM {}: killing vt-vmm pid {}, a second VMM for it",
                 self.name(),
                 extra.pid
             );
@@ -574,7 +574,7 @@ impl Vm {
                 let _ = store::remove(&self.dir.runtime());
                 r.state = Some(VmState::Stopped);
                 r.reason = Some(format!("{e}; no VMM runs for the VM: stopped"));
-                eprintln!("vtd: VM {}: {e}; no VMM runs for it", self.name());
+                tracing::warn!("VM {}: {e}; no VMM runs for it", self.name());
                 return;
             }
             if let Some(gone) = had_pid {
@@ -590,8 +590,8 @@ impl Vm {
             return;
         };
         if let Some(e) = &corrupt {
-            eprintln!(
-                "vtd: VM {}: {e}; re-attached to vt-vmm pid {} found serving its socket",
+            tracing::warn!(
+                "VM {}: {e}; re-attached to vt-vmm pid {} found serving its socket",
                 self.name(),
                 rt.pid
             );

@@ -306,7 +306,7 @@ impl Daemon {
         let mut wired = lock(&self.wired);
         if wired.remove(name) {
             if let Err(e) = self.load_rules(&wired) {
-                eprintln!("vtd: removing the network rules of {name}: {e}");
+                tracing::warn!("removing the network rules of {name}: {e}");
             }
         }
     }
@@ -317,13 +317,13 @@ impl Daemon {
     pub fn restore_networks(&self) {
         let hosts = |n: &str| self.hosts_for(n);
         for e in self.nets.adopt(&hosts) {
-            eprintln!("vtd: {e}");
+            tracing::warn!("{e}");
         }
         for net in self.nets.list() {
             if net.autostart && !self.nets.is_active(&net.name) {
                 if let Err(e) = self.nets.start(&net.name, &self.hosts_for(&net.name)) {
-                    eprintln!(
-                        "vtd: autostart of network '{}' failed: {}",
+                    tracing::error!(
+                        "autostart of network '{}' failed: {}",
                         net.name, e.message
                     );
                 }
@@ -337,7 +337,7 @@ impl Daemon {
             }
         }
         if let Err(e) = self.load_rules(&wired) {
-            eprintln!("vtd: cannot load the network rules: {e}");
+            tracing::warn!("cannot load the network rules: {e}");
         }
     }
 

@@ -277,7 +277,7 @@ impl Watches {
 
 /// Reports on stderr and in the trail that watching has stopped.
 fn stopped(d: &Weak<Daemon>, why: &str) {
-    eprintln!("vtd: error: {why}; file watches are off until vtd restarts");
+    tracing::error!("{why}; file watches are off until vtd restarts");
     if let Some(d) = d.upgrade() {
         d.audit.log(Entry::new(
             "watch.stop",

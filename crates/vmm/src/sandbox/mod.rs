@@ -102,7 +102,7 @@ impl Confinement {
             (LandlockState::Off, landlock::kernel_abi())
         };
         if landlock == LandlockState::Unsupported {
-            eprintln!("vt-vmm: landlock: not supported by this kernel, running without it");
+            tracing::warn!("landlock: not supported by this kernel, running without it");
         }
         let status = Status {
             seccomp: policy.seccomp,

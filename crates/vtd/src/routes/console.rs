@@ -51,6 +51,12 @@ fn copy(mut file: Option<File>, vm: &Arc<Vm>, follow: bool, w: &mut UnixStream) 
             }
             continue;
         }
+        if rotated(file.as_ref(), vm) {
+            // Its logger began a new console.log: on to that one, from
+            // its start (what was left in the old one was read above).
+            file = None;
+            continue;
+        }
         if !follow || !active || peer_gone(w) {
             return;
         }
@@ -60,6 +66,16 @@ fn copy(mut file: Option<File>, vm: &Arc<Vm>, follow: bool, w: &mut UnixStream) 
 
 /// Whether the client closed its end (a streamed reply has nothing else to
 /// read from it).
+/// Whether `console.log` now is another file than `file` (the console
+/// logger rotated it).
+fn rotated(file: Option<&File>, vm: &Vm) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Some(f), Ok(now)) = (file, std::fs::metadata(vm.dir.console())) else {
+        return false;
+    };
+    f.metadata().is_ok_and(|m| m.ino() != now.ino() || m.dev() != now.dev())
+}
+
 pub fn peer_gone(w: &UnixStream) -> bool {
     let mut b = [0u8; 1];
     // SAFETY: a one-byte peek into a valid buffer, non-blocking.

@@ -222,6 +222,25 @@ impl Handler for Api {
             Err(e) => (e.status, Some(e.message.as_str())),
         };
         self.audit(peer, &req, status, message);
+        if status >= 500 {
+            tracing::error!(
+                method = req.method.as_str(),
+                path = req.path.as_str(),
+                uid = peer.uid,
+                status,
+                "{}",
+                message.unwrap_or("")
+            );
+        } else if status >= 400 {
+            tracing::debug!(
+                method = req.method.as_str(),
+                path = req.path.as_str(),
+                uid = peer.uid,
+                status,
+                "{}",
+                message.unwrap_or("")
+            );
+        }
         answer.unwrap_or_else(|e| Reply::Full(e.response()))
     }
 
