@@ -107,6 +107,13 @@ pub fn run_confined(
             sandbox::enter_thread(sandbox::ThreadKind::Main);
             main_confined = true;
         }
+        tracing::info!(
+            vcpus = config.cpus,
+            memory_mib = config.memory_mib,
+            disks = config.disks.len(),
+            nets = config.nets.len(),
+            "VM built"
+        );
         match vm.run(control.as_ref()) {
             Ok(VmExit::Reboot) if config.on_reboot == OnReboot::Restart => continue,
             other => break other,
