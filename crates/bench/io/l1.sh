@@ -3,7 +3,8 @@
 # under vt-vmm and QEMU (microvm + PCIe, virtio-blk-pci on the same
 # /dev/vda with cache=none — O_DIRECT end to end, as the host's figures
 # are — and virtio-net-pci on a tap with vhost off), RUNS times each,
-# interleaved. Prints `VT-BENCH who key=value`.
+# interleaved (PEER=vtoff: the same vt-vmm with VT_VMM_COUNTERS=off instead
+# of QEMU). Prints `VT-BENCH who key=value`.
 R="$VTLAB_ROOT"; T=/tmp/vt-bench; mkdir -p $T
 RUNS=${RUNS:-3}; SECS=${SECS:-5}; DEV=/dev/vda
 [ -b $DEV ] || { echo "vt-bench: no $DEV in the lab"; exit 1; }
@@ -69,9 +70,11 @@ run_one() {
     rm -f $T/out
     ( for i in $(seq 100); do [ -e /sys/class/net/$tap ] && break; sleep 0.1; done
       ip addr add 169.254.20.1/24 dev $tap; ip link set $tap up ) &
-    if [ $who = vt ]; then
+    if [ $who = vt ] || [ $who = vtoff ]; then
+        # vtoff: the same VMM with its device counters off.
+        counters=on; [ $who = vtoff ] && counters=off
         # shellcheck disable=SC2086 # VTJAIL is empty or several flags
-        timeout -s KILL 300 "$R/vt/vt-vmm" $VTJAIL --kernel "$R/guest/vmlinux" \
+        VT_VMM_COUNTERS=$counters timeout -s KILL 300 "$R/vt/vt-vmm" $VTJAIL --kernel "$R/guest/vmlinux" \
             --initrd "$R/vt/initramfs.cpio.gz" --memory 512 --cmdline "$CMD" \
             --disk path=$DEV,format=$FMT,cache=$CACHE --net tap=$tap --serial file=$T/out </dev/null &
     else
@@ -105,6 +108,6 @@ run_one() {
 i=0
 while [ $i -lt $RUNS ]; do
     run_one vt vtb$i
-    run_one qemu qtb$i
+    run_one "${PEER:-qemu}" qtb$i
     i=$((i + 1))
 done

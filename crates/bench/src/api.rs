@@ -36,6 +36,10 @@ pub struct ApiArgs {
     /// Markdown file to put the section in (else printed)
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Measure `GET /metrics` instead: --vms VMs defined (not started),
+    /// against `GET /vms` on the same vtd (section `api-metrics`)
+    #[arg(long)]
+    pub metrics: bool,
 }
 
 /// Kills vtd and every VMM under the scratch directory on drop.
@@ -204,6 +208,48 @@ fn start_to_output(d: &Daemon, args: &ApiArgs) -> anyhow::Result<(Vec<f64>, Vec<
         call(&d.socket, "POST", "/vms/api-0/stop")?;
     }
     Ok((first, returned))
+}
+
+/// `--metrics`: `GET /metrics` with `--vms` VMs defined, and `GET /vms`
+/// on the same daemon as the baseline.
+pub fn metrics(args: &ApiArgs) -> anyhow::Result<String> {
+    let d = start_vtd()?;
+    for i in 0..args.vms {
+        let body = format!(r#"{{"name":"api-{i}","memory_mib":16}}"#);
+        let r = vt_http::call(&d.socket, "POST", "/vms", Some(body.into_bytes()))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if r.status != 201 {
+            bail!("define api-{i}: {}", r.text());
+        }
+    }
+    let size = call(&d.socket, "GET", "/metrics")?.body.len();
+    let (metrics, metrics_wall) = hammer(&d.socket, args, |_, _, _| "/metrics".into())?;
+    let (list, list_wall) = hammer(&d.socket, args, |_, _, _| "/vms".into())?;
+    let total = (args.clients * args.requests) as f64;
+    let mut m = String::from("## API: `GET /metrics` (Prometheus exposition)\n\n");
+    m.push_str(&format!(
+        "Generated {} by `vt-bench api --metrics --vms {} --clients {} --requests {}` at revision {}. \
+         A real `vtd` (release build) with {} VMs defined, none running (a running VM adds one \
+         round trip to its VMM's control socket and a read of its /proc files); {} client threads \
+         start together and each sends {} requests, one connection per request, as a scraper \
+         does. The exposition is {} bytes. Baseline on the same daemon: `GET /vms` (the list, \
+         JSON). Throughput: metrics {:.0} req/s, list {:.0} req/s. Host: {} cores.\n\n",
+        host::utc_now(), args.vms, args.clients, args.requests,
+        host::git_revision().unwrap_or_else(|| "unknown".into()),
+        args.vms, args.clients, args.requests, size,
+        total / metrics_wall.as_secs_f64(), total / list_wall.as_secs_f64(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    ));
+    m.push_str("| metric | p50 | p99 | min–max | n |\n|---|---|---|---|---|\n");
+    m.push_str(&row(
+        &format!("`GET /metrics` ({} VMs defined), {} clients", args.vms, args.clients),
+        metrics,
+    ));
+    m.push_str(&row(
+        &format!("`GET /vms` (list of {}), {} clients", args.vms, args.clients),
+        list,
+    ));
+    Ok(crate::section::wrap("api-metrics", &m))
 }
 
 pub fn run(args: &ApiArgs) -> anyhow::Result<String> {

@@ -110,11 +110,17 @@ fn main() -> ExitCode {
             }
         }),
         Cmd::LinuxInner(a) => linux::inner(&a),
+        Cmd::Io(a) if a.counters_cost => io::run(&a).and_then(|t| {
+            let md = section::wrap("io-counters", &io::counters_report(&t));
+            section::emit(a.out.as_deref(), "io-counters", &md)
+        }),
         Cmd::Io(a) => io::run(&a).and_then(|t| {
             let md = section::wrap("io", &io::report(&t));
             section::emit(a.out.as_deref(), "io", &md)
         }),
         Cmd::All(a) => report::all(&a),
+        Cmd::Api(a) if a.metrics => api::metrics(&a)
+            .and_then(|md| section::emit(a.out.as_deref(), "api-metrics", &md)),
         Cmd::Api(a) => api::run(&a).and_then(|md| section::emit(a.out.as_deref(), "api", &md)),
         Cmd::Confinement(a) => confine::run(&a).and_then(|md| {
             let md = section::wrap("confinement", &md);
