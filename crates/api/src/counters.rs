@@ -80,7 +80,8 @@ pub struct DiskCounters {
     /// waited for it in all, ns.
     pub throttled: u64,
     pub throttled_ns: u64,
-    /// Request latency (from taking it off the ring to its status byte)
+    /// Request latency (from taking it off the ring to its status byte,
+    /// a wait for the rate limit not included: see `throttled_ns`)
     /// histogram: `latency_buckets[i]` counts requests that took at most
     /// [`LATENCY_BUCKETS_US`]`[i]` µs and more than the bound before; the
     /// last entry those above every bound.

@@ -213,6 +213,12 @@ fn start_to_output(d: &Daemon, args: &ApiArgs) -> anyhow::Result<(Vec<f64>, Vec<
 /// `--metrics`: `GET /metrics` with `--vms` VMs defined, and `GET /vms`
 /// on the same daemon as the baseline.
 pub fn metrics(args: &ApiArgs) -> anyhow::Result<String> {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: String = load
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ");
     let d = start_vtd()?;
     for i in 0..args.vms {
         let body = format!(r#"{{"name":"api-{i}","memory_mib":16}}"#);
@@ -233,20 +239,28 @@ pub fn metrics(args: &ApiArgs) -> anyhow::Result<String> {
          round trip to its VMM's control socket and a read of its /proc files); {} client threads \
          start together and each sends {} requests, one connection per request, as a scraper \
          does. The exposition is {} bytes. Baseline on the same daemon: `GET /vms` (the list, \
-         JSON). Throughput: metrics {:.0} req/s, list {:.0} req/s. Host: {} cores.\n\n",
+         JSON). Throughput: metrics {:.0} req/s, list {:.0} req/s. Host: {} cores, load \
+         average at start {}.\n\n",
         host::utc_now(), args.vms, args.clients, args.requests,
         host::git_revision().unwrap_or_else(|| "unknown".into()),
         args.vms, args.clients, args.requests, size,
         total / metrics_wall.as_secs_f64(), total / list_wall.as_secs_f64(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load.trim()
     ));
     m.push_str("| metric | p50 | p99 | min–max | n |\n|---|---|---|---|---|\n");
     m.push_str(&row(
-        &format!("`GET /metrics` ({} VMs defined), {} clients", args.vms, args.clients),
+        &format!(
+            "`GET /metrics` ({} VMs defined), {} clients",
+            args.vms, args.clients
+        ),
         metrics,
     ));
     m.push_str(&row(
-        &format!("`GET /vms` (list of {}), {} clients", args.vms, args.clients),
+        &format!(
+            "`GET /vms` (list of {}), {} clients",
+            args.vms, args.clients
+        ),
         list,
     ));
     Ok(crate::section::wrap("api-metrics", &m))

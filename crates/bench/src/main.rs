@@ -119,8 +119,9 @@ fn main() -> ExitCode {
             section::emit(a.out.as_deref(), "io", &md)
         }),
         Cmd::All(a) => report::all(&a),
-        Cmd::Api(a) if a.metrics => api::metrics(&a)
-            .and_then(|md| section::emit(a.out.as_deref(), "api-metrics", &md)),
+        Cmd::Api(a) if a.metrics => {
+            api::metrics(&a).and_then(|md| section::emit(a.out.as_deref(), "api-metrics", &md))
+        }
         Cmd::Api(a) => api::run(&a).and_then(|md| section::emit(a.out.as_deref(), "api", &md)),
         Cmd::Confinement(a) => confine::run(&a).and_then(|md| {
             let md = section::wrap("confinement", &md);

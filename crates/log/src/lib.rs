@@ -89,7 +89,12 @@ where
                 Level::INFO => 32,
                 _ => 34,
             };
-            write!(w, "{} \x1b[{colour}m{word:>5}\x1b[0m {}: ", rfc3339_ms(ms), self.program)?;
+            write!(
+                w,
+                "{} \x1b[{colour}m{word:>5}\x1b[0m {}: ",
+                rfc3339_ms(ms),
+                self.program
+            )?;
         } else {
             write!(w, "{} {word} {}: ", rfc3339_ms(ms), self.program)?;
         }
@@ -130,7 +135,13 @@ mod tests {
     #[test]
     fn times_are_utc_rfc3339() {
         assert_eq!(super::rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(super::rfc3339_ms(951_782_400_123), "2000-02-29T00:00:00.123Z");
-        assert_eq!(super::rfc3339_ms(1_795_984_099_360), "2026-11-29T20:28:19.360Z");
+        assert_eq!(
+            super::rfc3339_ms(951_782_400_123),
+            "2000-02-29T00:00:00.123Z"
+        );
+        assert_eq!(
+            super::rfc3339_ms(1_795_984_099_360),
+            "2026-11-29T20:28:19.360Z"
+        );
     }
 }

@@ -138,11 +138,7 @@ impl VmStats {
         let on = devices::stats::enabled();
         VmStats {
             vcpus: (0..config.cpus).map(|_| Arc::default()).collect(),
-            disks: config
-                .disks
-                .iter()
-                .map(|_| on.then(Arc::default))
-                .collect(),
+            disks: config.disks.iter().map(|_| on.then(Arc::default)).collect(),
             nets: config
                 .nets
                 .iter()
@@ -213,12 +209,14 @@ impl VmStats {
             },
             disks: (0u32..)
                 .zip(&self.disks)
-                .map(|(i, d)| d.as_ref().map(|d| d.snapshot(i)).unwrap_or_else(|| {
-                    api::counters::DiskCounters {
-                        index: i,
-                        ..Default::default()
-                    }
-                }))
+                .map(|(i, d)| {
+                    d.as_ref().map(|d| d.snapshot(i)).unwrap_or_else(|| {
+                        api::counters::DiskCounters {
+                            index: i,
+                            ..Default::default()
+                        }
+                    })
+                })
                 .collect(),
             nets: (0u32..)
                 .zip(&self.nets)

@@ -72,7 +72,9 @@ fn linux_guest_io_shows_in_the_counters() {
     assert_eq!(g("ping_rc"), 0);
     // vt-api-call prints the status, then the body.
     let answer = host_value(&all, "counters").expect("counters");
-    let json = answer.strip_prefix("200 ").unwrap_or_else(|| panic!("{answer}"));
+    let json = answer
+        .strip_prefix("200 ")
+        .unwrap_or_else(|| panic!("{answer}"));
     let c: VmmCounters = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}"));
     let d = &c.detail;
 
@@ -81,7 +83,11 @@ fn linux_guest_io_shows_in_the_counters() {
     let disk = &d.disks[0];
     let want = 8u64 << 20;
     let diff = disk.write_bytes.abs_diff(want);
-    assert!(diff * 100 <= want, "disk write bytes {} vs {want}", disk.write_bytes);
+    assert!(
+        diff * 100 <= want,
+        "disk write bytes {} vs {want}",
+        disk.write_bytes
+    );
     assert_eq!(disk.write_bytes, g("guest_write_sectors") * 512, "{disk:?}");
     assert!(disk.write_ops >= 8, "{disk:?}");
     assert_eq!(disk.errors, 0, "{disk:?}");
@@ -105,7 +111,10 @@ fn linux_guest_io_shows_in_the_counters() {
     // vCPUs and memory.
     assert_eq!(d.vcpus.len(), 1);
     assert!(d.vcpus[0].cpu_time_ns > 0);
-    assert!(d.vcpus[0].exits.mmio_write > 0, "virtio notifications or PCI setup");
+    assert!(
+        d.vcpus[0].exits.mmio_write > 0,
+        "virtio notifications or PCI setup"
+    );
     assert_eq!(d.memory.guest_bytes, 512 << 20);
     assert!(d.memory.guest_resident_bytes > 8 << 20, "{:?}", d.memory);
 }

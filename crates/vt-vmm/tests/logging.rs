@@ -43,7 +43,10 @@ fn the_vmm_logs_for_journald_at_the_vt_log_level() {
         .find(|l| l.contains("VM built"))
         .unwrap_or_else(|| panic!("{default}"));
     assert!(built.starts_with("<6>"), "{built}");
-    assert!(built.contains(" info vt-vmm: VM built vcpus=1 memory_mib=16"), "{built}");
+    assert!(
+        built.contains(" info vt-vmm: VM built vcpus=1 memory_mib=16"),
+        "{built}"
+    );
     assert!(!default.contains('\x1b'), "{default}");
     let quiet = run(Some("warn"));
     assert!(!quiet.contains("VM built"), "{quiet}");

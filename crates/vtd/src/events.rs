@@ -46,13 +46,28 @@ impl Events {
         vmm: Option<(u32, Option<u32>)>,
     ) {
         // Every lifecycle change is in vtd's log too.
-        let why = reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+        let why = reason
+            .as_deref()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default();
         let pid = vmm.map(|v| v.0);
         match state {
             VmState::Crashed | VmState::Unknown => {
-                tracing::warn!(vm, event, state = state.as_str(), pid, "VM {vm} {event}{why}")
+                tracing::warn!(
+                    vm,
+                    event,
+                    state = state.as_str(),
+                    pid,
+                    "VM {vm} {event}{why}"
+                )
             }
-            _ => tracing::info!(vm, event, state = state.as_str(), pid, "VM {vm} {event}{why}"),
+            _ => tracing::info!(
+                vm,
+                event,
+                state = state.as_str(),
+                pid,
+                "VM {vm} {event}{why}"
+            ),
         }
         if let Some(a) = &self.audit {
             let detail = reason

@@ -13,8 +13,8 @@ mod console_log;
 mod daemon;
 mod error;
 mod events;
-mod metrics;
 mod exit;
+mod metrics;
 mod net;
 mod policy;
 mod process;
@@ -235,7 +235,9 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             if !jail::is_root() {
-                tracing::error!("--jail on needs root (use --jail off to run VMMs unconfined as this user)");
+                tracing::error!(
+                    "--jail on needs root (use --jail off to run VMMs unconfined as this user)"
+                );
                 return ExitCode::from(2);
             }
             let cgroups = jail::cgroup::Layout::detect();
@@ -279,10 +281,7 @@ fn main() -> ExitCode {
     let daemon = match daemon::Daemon::open(&args.state_dir, vmm, defaults, jail, &audit, options) {
         Ok(d) => d,
         Err(e) => {
-            tracing::error!(
-                "state directory {}: {e}",
-                args.state_dir.display()
-            );
+            tracing::error!("state directory {}: {e}", args.state_dir.display());
             return ExitCode::FAILURE;
         }
     };

@@ -76,42 +76,170 @@ impl Scrape {
         use MetricType::{Counter as C, Gauge as G, Histogram as H};
         use Value::{Counter, Gauge};
         let (b, sec) = (Some(Unit::Bytes), Some(Unit::Seconds));
-        let mut up = Family::new("vt_vm_up", "1 while the VM's VMM runs (running or paused), else 0.", None, G);
+        let mut up = Family::new(
+            "vt_vm_up",
+            "1 while the VM's VMM runs (running or paused), else 0.",
+            None,
+            G,
+        );
         let mut paused = Family::new("vt_vm_paused", "1 while the VM is paused.", None, G);
         let mut vcpus = Family::new("vt_vm_vcpus", "vCPUs of the VM's definition.", None, G);
-        let mut mem = Family::new("vt_vm_memory", "Guest RAM of the VM's definition.", b.clone(), G);
-        let mut cpu = Family::new("vt_vm_cpu", "Host CPU time the VM used (its cgroup, else its VMM process) since its VMM started.", sec.clone(), C);
-        let mut uptime = Family::new("vt_vm_uptime", "Time since the VM's VMM started.", sec.clone(), G);
-        let mut boots = Family::new("vt_vm_boots", "Times the VM was built by its VMM (1 + guest reboots).", None, C);
-        let mut resident = Family::new("vt_vm_memory_resident", "Guest RAM pages resident in host memory (the VMM's mincore).", b.clone(), G);
-        let mut rss = Family::new("vt_vm_memory_rss", "Resident set of the VMM process (VmRSS).", b.clone(), G);
-        let mut overhead = Family::new("vt_vm_memory_overhead", "The VMM's own resident memory (VmRSS minus guest RAM).", b.clone(), G);
-        let mut vcpu_time = Family::new("vt_vm_vcpu", "CPU time of each vCPU thread.", sec.clone(), C);
-        let mut exits = Family::new("vt_vm_vcpu_exits", "vCPU exits to the VMM, by reason.", None, C);
+        let mut mem = Family::new(
+            "vt_vm_memory",
+            "Guest RAM of the VM's definition.",
+            b.clone(),
+            G,
+        );
+        let mut cpu = Family::new(
+            "vt_vm_cpu",
+            "Host CPU time the VM used (its cgroup, else its VMM process) since its VMM started.",
+            sec.clone(),
+            C,
+        );
+        let mut uptime = Family::new(
+            "vt_vm_uptime",
+            "Time since the VM's VMM started.",
+            sec.clone(),
+            G,
+        );
+        let mut boots = Family::new(
+            "vt_vm_boots",
+            "Times the VM was built by its VMM (1 + guest reboots).",
+            None,
+            C,
+        );
+        let mut resident = Family::new(
+            "vt_vm_memory_resident",
+            "Guest RAM pages resident in host memory (the VMM's mincore).",
+            b.clone(),
+            G,
+        );
+        let mut rss = Family::new(
+            "vt_vm_memory_rss",
+            "Resident set of the VMM process (VmRSS).",
+            b.clone(),
+            G,
+        );
+        let mut overhead = Family::new(
+            "vt_vm_memory_overhead",
+            "The VMM's own resident memory (VmRSS minus guest RAM).",
+            b.clone(),
+            G,
+        );
+        let mut vcpu_time = Family::new(
+            "vt_vm_vcpu",
+            "CPU time of each vCPU thread.",
+            sec.clone(),
+            C,
+        );
+        let mut exits = Family::new(
+            "vt_vm_vcpu_exits",
+            "vCPU exits to the VMM, by reason.",
+            None,
+            C,
+        );
         let mut rd_b = Family::new("vt_vm_disk_read", "Bytes read by the guest.", b.clone(), C);
-        let mut wr_b = Family::new("vt_vm_disk_written", "Bytes written by the guest.", b.clone(), C);
-        let mut dc_b = Family::new("vt_vm_disk_discarded", "Bytes discarded or zeroed by the guest.", b.clone(), C);
+        let mut wr_b = Family::new(
+            "vt_vm_disk_written",
+            "Bytes written by the guest.",
+            b.clone(),
+            C,
+        );
+        let mut dc_b = Family::new(
+            "vt_vm_disk_discarded",
+            "Bytes discarded or zeroed by the guest.",
+            b.clone(),
+            C,
+        );
         let mut rd = Family::new("vt_vm_disk_reads", "Read requests completed.", None, C);
         let mut wr = Family::new("vt_vm_disk_writes", "Write requests completed.", None, C);
         let mut fl = Family::new("vt_vm_disk_flushes", "Flush requests completed.", None, C);
-        let mut dc = Family::new("vt_vm_disk_discards", "Discard and write-zeroes requests completed.", None, C);
-        let mut errs = Family::new("vt_vm_disk_errors", "Requests answered with an error.", None, C);
-        let mut thr = Family::new("vt_vm_disk_throttled", "Times the rate limit made a request wait.", None, C);
-        let mut thr_t = Family::new("vt_vm_disk_throttled", "Time requests waited for the rate limit.", sec.clone(), C);
-        let mut lat = Family::new("vt_vm_disk_request_duration", "Request latency, from the ring to the status byte.", sec.clone(), H);
-        let mut d_irq = Family::new("vt_vm_disk_interrupts", "Interrupts sent for the disk's request queue.", None, C);
-        let mut rx_b = Family::new("vt_vm_network_receive", "Bytes delivered to the guest (frames without the virtio-net header).", b.clone(), C);
+        let mut dc = Family::new(
+            "vt_vm_disk_discards",
+            "Discard and write-zeroes requests completed.",
+            None,
+            C,
+        );
+        let mut errs = Family::new(
+            "vt_vm_disk_errors",
+            "Requests answered with an error.",
+            None,
+            C,
+        );
+        let mut thr = Family::new(
+            "vt_vm_disk_throttled",
+            "Times the rate limit made a request wait.",
+            None,
+            C,
+        );
+        let mut thr_t = Family::new(
+            "vt_vm_disk_throttled",
+            "Time requests waited for the rate limit.",
+            sec.clone(),
+            C,
+        );
+        let mut lat = Family::new(
+            "vt_vm_disk_request_duration",
+            "Request latency, from the ring to the status byte.",
+            sec.clone(),
+            H,
+        );
+        let mut d_irq = Family::new(
+            "vt_vm_disk_interrupts",
+            "Interrupts sent for the disk's request queue.",
+            None,
+            C,
+        );
+        let mut rx_b = Family::new(
+            "vt_vm_network_receive",
+            "Bytes delivered to the guest (frames without the virtio-net header).",
+            b.clone(),
+            C,
+        );
         let mut tx_b = Family::new("vt_vm_network_transmit", "Bytes the guest sent.", b, C);
-        let mut rx_p = Family::new("vt_vm_network_receive_packets", "Frames delivered to the guest.", None, C);
-        let mut tx_p = Family::new("vt_vm_network_transmit_packets", "Frames the guest sent.", None, C);
-        let mut rx_d = Family::new("vt_vm_network_receive_drops", "Frames from the tap dropped (no guest buffer held them).", None, C);
-        let mut tx_d = Family::new("vt_vm_network_transmit_drops", "Frames from the guest dropped.", None, C);
-        let mut tap_e = Family::new("vt_vm_network_tap_errors", "Failed tap reads and writes.", None, C);
-        let mut n_irq = Family::new("vt_vm_network_interrupts", "Interrupts sent per queue.", None, C);
+        let mut rx_p = Family::new(
+            "vt_vm_network_receive_packets",
+            "Frames delivered to the guest.",
+            None,
+            C,
+        );
+        let mut tx_p = Family::new(
+            "vt_vm_network_transmit_packets",
+            "Frames the guest sent.",
+            None,
+            C,
+        );
+        let mut rx_d = Family::new(
+            "vt_vm_network_receive_drops",
+            "Frames from the tap dropped (no guest buffer held them).",
+            None,
+            C,
+        );
+        let mut tx_d = Family::new(
+            "vt_vm_network_transmit_drops",
+            "Frames from the guest dropped.",
+            None,
+            C,
+        );
+        let mut tap_e = Family::new(
+            "vt_vm_network_tap_errors",
+            "Failed tap reads and writes.",
+            None,
+            C,
+        );
+        let mut n_irq = Family::new(
+            "vt_vm_network_interrupts",
+            "Interrupts sent per queue.",
+            None,
+            C,
+        );
         for s in &self.0 {
             let active = s.state.is_active();
             up.add(vm(s), Gauge(i64::from(active)));
-            paused.add(vm(s), Gauge(i64::from(s.state == api::manager::VmState::Paused)));
+            paused.add(
+                vm(s),
+                Gauge(i64::from(s.state == api::manager::VmState::Paused)),
+            );
             vcpus.add(vm(s), Gauge(i64::from(s.vcpus)));
             mem.add(vm(s), Gauge((s.memory_mib << 20) as i64));
             if let Some(t) = s.cpu_time_ns {
@@ -141,7 +269,10 @@ impl Scrape {
                     ("system_event", e.system_event),
                     ("other", e.other),
                 ] {
-                    exits.add(with(s, &[("vcpu", id.clone()), ("reason", reason.into())]), Counter(n));
+                    exits.add(
+                        with(s, &[("vcpu", id.clone()), ("reason", reason.into())]),
+                        Counter(n),
+                    );
                 }
             }
             for k in &d.disks {
@@ -168,7 +299,10 @@ impl Scrape {
                     .chain([f64::INFINITY])
                     .zip(k.latency_buckets.iter().copied())
                     .collect();
-                lat.add(l(), Value::Histogram(k.latency_sum_ns as f64 / 1e9, buckets));
+                lat.add(
+                    l(),
+                    Value::Histogram(k.latency_sum_ns as f64 / 1e9, buckets),
+                );
             }
             for n in &d.nets {
                 let l = || with(s, &[("interface", n.tap.clone())]);
@@ -180,14 +314,17 @@ impl Scrape {
                 tx_d.add(l(), Counter(n.tx_dropped));
                 tap_e.add(l(), Counter(n.tap_errors));
                 for (q, v) in [("rx", n.rx_interrupts), ("tx", n.tx_interrupts)] {
-                    n_irq.add(with(s, &[("interface", n.tap.clone()), ("queue", q.into())]), Counter(v));
+                    n_irq.add(
+                        with(s, &[("interface", n.tap.clone()), ("queue", q.into())]),
+                        Counter(v),
+                    );
                 }
             }
         }
         vec![
             up, paused, vcpus, mem, cpu, uptime, boots, resident, rss, overhead, vcpu_time, exits,
-            rd_b, wr_b, dc_b, rd, wr, fl, dc, errs, thr, thr_t, lat, d_irq, rx_b, tx_b, rx_p,
-            tx_p, rx_d, tx_d, tap_e, n_irq,
+            rd_b, wr_b, dc_b, rd, wr, fl, dc, errs, thr, thr_t, lat, d_irq, rx_b, tx_b, rx_p, tx_p,
+            rx_d, tx_d, tap_e, n_irq,
         ]
     }
 }

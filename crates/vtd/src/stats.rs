@@ -92,11 +92,9 @@ mod tests {
     #[test]
     fn proc_stat_cpu_time_survives_odd_names() {
         let stat = "42 (vt vmm) x) S 1 42 42 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 100 0 0";
+        // SAFETY: sysconf has no memory effects.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
-        assert_eq!(
-            super::proc_cpu_ns(stat),
-            Some(300 * (1_000_000_000 / hz))
-        );
+        assert_eq!(super::proc_cpu_ns(stat), Some(300 * (1_000_000_000 / hz)));
         assert_eq!(super::proc_cpu_ns("garbage"), None);
         assert_eq!(super::proc_cpu_ns("1 (a) S 1"), None);
     }

@@ -179,8 +179,14 @@ impl Vm {
     /// `GET path` on the running VMM's control socket; None when it does
     /// not answer in time.
     pub fn ask_vmm(&self, path: &str) -> Option<vt_http::Response> {
-        vt_http::call_with_timeout(&self.dir.socket(), "GET", path, None, Some(COUNTERS_TIMEOUT))
-            .ok()
+        vt_http::call_with_timeout(
+            &self.dir.socket(),
+            "GET",
+            path,
+            None,
+            Some(COUNTERS_TIMEOUT),
+        )
+        .ok()
     }
 
     /// The VM's status; with `counters`, asks a running VMM for its counters.

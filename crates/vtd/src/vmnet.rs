@@ -322,10 +322,7 @@ impl Daemon {
         for net in self.nets.list() {
             if net.autostart && !self.nets.is_active(&net.name) {
                 if let Err(e) = self.nets.start(&net.name, &self.hosts_for(&net.name)) {
-                    tracing::error!(
-                        "autostart of network '{}' failed: {}",
-                        net.name, e.message
-                    );
+                    tracing::error!("autostart of network '{}' failed: {}", net.name, e.message);
                 }
             }
         }

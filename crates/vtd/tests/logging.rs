@@ -44,13 +44,19 @@ fn vtd_log(name: &str, filter: &str) -> String {
     let call = |m: &str, p: &str, body: Option<&str>| {
         vt_http::call(&socket, m, p, body.map(|b| b.as_bytes().to_vec())).unwrap()
     };
-    assert_eq!(call("POST", "/vms", Some(r#"{"name":"a","memory_mib":16}"#)).status, 201);
+    assert_eq!(
+        call("POST", "/vms", Some(r#"{"name":"a","memory_mib":16}"#)).status,
+        201
+    );
     assert_eq!(call("POST", "/vms/a/start", None).status, 200);
     assert_eq!(call("POST", "/vms/a/stop", None).status, 200);
     assert_eq!(call("GET", "/vms/nope", None).status, 404);
     // The stop's event may be published just after the answer.
     wait_for(
-        || std::fs::read_to_string(&log).is_ok_and(|t| t.contains("VM a stopped") || filter == "warn"),
+        || {
+            std::fs::read_to_string(&log)
+                .is_ok_and(|t| t.contains("VM a stopped") || filter == "warn")
+        },
         "the stop in the log",
     );
     // SAFETY: kill sends SIGTERM to the vtd this test started.
@@ -65,10 +71,15 @@ fn vtd_log(name: &str, filter: &str) -> String {
 fn vtd_logs_start_up_lifecycle_and_errors_as_vt_log_says() {
     require_kvm!();
     let debug = vtd_log("debug", "debug");
-    assert!(!debug.contains('\x1b'), "no escape codes off a terminal:\n{debug}");
+    assert!(
+        !debug.contains('\x1b'),
+        "no escape codes off a terminal:\n{debug}"
+    );
     for line in debug.lines() {
         assert!(
-            ["<3>", "<4>", "<6>", "<7>"].iter().any(|p| line.starts_with(p)),
+            ["<3>", "<4>", "<6>", "<7>"]
+                .iter()
+                .any(|p| line.starts_with(p)),
             "a journald priority first: {line:?}"
         );
     }
@@ -77,13 +88,29 @@ fn vtd_logs_start_up_lifecycle_and_errors_as_vt_log_says() {
             .any(|l| l.starts_with(prefix) && words.iter().all(|w| l.contains(w)))
     };
     assert!(
-        has(&debug, "<6>", &["vtd: vtd ", "serving", "state_dir=", "socket=", "vms=0"]),
+        has(
+            &debug,
+            "<6>",
+            &["vtd: vtd ", "serving", "state_dir=", "socket=", "vms=0"]
+        ),
         "{debug}"
     );
-    assert!(has(&debug, "<6>", &["vm=\"a\"", "event=\"defined\""]), "{debug}");
-    assert!(has(&debug, "<6>", &["vm=\"a\"", "event=\"started\"", "pid="]), "{debug}");
-    assert!(has(&debug, "<6>", &["vm=\"a\"", "event=\"stopped\""]), "{debug}");
-    assert!(has(&debug, "<7>", &["path=\"/vms/nope\"", "status=404"]), "{debug}");
+    assert!(
+        has(&debug, "<6>", &["vm=\"a\"", "event=\"defined\""]),
+        "{debug}"
+    );
+    assert!(
+        has(&debug, "<6>", &["vm=\"a\"", "event=\"started\"", "pid="]),
+        "{debug}"
+    );
+    assert!(
+        has(&debug, "<6>", &["vm=\"a\"", "event=\"stopped\""]),
+        "{debug}"
+    );
+    assert!(
+        has(&debug, "<7>", &["path=\"/vms/nope\"", "status=404"]),
+        "{debug}"
+    );
 
     // At info, the refused request (debug) is not logged; at warn,
     // nothing of this run is.
@@ -114,13 +141,18 @@ fn logs(state: &Path, vm: &str) -> Vec<Vec<u8>> {
 
 /// `count` numbered lines.
 fn message(count: usize) -> String {
-    (0..count).map(|i| format!("console line {i:05}\n")).collect()
+    (0..count)
+        .map(|i| format!("console line {i:05}\n"))
+        .collect()
 }
 
 #[test]
 fn console_logs_are_capped_rotated_and_keep_the_newest_whole_lines() {
     require_kvm!();
-    let vtd = Vtd::start_with_args("rotate", &["--console-log-size", "4K", "--console-log-files", "2"]);
+    let vtd = Vtd::start_with_args(
+        "rotate",
+        &["--console-log-size", "4K", "--console-log-files", "2"],
+    );
     // 20-byte lines: "small" fits in the three files (10 KB of 12 KiB),
     // "big" (24 KB) does not.
     for (name, lines) in [("small", 500), ("big", 1200)] {
@@ -140,8 +172,12 @@ fn console_logs_are_capped_rotated_and_keep_the_newest_whole_lines() {
     let last = |n: usize| format!("console line {:05}\n", n - 1);
     wait_for(
         || {
-            logs(&vtd.state, "small").last().is_some_and(|l| l.ends_with(last(500).as_bytes()))
-                && logs(&vtd.state, "big").last().is_some_and(|l| l.ends_with(last(1200).as_bytes()))
+            logs(&vtd.state, "small")
+                .last()
+                .is_some_and(|l| l.ends_with(last(500).as_bytes()))
+                && logs(&vtd.state, "big")
+                    .last()
+                    .is_some_and(|l| l.ends_with(last(1200).as_bytes()))
         },
         "every line logged",
     );
@@ -158,7 +194,10 @@ fn console_logs_are_capped_rotated_and_keep_the_newest_whole_lines() {
         }
         let kept = files.concat();
         let all = message(lines);
-        assert!(all.as_bytes().ends_with(&kept), "{name}: the newest lines, in order");
+        assert!(
+            all.as_bytes().ends_with(&kept),
+            "{name}: the newest lines, in order"
+        );
         if name == "small" {
             assert_eq!(kept, all.as_bytes(), "nothing lost below the cap");
         } else {

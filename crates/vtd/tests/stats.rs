@@ -56,7 +56,8 @@ fn sample(rows: &[Value], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         .find(|r| {
             r[2] == name
                 && r[3].as_object().is_some_and(|l| {
-                    l.len() == labels.len() && labels.iter().all(|(k, v)| l.get(*k) == Some(&(*v).into()))
+                    l.len() == labels.len()
+                        && labels.iter().all(|(k, v)| l.get(*k) == Some(&(*v).into()))
                 })
         })
         .and_then(|r| r[4].as_f64())
@@ -89,18 +90,19 @@ fn stats_metrics_and_top_of_a_running_guest() {
     );
 
     // The API.
-    let s: VmStats =
-        serde_json::from_value(vtd.expect("GET", "/vms/a/stats", None, 200)).unwrap();
+    let s: VmStats = serde_json::from_value(vtd.expect("GET", "/vms/a/stats", None, 200)).unwrap();
     assert_eq!((s.state, s.vcpus, s.memory_mib), (VmState::Running, 1, 16));
     assert_eq!(s.disk_names, ["vda"]);
     assert!(s.cpu_time_ns.is_some_and(|t| t > 0), "{s:?}");
-    assert!(matches!(s.cpu_source, Some(CpuSource::Cgroup | CpuSource::Proc)));
+    assert!(matches!(
+        s.cpu_source,
+        Some(CpuSource::Cgroup | CpuSource::Proc)
+    ));
     assert!(s.memory.as_ref().is_some_and(|m| m.rss_kib > 0), "{s:?}");
     let c = s.counters.as_ref().expect("counters");
     assert!(c.detail.vcpus[0].exits.io_out >= 14, "{c:?}");
     assert_eq!(c.detail.disks.len(), 1);
-    let b: VmStats =
-        serde_json::from_value(vtd.expect("GET", "/vms/b/stats", None, 200)).unwrap();
+    let b: VmStats = serde_json::from_value(vtd.expect("GET", "/vms/b/stats", None, 200)).unwrap();
     assert_eq!(b.state, VmState::Stopped);
     assert!(b.counters.is_none() && b.cpu_time_ns.is_none());
     vtd.expect("GET", "/vms/nope/stats", None, 404);
@@ -110,7 +112,12 @@ fn stats_metrics_and_top_of_a_running_guest() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.starts_with("Domain: 'a'"), "{text}");
-    for key in ["state.state=running", "block.count=1", "block.0.name=vda", "net.count=0"] {
+    for key in [
+        "state.state=running",
+        "block.count=1",
+        "block.0.name=vda",
+        "net.count=0",
+    ] {
         assert!(text.lines().any(|l| l.trim() == key), "{key} in {text}");
     }
     let exits: u64 = text
@@ -129,8 +136,10 @@ fn stats_metrics_and_top_of_a_running_guest() {
     let r = vt_http::call(&ro, "GET", "/metrics", None).unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(
-        r.headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("content-type")
-            && v.starts_with("application/openmetrics-text")),
+        r.headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("content-type")
+                && v.starts_with("application/openmetrics-text")),
         "{:?}",
         r.headers
     );
@@ -138,25 +147,46 @@ fn stats_metrics_and_top_of_a_running_guest() {
     let a = [("vm", "a")];
     assert_eq!(sample(&rows, "vt_vm_up", &a), Some(1.0));
     assert_eq!(sample(&rows, "vt_vm_up", &[("vm", "b")]), Some(0.0));
-    assert_eq!(sample(&rows, "vt_vm_memory_bytes", &a), Some((16 << 20) as f64));
-    assert!(sample(&rows, "vt_vm_cpu_seconds_total", &a).is_some_and(|v| v > 0.0));
-    assert_eq!(sample(&rows, "vt_vm_cpu_seconds_total", &[("vm", "b")]), None);
-    assert!(
-        sample(&rows, "vt_vm_vcpu_exits_total", &[("vm", "a"), ("vcpu", "0"), ("reason", "io_out")])
-            .is_some_and(|v| v >= 14.0)
-    );
-    let vda = [("vm", "a"), ("disk", "vda")];
-    assert_eq!(sample(&rows, "vt_vm_disk_written_bytes_total", &vda), Some(0.0));
-    assert_eq!(sample(&rows, "vt_vm_disk_read_bytes_total", &vda), Some(0.0));
     assert_eq!(
-        sample(&rows, "vt_vm_disk_request_duration_seconds_bucket", &[("vm", "a"), ("disk", "vda"), ("le", "+Inf")]),
+        sample(&rows, "vt_vm_memory_bytes", &a),
+        Some((16 << 20) as f64)
+    );
+    assert!(sample(&rows, "vt_vm_cpu_seconds_total", &a).is_some_and(|v| v > 0.0));
+    assert_eq!(
+        sample(&rows, "vt_vm_cpu_seconds_total", &[("vm", "b")]),
+        None
+    );
+    assert!(sample(
+        &rows,
+        "vt_vm_vcpu_exits_total",
+        &[("vm", "a"), ("vcpu", "0"), ("reason", "io_out")]
+    )
+    .is_some_and(|v| v >= 14.0));
+    let vda = [("vm", "a"), ("disk", "vda")];
+    assert_eq!(
+        sample(&rows, "vt_vm_disk_written_bytes_total", &vda),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&rows, "vt_vm_disk_read_bytes_total", &vda),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(
+            &rows,
+            "vt_vm_disk_request_duration_seconds_bucket",
+            &[("vm", "a"), ("disk", "vda"), ("le", "+Inf")]
+        ),
         Some(0.0)
     );
     let types: Vec<(&str, &str)> = rows
         .iter()
         .filter_map(|r| Some((r[0].as_str()?, r[1].as_str()?)))
         .collect();
-    assert!(types.contains(&("vt_vm_cpu_seconds", "counter")), "{types:?}");
+    assert!(
+        types.contains(&("vt_vm_cpu_seconds", "counter")),
+        "{types:?}"
+    );
     assert!(types.contains(&("vt_vm_disk_request_duration_seconds", "histogram")));
     assert!(types.contains(&("vt_vm_memory_rss_bytes", "gauge")));
 
@@ -167,18 +197,22 @@ fn stats_metrics_and_top_of_a_running_guest() {
         ro.display(),
         sibling("vt").display()
     );
-    let started = tmux(&server, &["new-session", "-d", "-x", "150", "-y", "30", &cmd]);
+    let started = tmux(
+        &server,
+        &["new-session", "-d", "-x", "150", "-y", "30", &cmd],
+    );
     assert!(started.status.success(), "{started:?}");
-    let screen = || {
-        String::from_utf8_lossy(&tmux(&server, &["capture-pane", "-p"]).stdout).into_owned()
-    };
+    let screen =
+        || String::from_utf8_lossy(&tmux(&server, &["capture-pane", "-p"]).stdout).into_owned();
     let deadline = Instant::now() + Duration::from_secs(10);
-    let mut last = String::new();
+    let mut last;
     // The second frame has rates: a's CPU% is a number, b's a dash.
     let shown = loop {
         last = screen();
         let row_a = last.lines().find(|l| l.starts_with("a "));
-        let cpu = row_a.and_then(|r| r.split_whitespace().nth(3)).and_then(|c| c.parse::<f64>().ok());
+        let cpu = row_a
+            .and_then(|r| r.split_whitespace().nth(3))
+            .and_then(|c| c.parse::<f64>().ok());
         if last.contains("vt top - 2 VMs, 1 running") && cpu.is_some() {
             break true;
         }
@@ -202,7 +236,10 @@ fn stats_metrics_and_top_of_a_running_guest() {
     };
     let _ = tmux(&server, &["kill-server"]);
     assert!(shown, "vt top's screen:\n{last}");
-    let row_b = last.lines().find(|l| l.starts_with("b ")).unwrap_or_default();
+    let row_b = last
+        .lines()
+        .find(|l| l.starts_with("b "))
+        .unwrap_or_default();
     assert!(row_b.contains("stopped"), "{last}");
     assert!(gone, "vt top did not quit on q");
     vtd.expect("POST", "/vms/a/stop", None, 200);

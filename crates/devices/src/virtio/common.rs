@@ -197,13 +197,15 @@ impl VirtioPci {
 
     fn activate(&mut self) {
         let event_idx = self.driver_features & F_RING_EVENT_IDX != 0;
-        let interrupt = Arc::new(Interrupt::new(
-            self.vectors.clone(),
-            self.shared.clone(),
-            self.queue_vectors.clone(),
-            self.config_vector,
-        )
-        .with_counts(self.device.queue_interrupts()));
+        let interrupt = Arc::new(
+            Interrupt::new(
+                self.vectors.clone(),
+                self.shared.clone(),
+                self.queue_vectors.clone(),
+                self.config_vector,
+            )
+            .with_counts(self.device.queue_interrupts()),
+        );
         let mut queues = Vec::with_capacity(self.queues.len());
         for (i, q) in self.queues.iter().enumerate() {
             if !q.ready() {

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::bus::lock;
-use crate::stats::QueueInterrupts;
 use crate::pci::msix::Msix;
+use crate::stats::QueueInterrupts;
 
 /// "No vector" in the common configuration.
 pub const NO_VECTOR: u16 = 0xffff;
@@ -123,7 +123,11 @@ impl Interrupt {
     pub fn signal_queue(&self, index: usize) {
         self.shared.isr.fetch_or(ISR_QUEUE, Ordering::SeqCst);
         let v = self.queue_vectors.get(index).copied().unwrap_or(NO_VECTOR);
-        if let Some(n) = self.counts.as_ref().and_then(|c| c.queue_interrupts().get(index)) {
+        if let Some(n) = self
+            .counts
+            .as_ref()
+            .and_then(|c| c.queue_interrupts().get(index))
+        {
             n.fetch_add(1, Ordering::Relaxed);
         }
         self.vectors.fire(v);

@@ -42,7 +42,10 @@ pub fn lines(s: &VmStats) -> Vec<(String, String)> {
     }
     if let Some(m) = &s.memory {
         put("memory.rss".into(), (m.rss_kib << 10).to_string());
-        put("memory.guest_resident".into(), (m.guest_resident_kib << 10).to_string());
+        put(
+            "memory.guest_resident".into(),
+            (m.guest_resident_kib << 10).to_string(),
+        );
         put("memory.overhead".into(), (m.overhead_kib << 10).to_string());
     }
     let Some(c) = &s.counters else {
@@ -51,7 +54,10 @@ pub fn lines(s: &VmStats) -> Vec<(String, String)> {
     put("vmm.uptime_ms".into(), c.uptime_ms.to_string());
     put("vmm.boots".into(), c.boots.to_string());
     let d = &c.detail;
-    put("memory.guest_mincore".into(), d.memory.guest_resident_bytes.to_string());
+    put(
+        "memory.guest_mincore".into(),
+        d.memory.guest_resident_bytes.to_string(),
+    );
     for v in &d.vcpus {
         let p = format!("vcpu.{}", v.id);
         put(format!("{p}.time"), v.cpu_time_ns.to_string());
@@ -71,7 +77,11 @@ pub fn lines(s: &VmStats) -> Vec<(String, String)> {
     put("block.count".into(), d.disks.len().to_string());
     for k in &d.disks {
         let p = format!("block.{}", k.index);
-        let name = s.disk_names.get(k.index as usize).cloned().unwrap_or_default();
+        let name = s
+            .disk_names
+            .get(k.index as usize)
+            .cloned()
+            .unwrap_or_default();
         put(format!("{p}.name"), name);
         for (key, n) in [
             ("rd.reqs", k.read_ops),

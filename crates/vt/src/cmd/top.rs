@@ -76,30 +76,38 @@ fn size(bytes: f64) -> String {
 fn frame(stats: &[VmStats], before: &HashMap<String, Totals>) -> Vec<String> {
     let running = stats.iter().filter(|s| s.state.is_active()).count();
     let mut lines = vec![
-        format!(
-            "vt top - {} VMs, {running} running - q quits",
-            stats.len()
-        ),
+        format!("vt top - {} VMs, {running} running - q quits", stats.len()),
         String::new(),
     ];
     let header = [
-        "NAME", "STATE", "VCPUS", "CPU%", "MEMORY", "RSS", "DISK RD/s", "DISK WR/s", "NET RX/s",
+        "NAME",
+        "STATE",
+        "VCPUS",
+        "CPU%",
+        "MEMORY",
+        "RSS",
+        "DISK RD/s",
+        "DISK WR/s",
+        "NET RX/s",
         "NET TX/s",
     ];
     let mut rows = vec![header.iter().map(|h| h.to_string()).collect::<Vec<_>>()];
     for s in stats {
         let now = totals(s);
-        let rate = before.get(&s.name).filter(|b| now.at_ms > b.at_ms).map(|b| {
-            let secs = (now.at_ms - b.at_ms) as f64 / 1e3;
-            let per = |a: u64, b: u64| a.saturating_sub(b) as f64 / secs;
-            (
-                per(now.cpu_ns, b.cpu_ns) / 1e9 * 100.0,
-                per(now.rd, b.rd),
-                per(now.wr, b.wr),
-                per(now.rx, b.rx),
-                per(now.tx, b.tx),
-            )
-        });
+        let rate = before
+            .get(&s.name)
+            .filter(|b| now.at_ms > b.at_ms)
+            .map(|b| {
+                let secs = (now.at_ms - b.at_ms) as f64 / 1e3;
+                let per = |a: u64, b: u64| a.saturating_sub(b) as f64 / secs;
+                (
+                    per(now.cpu_ns, b.cpu_ns) / 1e9 * 100.0,
+                    per(now.rd, b.rd),
+                    per(now.wr, b.wr),
+                    per(now.rx, b.rx),
+                    per(now.tx, b.tx),
+                )
+            });
         let active = s.state.is_active();
         let show = |f: &dyn Fn((f64, f64, f64, f64, f64)) -> String| match rate {
             Some(r) if active => f(r),
@@ -131,7 +139,13 @@ fn frame(stats: &[VmStats], before: &HashMap<String, Totals>) -> Vec<String> {
             .iter()
             .zip(&widths)
             .enumerate()
-            .map(|(i, (c, w))| if i < 2 { format!("{c:<w$}") } else { format!("{c:>w$}") })
+            .map(|(i, (c, w))| {
+                if i < 2 {
+                    format!("{c:<w$}")
+                } else {
+                    format!("{c:>w$}")
+                }
+            })
             .collect();
         lines.push(cells.join("  ").trim_end().to_string());
     }

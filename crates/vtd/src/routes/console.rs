@@ -73,7 +73,8 @@ fn rotated(file: Option<&File>, vm: &Vm) -> bool {
     let (Some(f), Ok(now)) = (file, std::fs::metadata(vm.dir.console())) else {
         return false;
     };
-    f.metadata().is_ok_and(|m| m.ino() != now.ino() || m.dev() != now.dev())
+    f.metadata()
+        .is_ok_and(|m| m.ino() != now.ino() || m.dev() != now.dev())
 }
 
 pub fn peer_gone(w: &UnixStream) -> bool {

@@ -266,9 +266,7 @@ impl VirtioDevice for Block {
     }
 
     fn queue_interrupts(&self) -> Option<Arc<dyn QueueInterrupts>> {
-        self.stats
-            .clone()
-            .map(|s| s as Arc<dyn QueueInterrupts>)
+        self.stats.clone().map(|s| s as Arc<dyn QueueInterrupts>)
     }
 
     fn reset(&mut self) {
