@@ -107,7 +107,8 @@ pub fn run_confined(
             sandbox::enter_thread(sandbox::ThreadKind::Main);
             main_confined = true;
         }
-        tracing::info!(
+        // At debug: by default a VMM's stderr stays its one-line verdict.
+        tracing::debug!(
             vcpus = config.cpus,
             memory_mib = config.memory_mib,
             disks = config.disks.len(),
