@@ -333,10 +333,15 @@ pub fn run(args: &IoArgs) -> anyhow::Result<Table> {
         s.qemu = get(if args.counters_cost { "vtoff" } else { "qemu" }, key);
         let median = |v: &[f64]| crate::stats::summarize(v).map(|x| x.median);
         let host = get("host", key).first().copied();
+        let peer = if args.counters_cost {
+            "counters-off"
+        } else {
+            "QEMU"
+        };
         if let (Some(h), Some(o), Some(q)) = (host, median(&s.ours), median(&s.qemu)) {
             table.notes.push(format!(
                 "{label}: the lab host itself {h:.1} {unit} on the same disk; \
-                 vt-vmm guest {:.0} % of it, QEMU guest {:.0} %",
+                 vt-vmm guest {:.0} % of it, {peer} guest {:.0} %",
                 o / h * 100.0,
                 q / h * 100.0
             ));
