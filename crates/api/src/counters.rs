@@ -32,6 +32,21 @@ pub struct ExitCounts {
     pub other: u64,
 }
 
+impl ExitCounts {
+    /// Each reason's name (the field's) and count, in field order.
+    pub fn by_reason(&self) -> [(&'static str, u64); 7] {
+        [
+            ("io_in", self.io_in),
+            ("io_out", self.io_out),
+            ("mmio_read", self.mmio_read),
+            ("mmio_write", self.mmio_write),
+            ("intr", self.intr),
+            ("system_event", self.system_event),
+            ("other", self.other),
+        ]
+    }
+}
+
 /// One vCPU.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

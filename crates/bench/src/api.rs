@@ -210,15 +210,19 @@ fn start_to_output(d: &Daemon, args: &ApiArgs) -> anyhow::Result<(Vec<f64>, Vec<
     Ok((first, returned))
 }
 
+/// The host's 1, 5 and 15 minute load averages, as /proc/loadavg has them.
+fn load_average() -> String {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    load.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// `--metrics`: `GET /metrics` with `--vms` VMs defined, and `GET /vms`
 /// on the same daemon as the baseline.
 pub fn metrics(args: &ApiArgs) -> anyhow::Result<String> {
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let load: String = load
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ");
+    let load = load_average();
     let d = start_vtd()?;
     for i in 0..args.vms {
         let body = format!(r#"{{"name":"api-{i}","memory_mib":16}}"#);
@@ -267,12 +271,7 @@ pub fn metrics(args: &ApiArgs) -> anyhow::Result<String> {
 }
 
 pub fn run(args: &ApiArgs) -> anyhow::Result<String> {
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let load: String = load
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ");
+    let load = load_average();
     let d = start_vtd()?;
     for i in 0..args.vms {
         let body = format!(r#"{{"name":"api-{i}","memory_mib":16}}"#);

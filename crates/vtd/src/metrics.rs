@@ -259,16 +259,7 @@ impl Scrape {
             for v in &d.vcpus {
                 let id = v.id.to_string();
                 vcpu_time.add(with(s, &[("vcpu", id.clone())]), ns(v.cpu_time_ns));
-                let e = &v.exits;
-                for (reason, n) in [
-                    ("io_in", e.io_in),
-                    ("io_out", e.io_out),
-                    ("mmio_read", e.mmio_read),
-                    ("mmio_write", e.mmio_write),
-                    ("intr", e.intr),
-                    ("system_event", e.system_event),
-                    ("other", e.other),
-                ] {
+                for (reason, n) in v.exits.by_reason() {
                     exits.add(
                         with(s, &[("vcpu", id.clone()), ("reason", reason.into())]),
                         Counter(n),

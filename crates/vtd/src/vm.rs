@@ -211,16 +211,7 @@ impl Vm {
             let conf = r.confinement.clone().filter(|_| state.is_active());
             (state, r.pid, r.reason.clone(), conf)
         };
-        let ask = |path: &str| {
-            vt_http::call_with_timeout(
-                &self.dir.socket(),
-                "GET",
-                path,
-                None,
-                Some(COUNTERS_TIMEOUT),
-            )
-            .ok()
-        };
+        let ask = |path: &str| self.ask_vmm(path);
         let live = counters && state.is_active();
         let counters = live
             .then(|| ask(proto::COUNTERS))

@@ -61,16 +61,7 @@ pub fn lines(s: &VmStats) -> Vec<(String, String)> {
     for v in &d.vcpus {
         let p = format!("vcpu.{}", v.id);
         put(format!("{p}.time"), v.cpu_time_ns.to_string());
-        let e = &v.exits;
-        for (k, n) in [
-            ("io_in", e.io_in),
-            ("io_out", e.io_out),
-            ("mmio_read", e.mmio_read),
-            ("mmio_write", e.mmio_write),
-            ("intr", e.intr),
-            ("system_event", e.system_event),
-            ("other", e.other),
-        ] {
+        for (k, n) in v.exits.by_reason() {
             put(format!("{p}.exits.{k}"), n.to_string());
         }
     }
