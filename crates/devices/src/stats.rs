@@ -230,6 +230,40 @@ mod tests {
         assert_eq!(c.latency_buckets.iter().sum::<u64>(), 5);
     }
 
+    /// The counters' cost per request, in ns: `cargo test --release -p
+    /// devices counting_cost -- --ignored --nocapture` (BENCHMARKS.md).
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn counting_cost() {
+        const N: u32 = 10_000_000;
+        let d = DiskStats::default();
+        let t = std::time::Instant::now();
+        for i in 0..N {
+            // What the block worker adds per request: two clock reads and
+            // the counting.
+            let start = std::time::Instant::now();
+            let op = if i % 2 == 0 {
+                DiskOp::Read
+            } else {
+                DiskOp::Write
+            };
+            d.request(op, 4096, true, start.elapsed());
+        }
+        let disk_ns = t.elapsed().as_nanos() as f64 / f64::from(N);
+        let n = NetStats::default();
+        let t = std::time::Instant::now();
+        for i in 0..N {
+            n.received(std::hint::black_box(u64::from(i % 1500)));
+            n.interrupts()[0].fetch_add(1, Relaxed);
+        }
+        let net_ns = t.elapsed().as_nanos() as f64 / f64::from(N);
+        let c = d.snapshot(0);
+        assert_eq!(c.read_ops + c.write_ops, u64::from(N));
+        println!(
+            "disk request counted: {disk_ns:.1} ns; frame + interrupt counted: {net_ns:.1} ns"
+        );
+    }
+
     #[test]
     fn frames_and_drops() {
         let s = NetStats::default();
