@@ -30,7 +30,7 @@ macro_rules! require_kvm {
 pub(crate) use require_kvm;
 
 /// `vt-vmm` and `vt`, built beside `vtd` by `cargo test --workspace` (with
-/// `cargo test -p vtd` alone they may be stale: add `-p vt -p vt-vmm`).
+/// `cargo test -p vtd` alone they may be stale: add `-p vt -p vt-vmm -p vt-log`, whose `vt-logger` vtd runs per VM).
 pub fn sibling(name: &str) -> PathBuf {
     let p = PathBuf::from(env!("CARGO_BIN_EXE_vtd")).with_file_name(name);
     assert!(
