@@ -8,6 +8,7 @@ mod console;
 mod events;
 mod networks;
 mod policy;
+mod query;
 mod vms;
 
 use std::sync::Arc;
@@ -97,6 +98,7 @@ impl Api {
                 allowed.push(*method);
                 continue;
             }
+            query::check(method, pattern, &req.query)?;
             let name = name.unwrap_or_default();
             if pattern.starts_with("/audit") && peer.uid != 0 {
                 return Err(ApiError::new(
@@ -145,15 +147,20 @@ impl Api {
                 format!("no route for {} {}", req.method, req.path),
             ))
         } else {
-            Err(ApiError::new(
+            // HEAD is served as GET (vt_http), so it is allowed with it.
+            if allowed.contains(&"GET") {
+                allowed.push("HEAD");
+            }
+            let allowed = allowed.join(", ");
+            let mut e = ApiError::new(
                 405,
                 format!(
-                    "{} not allowed on {} (allowed: {})",
-                    req.method,
-                    req.path,
-                    allowed.join(", ")
+                    "{} not allowed on {} (allowed: {allowed})",
+                    req.method, req.path
                 ),
-            ))
+            );
+            e.allow = Some(allowed);
+            Err(e)
         }
     }
 }
