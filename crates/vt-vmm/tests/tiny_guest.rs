@@ -273,6 +273,10 @@ fn bad_input_is_refused_with_status_2() {
             "not a unicast MAC",
         ),
         (
+            vec!["--kernel", k, "--net", "tap=vt0,mac=00:00:00:00:00:00"],
+            "the all-zero address",
+        ),
+        (
             vec![
                 "--kernel",
                 k,
