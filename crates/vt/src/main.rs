@@ -2,7 +2,8 @@
 //! in `cmd/` (one file each); `run`, `lab` and `image` work without it.
 //!
 //! Exit codes: 0 ok; 1 failed; 2 bad usage; 3 vtd unreachable; 4 no such
-//! VM; 5 conflict (name taken, VM running / not running).
+//! VM; 5 conflict (name taken, VM running / not running); 6 `vt shutdown`
+//! had to stop the VM by force (the guest did not power off itself).
 
 mod cmd;
 mod host;
@@ -40,27 +41,36 @@ struct Cli {
 enum Command {
     /// Define a VM (virt-install options).
     Create(Box<cmd::create::CreateArgs>),
-    /// List VMs.
-    List,
+    /// List VMs (all of them, running or not).
+    List {
+        /// Accepted for virsh habits: `vt list` always lists every VM.
+        #[arg(long)]
+        all: bool,
+    },
     /// Show one VM.
+    #[command(visible_alias = "dominfo")]
     Info { name: String },
     /// Start a VM.
     Start { name: String },
-    /// Press the power button; stop after the timeout.
+    /// Press the power button and wait; stop after the timeout (exit 6
+    /// then: the guest did not power off itself).
     Shutdown {
         name: String,
         /// Seconds to wait for the guest to power off.
         #[arg(long, default_value_t = 30)]
         timeout: u64,
     },
-    /// Stop a VM now.
+    /// Stop a VM now (virsh destroy).
+    #[command(visible_alias = "destroy")]
     Stop { name: String },
     /// Pause a VM's vCPUs.
+    #[command(visible_alias = "suspend")]
     Pause { name: String },
     /// Resume a paused VM.
     Resume { name: String },
-    /// Reset a VM (it boots again).
-    Reboot { name: String },
+    /// Reset a VM: a hard reset, it boots again at once.
+    #[command(visible_alias = "reboot")]
+    Reset { name: String },
     /// Resize a running VM's memory through its balloon (`vt create
     /// --balloon on`): SIZE in MiB, or with M / G, at most its defined size.
     Setmem { name: String, size: String },
@@ -114,16 +124,14 @@ fn managed(c: &Client, command: Command, f: Format) -> CliResult {
     use cmd::lifecycle::action;
     match command {
         Command::Create(a) => cmd::create::run(c, *a, f),
-        Command::List => cmd::list::list(c, f),
+        Command::List { all: _ } => cmd::list::list(c, f),
         Command::Info { name } => cmd::list::info(c, &name, f),
         Command::Start { name } => action(c, &name, "start", "", f),
-        Command::Shutdown { name, timeout } => {
-            action(c, &name, "shutdown", &format!("?timeout_secs={timeout}"), f)
-        }
+        Command::Shutdown { name, timeout } => cmd::power::shutdown(c, &name, timeout, f),
         Command::Stop { name } => action(c, &name, "stop", "", f),
         Command::Pause { name } => action(c, &name, "pause", "", f),
         Command::Resume { name } => action(c, &name, "resume", "", f),
-        Command::Reboot { name } => action(c, &name, "reboot", "", f),
+        Command::Reset { name } => action(c, &name, "reboot", "", f),
         Command::Undefine { name } => cmd::lifecycle::undefine(c, &name, f),
         Command::Repair { name } => action(c, &name, "repair", "", f),
         Command::Setmem { name, size } => cmd::setmem::run(c, &name, &size, f),
@@ -137,7 +145,14 @@ fn managed(c: &Client, command: Command, f: Format) -> CliResult {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args: Vec<String> = std::env::args().collect();
+    cmd::errors::set_json(cmd::errors::wants_json(&args));
+    let cli = match Cli::try_parse_from(&args) {
+        Ok(c) => c,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => return cmd::errors::report(2, &cmd::errors::one_line(&e)),
+    };
+    cmd::errors::set_json(cli.output == Format::Json);
     let result = match cli.command {
         Command::Lab(c) => lab::run(c),
         Command::Image(c) => image::run(c, cli.output),
@@ -157,9 +172,6 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("vt: error: {e:#}");
-            ExitCode::FAILURE
-        }
+        Err(e) => cmd::errors::report(1, &format!("{e:#}")),
     }
 }

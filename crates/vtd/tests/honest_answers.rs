@@ -39,3 +39,118 @@ fn all_zero_mac_is_refused_by_vt_create() {
     assert!(r.text().contains("all-zero address"), "{}", r.text());
     assert_eq!(vtd.call("GET", "/vms/z", None).status, 404);
 }
+
+#[test]
+fn shutdown_that_had_to_force_exits_6() {
+    common::require_kvm!();
+    let vtd = Vtd::start("forced");
+    vtd.define("h");
+    assert!(vtd.vt(&["start", "h"]).status.success());
+    // The halting guest never answers the power button.
+    let o = vtd.vt(&["shutdown", "h", "--timeout", "1"]);
+    assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
+    assert!(
+        stdout(&o).starts_with("h: stopped (shut down: the guest did not power off within 1s"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stderr(&o).contains("did not power off itself"),
+        "{}",
+        stderr(&o)
+    );
+    // Not a terminal: no spinner drawn.
+    assert!(!stderr(&o).contains('\r'), "{}", stderr(&o));
+    // Shutting down a stopped VM is a conflict (5), not a forced stop.
+    assert_eq!(vtd.vt(&["shutdown", "h"]).status.code(), Some(5));
+}
+
+#[test]
+fn virsh_verbs_are_aliases() {
+    common::require_kvm!();
+    let vtd = Vtd::start("virsh");
+    vtd.define("v");
+    let ok = |args: &[&str]| {
+        let o = vtd.vt(args);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        stdout(&o)
+    };
+    assert!(ok(&["list", "--all"]).contains("v  "));
+    assert!(ok(&["dominfo", "v"]).contains("Name:      v"));
+    ok(&["start", "v"]);
+    assert_eq!(ok(&["suspend", "v"]), "v: paused\n");
+    ok(&["resume", "v"]);
+    assert_eq!(ok(&["reset", "v"]), "v: running\n");
+    assert!(ok(&["destroy", "v"]).starts_with("v: stopped"));
+}
+
+#[test]
+fn clap_errors_are_one_line_and_json_when_asked() {
+    let vtd = Vtd::start("clap");
+    let o = vtd.vt(&["list", "--bogus"]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert_eq!(
+        e,
+        "vt: error: unexpected argument '--bogus' found (usage: vt list [OPTIONS]; see --help)\n"
+    );
+    let o = vtd.vt(&["--output", "json", "list", "--bogus"]);
+    assert_eq!(o.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_str(&stderr(&o)).unwrap();
+    assert_eq!(v["exit_code"], 2);
+    assert!(v["error"].as_str().unwrap().contains("'--bogus'"));
+    assert!(o.stdout.is_empty());
+    // An error from vtd, as JSON.
+    let o = vtd.vt(&["info", "ghost", "--output", "json"]);
+    assert_eq!(o.status.code(), Some(4));
+    let v: serde_json::Value = serde_json::from_str(&stderr(&o)).unwrap();
+    assert_eq!(v["exit_code"], 4);
+    assert!(v["error"].as_str().unwrap().contains("ghost"), "{v}");
+    // --help is still help, on stdout, exit 0.
+    let o = vtd.vt(&["list", "--help"]);
+    assert!(o.status.success());
+    assert!(stdout(&o).contains("Usage: vt list"));
+}
+
+#[test]
+fn events_show_local_times_and_json_keeps_them_raw() {
+    let vtd = Vtd::start("evtimes");
+    let spawn = |json: bool| {
+        let mut c = std::process::Command::new(common::sibling("vt"));
+        c.env("VT_SOCKET", &vtd.socket)
+            .env("TZ", "UTC")
+            .arg("events");
+        if json {
+            c.args(["--output", "json"]);
+        }
+        c.stdout(std::process::Stdio::piped()).spawn().unwrap()
+    };
+    let (human, json) = (spawn(false), spawn(true));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    vtd.define("e");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let read = |mut c: std::process::Child| {
+        c.kill().unwrap();
+        let out = c.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let (h, j) = (read(human), read(json));
+    let event: serde_json::Value = serde_json::from_str(j.lines().next().unwrap()).unwrap();
+    let ms = event["time_ms"].as_u64().unwrap();
+    assert_eq!(event["vm"], "e");
+    // The same event, for people: the UTC time (TZ=UTC) to the millisecond.
+    let line = h.lines().next().unwrap();
+    let secs = ms / 1000;
+    let (d, s) = (secs / 86400, secs % 86400);
+    let hms = format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        s / 3600,
+        s / 60 % 60,
+        s % 60,
+        ms % 1000
+    );
+    assert!(line.contains(&hms), "{line} lacks {hms} (day {d})");
+    assert!(line.ends_with(" e defined stopped"), "{line}");
+    assert!(!line.contains(&ms.to_string()), "{line}");
+}
