@@ -154,3 +154,50 @@ fn events_show_local_times_and_json_keeps_them_raw() {
     assert!(line.ends_with(" e defined stopped"), "{line}");
     assert!(!line.contains(&ms.to_string()), "{line}");
 }
+
+#[test]
+fn vtd_logs_the_pvm_warning_when_a_linux_kernel_starts() {
+    let dir = std::env::temp_dir().join(format!("vtd-{}-pvmlog", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut bz = vec![0u8; 0x1000];
+    bz[0x1fe..0x200].copy_from_slice(&[0x55, 0xaa]);
+    bz[0x202..0x206].copy_from_slice(b"HdrS");
+    let kernel = dir.join("bzImage");
+    std::fs::write(&kernel, &bz).unwrap();
+    let log = dir.join("vtd.log");
+    let socket = dir.join("vtd.sock");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vtd"))
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--vmm")
+        .arg(common::sibling("vt-vmm"))
+        .stdin(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    common::wait_for(
+        || vt_http::call(&socket, "GET", "/vms", None).is_ok(),
+        "vtd's socket",
+    );
+    let def = format!(
+        r#"{{"name":"l","memory_mib":16,"kernel":"{}"}}"#,
+        kernel.display()
+    );
+    let r = vt_http::call(&socket, "POST", "/vms", Some(def.into_bytes())).unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+    // The start fails (a header, not a kernel); the warning came first.
+    let _ = vt_http::call(&socket, "POST", "/vms/l/start", None).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let warned = text.contains(&format!(
+        "vtd: VM l: warning: kernel {} is Linux and this host's /dev/kvm is PVM",
+        kernel.display()
+    ));
+    assert_eq!(warned, pvm::host_is_pvm(), "{text}");
+    common::kill_vmms_under(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+}
