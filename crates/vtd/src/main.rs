@@ -14,6 +14,7 @@ mod error;
 mod events;
 mod exit;
 mod net;
+mod nics;
 mod policy;
 mod process;
 mod routes;

@@ -180,6 +180,8 @@ impl Vm {
                 barriers: None,
                 memory: None,
                 balloon: None,
+                nics: Vec::new(),
+                pending_changes: false,
             };
         }
         let (state, pid, reason, confinement) = {
@@ -227,6 +229,8 @@ impl Vm {
             counters,
             confinement,
             barriers,
+            nics: Vec::new(),
+            pending_changes: false,
         }
     }
 

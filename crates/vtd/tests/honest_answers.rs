@@ -201,3 +201,57 @@ fn vtd_logs_the_pvm_warning_when_a_linux_kernel_starts() {
     common::kill_vmms_under(&dir);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn info_shows_each_nics_tap_mac_and_whether_it_is_attached() {
+    common::require_kvm!();
+    if !jail::is_root() {
+        eprintln!("skipped: needs root (a network namespace with a bridge)");
+        return;
+    }
+    let vtd = Vtd::start_in_netns("nicinfo", "vtbrinfo");
+    let o = vtd.vt(&[
+        "create",
+        "--name",
+        "n",
+        "--ram",
+        "16",
+        "--network",
+        "bridge=vtbrinfo",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let info = |want: &str| {
+        let o = vtd.vt(&["info", "n"]);
+        let out = stdout(&o);
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("NIC:"))
+            .unwrap_or_default()
+            .to_string();
+        assert!(line.contains(want), "wanted '{want}' in: {out}");
+        line
+    };
+    let stopped = info("not attached (VM stopped)");
+    assert!(vtd.vt(&["start", "n"]).status.success());
+    let running = info("attached to vtbrinfo");
+    let s = vtd.status("n");
+    let nic = &s.nics[0];
+    assert!(nic.attached);
+    assert!(
+        running.contains(&format!("tap {}, mac {}", nic.tap, nic.mac)),
+        "{running}"
+    );
+    assert!(stopped.contains(&nic.tap));
+    // The MAC is the one the guest's NIC has: vt-vmm derives it from the
+    // tap name when none is defined.
+    assert!(nic.mac.starts_with("52:54:00:"), "{}", nic.mac);
+    // Taken off the bridge behind vtd's back: info says so.
+    let o = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", vtd.netns_path().unwrap()))
+        .args(["--", "ip", "link", "set", &nic.tap, "nomaster"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    info("NOT attached to vtbrinfo");
+    assert!(vtd.vt(&["stop", "n"]).status.success());
+}
