@@ -41,6 +41,19 @@ struct Cli {
 enum Command {
     /// Define a VM (virt-install options).
     Create(Box<cmd::create::CreateArgs>),
+    /// Change a VM's definition (at its next start when it runs).
+    Edit(Box<cmd::edit::EditArgs>),
+    /// Define a VM from a JSON definition (`vt dumpdef`'s), or make an
+    /// existing VM's definition exactly that (FILE `-`: stdin).
+    Define { file: String },
+    /// Print a VM's definition as JSON (what its next start uses).
+    Dumpdef { name: String },
+    /// Start the VM when vtd starts after a host boot (or no more).
+    Autostart {
+        name: String,
+        #[arg(long)]
+        disable: bool,
+    },
     /// List VMs (all of them, running or not).
     List {
         /// Accepted for virsh habits: `vt list` always lists every VM.
@@ -125,6 +138,10 @@ fn managed(c: &Client, command: Command, f: Format) -> CliResult {
     match command {
         Command::Create(a) => cmd::create::run(c, *a, f),
         Command::List { all: _ } => cmd::list::list(c, f),
+        Command::Edit(a) => cmd::edit::edit(c, *a, f),
+        Command::Define { file } => cmd::edit::define(c, &file, f),
+        Command::Dumpdef { name } => cmd::edit::dumpdef(c, &name),
+        Command::Autostart { name, disable } => cmd::edit::autostart(c, &name, disable, f),
         Command::Info { name } => cmd::list::info(c, &name, f),
         Command::Start { name } => action(c, &name, "start", "", f),
         Command::Shutdown { name, timeout } => cmd::power::shutdown(c, &name, timeout, f),

@@ -10,6 +10,7 @@ mod admission;
 mod audit;
 mod cell;
 mod daemon;
+mod edit;
 mod error;
 mod events;
 mod exit;

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod client;
 pub mod console;
 pub mod create;
+pub mod edit;
 pub mod errors;
 pub mod events;
 pub mod lifecycle;

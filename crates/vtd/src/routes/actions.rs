@@ -16,7 +16,11 @@ pub fn run(d: &Daemon, name: &str, action: &str, req: &Request, peer: &vt_http::
     if action == "repair" {
         return json(200, &d.repair(name)?.status(false));
     }
-    let vm = d.get(name)?;
+    // A change made while the VM ran becomes its definition now.
+    let vm = match action {
+        "start" => d.apply_pending(name)?,
+        _ => d.get(name)?,
+    };
     let _op = vm.op();
     match action {
         "start" => d.start_vm(&vm, Some(peer))?,

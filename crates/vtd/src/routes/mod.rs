@@ -5,6 +5,7 @@ mod actions;
 mod audit;
 mod balloon;
 mod console;
+mod edit;
 mod events;
 mod networks;
 mod policy;
@@ -30,6 +31,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/vms"),
     ("GET", "/vms/{name}"),
     ("DELETE", "/vms/{name}"),
+    ("PATCH", "/vms/{name}"),
+    ("GET", "/vms/{name}/definition"),
     ("POST", "/vms/{name}/start"),
     ("POST", "/vms/{name}/shutdown"),
     ("POST", "/vms/{name}/stop"),
@@ -119,6 +122,8 @@ impl Api {
                 ("POST", "/vms") => vms::create(d, &req.body, peer),
                 ("GET", "/vms/{name}") => vms::get(d, name),
                 ("DELETE", "/vms/{name}") => vms::undefine(d, name),
+                ("PATCH", "/vms/{name}") => edit::patch(d, name, &req.body, peer),
+                ("GET", "/vms/{name}/definition") => edit::definition(d, name),
                 ("GET", "/vms/{name}/console") => console::stream(d, name, req),
                 ("POST", "/vms/{name}/console") => console::input(d, name, &req.body),
                 ("GET", "/vms/{name}/balloon") => balloon::get(d, name),

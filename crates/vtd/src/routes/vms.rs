@@ -37,6 +37,7 @@ pub fn get(d: &Daemon, name: &str) -> Answer {
     let vm = d.get(name)?;
     let mut s = vm.status(true);
     s.nics = crate::nics::status(d, &vm.def, s.state.is_active());
+    s.pending_changes = crate::edit::has_pending(&vm.dir);
     json(200, &s)
 }
 
