@@ -81,8 +81,16 @@ enum Command {
     Pause { name: String },
     /// Resume a paused VM.
     Resume { name: String },
+    /// Reboot gracefully (virsh reboot): press the power button; vtd
+    /// starts the VM again when the guest has powered off.
+    Reboot {
+        name: String,
+        /// Seconds vtd waits for the guest to power off (it keeps running
+        /// if it does not).
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
     /// Reset a VM: a hard reset, it boots again at once.
-    #[command(visible_alias = "reboot")]
     Reset { name: String },
     /// Resize a running VM's memory through its balloon (`vt create
     /// --balloon on`): SIZE in MiB, or with M / G, at most its defined size.
@@ -148,7 +156,10 @@ fn managed(c: &Client, command: Command, f: Format) -> CliResult {
         Command::Stop { name } => action(c, &name, "stop", "", f),
         Command::Pause { name } => action(c, &name, "pause", "", f),
         Command::Resume { name } => action(c, &name, "resume", "", f),
-        Command::Reset { name } => action(c, &name, "reboot", "", f),
+        Command::Reboot { name, timeout } => {
+            action(c, &name, "reboot", &format!("?timeout_secs={timeout}"), f)
+        }
+        Command::Reset { name } => action(c, &name, "reset", "", f),
         Command::Undefine { name } => cmd::lifecycle::undefine(c, &name, f),
         Command::Repair { name } => action(c, &name, "repair", "", f),
         Command::Setmem { name, size } => cmd::setmem::run(c, &name, &size, f),

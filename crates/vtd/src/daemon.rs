@@ -74,8 +74,10 @@ pub struct Daemon {
     pub options: Options,
     /// VMs whose NICs are in the nftables ruleset (starting or running).
     pub wired: Mutex<std::collections::BTreeSet<String>>,
+    /// Graceful reboots waiting for their guest to power off.
+    pub reboots: crate::reboot::Intents,
     /// This daemon, for the VMs' exit hooks.
-    me: std::sync::Weak<Daemon>,
+    pub(crate) me: std::sync::Weak<Daemon>,
 }
 
 /// How long a starting vtd waits for `vtd.lock`.
@@ -165,6 +167,7 @@ impl Daemon {
             nets,
             options,
             wired: Mutex::new(Default::default()),
+            reboots: Default::default(),
             me: me.clone(),
         });
         // Creates and undefines a killed vtd left halfway: finished.

@@ -18,6 +18,7 @@ mod net;
 mod nics;
 mod policy;
 mod process;
+mod reboot;
 mod routes;
 mod scan;
 mod store;

@@ -689,7 +689,7 @@ impl Vm {
     }
 
     /// Waits until the VMM `pid` has ended; false on timeout.
-    fn wait_end(&self, pid: u32, timeout: Duration) -> bool {
+    pub fn wait_end(&self, pid: u32, timeout: Duration) -> bool {
         let r = lock(&self.run);
         let (r, _) = self
             .ended

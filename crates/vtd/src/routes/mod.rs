@@ -39,6 +39,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/vms/{name}/pause"),
     ("POST", "/vms/{name}/resume"),
     ("POST", "/vms/{name}/reboot"),
+    ("POST", "/vms/{name}/reset"),
     ("POST", "/vms/{name}/repair"),
     ("GET", "/vms/{name}/console"),
     ("POST", "/vms/{name}/console"),
