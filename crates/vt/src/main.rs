@@ -9,6 +9,7 @@ mod cmd;
 mod host;
 mod image;
 mod lab;
+mod man;
 mod run;
 
 use std::path::PathBuf;
@@ -19,8 +20,27 @@ use clap::{CommandFactory, Parser, Subcommand};
 use cmd::client::{CliResult, Client};
 use cmd::output::Format;
 
+/// Shown after `vt --help`.
+const EXAMPLES: &str = "\
+Examples:
+  vt net define lan --mode nat --subnet 10.0.0.0/24 && vt net start lan
+  vt create --name web1 --ram 512 --disk path=/var/lib/vt/web1.qcow2,size=10,format=qcow2 \\
+      --network network=lan --boot kernel=/boot/vmlinux,kernel_args=\"console=ttyS0 root=/dev/vda\"
+  vt start web1 && vt console web1
+  vt edit web1 --memory 1024 --vcpus 2      (at the next start if it runs)
+  vt shutdown web1 --timeout 60             (exit 6: the stop had to be forced)
+  vt list --output json
+
+Exit codes: 0 ok, 1 failed, 2 bad usage, 3 vtd unreachable, 4 no such VM,
+5 conflict, 6 a shutdown had to force the stop.";
+
 #[derive(Parser)]
-#[command(name = "vt", version, about = "VT System: KVM virtualization platform")]
+#[command(
+    name = "vt",
+    version,
+    about = "VT System: KVM virtualization platform",
+    after_help = EXAMPLES
+)]
 struct Cli {
     /// vtd's API socket.
     #[arg(
@@ -40,11 +60,27 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Define a VM (virt-install options).
+    #[command(after_help = "\
+Examples:
+  vt create --name t1 --ram 256 --network network=default
+  vt create --name web1 --ram 1024,merge=on --vcpus 2 \\
+      --disk path=/var/lib/vt/web1.qcow2,size=10,format=qcow2 \\
+      --network bridge=br0,mac=52:54:00:12:34:56 \\
+      --boot kernel=/boot/vmlinux,initrd=/boot/initrd.img,kernel_args=\"console=ttyS0 root=/dev/vda\" --start")]
     Create(Box<cmd::create::CreateArgs>),
     /// Change a VM's definition (at its next start when it runs).
+    #[command(after_help = "\
+Examples:
+  vt edit web1 --memory 2048 --vcpus 4
+  vt edit web1 --disk-add path=/var/lib/vt/data.raw,size=20 --network-add network=lan
+  vt edit web1 --disk-remove /var/lib/vt/data.raw --network-remove 52:54:00:12:34:56
+  vt edit web1 --cmdline \"console=ttyS0 root=/dev/vda quiet\" --autostart on")]
     Edit(Box<cmd::edit::EditArgs>),
     /// Define a VM from a JSON definition (`vt dumpdef`'s), or make an
     /// existing VM's definition exactly that (FILE `-`: stdin).
+    #[command(
+        after_help = "Example:\n  vt dumpdef web1 > web1.json; $EDITOR web1.json; vt define web1.json"
+    )]
     Define { file: String },
     /// Print a VM's definition as JSON (what its next start uses).
     Dumpdef { name: String },
@@ -67,6 +103,9 @@ enum Command {
     Start { name: String },
     /// Press the power button and wait; stop after the timeout (exit 6
     /// then: the guest did not power off itself).
+    #[command(after_help = "\
+Example:
+  vt shutdown web1 --timeout 60 || [ $? -eq 6 ] && echo \"web1 had to be stopped\"")]
     Shutdown {
         name: String,
         /// Seconds to wait for the guest to power off.
@@ -120,7 +159,14 @@ enum Command {
     #[command(subcommand)]
     Audit(cmd::audit::AuditCommand),
     /// Print a shell completion script (bash, zsh, fish, ...).
+    #[command(after_help = "Example:\n  vt completions bash > /etc/bash_completion.d/vt")]
     Completions { shell: clap_complete::Shell },
+    /// Write the man pages (vt.1, vt-create.1, ...) into DIR.
+    #[command(hide = true)]
+    Man {
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+    },
     /// Run commands on a hardware-virtualization /dev/kvm inside the lab
     /// (QEMU TCG with nested SVM).
     #[command(subcommand)]
@@ -186,6 +232,7 @@ fn main() -> ExitCode {
         Command::Image(c) => image::run(c, cli.output),
         Command::Host(c) => host::run(c, cli.output),
         Command::Run { args } => run::run(args),
+        Command::Man { dir } => man::write(Cli::command(), &dir),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "vt", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)
