@@ -122,7 +122,7 @@ fn a_running_vm_gets_its_change_at_the_next_start() {
     assert_eq!(stored(&vtd, "r").memory_mib, 16);
     let info = ok(vtd.vt(&["info", "r"]));
     assert!(
-        info.contains("Pending:   definition changes apply at next start"),
+        info.contains("Changes:   pending changes apply at next start"),
         "{info}"
     );
     ok(vtd.vt(&["stop", "r"]));

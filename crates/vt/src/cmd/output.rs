@@ -105,7 +105,7 @@ pub fn vm_details(s: &VmStatus) {
         rows.push(("NIC", format!("{i}: tap {}, mac {}, {now}", n.tap, n.mac)));
     }
     if s.pending_changes {
-        rows.push(("Pending", "definition changes apply at next start".into()));
+        rows.push(("Changes", "pending changes apply at next start".into()));
     }
     if let Some(c) = &s.confinement {
         rows.push((
