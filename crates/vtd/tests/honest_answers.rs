@@ -63,6 +63,24 @@ fn shutdown_that_had_to_force_exits_6() {
     assert!(!stderr(&o).contains('\r'), "{}", stderr(&o));
     // Shutting down a stopped VM is a conflict (5), not a forced stop.
     assert_eq!(vtd.vt(&["shutdown", "h"]).status.code(), Some(5));
+    // On a terminal (script(1) gives vt a pty): the spinner says what it
+    // waits for, and the exit code is the same.
+    assert!(vtd.vt(&["start", "h"]).status.success());
+    let vt = common::sibling("vt");
+    let o = std::process::Command::new("script")
+        .args(["-qefc"])
+        .arg(format!("{} shutdown h --timeout 1", vt.display()))
+        .arg("/dev/null")
+        .env("VT_SOCKET", &vtd.socket)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let screen = stdout(&o);
+    assert_eq!(o.status.code(), Some(6), "{screen}");
+    assert!(
+        screen.contains("h: power button pressed, waiting up to 1s for the guest to power off"),
+        "{screen}"
+    );
 }
 
 #[test]
