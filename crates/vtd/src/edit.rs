@@ -6,8 +6,8 @@
 //! policy switches, NIC names, MACs and addresses). A stopped VM's
 //! `definition.json` is rewritten at once; a running VM's change waits in
 //! `definition.next.json` (`pending_changes` in its status) and becomes
-//! its definition when it next starts, or when vtd finds it stopped at
-//! its own start (after a host reboot, say). Both are written like every
+//! its definition when it next starts (checked again then), or when vtd
+//! finds it stopped at its own start (after a host reboot, say). Both are written like every
 //! state file: temporary, fsync, rename.
 
 use std::path::PathBuf;
@@ -150,7 +150,16 @@ impl Daemon {
             if vm.state().is_active() || !vm.live_vmms().is_empty() {
                 return Ok(vm.clone());
             }
-            let def = self.next_definition(&vm)?;
+            // Checked again: files, policy and other VMs' NICs may have
+            // changed since the edit. A change no longer valid is kept
+            // pending and the start refused with the reason.
+            let mut def = self.next_definition(&vm)?;
+            self.complete_and_check(&mut def).map_err(|e| {
+                ApiError::new(
+                    e.status,
+                    format!("the pending change of VM '{name}' no longer passes: {} (vt edit it, or vt define the old definition)", e.message),
+                )
+            })?;
             self.replace_definition(&vm, &def)?;
         }
         self.get(name)

@@ -284,3 +284,32 @@ impl AsUser for std::process::Command {
         self.uid(id).gid(id)
     }
 }
+
+#[test]
+fn a_pending_change_that_no_longer_passes_refuses_the_start() {
+    common::require_kvm!();
+    let vtd = Vtd::start("editstale");
+    vtd.define("s");
+    ok(vtd.vt(&["start", "s"]));
+    let img = vtd.dir.join("data.img");
+    ok(vtd.vt(&[
+        "edit",
+        "s",
+        "--disk-add",
+        &format!("path={},size=1", img.display()),
+    ]));
+    ok(vtd.vt(&["stop", "s"]));
+    // The image goes before the next start: the change is checked again.
+    std::fs::remove_file(&img).unwrap();
+    let o = vtd.vt(&["start", "s"]);
+    refused(o, 1, "the pending change of VM 's' no longer passes");
+    let s = vtd.status("s");
+    assert_eq!(s.state, VmState::Stopped);
+    assert!(s.pending_changes);
+    assert!(s.definition.disks.is_empty());
+    // Undone by patching the disk away again: it starts.
+    ok(vtd.vt(&["edit", "s", "--disk-remove", img.to_str().unwrap()]));
+    ok(vtd.vt(&["start", "s"]));
+    assert!(!vtd.status("s").pending_changes);
+    ok(vtd.vt(&["stop", "s"]));
+}
