@@ -123,6 +123,12 @@ impl Response {
 
     /// Writes the response with a `Content-Length` body.
     pub fn write_to(&self, w: &mut impl Write, keep_alive: bool) -> io::Result<()> {
+        self.write(w, keep_alive, true)
+    }
+
+    /// Writes the response's head with its `Content-Length`, and the body
+    /// unless `with_body` is false (the answer to a `HEAD`).
+    pub fn write(&self, w: &mut impl Write, keep_alive: bool, with_body: bool) -> io::Result<()> {
         let mut head = format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
         for (k, v) in &self.headers {
             head.push_str(&format!("{k}: {v}\r\n"));
@@ -132,7 +138,9 @@ impl Response {
         }
         head.push_str(&format!("Content-Length: {}\r\n\r\n", self.body.len()));
         w.write_all(head.as_bytes())?;
-        w.write_all(&self.body)?;
+        if with_body {
+            w.write_all(&self.body)?;
+        }
         w.flush()
     }
 }
@@ -140,6 +148,7 @@ impl Response {
 /// The reason phrase of a status code.
 pub fn reason(status: u16) -> &'static str {
     match status {
+        100 => "Continue",
         200 => "OK",
         201 => "Created",
         202 => "Accepted",

@@ -66,7 +66,7 @@ pub struct Daemon {
     pub watches: crate::watches::Watches,
     /// How VMMs are confined (`None`: `vtd --jail off`).
     pub jail: Option<Arc<crate::cell::Jail>>,
-    vms: Mutex<BTreeMap<String, Arc<Vm>>>,
+    pub(crate) vms: Mutex<BTreeMap<String, Arc<Vm>>>,
     /// Policy switches.
     pub policy: crate::policy::Policy,
     /// Virtual networks.
@@ -74,8 +74,10 @@ pub struct Daemon {
     pub options: Options,
     /// VMs whose NICs are in the nftables ruleset (starting or running).
     pub wired: Mutex<std::collections::BTreeSet<String>>,
+    /// Graceful reboots waiting for their guest to power off.
+    pub reboots: crate::reboot::Intents,
     /// This daemon, for the VMs' exit hooks.
-    me: std::sync::Weak<Daemon>,
+    pub(crate) me: std::sync::Weak<Daemon>,
 }
 
 /// How long a starting vtd waits for `vtd.lock`.
@@ -165,6 +167,7 @@ impl Daemon {
             nets,
             options,
             wired: Mutex::new(Default::default()),
+            reboots: Default::default(),
             me: me.clone(),
         });
         // Creates and undefines a killed vtd left halfway: finished.
@@ -179,6 +182,7 @@ impl Daemon {
             if name.starts_with('.') || !entry.file_type()?.is_dir() {
                 continue;
             }
+            d.apply_pending_at_load(&VmDir(d.vms_dir().join(&name)), &found);
             let vm = d.load(&name, &found);
             lock(&d.vms).insert(name, vm);
         }
@@ -205,7 +209,7 @@ impl Daemon {
     /// Reads VM `name` from its directory and takes its VMM (among
     /// `found`) back under watch; a definition that does not parse gives a
     /// VM in state `unknown` saying why.
-    fn load(&self, name: &str, found: &[scan::Found]) -> Arc<Vm> {
+    pub(crate) fn load(&self, name: &str, found: &[scan::Found]) -> Arc<Vm> {
         let dir = VmDir(self.vms_dir().join(name));
         let broken = |why: String| {
             eprintln!("vtd: VM {name}: state unknown: {why}");
@@ -317,7 +321,7 @@ impl Daemon {
     }
 
     /// Checks a new definition against the host.
-    fn check(&self, def: &VmDefinition) -> Result<(), ApiError> {
+    pub(crate) fn check(&self, def: &VmDefinition) -> Result<(), ApiError> {
         def.validate()
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
         let kernel = def.kernel.as_ref().ok_or_else(|| {

@@ -10,12 +10,16 @@ mod admission;
 mod audit;
 mod cell;
 mod daemon;
+mod edit;
 mod error;
 mod events;
 mod exit;
 mod net;
+mod nics;
 mod policy;
 mod process;
+mod ready;
+mod reboot;
 mod routes;
 mod scan;
 mod store;
@@ -292,6 +296,7 @@ fn main() -> ExitCode {
         std::thread::sleep(std::time::Duration::from_secs(5));
         supervisor.nets.supervise(&|n| supervisor.hosts_for(n));
     });
+    let vms = daemon.list().len();
     let api = Arc::new(routes::Api(daemon));
     let ro = Arc::new(routes::ReadOnly(api.clone()));
     let ro_thread = std::thread::Builder::new()
@@ -301,6 +306,7 @@ fn main() -> ExitCode {
         eprintln!("vtd: error: cannot serve the read-only socket: {e}");
         return ExitCode::FAILURE;
     }
+    ready::notify_ready(&args.socket, vms);
     vt_http::serve(listener, api, vt_http::Limits::default(), connections);
     ExitCode::SUCCESS
 }

@@ -180,6 +180,8 @@ impl Vm {
                 barriers: None,
                 memory: None,
                 balloon: None,
+                nics: Vec::new(),
+                pending_changes: false,
             };
         }
         let (state, pid, reason, confinement) = {
@@ -227,6 +229,8 @@ impl Vm {
             counters,
             confinement,
             barriers,
+            nics: Vec::new(),
+            pending_changes: false,
         }
     }
 
@@ -685,7 +689,7 @@ impl Vm {
     }
 
     /// Waits until the VMM `pid` has ended; false on timeout.
-    fn wait_end(&self, pid: u32, timeout: Duration) -> bool {
+    pub fn wait_end(&self, pid: u32, timeout: Duration) -> bool {
         let r = lock(&self.run);
         let (r, _) = self
             .ended

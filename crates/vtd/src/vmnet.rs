@@ -418,6 +418,7 @@ impl Daemon {
             )
             .inspect_err(|e| self.record_refusal(peer, vm.name(), e))
         };
+        warn_pvm(vm);
         let started = vm.start(&self.vmm, &self.defaults, &bridges, &guard);
         if started.is_err() && on_net && !vm.state().is_active() {
             self.unwire(vm.name());
@@ -439,6 +440,22 @@ impl Daemon {
             Some(vm),
             audit::Outcome::of_status(e.status),
             e.message.clone(),
+        );
+    }
+}
+
+/// Logs that a VM starting a Linux kernel on a PVM host will not boot
+/// (see the `pvm` crate): the VM runs, its console stays silent.
+fn warn_pvm(vm: &Vm) {
+    let Some(kernel) = &vm.def.kernel else {
+        return;
+    };
+    if pvm::path_is_linux(kernel) && pvm::host_is_pvm() {
+        eprintln!(
+            "vtd: VM {}: warning: kernel {} is Linux and {}",
+            vm.name(),
+            kernel.display(),
+            pvm::WARNING
         );
     }
 }

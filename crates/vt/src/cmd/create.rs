@@ -81,20 +81,20 @@ pub struct CreateArgs {
     pub unconfined: bool,
 }
 
-fn absolute(p: &str) -> CliResult<PathBuf> {
+pub(super) fn absolute(p: &str) -> CliResult<PathBuf> {
     std::path::absolute(p).map_err(|e| CliError::usage(format!("{p}: {e}")))
 }
 
 /// What to create for a disk that does not exist yet.
 #[derive(Debug, Default)]
-struct NewDisk {
+pub(super) struct NewDisk {
     /// Size in GiB.
     size: Option<u64>,
     /// A linked clone's base image (absolute).
     backing: Option<PathBuf>,
 }
 
-fn parse_disk(spec: &str) -> CliResult<(DiskSpec, NewDisk)> {
+pub(super) fn parse_disk(spec: &str) -> CliResult<(DiskSpec, NewDisk)> {
     let keys = [
         "path",
         "size",
@@ -158,7 +158,7 @@ fn parse_disk(spec: &str) -> CliResult<(DiskSpec, NewDisk)> {
     Ok((disk, new))
 }
 
-fn parse_network(spec: &str) -> CliResult<Option<NetworkSpec>> {
+pub(super) fn parse_network(spec: &str) -> CliResult<Option<NetworkSpec>> {
     let mut net = NetworkSpec::default();
     let keys = ["bridge", "mac", "model", "network", "ip", "peers"];
     for (k, v) in pairs(spec, &keys).map_err(|e| CliError::usage(format!("--network: {e}")))? {
@@ -262,7 +262,7 @@ fn detect_format(disk: &DiskSpec) -> CliResult<DiskFormat> {
 
 /// Creates the disks that have a size or a backing file, and stores every
 /// disk's format; on failure removes those it made.
-fn make_disks(disks: &mut [DiskSpec], new: &[NewDisk]) -> CliResult<Vec<PathBuf>> {
+pub(super) fn make_disks(disks: &mut [DiskSpec], new: &[NewDisk]) -> CliResult<Vec<PathBuf>> {
     let mut made = Vec::new();
     for (disk, new) in disks.iter_mut().zip(new) {
         let step = match new {

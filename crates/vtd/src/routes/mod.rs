@@ -5,9 +5,11 @@ mod actions;
 mod audit;
 mod balloon;
 mod console;
+mod edit;
 mod events;
 mod networks;
 mod policy;
+mod query;
 mod vms;
 
 use std::sync::Arc;
@@ -29,12 +31,15 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/vms"),
     ("GET", "/vms/{name}"),
     ("DELETE", "/vms/{name}"),
+    ("PATCH", "/vms/{name}"),
+    ("GET", "/vms/{name}/definition"),
     ("POST", "/vms/{name}/start"),
     ("POST", "/vms/{name}/shutdown"),
     ("POST", "/vms/{name}/stop"),
     ("POST", "/vms/{name}/pause"),
     ("POST", "/vms/{name}/resume"),
     ("POST", "/vms/{name}/reboot"),
+    ("POST", "/vms/{name}/reset"),
     ("POST", "/vms/{name}/repair"),
     ("GET", "/vms/{name}/console"),
     ("POST", "/vms/{name}/console"),
@@ -97,6 +102,7 @@ impl Api {
                 allowed.push(*method);
                 continue;
             }
+            query::check(method, pattern, &req.query)?;
             let name = name.unwrap_or_default();
             if pattern.starts_with("/audit") && peer.uid != 0 {
                 return Err(ApiError::new(
@@ -117,6 +123,8 @@ impl Api {
                 ("POST", "/vms") => vms::create(d, &req.body, peer),
                 ("GET", "/vms/{name}") => vms::get(d, name),
                 ("DELETE", "/vms/{name}") => vms::undefine(d, name),
+                ("PATCH", "/vms/{name}") => edit::patch(d, name, &req.body, peer),
+                ("GET", "/vms/{name}/definition") => edit::definition(d, name),
                 ("GET", "/vms/{name}/console") => console::stream(d, name, req),
                 ("POST", "/vms/{name}/console") => console::input(d, name, &req.body),
                 ("GET", "/vms/{name}/balloon") => balloon::get(d, name),
@@ -145,15 +153,20 @@ impl Api {
                 format!("no route for {} {}", req.method, req.path),
             ))
         } else {
-            Err(ApiError::new(
+            // HEAD is served as GET (vt_http), so it is allowed with it.
+            if allowed.contains(&"GET") {
+                allowed.push("HEAD");
+            }
+            let allowed = allowed.join(", ");
+            let mut e = ApiError::new(
                 405,
                 format!(
-                    "{} not allowed on {} (allowed: {})",
-                    req.method,
-                    req.path,
-                    allowed.join(", ")
+                    "{} not allowed on {} (allowed: {allowed})",
+                    req.method, req.path
                 ),
-            ))
+            );
+            e.allow = Some(allowed);
+            Err(e)
         }
     }
 }

@@ -1,0 +1,22 @@
+//! `PATCH /vms/{name}` (a JSON merge patch, RFC 7396, of the definition)
+//! and `GET /vms/{name}/definition` (the definition the next start uses,
+//! as `vt dumpdef` prints it and `vt define` takes it back).
+
+use super::{json, Answer};
+use crate::daemon::Daemon;
+use crate::error::ApiError;
+
+/// `PATCH /vms/{name}`: the VM's status afterwards (`pending_changes`
+/// set when it runs and the change waits for its next start).
+pub fn patch(d: &Daemon, name: &str, body: &[u8], peer: &vt_http::Peer) -> Answer {
+    let patch: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid merge patch: {e}")))?;
+    d.edit(name, &patch, peer)?;
+    super::vms::get(d, name)
+}
+
+/// `GET /vms/{name}/definition`.
+pub fn definition(d: &Daemon, name: &str) -> Answer {
+    let vm = d.get(name)?;
+    json(200, &d.next_definition(&vm)?)
+}
