@@ -154,26 +154,34 @@ fn read_at(f: &mut (impl Read + Seek), offset: u64, buf: &mut [u8]) -> io::Resul
 }
 
 /// Whether the kernel at `path` is Linux (false when it cannot be read
-/// or is not a regular file: opened without blocking, so a FIFO or a
-/// device named as the kernel cannot hang the caller).
+/// or is not a regular file). Nothing but a regular file is opened: a
+/// handle that opens nothing comes first (`O_PATH`, a symlink not
+/// followed), its type is checked, then that very inode is opened through
+/// `/proc/self/fd` (`O_NOCTTY | O_NONBLOCK`), so a FIFO, a device or a
+/// symlink named as the kernel is never opened (no device open routine,
+/// no controlling tty, no hang).
 pub fn path_is_linux(path: &Path) -> bool {
+    use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;
-    let Ok(mut f) = std::fs::OpenOptions::new()
+    let Ok(handle) = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(O_NONBLOCK)
+        .custom_flags(libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
     else {
         return false;
     };
-    if !f.metadata().is_ok_and(|m| m.is_file()) {
+    if !handle.metadata().is_ok_and(|m| m.is_file()) {
         return false;
     }
+    let Ok(mut f) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(format!("/proc/self/fd/{}", handle.as_raw_fd()))
+    else {
+        return false;
+    };
     is_linux(&mut f).unwrap_or(false)
 }
-
-/// `O_NONBLOCK` on Linux x86_64 and aarch64 (no libc dependency for one
-/// constant).
-const O_NONBLOCK: i32 = 0o4000;
 
 #[cfg(test)]
 mod tests {
@@ -260,6 +268,35 @@ mod tests {
         }
         let tiny = tinyguest_like();
         assert!(!is_linux(&mut Cursor::new(tiny)).unwrap());
+    }
+
+    /// Only a regular file is opened: a symlink (even to a Linux image),
+    /// a FIFO or a device is refused from its `O_PATH` handle.
+    #[test]
+    fn path_is_linux_opens_only_regular_files() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = std::env::temp_dir().join(format!("pvm-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let mut bz = vec![0u8; 0x400];
+        bz[0x202..0x206].copy_from_slice(b"HdrS");
+        let image = dir.join("bzImage");
+        std::fs::write(&image, bz).unwrap();
+        assert!(path_is_linux(&image));
+        let link = dir.join("link");
+        std::os::unix::fs::symlink(&image, &link).unwrap();
+        assert!(!path_is_linux(&link), "a symlink is not followed");
+        let fifo = dir.join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_bytes()).unwrap();
+        // SAFETY: `c` is a NUL-terminated path that lives across the call.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let fifo_link = dir.join("fifo-link");
+        std::os::unix::fs::symlink(&fifo, &fifo_link).unwrap();
+        // Refused from the O_PATH handle: never opened for reading.
+        assert!(!path_is_linux(&fifo));
+        assert!(!path_is_linux(&fifo_link));
+        assert!(!path_is_linux(Path::new("/dev/null")));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     fn tinyguest_like() -> Vec<u8> {
