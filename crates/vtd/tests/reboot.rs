@@ -127,3 +127,78 @@ fn a_guest_that_ignores_the_button_keeps_running_and_stop_or_shutdown_cancel() {
     );
     assert_eq!(vtd.console_log("s"), "boot\n");
 }
+
+/// A reboot then a stop before the guest powers off: the stop cancelled
+/// the restart, the VM stays off.
+#[test]
+fn a_stop_cancels_a_pending_reboot() {
+    common::require_kvm!();
+    let vtd = Vtd::start("rebootstop");
+    later_vm(&vtd, "t");
+    ok(vtd.vt(&["start", "t"]));
+    ok(vtd.vt(&["reboot", "t"]));
+    ok(vtd.vt(&["stop", "t"]));
+    // Past the time the guest would have powered off by itself.
+    std::thread::sleep(Duration::from_secs(4));
+    let s = vtd.status("t");
+    assert_eq!(
+        (s.state, s.reason.as_deref()),
+        (VmState::Stopped, Some("stopped by request"))
+    );
+    assert_eq!(vtd.console_log("t"), "boot\n");
+}
+
+/// The vm-reboot threads of vtd (`/proc/PID/task/*/comm`).
+fn reboot_watchers(vtd: &Vtd) -> usize {
+    let tasks = format!("/proc/{}/task", vtd.pid().unwrap());
+    std::fs::read_dir(tasks)
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|c| c.trim() == "vm-reboot")
+        .count()
+}
+
+/// Many reboots of a guest that ignores the button: one watcher thread
+/// (each reboot only moves its deadline), gone once the wait ran out.
+#[test]
+fn repeated_reboots_share_one_watcher() {
+    common::require_kvm!();
+    let vtd = Vtd::start("rebootflood");
+    vtd.define("f");
+    ok(vtd.vt(&["start", "f"]));
+    for _ in 0..30 {
+        vtd.expect("POST", "/vms/f/reboot?timeout_secs=2", None, 200);
+    }
+    assert_eq!(reboot_watchers(&vtd), 1);
+    wait_for(|| reboot_watchers(&vtd) == 0, "the watcher to end");
+    assert_eq!(vtd.status("f").state, VmState::Running);
+    ok(vtd.vt(&["stop", "f"]));
+}
+
+/// A restart after the power-off that fails (its kernel is gone) is
+/// published as `reboot-failed` with the reason; the VM stays off.
+#[test]
+fn a_failed_restart_is_published() {
+    common::require_kvm!();
+    let vtd = Vtd::start("rebootfail");
+    later_vm(&vtd, "x");
+    ok(vtd.vt(&["start", "x"]));
+    let (_, mut events) = vt_http::open_stream(&vtd.socket, "GET", "/events", None).unwrap();
+    ok(vtd.vt(&["reboot", "x"]));
+    std::fs::remove_file(vtd.dir.join("later")).unwrap();
+    events
+        .get_ref()
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let failed = (&mut events)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str::<Event>(&l).ok())
+        .find(|e| e.event == "reboot-failed")
+        .expect("a reboot-failed event");
+    assert!(
+        failed.reason.as_deref().unwrap_or("").contains("kernel"),
+        "{failed:?}"
+    );
+    assert_eq!(vtd.status("x").state, VmState::Stopped);
+}

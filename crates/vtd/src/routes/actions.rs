@@ -35,14 +35,15 @@ pub fn run(d: &Daemon, name: &str, action: &str, req: &Request, peer: &vt_http::
     if action == "repair" {
         return json(200, &d.repair(name)?.status(false));
     }
-    // A change made while the VM ran becomes its definition now.
-    let vm = match action {
-        "start" => d.apply_pending(name)?,
-        _ => d.get(name)?,
-    };
+    let vm = d.get(name)?;
     let _op = vm.op();
+    d.still_current(&vm, Some(peer))?;
     match action {
-        "start" => d.start_vm(&vm, Some(peer))?,
+        "start" => {
+            // A change made while the VM ran becomes its definition now.
+            d.apply_pending(&vm)?;
+            d.start_vm(&vm, Some(peer))?
+        }
         "stop" => {
             d.reboots.cancel(name);
             vm.stop("stopped by request")?

@@ -89,7 +89,9 @@ fn matches<'a>(pattern: &str, path: &'a str) -> Option<Option<&'a str>> {
 }
 
 impl Api {
-    fn route(&self, req: &Request, peer: &Peer) -> Answer {
+    /// Serves `req`; `note` gets what the audit record should say beyond
+    /// the request line (what a `PATCH` changed).
+    fn route(&self, req: &Request, peer: &Peer, note: &mut Option<String>) -> Answer {
         let d = &*self.0;
         let path = req.path.strip_suffix('/').filter(|p| !p.is_empty());
         let path = path.unwrap_or(&req.path);
@@ -122,13 +124,13 @@ impl Api {
                 ("GET", "/vms") => vms::list(d),
                 ("POST", "/vms") => vms::create(d, &req.body, peer),
                 ("GET", "/vms/{name}") => vms::get(d, name),
-                ("DELETE", "/vms/{name}") => vms::undefine(d, name),
-                ("PATCH", "/vms/{name}") => edit::patch(d, name, &req.body, peer),
+                ("DELETE", "/vms/{name}") => vms::undefine(d, name, peer),
+                ("PATCH", "/vms/{name}") => edit::patch(d, name, &req.body, peer, note),
                 ("GET", "/vms/{name}/definition") => edit::definition(d, name),
                 ("GET", "/vms/{name}/console") => console::stream(d, name, req),
                 ("POST", "/vms/{name}/console") => console::input(d, name, &req.body),
                 ("GET", "/vms/{name}/balloon") => balloon::get(d, name),
-                ("PUT", "/vms/{name}/balloon") => balloon::put(d, name, &req.body),
+                ("PUT", "/vms/{name}/balloon") => balloon::put(d, name, &req.body, peer),
                 ("GET", "/events") => events::stream(d),
                 ("GET", "/networks") => networks::list(d),
                 ("POST", "/networks") => networks::define(d, &req.body, peer),
@@ -171,21 +173,13 @@ impl Api {
     }
 }
 
-/// Root, or the uid that defined VM `name`; a VM with no recorded owner
-/// (defined by root, or before owners were recorded) is root's.
+/// Root, or the uid that defined VM `name` (see
+/// [`crate::daemon::may_change`]).
 fn authorize(d: &Daemon, name: &str, peer: &Peer) -> Result<(), ApiError> {
     if peer.uid == 0 {
         return Ok(());
     }
-    let owner = d.get(name)?.def.owner.map(|o| o.uid);
-    if owner == Some(peer.uid) {
-        return Ok(());
-    }
-    let whose = owner.map_or("root".to_string(), |u| format!("uid {u}"));
-    Err(ApiError::new(
-        403,
-        format!("VM '{name}' belongs to {whose}: only its owner or root may do that"),
-    ))
+    crate::daemon::may_change(&*d.get(name)?, peer)
 }
 
 /// GETs recorded even when they succeed: they read what is not public
@@ -223,9 +217,10 @@ impl Api {
 
 impl Handler for Api {
     fn handle(&self, req: Request, peer: &Peer) -> Reply {
-        let answer = self.route(&req, peer);
+        let mut note = None;
+        let answer = self.route(&req, peer, &mut note);
         let (status, message) = match &answer {
-            Ok(Reply::Full(r)) => (r.status, None),
+            Ok(Reply::Full(r)) => (r.status, note.as_deref()),
             Ok(Reply::Stream { .. }) => (200, None),
             Err(e) => (e.status, Some(e.message.as_str())),
         };
