@@ -425,3 +425,60 @@ fn a_pending_change_that_no_longer_passes_refuses_the_start() {
     assert!(!vtd.status("s").pending_changes);
     ok(vtd.vt(&["stop", "s"]));
 }
+
+/// `vt edit` changes only what it names: two `--network-remove` indexes
+/// both mean the NICs as they were; `--memory SIZE` keeps the memory
+/// options; `vt define` of a file without an owner keeps the owner.
+#[test]
+fn vt_edit_changes_only_what_it_names() {
+    let vtd = Vtd::start("editcli");
+    vtd.define("n");
+    ok(vtd.vt(&["policy", "set", "vm_host_bridges", "on"]));
+    let nics: Vec<String> = (0..3)
+        .map(|i| format!(r#"{{"bridge":"vtbr9","mac":"52:54:00:aa:00:0{i}"}}"#))
+        .collect();
+    let body = format!(r#"{{"networks":[{}]}}"#, nics.join(","));
+    vtd.expect("PATCH", "/vms/n", Some(&body), 200);
+    ok(vtd.vt(&[
+        "edit",
+        "n",
+        "--network-remove",
+        "0",
+        "--network-remove",
+        "1",
+    ]));
+    let macs: Vec<String> = vtd
+        .status("n")
+        .definition
+        .networks
+        .iter()
+        .filter_map(|n| n.mac.clone())
+        .collect();
+    assert_eq!(macs, ["52:54:00:aa:00:02"]);
+    refused(
+        vtd.vt(&["edit", "n", "--network-remove", "1"]),
+        2,
+        "has no such NIC",
+    );
+    // Memory options stay unless named.
+    ok(vtd.vt(&["edit", "n", "--memory", "32,thp=off"]));
+    ok(vtd.vt(&["edit", "n", "--memory", "48"]));
+    let d = vtd.status("n").definition;
+    assert_eq!((d.memory_mib, d.memory.thp), (48, false));
+    ok(vtd.vt(&["edit", "n", "--memory", "48,thp=on"]));
+    assert!(vtd.status("n").definition.memory.thp);
+    if !jail::is_root() {
+        return;
+    }
+    // A file without an owner: the owner stays.
+    let owner = format!(r#"{{"owner":{{"uid":{MEMBER},"gid":{MEMBER}}}}}"#);
+    vtd.expect("PATCH", "/vms/n", Some(&owner), 200);
+    let mut file: serde_json::Value = serde_json::from_str(&ok(vtd.vt(&["dumpdef", "n"]))).unwrap();
+    file.as_object_mut().unwrap().remove("owner");
+    file["vcpus"] = 2.into();
+    let path = vtd.dir.join("n.json");
+    std::fs::write(&path, file.to_string()).unwrap();
+    ok(vtd.vt(&["define", path.to_str().unwrap()]));
+    let d = vtd.status("n").definition;
+    assert_eq!((d.owner.map(|o| o.uid), d.vcpus), (Some(MEMBER), 2));
+}

@@ -305,11 +305,19 @@ pub(super) fn make_disks(disks: &mut [DiskSpec], new: &[NewDisk]) -> CliResult<V
 
 /// Parses `--memory MIB[,merge=on][,thp=off][,hugepages=2M|1G]`.
 pub fn parse_memory(spec: &str) -> Result<(u64, api::MemoryOptions), String> {
+    parse_memory_onto(spec, api::MemoryOptions::default())
+}
+
+/// [`parse_memory`] onto options `o` (a VM's current ones, for `vt
+/// edit`): only the options `spec` names change.
+pub fn parse_memory_onto(
+    spec: &str,
+    mut o: api::MemoryOptions,
+) -> Result<(u64, api::MemoryOptions), String> {
     let (mib, rest) = spec.split_once(',').unwrap_or((spec, ""));
     let mib = mib.parse().map_err(|_| {
         format!("invalid value '{spec}' for --memory: expected MIB[,merge=on][,thp=off][,hugepages=2M|1G]")
     })?;
-    let mut o = api::MemoryOptions::default();
     if !rest.is_empty() {
         for (k, v) in pairs(rest, &["merge", "thp", "hugepages"])? {
             match k.as_str() {

@@ -17,14 +17,18 @@ use clap::Args;
 use serde_json::{Map, Value};
 
 use super::client::{CliError, CliResult, Client};
-use super::create::{absolute, make_disks, parse_disk, parse_memory, parse_network};
+use super::create::{absolute, make_disks, parse_disk, parse_memory_onto, parse_network};
 use super::options::boolean;
 use super::output::{print_json, Format};
 
+/// `vt edit`'s arguments: each one given changes one part of the
+/// definition, the rest stays as it is.
 #[derive(Debug, Args)]
 pub struct EditArgs {
+    /// The VM.
     pub name: String,
-    /// Memory: `MIB[,merge=on][,thp=off][,hugepages=2M|1G]` (as `vt create`).
+    /// Memory: `MIB[,merge=on][,thp=off][,hugepages=2M|1G]` (as `vt
+    /// create`); options not named keep their current value.
     #[arg(long, value_name = "SPEC")]
     pub memory: Option<String>,
     /// vCPU count.
@@ -34,13 +38,15 @@ pub struct EditArgs {
     /// repeatable.
     #[arg(long, value_name = "SPEC")]
     pub disk_add: Vec<String>,
-    /// Remove the disk with this image path (the image is kept); repeatable.
+    /// Remove the disk with this image path (the image is kept);
+    /// repeatable (all are looked up in the definition as it was).
     #[arg(long, value_name = "PATH")]
     pub disk_remove: Vec<String>,
     /// Add a NIC: `vt create --network`'s SPEC; repeatable.
     #[arg(long, value_name = "SPEC")]
     pub network_add: Vec<String>,
-    /// Remove the NIC with this MAC, or at this index (0 first); repeatable.
+    /// Remove the NIC with this MAC, or at this index (0 first, of the
+    /// NICs as they were before this edit); repeatable.
     #[arg(long, value_name = "MAC|INDEX")]
     pub network_remove: Vec<String>,
     /// Start the VM when vtd starts after a host boot: on or off.
@@ -95,11 +101,15 @@ fn diff(from: &VmDefinition, to: &VmDefinition) -> CliResult<Value> {
     Ok(Value::Object(patch))
 }
 
+/// `vt edit`: the merge patch of what `a` names, onto the definition the
+/// VM's next start uses; exit 2 for bad arguments (a disk or NIC the VM
+/// does not have), the API's error else. Images `--disk-add` made are
+/// removed again when the change is refused.
 pub fn edit(c: &Client, a: EditArgs, format: Format) -> CliResult {
     let current = next_definition(c, &a.name)?;
     let mut def = current.clone();
     if let Some(m) = &a.memory {
-        let (mib, options) = parse_memory(m).map_err(CliError::usage)?;
+        let (mib, options) = parse_memory_onto(m, def.memory.clone()).map_err(CliError::usage)?;
         def.memory_mib = mib;
         def.memory = options;
     }
@@ -112,38 +122,39 @@ pub fn edit(c: &Client, a: EditArgs, format: Format) -> CliResult {
     if let Some(cmdline) = &a.cmdline {
         def.cmdline = cmdline.clone();
     }
+    let no_such = |flag: &str, r: &dyn std::fmt::Display, thing: &str| {
+        CliError::usage(format!("{flag} {r}: VM '{}' has no such {thing}", a.name))
+    };
+    // Every removal is looked up in the definition as it was, then all
+    // go at once (an index given after another removal still means the
+    // NIC it meant).
+    let mut gone = Vec::new();
     for p in &a.disk_remove {
         let path = absolute(p)?;
-        let before = def.disks.len();
-        def.disks.retain(|d| d.path != path);
-        if def.disks.len() == before {
-            return Err(CliError::usage(format!(
-                "--disk-remove {}: VM '{}' has no such disk",
-                path.display(),
-                a.name
-            )));
-        }
+        let i = current
+            .disks
+            .iter()
+            .position(|d| d.path == path)
+            .ok_or_else(|| no_such("--disk-remove", &path.display(), "disk"))?;
+        gone.push(i);
     }
+    remove_at(&mut def.disks, gone);
+    let mut gone = Vec::new();
     for r in &a.network_remove {
         let index = match r.parse::<usize>() {
-            Ok(i) if i < def.networks.len() => Some(i),
-            Ok(_) => None,
+            Ok(i) => Some(i).filter(|i| *i < current.networks.len()),
             Err(_) => {
                 let mac =
                     api::canonical_mac(r).map_err(|e| usage(format!("--network-remove: {e}")))?;
-                def.networks
+                current
+                    .networks
                     .iter()
                     .position(|n| n.mac.as_deref() == Some(mac.as_str()))
             }
         };
-        let i = index.ok_or_else(|| {
-            CliError::usage(format!(
-                "--network-remove {r}: VM '{}' has no such NIC",
-                a.name
-            ))
-        })?;
-        def.networks.remove(i);
+        gone.push(index.ok_or_else(|| no_such("--network-remove", r, "NIC"))?);
     }
+    remove_at(&mut def.networks, gone);
     for n in &a.network_add {
         def.networks.extend(parse_network(n)?);
     }
@@ -164,6 +175,18 @@ pub fn edit(c: &Client, a: EditArgs, format: Format) -> CliResult {
         made.iter().for_each(|p| drop(std::fs::remove_file(p)));
     }
     sent
+}
+
+/// Removes the items at `indexes` (of `v` as it is; each once), the
+/// highest first so that the others keep their places.
+fn remove_at<T>(v: &mut Vec<T>, mut indexes: Vec<usize>) {
+    indexes.sort_unstable();
+    indexes.dedup();
+    for i in indexes.into_iter().rev() {
+        if i < v.len() {
+            v.remove(i);
+        }
+    }
 }
 
 /// `vt autostart NAME [--disable]`.
@@ -194,7 +217,17 @@ pub fn define(c: &Client, file: &str, format: Format) -> CliResult {
     def.validate().map_err(|e| usage(format!("{file}: {e}")))?;
     let name = def.name.clone();
     match next_definition(c, &name) {
-        Ok(current) => send(c, &name, &diff(&current, &def)?, format),
+        Ok(current) => {
+            let mut patch = diff(&current, &def)?;
+            if def.owner.is_none() {
+                // A file without an owner leaves the owner as it is
+                // (only root may change it; `null` would try).
+                if let Value::Object(m) = &mut patch {
+                    m.remove("owner");
+                }
+            }
+            send(c, &name, &patch, format)
+        }
         Err(e) if e.code == 4 => {
             let body = serde_json::to_vec(&def).map_err(usage)?;
             let s: VmStatus = c.json("POST", "/vms", Some(body))?;

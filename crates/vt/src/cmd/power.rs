@@ -21,6 +21,11 @@ fn forced(vm: &VmStatus) -> bool {
         .is_some_and(|r| r.starts_with("shut down:"))
 }
 
+/// `vt shutdown NAME --timeout SECS`: `POST /vms/NAME/shutdown` (vtd
+/// presses the power button and waits up to `timeout` seconds, then stops
+/// the VM), with a spinner on a terminal; prints the VM's state and
+/// reason. Exit [`FORCED`] (6) when vtd had to stop it, the API's error
+/// code else.
 pub fn shutdown(c: &Client, name: &str, timeout: u64, format: Format) -> CliResult {
     let spinner = std::io::stderr().is_terminal().then(|| {
         let s = indicatif::ProgressBar::new_spinner();
