@@ -109,7 +109,7 @@ pub fn edit(c: &Client, a: EditArgs, format: Format) -> CliResult {
     let current = next_definition(c, &a.name)?;
     let mut def = current.clone();
     if let Some(m) = &a.memory {
-        let (mib, options) = parse_memory_onto(m, def.memory.clone()).map_err(CliError::usage)?;
+        let (mib, options) = parse_memory_onto(m, def.memory).map_err(CliError::usage)?;
         def.memory_mib = mib;
         def.memory = options;
     }
