@@ -187,6 +187,11 @@ pub fn read_request_continue(
         _ => return Err(Error::Bad("invalid HTTP version")),
     };
     let framing = framing(&head.headers)?;
+    if http10 && framing == Framing::Chunked {
+        // HTTP/1.0 has no chunked coding (RFC 9112 section 6.1): its
+        // framing cannot be trusted, the connection is closed.
+        return Err(Error::Bad("Transfer-Encoding in an HTTP/1.0 request"));
+    }
     if let Framing::Length(len) = framing {
         if len > limits.max_body as u64 {
             return Err(Error::BodyTooLarge(len));
@@ -208,6 +213,7 @@ pub fn read_request_continue(
         headers: head.headers,
         body,
         http10,
+        head: false,
     })
 }
 

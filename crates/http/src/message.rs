@@ -16,6 +16,10 @@ pub struct Request {
     pub body: Vec<u8>,
     /// `HTTP/1.0` (true) or `HTTP/1.1`.
     pub http10: bool,
+    /// The client asked `HEAD`: the server hands the handler a `GET`
+    /// (`method`) and sends the answer without its body; this keeps the
+    /// method asked for (for logs and audit records).
+    pub head: bool,
 }
 
 impl Request {
@@ -29,6 +33,7 @@ impl Request {
             headers: Vec::new(),
             body: body.unwrap_or_default(),
             http10: false,
+            head: false,
         }
     }
 

@@ -252,6 +252,7 @@ fn connection(
         let head_only = req.method == "HEAD";
         if head_only {
             req.method = "GET".into();
+            req.head = true;
         }
         match handler.handle(req, &peer) {
             Reply::Full(resp) => {

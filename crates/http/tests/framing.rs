@@ -188,3 +188,17 @@ fn head_answers_the_gets_length_without_its_body() {
     );
     assert!(out.ends_with("\r\n\r\n"), "a body was sent: {out}");
 }
+
+/// HTTP/1.0 has no chunked coding: a request that claims it is refused
+/// with 400 and the connection closed (the request after it unread).
+#[test]
+fn chunked_framing_on_http_1_0_is_refused_and_closes() {
+    let s = server("chunked-http10");
+    let out = exchange(
+        &s,
+        b"POST /c HTTP/1.0\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n\
+          0\r\n\r\nGET /next HTTP/1.1\r\n\r\n",
+    );
+    assert!(out.starts_with("HTTP/1.1 400 "), "{out}");
+    assert_eq!(out.matches("HTTP/1.1 ").count(), 1, "{out}");
+}

@@ -203,7 +203,13 @@ impl Api {
                 .and_then(|v| v.get("name")?.as_str().map(str::to_string));
         }
         let query = if req.query.is_empty() { "" } else { "?" };
-        let mut detail = format!("{} {}{query}{}: {status}", req.method, req.path, req.query);
+        // A HEAD is served as GET but recorded as what it was.
+        let method = if req.head {
+            "HEAD"
+        } else {
+            req.method.as_str()
+        };
+        let mut detail = format!("{method} {}{query}{}: {status}", req.path, req.query);
         if let Some(m) = message {
             detail.push(' ');
             detail.push_str(m);
