@@ -1,8 +1,13 @@
 //! What `vt info` says of each NIC: its tap, MAC and bridge, and whether
 //! the host has the tap up on that bridge right now (`ip -o link show`,
-//! asked in vtd's network namespace: /sys may show another one).
+//! asked in vtd's network namespace: /sys may show another one). One `ip`
+//! run answers for every tap and is kept briefly ([`FRESH`]): `GET
+//! /vms/NAME` is open to anyone on the read-only socket, and must not
+//! start a process per NIC per request.
 
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use api::manager::{NicStatus, VmDefinition};
 use api::NetConfig;
@@ -43,21 +48,52 @@ pub fn status(d: &Daemon, def: &VmDefinition, active: bool) -> Vec<NicStatus> {
         .collect()
 }
 
+/// How long one `ip -o link show` answers for.
+const FRESH: Duration = Duration::from_secs(1);
+/// How soon it is asked again for a tap it did not list (one just made).
+const RETRY: Duration = Duration::from_millis(50);
+
+/// The last `ip -o link show`: when, and its lines.
+static LINKS: Mutex<Option<(Instant, String)>> = Mutex::new(None);
+
 /// Whether `tap` exists, is up and is a port of `bridge`.
 fn on_bridge(tap: &str, bridge: &str) -> bool {
-    let Some(ip) = network::find_program("ip") else {
-        return false;
-    };
-    let Ok(out) = Command::new(ip)
-        .args(["-o", "link", "show", "dev", tap])
+    // Held while `ip` runs: concurrent requests wait for its answer.
+    let mut links = crate::vm::lock(&LINKS);
+    let age = links.as_ref().map(|(at, _)| at.elapsed());
+    let listed = links
+        .as_ref()
+        .is_some_and(|(_, text)| text.lines().any(|l| link_name(l) == Some(tap)));
+    let stale = age.is_none_or(|a| a > FRESH || (!listed && a > RETRY));
+    if stale {
+        *links = ip_links().map(|text| (Instant::now(), text));
+    }
+    links.as_ref().is_some_and(|(_, text)| {
+        text.lines()
+            .find(|l| link_name(l) == Some(tap))
+            .is_some_and(|l| link_on_bridge(l, bridge))
+    })
+}
+
+/// `ip -o link show`: one line per link.
+fn ip_links() -> Option<String> {
+    let ip = network::find_program("ip")?;
+    let out = Command::new(ip)
+        .args(["-o", "link", "show"])
         .stdin(Stdio::null())
         .stderr(Stdio::null())
         .output()
-    else {
-        return false;
-    };
-    let text = String::from_utf8_lossy(&out.stdout);
-    out.status.success() && link_on_bridge(&text, bridge)
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The link a line of `ip -o link show` is about (`7: NAME: ...` or
+/// `7: NAME@PEER: ...`).
+fn link_name(line: &str) -> Option<&str> {
+    let name = line.split_whitespace().nth(1)?.strip_suffix(':')?;
+    Some(name.split('@').next().unwrap_or(name))
 }
 
 /// Parses one line of `ip -o link show`: `<...,UP,...>` and `master BR`.
@@ -83,5 +119,11 @@ mod tests {
         assert!(!super::link_on_bridge(down, "vtbr-lan"));
         let loose = "7: vt1234n0: <BROADCAST,MULTICAST,UP> mtu 1500 state UP";
         assert!(!super::link_on_bridge(loose, "vtbr-lan"));
+        assert_eq!(super::link_name(on), Some("vt1234n0"));
+        assert_eq!(
+            super::link_name("3: veth0@if2: <UP> mtu 1500"),
+            Some("veth0")
+        );
+        assert_eq!(super::link_name("garbage"), None);
     }
 }

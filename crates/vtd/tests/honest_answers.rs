@@ -238,16 +238,29 @@ fn info_shows_each_nics_tap_mac_and_whether_it_is_attached() {
         "bridge=vtbrinfo",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let info = |want: &str| {
-        let o = vtd.vt(&["info", "n"]);
-        let out = stdout(&o);
-        let line = out
-            .lines()
+    // The NIC line's last part, exactly ("attached to X" is also the end
+    // of "NOT attached to X"); vtd's view of the links is at most a
+    // second old, so a change behind its back is waited for.
+    let nic_line = || {
+        let out = stdout(&vtd.vt(&["info", "n"]));
+        out.lines()
             .find(|l| l.starts_with("NIC:"))
             .unwrap_or_default()
-            .to_string();
-        assert!(line.contains(want), "wanted '{want}' in: {out}");
-        line
+            .to_string()
+    };
+    let info = |want: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let line = nic_line();
+            if line.rsplit(", ").next() == Some(want) {
+                return line;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "wanted '{want}' ending: {line}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     };
     let stopped = info("not attached (VM stopped)");
     assert!(vtd.vt(&["start", "n"]).status.success());
