@@ -275,6 +275,7 @@ mod tests {
     #[test]
     fn path_is_linux_opens_only_regular_files() {
         use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::OpenOptionsExt;
         let dir = std::env::temp_dir().join(format!("pvm-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir(&dir).unwrap();
@@ -292,9 +293,35 @@ mod tests {
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
         let fifo_link = dir.join("fifo-link");
         std::os::unix::fs::symlink(&fifo, &fifo_link).unwrap();
-        // Refused from the O_PATH handle: never opened for reading.
+        // Refused from the O_PATH handle: never opened (inotify sees no
+        // IN_OPEN; it does see the test's own open, so it would).
+        let opens = || {
+            // SAFETY: plain syscalls on descriptors this closure owns; the
+            // event buffer outlives the read.
+            unsafe {
+                let fd = libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC);
+                assert!(fd >= 0);
+                assert!(libc::inotify_add_watch(fd, c.as_ptr(), libc::IN_OPEN) >= 0);
+                move || {
+                    let mut buf = [0u8; 256];
+                    let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+                    libc::close(fd);
+                    n > 0
+                }
+            }
+        };
+        let seen = opens();
         assert!(!path_is_linux(&fifo));
         assert!(!path_is_linux(&fifo_link));
+        assert!(!seen(), "the FIFO was opened");
+        let seen = opens();
+        let reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .unwrap();
+        assert!(seen(), "inotify does not see opens here");
+        drop(reader);
         assert!(!path_is_linux(Path::new("/dev/null")));
         std::fs::remove_dir_all(&dir).unwrap();
     }
