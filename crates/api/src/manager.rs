@@ -267,7 +267,9 @@ pub struct Event {
     pub time_ms: u64,
     pub vm: String,
     /// What happened: `defined`, `started`, `paused`, `resumed`, `stopped`,
-    /// `crashed`, `rebooted`, `undefined`, `reattached`.
+    /// `crashed`, `rebooted`, `undefined`, `reattached`, `repaired`,
+    /// `edited`, `rebooting` (a graceful reboot waits for the guest),
+    /// `reboot-failed` (its restart failed; `reason` says why).
     pub event: String,
     pub state: VmState,
     #[serde(default)]
