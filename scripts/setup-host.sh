@@ -14,12 +14,15 @@
 #   dnsmasq-base      vtd networks: DHCP and DNS, one dnsmasq per network
 #   squashfuse, squashfs-tools
 #                     vtd tests: a FUSE file system for the vm_use_fusefs switch
+#   systemd           vtd tests: `systemd-analyze verify` of contrib/systemd/vtd.service
+#   groff-base, man-db
+#                     vt tests: the generated man pages rendered (groff, man -l)
 #   python3-prometheus-client
 #                     vtd tests: GET /metrics parsed by the Prometheus Python
 #                     client's OpenMetrics parser
 #   tmux              vtd tests: `vt top` on a terminal, its screen read back
 set -euo pipefail
-PKGS="qemu-system-x86 qemu-utils busybox-static cpio lz4 zstd xz-utils file binutils procps iproute2 util-linux bsdutils iperf3 curl nftables dnsmasq-base squashfuse squashfs-tools python3-prometheus-client tmux"
+PKGS="qemu-system-x86 qemu-utils busybox-static cpio lz4 zstd xz-utils file binutils procps iproute2 util-linux bsdutils iperf3 curl nftables dnsmasq-base squashfuse squashfs-tools systemd groff-base man-db python3-prometheus-client tmux"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -278,7 +278,9 @@ pub fn parse_net(spec: &str) -> Result<NetConfig, SpecError> {
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff` (exactly two hex digits per octet, either
-/// case; no sign, no space); refuses multicast addresses.
+/// case; no sign, no space); refuses multicast addresses and the
+/// all-zero address (no NIC may have it: a guest driver treats it as "no
+/// address" and Linux picks a random one).
 pub fn parse_mac(s: &str) -> Result<[u8; 6], SpecError> {
     let bad = || {
         SpecError::Value(
@@ -298,6 +300,12 @@ pub fn parse_mac(s: &str) -> Result<[u8; 6], SpecError> {
     }
     if parts.next().is_some() || mac[0] & 1 != 0 {
         return Err(bad());
+    }
+    if mac == [0; 6] {
+        return Err(SpecError::Value(
+            "mac",
+            format!("'{s}' is the all-zero address, which no NIC may have"),
+        ));
     }
     Ok(mac)
 }

@@ -218,6 +218,31 @@ pub struct VmStatus {
     /// The running VM's balloon (from its VMM), when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balloon: Option<crate::control::BalloonInfo>,
+    /// Each NIC's tap, MAC and bridge as the host has them, in
+    /// `GET /vms/{name}` (in definition order).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nics: Vec<NicStatus>,
+    /// Definition changes (`PATCH /vms/{name}`) made while the VM runs:
+    /// they apply at its next start.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending_changes: bool,
+}
+
+/// One NIC of a VM as the host sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NicStatus {
+    /// The tap interface (`vt` + hash of the VM name + `n` + index).
+    pub tap: String,
+    /// The guest's MAC: the defined one, else the one the VMM derives
+    /// from the tap name.
+    pub mac: String,
+    /// The bridge the NIC belongs on (its network's, or `bridge=`).
+    #[serde(default)]
+    pub bridge: Option<String>,
+    /// The tap exists, is up and is a port of `bridge` (checked with
+    /// `ip link` when asked); false while the VM is stopped.
+    pub attached: bool,
 }
 
 /// The cell a running VMM is in (see README, "Isolation").
@@ -242,7 +267,9 @@ pub struct Event {
     pub time_ms: u64,
     pub vm: String,
     /// What happened: `defined`, `started`, `paused`, `resumed`, `stopped`,
-    /// `crashed`, `rebooted`, `undefined`, `reattached`.
+    /// `crashed`, `rebooted`, `undefined`, `reattached`, `repaired`,
+    /// `edited`, `rebooting` (a graceful reboot waits for the guest),
+    /// `reboot-failed` (its restart failed; `reason` says why).
     pub event: String,
     pub state: VmState,
     #[serde(default)]

@@ -2,7 +2,8 @@
 
 use std::io::{self, BufRead, Read};
 
-use crate::message::{find_header, split_target, Request, Response};
+use crate::body::{expects_continue, framing, read_chunked, read_length, Framing};
+use crate::message::{split_target, Request, Response};
 
 /// Size limits for what a peer sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,44 +153,20 @@ fn is_token(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
-/// The declared body length (None: none declared).
-fn content_length(headers: &[(String, String)]) -> Result<Option<u64>, Error> {
-    if find_header(headers, "transfer-encoding").is_some() {
-        return Err(Error::Unsupported("Transfer-Encoding"));
-    }
-    let mut len = None;
-    for (_, v) in headers.iter().filter(|(k, _)| k == "content-length") {
-        if v.is_empty() || v.len() > 19 || !v.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(Error::Bad("invalid Content-Length"));
-        }
-        let n: u64 = v
-            .parse()
-            .map_err(|_| Error::Bad("invalid Content-Length"))?;
-        if len.is_some_and(|l| l != n) {
-            return Err(Error::Bad("conflicting Content-Length headers"));
-        }
-        len = Some(n);
-    }
-    Ok(len)
-}
-
-fn read_body(r: &mut impl BufRead, len: u64, limits: &Limits) -> Result<Vec<u8>, Error> {
-    if len > limits.max_body as u64 {
-        return Err(Error::BodyTooLarge(len));
-    }
-    let mut body = Vec::with_capacity(len as usize);
-    r.by_ref()
-        .take(len)
-        .read_to_end(&mut body)
-        .map_err(Error::Io)?;
-    if body.len() as u64 != len {
-        return Err(Error::Io(io::ErrorKind::UnexpectedEof.into()));
-    }
-    Ok(body)
-}
-
 /// Reads one request. [`Error::Closed`] means a clean end of the connection.
 pub fn read_request(r: &mut impl BufRead, limits: &Limits) -> Result<Request, Error> {
+    read_request_continue(r, limits, &mut || Ok(()))
+}
+
+/// Reads one request; when the client sent `Expect: 100-continue` and the
+/// body it declares is within the limits, `send_continue` is called (to
+/// write `HTTP/1.1 100 Continue`) before the body is read. A body declared
+/// too large is refused without it, so the client never sends it.
+pub fn read_request_continue(
+    r: &mut impl BufRead,
+    limits: &Limits,
+    send_continue: &mut dyn FnMut() -> io::Result<()>,
+) -> Result<Request, Error> {
     let head = read_head(r, limits)?;
     let mut parts = head.start.split(' ');
     let (Some(method), Some(target), Some(version), None) =
@@ -209,8 +186,25 @@ pub fn read_request(r: &mut impl BufRead, limits: &Limits) -> Result<Request, Er
         v if v.starts_with("HTTP/") => return Err(Error::Unsupported("HTTP version")),
         _ => return Err(Error::Bad("invalid HTTP version")),
     };
-    let len = content_length(&head.headers)?.unwrap_or(0);
-    let body = read_body(r, len, limits)?;
+    let framing = framing(&head.headers)?;
+    if http10 && framing == Framing::Chunked {
+        // HTTP/1.0 has no chunked coding (RFC 9112 section 6.1): its
+        // framing cannot be trusted, the connection is closed.
+        return Err(Error::Bad("Transfer-Encoding in an HTTP/1.0 request"));
+    }
+    if let Framing::Length(len) = framing {
+        if len > limits.max_body as u64 {
+            return Err(Error::BodyTooLarge(len));
+        }
+    }
+    if framing != Framing::None && !http10 && expects_continue(&head.headers) {
+        send_continue().map_err(Error::Io)?;
+    }
+    let body = match framing {
+        Framing::None => Vec::new(),
+        Framing::Length(len) => read_length(r, len, limits)?,
+        Framing::Chunked => read_chunked(r, limits)?,
+    };
     let (path, query) = split_target(target);
     Ok(Request {
         method: method.to_string(),
@@ -219,6 +213,7 @@ pub fn read_request(r: &mut impl BufRead, limits: &Limits) -> Result<Request, Er
         headers: head.headers,
         body,
         http10,
+        head: false,
     })
 }
 
@@ -226,9 +221,10 @@ pub fn read_request(r: &mut impl BufRead, limits: &Limits) -> Result<Request, Er
 /// the connection (still bounded by `limits.max_body`).
 pub fn read_response(r: &mut impl BufRead, limits: &Limits) -> Result<Response, Error> {
     let mut resp = read_response_head(r, limits)?;
-    resp.body = match content_length(&resp.headers)? {
-        Some(len) => read_body(r, len, limits)?,
-        None => {
+    resp.body = match framing(&resp.headers)? {
+        Framing::Length(len) => read_length(r, len, limits)?,
+        Framing::Chunked => read_chunked(r, limits)?,
+        Framing::None => {
             let mut body = Vec::new();
             r.by_ref()
                 .take(limits.max_body as u64 + 1)

@@ -16,6 +16,10 @@ pub struct Request {
     pub body: Vec<u8>,
     /// `HTTP/1.0` (true) or `HTTP/1.1`.
     pub http10: bool,
+    /// The client asked `HEAD`: the server hands the handler a `GET`
+    /// (`method`) and sends the answer without its body; this keeps the
+    /// method asked for (for logs and audit records).
+    pub head: bool,
 }
 
 impl Request {
@@ -29,6 +33,7 @@ impl Request {
             headers: Vec::new(),
             body: body.unwrap_or_default(),
             http10: false,
+            head: false,
         }
     }
 
@@ -123,6 +128,12 @@ impl Response {
 
     /// Writes the response with a `Content-Length` body.
     pub fn write_to(&self, w: &mut impl Write, keep_alive: bool) -> io::Result<()> {
+        self.write(w, keep_alive, true)
+    }
+
+    /// Writes the response's head with its `Content-Length`, and the body
+    /// unless `with_body` is false (the answer to a `HEAD`).
+    pub fn write(&self, w: &mut impl Write, keep_alive: bool, with_body: bool) -> io::Result<()> {
         let mut head = format!("HTTP/1.1 {} {}\r\n", self.status, reason(self.status));
         for (k, v) in &self.headers {
             head.push_str(&format!("{k}: {v}\r\n"));
@@ -132,7 +143,9 @@ impl Response {
         }
         head.push_str(&format!("Content-Length: {}\r\n\r\n", self.body.len()));
         w.write_all(head.as_bytes())?;
-        w.write_all(&self.body)?;
+        if with_body {
+            w.write_all(&self.body)?;
+        }
         w.flush()
     }
 }
@@ -140,6 +153,7 @@ impl Response {
 /// The reason phrase of a status code.
 pub fn reason(status: u16) -> &'static str {
     match status {
+        100 => "Continue",
         200 => "OK",
         201 => "Created",
         202 => "Accepted",

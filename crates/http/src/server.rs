@@ -20,7 +20,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::head::{read_request, Limits};
+use crate::head::{read_request_continue, Limits};
 use crate::message::{reason, Request, Response};
 use crate::peer::{peer_credentials, Peer};
 
@@ -232,7 +232,11 @@ fn connection(
             Ok(_) => {}
         }
         reader.get_mut().until = Some(Instant::now() + request);
-        let req = match read_request(&mut reader, limits) {
+        let mut send_continue = || {
+            writer.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
+            writer.flush()
+        };
+        let mut req = match read_request_continue(&mut reader, limits, &mut send_continue) {
             Ok(r) => r,
             Err(e) => {
                 if let Some(status) = e.status() {
@@ -244,9 +248,15 @@ fn connection(
             }
         };
         let keep = req.keep_alive();
+        // HEAD is the GET of the same target, answered without its body.
+        let head_only = req.method == "HEAD";
+        if head_only {
+            req.method = "GET".into();
+            req.head = true;
+        }
         match handler.handle(req, &peer) {
             Reply::Full(resp) => {
-                if resp.write_to(&mut writer, keep).is_err() || !keep {
+                if resp.write(&mut writer, keep, !head_only).is_err() || !keep {
                     return;
                 }
             }
@@ -255,7 +265,7 @@ fn connection(
                     "HTTP/1.1 200 {}\r\nContent-Type: {content_type}\r\nConnection: close\r\n\r\n",
                     reason(200)
                 );
-                if writer.write_all(head.as_bytes()).is_ok() {
+                if writer.write_all(head.as_bytes()).is_ok() && !head_only {
                     body(&mut writer);
                 }
                 return;

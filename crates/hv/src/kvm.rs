@@ -16,9 +16,10 @@ pub enum HypervisorKind {
 }
 
 impl HypervisorKind {
-    /// Detects the kind of the host's KVM.
+    /// Detects the kind of the host's KVM (see the `pvm` crate: no
+    /// vmx/svm CPU flag, or `kvm_pvm` loaded without a hardware module).
     pub fn detect() -> Self {
-        if std::path::Path::new("/sys/module/kvm_pvm").exists() {
+        if pvm::host_is_pvm() {
             HypervisorKind::Pvm
         } else {
             HypervisorKind::Hardware

@@ -26,6 +26,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if pvm::path_is_linux(&config.kernel) && pvm::host_is_pvm() {
+        eprintln!("vt-vmm: warning: {}", pvm::WARNING);
+    }
     let mut api_socket = args.api_socket.clone();
     if let (true, Some(size)) = (args.jail, config.memory.hugepages) {
         // The cell has no /sys: the huge page pool is checked from here.

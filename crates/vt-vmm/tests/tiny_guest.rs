@@ -76,6 +76,32 @@ fn prints_and_powers_off_from_pvh_and_64_bit_entries() {
     }
 }
 
+/// The delayed power-off guest (used by vtd's graceful reboot test):
+/// prints, waits a while, powers off, from both entries.
+#[test]
+fn powers_off_after_a_delay_from_pvh_and_64_bit_entries() {
+    require_kvm!();
+    for pvh in [true, false] {
+        let k = guest(
+            &format!("later-{pvh}"),
+            "later\n",
+            pvh,
+            Ending::PowerOffAfter(100_000),
+        );
+        let t = Instant::now();
+        let out = run(&k, &[]);
+        let took = t.elapsed();
+        eprintln!("pvh={pvh}: powered off after {took:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "later\n");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 #[test]
 fn serial_to_file_appends() {
     require_kvm!();
@@ -271,6 +297,10 @@ fn bad_input_is_refused_with_status_2() {
         (
             vec!["--kernel", k, "--net", "tap=vt0,mac=ff:00:00:00:00:00"],
             "not a unicast MAC",
+        ),
+        (
+            vec!["--kernel", k, "--net", "tap=vt0,mac=00:00:00:00:00:00"],
+            "the all-zero address",
         ),
         (
             vec![

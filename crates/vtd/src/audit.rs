@@ -65,6 +65,8 @@ pub fn describe(method: &str, path: &str) -> (String, Option<String>) {
         ("GET", ["vms"]) => "list",
         ("GET", ["vms", _]) => "info",
         ("DELETE", ["vms", _]) => "undefine",
+        ("PATCH", ["vms", _]) => "edit",
+        ("GET", ["vms", _, "definition"]) => "dumpdef",
         ("GET", ["vms", _, "console"]) => "console.read",
         ("POST", ["vms", _, "console"]) => "console.write",
         ("POST", ["vms", _, action]) => action,

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use api::manager::{VmDefinition, VmState};
+use vt_http::Peer;
 
 use crate::audit::Audit;
 use crate::error::ApiError;
@@ -66,7 +67,7 @@ pub struct Daemon {
     pub watches: crate::watches::Watches,
     /// How VMMs are confined (`None`: `vtd --jail off`).
     pub jail: Option<Arc<crate::cell::Jail>>,
-    vms: Mutex<BTreeMap<String, Arc<Vm>>>,
+    pub(crate) vms: Mutex<BTreeMap<String, Arc<Vm>>>,
     /// Policy switches.
     pub policy: crate::policy::Policy,
     /// Virtual networks.
@@ -74,8 +75,10 @@ pub struct Daemon {
     pub options: Options,
     /// VMs whose NICs are in the nftables ruleset (starting or running).
     pub wired: Mutex<std::collections::BTreeSet<String>>,
+    /// Graceful reboots waiting for their guest to power off.
+    pub reboots: crate::reboot::Intents,
     /// This daemon, for the VMs' exit hooks.
-    me: std::sync::Weak<Daemon>,
+    pub(crate) me: std::sync::Weak<Daemon>,
 }
 
 /// How long a starting vtd waits for `vtd.lock`.
@@ -165,6 +168,7 @@ impl Daemon {
             nets,
             options,
             wired: Mutex::new(Default::default()),
+            reboots: Default::default(),
             me: me.clone(),
         });
         // Creates and undefines a killed vtd left halfway: finished.
@@ -205,7 +209,7 @@ impl Daemon {
     /// Reads VM `name` from its directory and takes its VMM (among
     /// `found`) back under watch; a definition that does not parse gives a
     /// VM in state `unknown` saying why.
-    fn load(&self, name: &str, found: &[scan::Found]) -> Arc<Vm> {
+    pub(crate) fn load(&self, name: &str, found: &[scan::Found]) -> Arc<Vm> {
         let dir = VmDir(self.vms_dir().join(name));
         let broken = |why: String| {
             tracing::warn!("VM {name}: state unknown: {why}");
@@ -288,7 +292,7 @@ impl Daemon {
         }
         self.list()
             .into_iter()
-            .filter(|vm| vm.def.autostart && !vm.state().is_active())
+            .filter(|vm| vm.def().autostart && !vm.state().is_active())
             .collect()
     }
 
@@ -296,10 +300,14 @@ impl Daemon {
     pub fn autostart(&self, vms: Vec<Arc<Vm>>) {
         for vm in vms {
             let _op = vm.op();
-            if vm.state().is_active() {
+            if self.still_current(&vm, None).is_err() || vm.state().is_active() {
                 continue;
             }
-            if let Err(e) = self.start_vm(&vm, None) {
+            // A change pending since the last run applies, checked again.
+            let started = self
+                .apply_pending(&vm)
+                .and_then(|()| self.start_vm(&vm, None));
+            if let Err(e) = started {
                 tracing::error!("autostart of {} failed: {}", vm.name(), e.message);
             }
         }
@@ -307,6 +315,25 @@ impl Daemon {
 
     pub fn list(&self) -> Vec<Arc<Vm>> {
         lock(&self.vms).values().cloned().collect()
+    }
+
+    /// Called with `vm.op()` held: 409 when `vm` is no longer the VM of
+    /// its name (undefined, defined again or repaired while the caller
+    /// waited for `op`), 403 when `peer` (none: vtd itself) may no longer
+    /// change it (its owner changed meanwhile). Every lifecycle operation
+    /// and edit checks this before it acts.
+    pub fn still_current(&self, vm: &Arc<Vm>, peer: Option<&Peer>) -> Result<(), ApiError> {
+        let now = lock(&self.vms).get(vm.name()).cloned();
+        if !now.is_some_and(|now| Arc::ptr_eq(&now, vm)) {
+            return Err(ApiError::conflict(format!(
+                "VM '{}' was undefined or replaced meanwhile: ask again",
+                vm.name()
+            )));
+        }
+        match peer {
+            Some(peer) => may_change(vm, peer),
+            None => Ok(()),
+        }
     }
 
     pub fn get(&self, name: &str) -> Result<Arc<Vm>, ApiError> {
@@ -317,7 +344,7 @@ impl Daemon {
     }
 
     /// Checks a new definition against the host.
-    fn check(&self, def: &VmDefinition) -> Result<(), ApiError> {
+    pub(crate) fn check(&self, def: &VmDefinition) -> Result<(), ApiError> {
         def.validate()
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
         let kernel = def.kernel.as_ref().ok_or_else(|| {
@@ -396,17 +423,19 @@ impl Daemon {
         );
         vms.insert(vm.name().to_string(), vm.clone());
         drop(vms);
-        self.update_hosts(&vm.def);
-        self.watches.add_images(&self.audit, &vm.def);
+        self.update_hosts(&vm.def());
+        self.watches.add_images(&self.audit, &vm.def());
         self.events
             .publish(vm.name(), "defined", VmState::Stopped, None);
         Ok(vm)
     }
 
-    /// Removes a stopped VM's definition and files (disk images stay).
-    pub fn undefine(&self, name: &str) -> Result<(), ApiError> {
+    /// Removes a stopped VM's definition and files (disk images stay);
+    /// `peer`: the caller, checked again once the VM is held.
+    pub fn undefine(&self, name: &str, peer: Option<&Peer>) -> Result<(), ApiError> {
         let vm = self.get(name)?;
         let _op = vm.op();
+        self.still_current(&vm, peer)?;
         if vm.state().is_active() {
             return Err(ApiError::conflict(format!(
                 "VM '{name}' is running: stop it first"
@@ -424,10 +453,30 @@ impl Daemon {
             .map_err(|e| ApiError::internal("cannot remove the VM directory", e))?;
         vms.remove(name);
         drop(vms);
-        self.update_hosts(&vm.def);
+        self.update_hosts(&vm.def());
         self.watches.remove_images(name);
         self.events
             .publish(name, "undefined", VmState::Stopped, None);
         Ok(())
     }
+}
+
+/// Root, or the uid that defined `vm`; a VM with no recorded owner
+/// (defined by root, or before owners were recorded) is root's. 403 else.
+pub fn may_change(vm: &Vm, peer: &Peer) -> Result<(), ApiError> {
+    if peer.uid == 0 {
+        return Ok(());
+    }
+    let owner = vm.def().owner.map(|o| o.uid);
+    if owner == Some(peer.uid) {
+        return Ok(());
+    }
+    let whose = owner.map_or("root".to_string(), |u| format!("uid {u}"));
+    Err(ApiError::new(
+        403,
+        format!(
+            "VM '{}' belongs to {whose}: only its owner or root may do that",
+            vm.name()
+        ),
+    ))
 }

@@ -7,6 +7,8 @@ use vt_http::Response;
 pub struct ApiError {
     pub status: u16,
     pub message: String,
+    /// The methods the path takes, sent as `Allow` with a 405.
+    pub allow: Option<String>,
 }
 
 impl ApiError {
@@ -14,6 +16,7 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            allow: None,
         }
     }
 
@@ -33,6 +36,10 @@ impl ApiError {
         let body = ErrorBody {
             error: self.message.clone(),
         };
-        Response::json(self.status, serde_json::to_vec(&body).unwrap_or_default())
+        let mut r = Response::json(self.status, serde_json::to_vec(&body).unwrap_or_default());
+        if let Some(allow) = &self.allow {
+            r.headers.push(("Allow".into(), allow.clone()));
+        }
+        r
     }
 }

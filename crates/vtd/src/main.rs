@@ -11,13 +11,17 @@ mod audit;
 mod cell;
 mod console_log;
 mod daemon;
+mod edit;
 mod error;
 mod events;
 mod exit;
 mod metrics;
 mod net;
+mod nics;
 mod policy;
 mod process;
+mod ready;
+mod reboot;
 mod routes;
 mod scan;
 mod stats;
@@ -322,18 +326,19 @@ fn main() -> ExitCode {
         std::thread::sleep(std::time::Duration::from_secs(5));
         supervisor.nets.supervise(&|n| supervisor.hosts_for(n));
     });
-    let vms = daemon.list();
-    let active = vms.iter().filter(|v| v.run_state().0.is_active()).count();
+    let all = daemon.list();
+    let active = all.iter().filter(|v| v.run_state().0.is_active()).count();
     tracing::info!(
         socket = %args.socket.display(),
         ro_socket = %ro_socket.display(),
         state_dir = %args.state_dir.display(),
         jail = args.jail == OnOff::On,
-        vms = vms.len(),
+        vms = all.len(),
         running = active,
         "vtd {} serving",
         env!("CARGO_PKG_VERSION")
     );
+    let vms = all.len();
     let api = Arc::new(routes::Api(daemon));
     let ro = Arc::new(routes::ReadOnly(api.clone()));
     let ro_thread = std::thread::Builder::new()
@@ -343,6 +348,7 @@ fn main() -> ExitCode {
         tracing::error!("cannot serve the read-only socket: {e}");
         return ExitCode::FAILURE;
     }
+    ready::notify_ready(&args.socket, vms);
     vt_http::serve(listener, api, vt_http::Limits::default(), connections);
     ExitCode::SUCCESS
 }

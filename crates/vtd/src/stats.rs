@@ -11,6 +11,7 @@ use crate::vm::Vm;
 /// Reads VM `vm`'s statistics now.
 pub fn read(vm: &Vm) -> VmStats {
     let (state, pid) = vm.run_state();
+    let def = vm.def();
     let live = state.is_active();
     let timestamp_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -21,15 +22,15 @@ pub fn read(vm: &Vm) -> VmStats {
         .flatten()
         .filter(|r| r.status == 200)
         .and_then(|r| serde_json::from_slice::<VmmCounters>(&r.body).ok());
-    let memory = pid.and_then(|p| MemoryUsage::read(p, vm.def.memory_mib).ok());
+    let memory = pid.and_then(|p| MemoryUsage::read(p, def.memory_mib).ok());
     let cpu = pid.and_then(cpu_time);
     VmStats {
-        name: vm.def.name.clone(),
+        name: def.name.clone(),
         state,
         timestamp_ms,
-        vcpus: vm.def.vcpus,
-        memory_mib: vm.def.memory_mib,
-        disk_names: (0..vm.def.disks.len()).map(disk_name).collect(),
+        vcpus: def.vcpus,
+        memory_mib: def.memory_mib,
+        disk_names: (0..def.disks.len()).map(disk_name).collect(),
         cpu_time_ns: cpu.map(|c| c.0),
         cpu_source: cpu.map(|c| c.1),
         memory,

@@ -8,7 +8,7 @@
 //! records the end and wakes whoever waits on `ended`.
 
 use std::process::ExitStatus;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use api::control::{self as proto, RunState, VmmCounters, VmmInfo};
@@ -53,7 +53,12 @@ struct Run {
 }
 
 pub struct Vm {
-    pub def: VmDefinition,
+    /// The VM's name (a VM is never renamed).
+    name: String,
+    /// Its definition: changed in place (`PATCH`, a pending change
+    /// applied) only under `op`, so an operation holding `op` sees one
+    /// definition throughout and every request acts on the same object.
+    def: RwLock<VmDefinition>,
     pub dir: VmDir,
     events: Arc<Events>,
     run: Mutex<Run>,
@@ -88,7 +93,8 @@ impl Vm {
         on_exit: Option<ExitHook>,
     ) -> Arc<Self> {
         Arc::new(Vm {
-            def,
+            name: def.name.clone(),
+            def: RwLock::new(def),
             dir,
             events,
             jail,
@@ -109,7 +115,8 @@ impl Vm {
             "{why}; fix or restore the file, then `vt repair {name}`, or undefine the VM (`vt undefine {name}`; its disks stay) once no VMM runs for it"
         );
         Arc::new(Vm {
-            def,
+            name: name.to_string(),
+            def: RwLock::new(def),
             dir,
             events,
             jail: None,
@@ -138,7 +145,19 @@ impl Vm {
     }
 
     pub fn name(&self) -> &str {
-        &self.def.name
+        &self.name
+    }
+
+    /// The VM's current definition (a copy: it may change once `op` is
+    /// released).
+    pub fn def(&self) -> VmDefinition {
+        self.def.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Makes `def` the VM's definition; the caller holds [`Vm::op`] and
+    /// has written it to `definition.json`.
+    pub fn set_def(&self, def: VmDefinition) {
+        *self.def.write().unwrap_or_else(|p| p.into_inner()) = def;
     }
 
     pub fn state(&self) -> VmState {
@@ -191,18 +210,21 @@ impl Vm {
 
     /// The VM's status; with `counters`, asks a running VMM for its counters.
     pub fn status(&self, counters: bool) -> VmStatus {
+        let def = self.def();
         if let Some(why) = &self.broken {
             return VmStatus {
-                name: self.def.name.clone(),
+                name: self.name.clone(),
                 state: VmState::Unknown,
                 pid: self.live_vmms().first().map(|f| f.pid),
                 reason: Some(why.clone()),
-                definition: self.def.clone(),
+                definition: def.clone(),
                 counters: None,
                 confinement: None,
                 barriers: None,
                 memory: None,
                 balloon: None,
+                nics: Vec::new(),
+                pending_changes: false,
             };
         }
         let (state, pid, reason, confinement) = {
@@ -222,25 +244,27 @@ impl Vm {
             .flatten()
             .and_then(|r| serde_json::from_slice::<VmmInfo>(&r.body).ok())
             .map(|i| i.confinement);
-        let balloon = (live && self.def.balloon.is_some())
+        let balloon = (live && def.balloon.is_some())
             .then(|| ask(proto::BALLOON))
             .flatten()
             .filter(|r| r.status == 200)
             .and_then(|r| serde_json::from_slice(&r.body).ok());
         let memory = live
-            .then(|| pid.and_then(|p| MemoryUsage::read(p, self.def.memory_mib).ok()))
+            .then(|| pid.and_then(|p| MemoryUsage::read(p, def.memory_mib).ok()))
             .flatten();
         VmStatus {
             memory,
             balloon,
-            name: self.def.name.clone(),
+            name: self.name.clone(),
             state,
             pid,
             reason,
-            definition: self.def.clone(),
+            definition: def,
             counters,
             confinement,
             barriers,
+            nics: Vec::new(),
+            pending_changes: false,
         }
     }
 
@@ -290,6 +314,7 @@ impl Vm {
         guard: crate::cell::Guard,
     ) -> Result<(), ApiError> {
         self.known()?;
+        let def = self.def();
         if self.state().is_active() {
             return Err(ApiError::conflict(format!(
                 "VM '{}' is already running",
@@ -305,17 +330,16 @@ impl Vm {
                 self.name()
             )));
         }
-        let kernel = self
-            .def
+        let kernel = def
             .kernel
             .clone()
             .ok_or_else(|| ApiError::bad_request("the definition has no kernel"))?;
         // Root's own definitions get a friendly early word; a caller's
         // files are checked only by opening them as the caller (below), so
         // nothing here tells whether a path it cannot see exists.
-        let root_owned = self.def.owner.is_none_or(|o| o.uid == 0);
+        let root_owned = def.owner.is_none_or(|o| o.uid == 0);
         for (what, p) in std::iter::once(("kernel", &kernel))
-            .chain(self.def.initrd.iter().map(|i| ("initrd", i)))
+            .chain(def.initrd.iter().map(|i| ("initrd", i)))
             .filter(|_| root_owned)
         {
             if !p.is_file() {
@@ -325,7 +349,7 @@ impl Vm {
                 )));
             }
         }
-        if bridges.len() != self.def.networks.len() {
+        if bridges.len() != def.networks.len() {
             return Err(ApiError::internal("start", "a NIC without a bridge"));
         }
         for b in bridges {
@@ -337,7 +361,7 @@ impl Vm {
         }
         // `unconfined` (allowed by the vm_unconfined switch, checked by
         // the daemon) runs this VM as `vtd --jail off` would.
-        let jail = if self.def.unconfined {
+        let jail = if def.unconfined {
             None
         } else {
             self.jail.clone()
@@ -351,7 +375,7 @@ impl Vm {
                     jail,
                     vmm,
                     &kernel,
-                    &self.def,
+                    &def,
                     defaults,
                     &self.dir,
                     crate::cell::Links { bridges, guard },
@@ -394,7 +418,7 @@ impl Vm {
             None => {
                 // Unconfined, the VMM opens the paths itself as vtd's
                 // user: only root's VMs may run that way.
-                if let Some(o) = self.def.owner.filter(|o| o.uid != 0) {
+                if let Some(o) = def.owner.filter(|o| o.uid != 0) {
                     return Err(ApiError::new(
                         403,
                         format!(
@@ -404,7 +428,7 @@ impl Vm {
                         ),
                     ));
                 }
-                let mut child = process::spawn(vmm, &kernel, &self.def, &self.dir)
+                let mut child = process::spawn(vmm, &kernel, &def, &self.dir)
                     .map_err(|e| ApiError::internal(&format!("cannot run {}", vmm.display()), e))?;
                 let pid = child.id();
                 let rt = Runtime {
@@ -699,7 +723,7 @@ impl Vm {
     }
 
     /// Waits until the VMM `pid` has ended; false on timeout.
-    fn wait_end(&self, pid: u32, timeout: Duration) -> bool {
+    pub fn wait_end(&self, pid: u32, timeout: Duration) -> bool {
         let r = lock(&self.run);
         let (r, _) = self
             .ended

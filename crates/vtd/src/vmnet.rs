@@ -36,6 +36,17 @@ fn random_mac() -> [u8; 6] {
     [0x52, 0x54, 0x00, b[0], b[1], b[2]]
 }
 
+/// Every NIC VM `vm` has, and those its pending change (applied at its
+/// next start) has: both count as taken (their MACs, addresses, taps).
+fn nics_of(vm: &Vm) -> Vec<api::manager::NetworkSpec> {
+    let mut nics = vm.def().networks;
+    let pending = crate::store::read_json::<VmDefinition>(&crate::edit::pending_path(&vm.dir));
+    if let Ok(Some(p)) = pending {
+        nics.extend(p.networks);
+    }
+    nics
+}
+
 impl Daemon {
     /// Refuses a `bridge=` NIC on the bridge of a `vtd` network (it would
     /// sit there without anti-spoofing and outside the VM-to-VM rules:
@@ -56,7 +67,7 @@ impl Daemon {
             }
         }
         for other in vms.iter().filter(|v| v.name() != def.name) {
-            for j in 0..other.def.networks.len() {
+            for j in 0..nics_of(other).len() {
                 let theirs = tap_name(other.name(), j);
                 if (0..def.networks.len()).any(|i| tap_name(&def.name, i) == theirs) {
                     return Err(ApiError::conflict(format!(
@@ -77,10 +88,10 @@ impl Daemon {
         def: &mut VmDefinition,
         vms: &BTreeMap<String, Arc<Vm>>,
     ) -> Result<(), ApiError> {
-        let others: Vec<&api::manager::NetworkSpec> = vms
+        let others: Vec<api::manager::NetworkSpec> = vms
             .values()
             .filter(|v| v.name() != def.name)
-            .flat_map(|v| v.def.networks.iter())
+            .flat_map(|v| nics_of(v))
             .collect();
         // Compared as bytes: a MAC written another way is the same MAC.
         let mut taken_macs: Vec<[u8; 6]> = others
@@ -175,7 +186,7 @@ impl Daemon {
         self.list()
             .iter()
             .flat_map(|vm| {
-                vm.def
+                vm.def()
                     .networks
                     .iter()
                     .filter(|n| n.network.as_deref() == Some(net))
@@ -204,7 +215,7 @@ impl Daemon {
             .list()
             .into_iter()
             .filter(|vm| {
-                vm.def
+                vm.def()
                     .networks
                     .iter()
                     .any(|n| n.network.as_deref() == Some(net))
@@ -228,12 +239,12 @@ impl Daemon {
         let owner = |name: &str| {
             vms.iter()
                 .find(|v| v.name() == name)
-                .map(|v| v.def.owner.map_or(0, |o| o.uid))
+                .map(|v| v.def().owner.map_or(0, |o| o.uid))
         };
         // A VM may name as peers only VMs of its own owner (root's VMs
         // may name any): a user cannot open a way to someone else's VM.
         let may_name = |from: &Vm, peer: &String| {
-            let me = from.def.owner.map_or(0, |o| o.uid);
+            let me = from.def().owner.map_or(0, |o| o.uid);
             owner(peer).is_some_and(|o| me == 0 || o == me)
         };
         self.nets
@@ -242,7 +253,7 @@ impl Daemon {
             .map(|net| {
                 let mut ports = Vec::new();
                 for vm in vms.iter().filter(|v| wired.contains(v.name())) {
-                    for (i, n) in vm.def.networks.iter().enumerate() {
+                    for (i, n) in vm.def().networks.iter().enumerate() {
                         if n.network.as_deref() != Some(net.name.as_str()) {
                             continue;
                         }
@@ -328,7 +339,7 @@ impl Daemon {
         }
         let mut wired = lock(&self.wired);
         for vm in self.list() {
-            let on_net = vm.def.networks.iter().any(|n| n.network.is_some());
+            let on_net = vm.def().networks.iter().any(|n| n.network.is_some());
             if on_net && vm.state().is_active() {
                 wired.insert(vm.name().to_string());
             }
@@ -350,7 +361,7 @@ impl Daemon {
             )));
         }
         if let Err(e) = crate::admission::check(
-            &vm.def,
+            &vm.def(),
             &self.policy,
             &self.options.storage_dirs,
             &self.defaults,
@@ -363,12 +374,12 @@ impl Daemon {
             .into_iter()
             .filter(|v| v.state().is_active())
             .collect();
-        if let Err(e) = self.check_nics(&vm.def, &running) {
+        if let Err(e) = self.check_nics(&vm.def(), &running) {
             self.record_refusal(peer, vm.name(), &e);
             return Err(e);
         }
         let mut bridges = Vec::new();
-        for (i, n) in vm.def.networks.iter().enumerate() {
+        for (i, n) in vm.def().networks.iter().enumerate() {
             match (&n.bridge, &n.network) {
                 (Some(b), _) => bridges.push(b.clone()),
                 (None, Some(net)) => {
@@ -386,7 +397,7 @@ impl Daemon {
                 (None, None) => return Err(ApiError::bad_request("a NIC without a network")),
             }
         }
-        let on_net = vm.def.networks.iter().any(|n| n.network.is_some());
+        let on_net = vm.def().networks.iter().any(|n| n.network.is_some());
         if on_net {
             let mut wired = lock(&self.wired);
             wired.insert(vm.name().to_string());
@@ -415,6 +426,7 @@ impl Daemon {
             )
             .inspect_err(|e| self.record_refusal(peer, vm.name(), e))
         };
+        warn_pvm(vm, &self.defaults);
         let started = vm.start(&self.vmm, &self.defaults, &bridges, &guard);
         if started.is_err() && on_net && !vm.state().is_active() {
             self.unwire(vm.name());
@@ -436,6 +448,42 @@ impl Daemon {
             Some(vm),
             audit::Outcome::of_status(e.status),
             e.message.clone(),
+        );
+    }
+}
+
+/// Logs that a VM starting a Linux kernel on a PVM host will not boot
+/// (see the `pvm` crate): the VM runs, its console stays silent. Only on
+/// a PVM host is the kernel looked at, and an owner's kernel is opened as
+/// that owner (only a regular file, not through a symlink), never as root.
+fn warn_pvm(vm: &Vm, defaults: &crate::daemon::Defaults) {
+    if !pvm::host_is_pvm() {
+        return;
+    }
+    let def = vm.def();
+    let Some(kernel) = &def.kernel else {
+        return;
+    };
+    let linux = match def.owner.filter(|o| o.uid != 0) {
+        Some(owner) if !defaults.is_default(kernel) => crate::access::open_as(
+            Some(owner),
+            "kernel",
+            kernel,
+            false,
+            libc::O_NOCTTY,
+            crate::access::Kind::Regular,
+        )
+        .ok()
+        .and_then(|mut f| pvm::is_linux(&mut f).ok())
+        .unwrap_or(false),
+        _ => pvm::path_is_linux(kernel),
+    };
+    if linux {
+        tracing::warn!(
+            "VM {}: warning: kernel {} is Linux and {}",
+            vm.name(),
+            kernel.display(),
+            pvm::WARNING
         );
     }
 }

@@ -108,7 +108,7 @@ impl Watches {
             }
         }
         for vm in d.list() {
-            w.add_images(&d.audit, &vm.def);
+            w.add_images(&d.audit, &vm.def());
         }
         let weak = Arc::downgrade(d);
         let interval = w.coalesce;

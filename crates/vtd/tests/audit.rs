@@ -425,3 +425,21 @@ fn check_not(vtd: &Vtd) {
         "{refused:?}"
     );
 }
+
+/// A HEAD is served as the GET of the same target, and recorded as the
+/// HEAD it was.
+#[test]
+fn a_head_is_recorded_as_head() {
+    use std::io::{Read, Write};
+    let vtd = Vtd::start("audit-head");
+    let mut s = std::os::unix::net::UnixStream::connect(&vtd.socket).unwrap();
+    s.write_all(b"HEAD /vms/ghost HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 404 "), "{out}");
+    let recs = vtd.audit("vm=ghost");
+    assert_eq!(recs.len(), 1, "{recs:?}");
+    let detail = recs[0]["detail"].as_str().unwrap();
+    assert!(detail.starts_with("HEAD /vms/ghost: 404"), "{detail}");
+}

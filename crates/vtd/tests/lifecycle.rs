@@ -44,8 +44,8 @@ fn full_lifecycle_over_the_api() {
         "running"
     );
 
-    // Reboot: the guest boots again (and prints again) in the same VMM.
-    vtd.expect("POST", "/vms/a/reboot", None, 200);
+    // Reset: the guest boots again (and prints again) in the same VMM.
+    vtd.expect("POST", "/vms/a/reset", None, 200);
     wait_for(
         || vtd.console_log("a") == "tiny guest up\n".repeat(2),
         "the second boot",
@@ -174,14 +174,14 @@ fn the_cli_drives_a_vm_and_sees_its_console() {
     );
     let out = vtd.vt(&["info", "c1"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("State:     running"));
-    for verb in ["reboot", "pause", "resume", "stop"] {
+    for verb in ["reset", "pause", "resume", "stop"] {
         let out = vtd.vt(&[verb, "c1"]);
         assert!(
             out.status.success(),
             "{verb}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        if verb == "reboot" {
+        if verb == "reset" {
             let two = "tiny guest up\n".repeat(2);
             wait_for(|| vtd.console_log("c1") == two, "the second boot");
         }

@@ -762,3 +762,47 @@ fn nics_are_checked_at_define_and_start() {
         "bridge vtdummy0 is network 'up's: use network=up",
     );
 }
+
+/// A running VM's pending change holds its NICs' addresses (taken for
+/// every other VM), and two edits at once cannot give one address to
+/// two VMs (the VM map stays locked from the check to the write).
+#[test]
+fn pending_nics_are_taken_and_edits_do_not_share_an_address() {
+    require_kvm!();
+    if !have_tools() || !jail::is_root() {
+        return;
+    }
+    let vtd = vtd_with_lan("netpending", "10.93.0.0/24");
+    ok(vtd.vt(&["net", "start", "lan"]));
+    for vm in ["a", "b", "c"] {
+        ok(vtd.vt(&[
+            "create",
+            "--name",
+            vm,
+            "--ram",
+            "16",
+            "--network",
+            "network=lan",
+        ]));
+    }
+    ok(vtd.vt(&["start", "a"]));
+    let ip = |ip: &str| format!(r#"{{"networks":[{{"network":"lan","ip":"{ip}"}}]}}"#);
+    vtd.expect("PATCH", "/vms/a", Some(&ip("10.93.0.50")), 200);
+    assert!(vtd.status("a").pending_changes);
+    let r = vtd.call("PATCH", "/vms/b", Some(&ip("10.93.0.50")));
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.text().contains("another NIC's"), "{}", r.text());
+    for round in 0..10 {
+        let want = ip(&format!("10.93.0.{}", 60 + round));
+        let statuses: Vec<u16> = std::thread::scope(|s| {
+            let b = s.spawn(|| vtd.call("PATCH", "/vms/b", Some(&want)).status);
+            let c = s.spawn(|| vtd.call("PATCH", "/vms/c", Some(&want)).status);
+            vec![b.join().unwrap(), c.join().unwrap()]
+        });
+        let mut sorted = statuses.clone();
+        sorted.sort();
+        assert_eq!(sorted, [200, 409], "round {round}");
+    }
+    ok(vtd.vt(&["stop", "a"]));
+    ok(vtd.vt(&["net", "stop", "lan"]));
+}

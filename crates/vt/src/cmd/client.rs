@@ -2,7 +2,8 @@
 //!
 //! Exit codes: 0 ok; 1 the daemon refused or failed (other 4xx/5xx);
 //! 2 bad usage (options, local files); 3 `vtd` unreachable; 4 no such VM
-//! (404); 5 conflict (409: name taken, VM running or not running).
+//! (404); 5 conflict (409: name taken, VM running or not running); 6 a
+//! shutdown that had to be forced.
 
 use std::io::BufReader;
 use std::os::unix::net::UnixStream;
@@ -28,9 +29,9 @@ impl CliError {
         }
     }
 
+    /// Reports the error (see [`super::errors`]) and gives its exit code.
     pub fn exit(&self) -> ExitCode {
-        eprintln!("vt: error: {}", self.message);
-        ExitCode::from(self.code)
+        super::errors::report(self.code, &self.message)
     }
 }
 

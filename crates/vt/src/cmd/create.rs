@@ -81,20 +81,20 @@ pub struct CreateArgs {
     pub unconfined: bool,
 }
 
-fn absolute(p: &str) -> CliResult<PathBuf> {
+pub(super) fn absolute(p: &str) -> CliResult<PathBuf> {
     std::path::absolute(p).map_err(|e| CliError::usage(format!("{p}: {e}")))
 }
 
 /// What to create for a disk that does not exist yet.
 #[derive(Debug, Default)]
-struct NewDisk {
+pub(super) struct NewDisk {
     /// Size in GiB.
     size: Option<u64>,
     /// A linked clone's base image (absolute).
     backing: Option<PathBuf>,
 }
 
-fn parse_disk(spec: &str) -> CliResult<(DiskSpec, NewDisk)> {
+pub(super) fn parse_disk(spec: &str) -> CliResult<(DiskSpec, NewDisk)> {
     let keys = [
         "path",
         "size",
@@ -158,7 +158,7 @@ fn parse_disk(spec: &str) -> CliResult<(DiskSpec, NewDisk)> {
     Ok((disk, new))
 }
 
-fn parse_network(spec: &str) -> CliResult<Option<NetworkSpec>> {
+pub(super) fn parse_network(spec: &str) -> CliResult<Option<NetworkSpec>> {
     let mut net = NetworkSpec::default();
     let keys = ["bridge", "mac", "model", "network", "ip", "peers"];
     for (k, v) in pairs(spec, &keys).map_err(|e| CliError::usage(format!("--network: {e}")))? {
@@ -262,7 +262,7 @@ fn detect_format(disk: &DiskSpec) -> CliResult<DiskFormat> {
 
 /// Creates the disks that have a size or a backing file, and stores every
 /// disk's format; on failure removes those it made.
-fn make_disks(disks: &mut [DiskSpec], new: &[NewDisk]) -> CliResult<Vec<PathBuf>> {
+pub(super) fn make_disks(disks: &mut [DiskSpec], new: &[NewDisk]) -> CliResult<Vec<PathBuf>> {
     let mut made = Vec::new();
     for (disk, new) in disks.iter_mut().zip(new) {
         let step = match new {
@@ -305,11 +305,19 @@ fn make_disks(disks: &mut [DiskSpec], new: &[NewDisk]) -> CliResult<Vec<PathBuf>
 
 /// Parses `--memory MIB[,merge=on][,thp=off][,hugepages=2M|1G]`.
 pub fn parse_memory(spec: &str) -> Result<(u64, api::MemoryOptions), String> {
+    parse_memory_onto(spec, api::MemoryOptions::default())
+}
+
+/// [`parse_memory`] onto options `o` (a VM's current ones, for `vt
+/// edit`): only the options `spec` names change.
+pub fn parse_memory_onto(
+    spec: &str,
+    mut o: api::MemoryOptions,
+) -> Result<(u64, api::MemoryOptions), String> {
     let (mib, rest) = spec.split_once(',').unwrap_or((spec, ""));
     let mib = mib.parse().map_err(|_| {
         format!("invalid value '{spec}' for --memory: expected MIB[,merge=on][,thp=off][,hugepages=2M|1G]")
     })?;
-    let mut o = api::MemoryOptions::default();
     if !rest.is_empty() {
         for (k, v) in pairs(rest, &["merge", "thp", "hugepages"])? {
             match k.as_str() {

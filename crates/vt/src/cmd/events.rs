@@ -1,4 +1,5 @@
-//! `vt events`: follow state changes.
+//! `vt events`: follow state changes; local times for people
+//! (`2026-11-29 20:55:01.234`), the raw milliseconds in `--output json`.
 
 use std::io::BufRead;
 
@@ -20,7 +21,7 @@ pub fn run(c: &Client, format: Format) -> CliResult {
         match (format, serde_json::from_str::<Event>(&line)) {
             (Format::Table, Ok(e)) => println!(
                 "{} {} {} {}{}",
-                e.time_ms,
+                local_time(e.time_ms),
                 e.vm,
                 e.event,
                 e.state.as_str(),
@@ -30,4 +31,39 @@ pub fn run(c: &Client, format: Format) -> CliResult {
         }
     }
     Ok(())
+}
+
+/// `ms` since the Unix epoch as this host's local time, to the millisecond.
+pub fn local_time(ms: u64) -> String {
+    let secs = (ms / 1000) as libc::time_t;
+    // SAFETY: an all-zero tm is a valid value to be overwritten.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are to live locals; localtime_r is the
+    // thread-safe form and keeps neither.
+    if unsafe { libc::localtime_r(&secs, &mut tm) }.is_null() {
+        return ms.to_string();
+    }
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec,
+        ms % 1000
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn local_time_in_utc() {
+        // The only test of this binary that reads the time zone.
+        std::env::set_var("TZ", "UTC");
+        assert_eq!(
+            super::local_time(1_780_000_000_123),
+            "2026-05-28 20:26:40.123"
+        );
+    }
 }

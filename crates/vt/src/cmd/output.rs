@@ -95,6 +95,18 @@ pub fn vm_details(s: &VmStatus) {
         }
         rows.push(("Network", text));
     }
+    for (i, n) in s.nics.iter().enumerate() {
+        let bridge = n.bridge.as_deref().unwrap_or("-");
+        let now = match (n.attached, s.state.is_active()) {
+            (true, _) => format!("attached to {bridge}"),
+            (false, true) => format!("NOT attached to {bridge}"),
+            (false, false) => format!("not attached (VM {})", s.state.as_str()),
+        };
+        rows.push(("NIC", format!("{i}: tap {}, mac {}, {now}", n.tap, n.mac)));
+    }
+    if s.pending_changes {
+        rows.push(("Changes", "pending changes apply at next start".into()));
+    }
     if let Some(c) = &s.confinement {
         rows.push((
             "Cell",

@@ -25,11 +25,12 @@ pub fn get(d: &Daemon, name: &str) -> Answer {
     forward(vmm::call(&vm.dir, "GET", proto::BALLOON, None)?)
 }
 
-pub fn put(d: &Daemon, name: &str, body: &[u8]) -> Answer {
+pub fn put(d: &Daemon, name: &str, body: &[u8], peer: &vt_http::Peer) -> Answer {
     let req: BalloonRequest = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("bad balloon request: {e}")))?;
     let vm = d.get(name)?;
     let _op = vm.op();
+    d.still_current(&vm, Some(peer))?;
     vm.active_pid()?;
     let body = serde_json::to_vec(&req).map_err(|e| ApiError::internal("balloon request", e))?;
     forward(vmm::call(&vm.dir, "PUT", proto::BALLOON, Some(body))?)

@@ -5,9 +5,11 @@ mod actions;
 mod audit;
 mod balloon;
 mod console;
+mod edit;
 mod events;
 mod networks;
 mod policy;
+mod query;
 mod stats;
 mod vms;
 
@@ -30,12 +32,15 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/vms"),
     ("GET", "/vms/{name}"),
     ("DELETE", "/vms/{name}"),
+    ("PATCH", "/vms/{name}"),
+    ("GET", "/vms/{name}/definition"),
     ("POST", "/vms/{name}/start"),
     ("POST", "/vms/{name}/shutdown"),
     ("POST", "/vms/{name}/stop"),
     ("POST", "/vms/{name}/pause"),
     ("POST", "/vms/{name}/resume"),
     ("POST", "/vms/{name}/reboot"),
+    ("POST", "/vms/{name}/reset"),
     ("POST", "/vms/{name}/repair"),
     ("GET", "/vms/{name}/console"),
     ("POST", "/vms/{name}/console"),
@@ -87,7 +92,9 @@ fn matches<'a>(pattern: &str, path: &'a str) -> Option<Option<&'a str>> {
 }
 
 impl Api {
-    fn route(&self, req: &Request, peer: &Peer) -> Answer {
+    /// Serves `req`; `note` gets what the audit record should say beyond
+    /// the request line (what a `PATCH` changed).
+    fn route(&self, req: &Request, peer: &Peer, note: &mut Option<String>) -> Answer {
         let d = &*self.0;
         let path = req.path.strip_suffix('/').filter(|p| !p.is_empty());
         let path = path.unwrap_or(&req.path);
@@ -100,6 +107,7 @@ impl Api {
                 allowed.push(*method);
                 continue;
             }
+            query::check(method, pattern, &req.query)?;
             let name = name.unwrap_or_default();
             if pattern.starts_with("/audit") && peer.uid != 0 {
                 return Err(ApiError::new(
@@ -119,11 +127,13 @@ impl Api {
                 ("GET", "/vms") => vms::list(d),
                 ("POST", "/vms") => vms::create(d, &req.body, peer),
                 ("GET", "/vms/{name}") => vms::get(d, name),
-                ("DELETE", "/vms/{name}") => vms::undefine(d, name),
+                ("DELETE", "/vms/{name}") => vms::undefine(d, name, peer),
+                ("PATCH", "/vms/{name}") => edit::patch(d, name, &req.body, peer, note),
+                ("GET", "/vms/{name}/definition") => edit::definition(d, name),
                 ("GET", "/vms/{name}/console") => console::stream(d, name, req),
                 ("POST", "/vms/{name}/console") => console::input(d, name, &req.body),
                 ("GET", "/vms/{name}/balloon") => balloon::get(d, name),
-                ("PUT", "/vms/{name}/balloon") => balloon::put(d, name, &req.body),
+                ("PUT", "/vms/{name}/balloon") => balloon::put(d, name, &req.body, peer),
                 ("GET", "/vms/{name}/stats") => stats::get(d, name),
                 ("GET", "/metrics") => stats::metrics(d),
                 ("GET", "/events") => events::stream(d),
@@ -150,34 +160,31 @@ impl Api {
                 format!("no route for {} {}", req.method, req.path),
             ))
         } else {
-            Err(ApiError::new(
+            // HEAD is served as GET (vt_http), so it is allowed with it.
+            if allowed.contains(&"GET") {
+                allowed.push("HEAD");
+            }
+            let allowed = allowed.join(", ");
+            let mut e = ApiError::new(
                 405,
                 format!(
-                    "{} not allowed on {} (allowed: {})",
-                    req.method,
-                    req.path,
-                    allowed.join(", ")
+                    "{} not allowed on {} (allowed: {allowed})",
+                    req.method, req.path
                 ),
-            ))
+            );
+            e.allow = Some(allowed);
+            Err(e)
         }
     }
 }
 
-/// Root, or the uid that defined VM `name`; a VM with no recorded owner
-/// (defined by root, or before owners were recorded) is root's.
+/// Root, or the uid that defined VM `name` (see
+/// [`crate::daemon::may_change`]).
 fn authorize(d: &Daemon, name: &str, peer: &Peer) -> Result<(), ApiError> {
     if peer.uid == 0 {
         return Ok(());
     }
-    let owner = d.get(name)?.def.owner.map(|o| o.uid);
-    if owner == Some(peer.uid) {
-        return Ok(());
-    }
-    let whose = owner.map_or("root".to_string(), |u| format!("uid {u}"));
-    Err(ApiError::new(
-        403,
-        format!("VM '{name}' belongs to {whose}: only its owner or root may do that"),
-    ))
+    crate::daemon::may_change(&*d.get(name)?, peer)
 }
 
 /// GETs recorded even when they succeed: they read what is not public
@@ -201,7 +208,13 @@ impl Api {
                 .and_then(|v| v.get("name")?.as_str().map(str::to_string));
         }
         let query = if req.query.is_empty() { "" } else { "?" };
-        let mut detail = format!("{} {}{query}{}: {status}", req.method, req.path, req.query);
+        // A HEAD is served as GET but recorded as what it was.
+        let method = if req.head {
+            "HEAD"
+        } else {
+            req.method.as_str()
+        };
+        let mut detail = format!("{method} {}{query}{}: {status}", req.path, req.query);
         if let Some(m) = message {
             detail.push(' ');
             detail.push_str(m);
@@ -215,9 +228,10 @@ impl Api {
 
 impl Handler for Api {
     fn handle(&self, req: Request, peer: &Peer) -> Reply {
-        let answer = self.route(&req, peer);
+        let mut note = None;
+        let answer = self.route(&req, peer, &mut note);
         let (status, message) = match &answer {
-            Ok(Reply::Full(r)) => (r.status, None),
+            Ok(Reply::Full(r)) => (r.status, note.as_deref()),
             Ok(Reply::Stream { .. }) => (200, None),
             Err(e) => (e.status, Some(e.message.as_str())),
         };

@@ -31,14 +31,19 @@ pub fn create(d: &Daemon, body: &[u8], peer: &vt_http::Peer) -> Answer {
     json(201, &vm.status(false))
 }
 
-/// `GET /vms/{name}`, with the VMM's counters while it runs.
+/// `GET /vms/{name}`, with the VMM's counters while it runs and each
+/// NIC as the host has it.
 pub fn get(d: &Daemon, name: &str) -> Answer {
-    json(200, &d.get(name)?.status(true))
+    let vm = d.get(name)?;
+    let mut s = vm.status(true);
+    s.nics = crate::nics::status(d, &vm.def(), s.state.is_active());
+    s.pending_changes = crate::edit::has_pending(&vm.dir);
+    json(200, &s)
 }
 
 /// `DELETE /vms/{name}`.
-pub fn undefine(d: &Daemon, name: &str) -> Answer {
-    d.undefine(name)?;
+pub fn undefine(d: &Daemon, name: &str, peer: &vt_http::Peer) -> Answer {
+    d.undefine(name, Some(peer))?;
     Ok(vt_http::Reply::Full(vt_http::Response::new(
         204,
         "application/json",
