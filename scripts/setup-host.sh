@@ -14,8 +14,12 @@
 #   dnsmasq-base      vtd networks: DHCP and DNS, one dnsmasq per network
 #   squashfuse, squashfs-tools
 #                     vtd tests: a FUSE file system for the vm_use_fusefs switch
+#   mmdebstrap, grub-pc-bin, grub-efi-amd64-bin, grub-common, e2fsprogs, fdisk,
+#   dosfstools, mtools, seabios, ovmf
+#                     the Debian test disk images booted through firmware
+#                     (scripts/guest-image.sh) and their firmware
 set -euo pipefail
-PKGS="qemu-system-x86 qemu-utils busybox-static cpio lz4 zstd xz-utils file binutils procps iproute2 util-linux bsdutils iperf3 curl nftables dnsmasq-base squashfuse squashfs-tools"
+PKGS="qemu-system-x86 qemu-utils busybox-static cpio lz4 zstd xz-utils file binutils procps iproute2 util-linux bsdutils iperf3 curl nftables dnsmasq-base squashfuse squashfs-tools mmdebstrap grub-pc-bin grub-efi-amd64-bin grub-common e2fsprogs fdisk dosfstools mtools seabios ovmf"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
