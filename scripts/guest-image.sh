@@ -110,6 +110,7 @@ case " $(cat /proc/cmdline) " in
     *) systemctl --no-block poweroff ;;
 esac
 EOF
+chmod 755 "$WORK/vt-image-marker"
 cat >"$WORK/vt-image-marker.service" <<'EOF'
 [Unit]
 Description=VT System test image marker (prints VT-IMAGE-BOOTED, then powers off)

@@ -13,7 +13,12 @@ use crate::store::VmDir;
 
 /// Starts `vt-vmm` for `def` in its own session (so it outlives `vtd`),
 /// console to `console.log`, its own output to `vmm.log`.
-pub fn spawn(vmm: &Path, kernel: &Path, def: &VmDefinition, dir: &VmDir) -> std::io::Result<Child> {
+pub fn spawn(
+    vmm: &Path,
+    boot: &crate::boot::Boot,
+    def: &VmDefinition,
+    dir: &VmDir,
+) -> std::io::Result<Child> {
     // One run per log: its last line tells how this run ended.
     let log = OpenOptions::new()
         .create(true)
@@ -21,12 +26,7 @@ pub fn spawn(vmm: &Path, kernel: &Path, def: &VmDefinition, dir: &VmDir) -> std:
         .truncate(true)
         .open(dir.vmm_log())?;
     let mut cmd = Command::new(vmm);
-    cmd.arg("--kernel").arg(kernel);
-    if let Some(i) = &def.initrd {
-        cmd.arg("--initrd").arg(i);
-    }
-    cmd.arg("--cmdline")
-        .arg(&def.cmdline)
+    cmd.args(crate::boot::flags(boot, def))
         .arg("--cpus")
         .arg(def.vcpus.to_string())
         .arg("--memory")

@@ -291,16 +291,17 @@ impl Vm {
                 self.name()
             )));
         }
-        let kernel = self
-            .def
-            .kernel
-            .clone()
-            .ok_or_else(|| ApiError::bad_request("the definition has no kernel"))?;
+        let boot = crate::boot::resolve(&self.def, defaults.bios())?;
         // Root's own definitions get a friendly early word; a caller's
         // files are checked only by opening them as the caller (below), so
         // nothing here tells whether a path it cannot see exists.
         let root_owned = self.def.owner.is_none_or(|o| o.uid == 0);
-        for (what, p) in std::iter::once(("kernel", &kernel))
+        for (what, p) in self
+            .def
+            .kernel
+            .iter()
+            .filter(|_| self.def.boot.is_kernel())
+            .map(|k| ("kernel", k))
             .chain(self.def.initrd.iter().map(|i| ("initrd", i)))
             .filter(|_| root_owned)
         {
@@ -336,7 +337,7 @@ impl Vm {
                 let started = crate::cell::start(
                     jail,
                     vmm,
-                    &kernel,
+                    &boot,
                     &self.def,
                     defaults,
                     &self.dir,
@@ -390,7 +391,7 @@ impl Vm {
                         ),
                     ));
                 }
-                let mut child = process::spawn(vmm, &kernel, &self.def, &self.dir)
+                let mut child = process::spawn(vmm, &boot, &self.def, &self.dir)
                     .map_err(|e| ApiError::internal(&format!("cannot run {}", vmm.display()), e))?;
                 let pid = child.id();
                 let rt = Runtime {
