@@ -23,6 +23,7 @@
 pub mod console;
 pub mod control;
 mod error;
+pub mod firmware;
 pub mod memory;
 mod pci_devices;
 pub mod sandbox;

@@ -14,8 +14,13 @@ use clap::{Parser, ValueEnum};
 #[command(name = "vt-vmm", version, about)]
 pub struct Args {
     /// Kernel to boot: a bzImage or an ELF vmlinux (PVH entry used when present).
-    #[arg(long, value_name = "PATH")]
-    pub kernel: PathBuf,
+    #[arg(long, value_name = "PATH", required_unless_present = "firmware")]
+    pub kernel: Option<PathBuf>,
+    /// Boot through this firmware from the disks (`--disk` order is the
+    /// boot order) instead of a kernel: SeaBIOS's bios-256k.bin. Not with
+    /// --kernel/--initrd.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["kernel", "initrd"])]
+    pub firmware: Option<PathBuf>,
     /// Initramfs to load.
     #[arg(long, value_name = "PATH")]
     pub initrd: Option<PathBuf>,
@@ -159,7 +164,8 @@ impl Args {
     /// The VM configuration these flags describe.
     pub fn to_config(&self) -> Result<VmConfig, String> {
         let config = VmConfig {
-            kernel: self.kernel.clone(),
+            kernel: self.kernel.clone().unwrap_or_default(),
+            firmware: self.firmware.clone(),
             initrd: self.initrd.clone(),
             cmdline: self.cmdline.clone(),
             cpus: self.cpus,
