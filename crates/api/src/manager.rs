@@ -449,7 +449,10 @@ mod tests {
         assert!(stored.contains(r#""boot":"bios""#), "{stored}");
         assert!(!serde_json::to_string(&def()).unwrap().contains("boot"));
         d.cmdline = "root=/dev/vda1".into();
-        assert_eq!(d.validate(), Err(DefinitionError::FirmwareWithKernel("bios")));
+        assert_eq!(
+            d.validate(),
+            Err(DefinitionError::FirmwareWithKernel("bios"))
+        );
         d.cmdline.clear();
         d.kernel = Some("/k".into());
         let e = d.validate().unwrap_err();
@@ -457,7 +460,10 @@ mod tests {
         assert!(e.to_string().contains("needs boot kernel"), "{e}");
         d.kernel = None;
         d.initrd = Some("/i".into());
-        assert_eq!(d.validate(), Err(DefinitionError::FirmwareWithKernel("bios")));
+        assert_eq!(
+            d.validate(),
+            Err(DefinitionError::FirmwareWithKernel("bios"))
+        );
         d.initrd = None;
         d.boot = crate::BootMode::Uefi;
         d.disks.clear();
