@@ -11,9 +11,12 @@
 //!    the firmware as `/dev/fd/N`; `vt console` shows SeaBIOS, GRUB and the
 //!    marker, and the guest's `systemctl poweroff` stops the VM.
 
+mod common;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
+use common::host_value as host;
 use lab::{HostKind, Lab};
 
 const SEABIOS: &str = "/usr/share/seabios/bios-256k.bin";
@@ -78,19 +81,21 @@ sed 's/^/VMMLOG /' /tmp/vt-state/vms/deb/vmm.log
 sed 's/^/VTDLOG /' /tmp/vtd.log
 "#;
 
-fn host<'a>(out: &'a str, key: &str) -> &'a str {
-    let prefix = format!("VT-HOST {key}=");
-    out.lines()
-        .find_map(|l| l.trim_end().strip_prefix(prefix.as_str()))
-        .unwrap_or_else(|| panic!("no {key} in:\n{out}"))
-}
-
 /// Lines of `out` starting with `prefix`, joined.
 fn lines(out: &str, prefix: &str) -> String {
     out.lines()
         .filter_map(|l| l.strip_prefix(prefix))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// The guest's MemTotal from the marker in `log` (KiB).
+fn marker_mem_kb(log: &str) -> u64 {
+    log.split("VT-IMAGE-BOOTED ")
+        .nth(1)
+        .and_then(|m| m.split_whitespace().find_map(|w| w.strip_prefix("mem_kb=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no marker with mem_kb in:\n{log}"))
 }
 
 #[test]
@@ -146,6 +151,8 @@ fn debian_image_boots_through_firmware_under_qemu_and_vtd() {
             "{log}"
         );
         assert!(log.contains("VT-IMAGE-BOOTED vcpus=2 mem_kb="), "{log}");
+        // 512 MiB less what the kernel keeps for itself.
+        assert!((400_000..524_288).contains(&marker_mem_kb(&log)), "{log}");
         assert!(log.contains(&format!("root={root} ")), "{log}");
         assert!(log.contains(&format!("boot={boot}")), "{log}");
     }
@@ -171,6 +178,10 @@ fn debian_image_boots_through_firmware_under_qemu_and_vtd() {
     assert!(
         console.contains("VT-IMAGE-BOOTED vcpus=2 mem_kb=") && console.contains("root=/dev/vda1 "),
         "no marker on the console:\n{console}\n{vmm_log}"
+    );
+    assert!(
+        (400_000..524_288).contains(&marker_mem_kb(&console)),
+        "{console}"
     );
     assert_eq!(status["state"], "stopped", "{status}\n{vmm_log}");
     assert_eq!(status["reason"], "guest powered off", "{status}\n{vmm_log}");
