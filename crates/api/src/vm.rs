@@ -334,6 +334,25 @@ mod tests {
     }
 
     #[test]
+    fn firmware_replaces_the_kernel() {
+        let mut c = VmConfig::new("");
+        assert_eq!(c.validate(), Err(ConfigError::NoKernel));
+        c.firmware = Some("/bios.bin".into());
+        c.validate().unwrap();
+        c.initrd = Some("/i".into());
+        assert_eq!(c.validate(), Err(ConfigError::FirmwareWithKernel));
+        c.initrd = None;
+        c.kernel = "/k".into();
+        assert_eq!(c.validate(), Err(ConfigError::FirmwareWithKernel));
+        let j: VmConfig = serde_json::from_str(r#"{"firmware":"/bios.bin"}"#).unwrap();
+        assert_eq!(
+            j.firmware.as_deref(),
+            Some(std::path::Path::new("/bios.bin"))
+        );
+        j.validate().unwrap();
+    }
+
+    #[test]
     fn json_rejects_unknown_fields_and_fills_defaults() {
         let c: VmConfig = serde_json::from_str(r#"{"kernel":"/k"}"#).unwrap();
         assert_eq!(c, VmConfig::new("/k"));

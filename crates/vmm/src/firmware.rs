@@ -54,7 +54,7 @@ pub fn check_size(len: u64) -> Result<(), String> {
             FIRMWARE_MAX_SIZE >> 20
         ));
     }
-    if len % FIRMWARE_ALIGN != 0 {
+    if !len.is_multiple_of(FIRMWARE_ALIGN) {
         return Err(format!(
             "{len} bytes is not a whole number of 64 KiB (not a firmware image)"
         ));

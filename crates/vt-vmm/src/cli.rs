@@ -265,6 +265,24 @@ mod tests {
     }
 
     #[test]
+    fn firmware_or_kernel() {
+        let a = Args::parse_from(["vt-vmm", "--firmware", "/bios.bin"]);
+        let c = a.to_config().unwrap();
+        assert_eq!(
+            c.firmware.as_deref(),
+            Some(std::path::Path::new("/bios.bin"))
+        );
+        assert!(c.kernel.as_os_str().is_empty());
+        for bad in [
+            &["vt-vmm"][..],
+            &["vt-vmm", "--firmware", "/b", "--kernel", "/k"],
+            &["vt-vmm", "--firmware", "/b", "--initrd", "/i"],
+        ] {
+            assert!(Args::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn confinement_flags() {
         let on = Args::parse_from(["vt-vmm", "--kernel", "/k"]).policy();
         assert_eq!(on, vmm::sandbox::Policy::default());

@@ -259,7 +259,7 @@ impl BusDevice for FwCfg {
             (4, 4) => self.dma_high = u32::from_be_bytes([data[0], data[1], data[2], data[3]]),
             (8, 4) => {
                 let low = u32::from_be_bytes([data[0], data[1], data[2], data[3]]);
-                let at = u64::from(self.dma_high) << 32 | u64::from(low);
+                let at = (u64::from(self.dma_high) << 32) | u64::from(low);
                 self.dma_high = 0;
                 self.dma(at);
             }

@@ -131,7 +131,7 @@ fn from_tm(tm: &Tm) -> i64 {
 
 fn to_bcd(v: u32) -> u8 {
     let v = v % 100;
-    ((v / 10) << 4 | v % 10) as u8
+    (((v / 10) << 4) | (v % 10)) as u8
 }
 
 fn from_bcd(v: u8) -> u32 {
