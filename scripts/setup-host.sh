@@ -21,8 +21,12 @@
 #                     vtd tests: GET /metrics parsed by the Prometheus Python
 #                     client's OpenMetrics parser
 #   tmux              vtd tests: `vt top` on a terminal, its screen read back
+#   mmdebstrap, grub-pc-bin, grub-efi-amd64-bin, grub-common, e2fsprogs, fdisk,
+#   dosfstools, mtools, seabios, ovmf
+#                     the Debian test disk images booted through firmware
+#                     (scripts/guest-image.sh) and their firmware
 set -euo pipefail
-PKGS="qemu-system-x86 qemu-utils busybox-static cpio lz4 zstd xz-utils file binutils procps iproute2 util-linux bsdutils iperf3 curl nftables dnsmasq-base squashfuse squashfs-tools systemd groff-base man-db python3-prometheus-client tmux"
+PKGS="qemu-system-x86 qemu-utils busybox-static cpio lz4 zstd xz-utils file binutils procps iproute2 util-linux bsdutils iperf3 curl nftables dnsmasq-base squashfuse squashfs-tools systemd groff-base man-db python3-prometheus-client tmux mmdebstrap grub-pc-bin grub-efi-amd64-bin grub-common e2fsprogs fdisk dosfstools mtools seabios ovmf"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-host.sh
 scripts/guest-artifacts.sh
+scripts/guest-image.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -q -- -D warnings
 log=$(mktemp)

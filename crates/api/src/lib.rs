@@ -4,6 +4,7 @@
 //! files, the `vt-vmm` control socket ([`control`]) and the `vtd` REST API
 //! ([`manager`]). Unknown fields are rejected.
 
+mod boot;
 pub mod control;
 pub mod counters;
 mod devices;
@@ -13,6 +14,7 @@ pub mod stats;
 pub mod usage;
 mod vm;
 
+pub use boot::BootMode;
 pub use devices::{
     canonical_mac, format_mac, parse_disk, parse_mac, parse_net, parse_size, CacheMode, DiskConfig,
     DiskFormat, NetConfig, RateLimit, SpecError, MAX_SERIAL_LEN,

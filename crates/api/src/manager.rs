@@ -80,9 +80,15 @@ pub struct VmDefinition {
     /// A virtio-balloon device (`vt setmem` resizes the guest through it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub balloon: Option<crate::BalloonConfig>,
+    /// How the VM boots: `kernel` (direct kernel boot, the default; left
+    /// out when stored), `bios` or `uefi` (a firmware boots from the
+    /// disks; no kernel, initrd or command line then).
+    #[serde(default, skip_serializing_if = "crate::BootMode::is_kernel")]
+    pub boot: crate::BootMode,
     /// Absolute path of the kernel (bzImage or ELF vmlinux). When absent
-    /// from a `POST /vms`, `vtd` fills in its `--default-kernel` (and
-    /// `--default-initrd`); a stored definition always has one.
+    /// from a `POST /vms` with `boot` `kernel`, `vtd` fills in its
+    /// `--default-kernel` (and `--default-initrd`); a stored definition
+    /// booting a kernel always has one.
     #[serde(default)]
     pub kernel: Option<PathBuf>,
     #[serde(default)]
@@ -311,6 +317,10 @@ pub enum DefinitionError {
     PathNul(&'static str),
     #[error("memory: {0}")]
     MemoryOptions(crate::ConfigError),
+    #[error("boot {0}: the firmware boots the disk's own bootloader; a kernel, initrd or command line needs boot kernel")]
+    FirmwareWithKernel(&'static str),
+    #[error("boot {0}: the firmware boots from a disk, and the VM has none")]
+    FirmwareWithoutDisk(&'static str),
 }
 
 /// Whether `b` may name a bridge (an interface name that is also safe as
@@ -368,6 +378,17 @@ impl VmDefinition {
         }
         if self.cmdline.starts_with('-') {
             return Err(DefinitionError::CmdlineDash);
+        }
+        if self.boot.is_firmware() {
+            let b = self.boot.as_str();
+            // The serde default ("console=ttyS0") stands for "not given".
+            let cmdline = !self.cmdline.is_empty() && self.cmdline != default_cmdline();
+            if self.kernel.is_some() || self.initrd.is_some() || cmdline {
+                return Err(DefinitionError::FirmwareWithKernel(b));
+            }
+            if self.disks.is_empty() {
+                return Err(DefinitionError::FirmwareWithoutDisk(b));
+            }
         }
         let abs = |what, p: &PathBuf| {
             if p.as_os_str().as_encoded_bytes().contains(&0) {
@@ -441,6 +462,42 @@ mod tests {
         let e = serde_json::from_str::<VmDefinition>(r#"{"name":"a","kernel":"/k","ram":1}"#)
             .unwrap_err();
         assert!(e.to_string().contains("unknown field `ram`"), "{e}");
+    }
+
+    #[test]
+    fn firmware_boot_needs_a_disk_and_no_kernel() {
+        // A definition from before boot modes boots its kernel.
+        assert_eq!(def().boot, crate::BootMode::Kernel);
+        let j = r#"{"name":"a","boot":"bios","disks":[{"path":"/d.img"}]}"#;
+        let mut d: VmDefinition = serde_json::from_str(j).unwrap();
+        assert_eq!(d.boot, crate::BootMode::Bios);
+        d.validate().unwrap();
+        let stored = serde_json::to_string(&d).unwrap();
+        assert!(stored.contains(r#""boot":"bios""#), "{stored}");
+        assert!(!serde_json::to_string(&def()).unwrap().contains("boot"));
+        d.cmdline = "root=/dev/vda1".into();
+        assert_eq!(
+            d.validate(),
+            Err(DefinitionError::FirmwareWithKernel("bios"))
+        );
+        d.cmdline.clear();
+        d.kernel = Some("/k".into());
+        let e = d.validate().unwrap_err();
+        assert_eq!(e, DefinitionError::FirmwareWithKernel("bios"));
+        assert!(e.to_string().contains("needs boot kernel"), "{e}");
+        d.kernel = None;
+        d.initrd = Some("/i".into());
+        assert_eq!(
+            d.validate(),
+            Err(DefinitionError::FirmwareWithKernel("bios"))
+        );
+        d.initrd = None;
+        d.boot = crate::BootMode::Uefi;
+        d.disks.clear();
+        let e = d.validate().unwrap_err();
+        assert_eq!(e, DefinitionError::FirmwareWithoutDisk("uefi"));
+        assert!(e.to_string().contains("has none"), "{e}");
+        assert!(serde_json::from_str::<VmDefinition>(r#"{"name":"a","boot":"cdrom"}"#).is_err());
     }
 
     #[test]

@@ -41,8 +41,13 @@ pub enum OnReboot {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VmConfig {
-    /// bzImage or ELF vmlinux.
+    /// bzImage or ELF vmlinux; empty when `firmware` boots the VM.
+    #[serde(default)]
     pub kernel: PathBuf,
+    /// A firmware image (SeaBIOS `bios-256k.bin`) booting the VM from its
+    /// disks instead of a kernel; mapped to end at 4 GiB.
+    #[serde(default)]
+    pub firmware: Option<PathBuf>,
     #[serde(default)]
     pub initrd: Option<PathBuf>,
     #[serde(default)]
@@ -216,8 +221,10 @@ pub enum ConfigError {
     Cpus(u32),
     #[error("memory must be between {MIN_MEMORY_MIB} MiB and {MAX_MEMORY_MIB} MiB, got {0} MiB")]
     Memory(u64),
-    #[error("kernel path is empty")]
+    #[error("kernel path is empty (give a kernel or a firmware)")]
     NoKernel,
+    #[error("a firmware boots from the disks: a kernel, initramfs or command line through the firmware (fw_cfg) is not supported")]
+    FirmwareWithKernel,
     #[error("disk {0}: {1}")]
     Disk(usize, SpecError),
     #[error("NIC {0}: {1}")]
@@ -242,6 +249,7 @@ impl VmConfig {
     pub fn new(kernel: impl Into<PathBuf>) -> Self {
         VmConfig {
             kernel: kernel.into(),
+            firmware: None,
             initrd: None,
             cmdline: String::new(),
             cpus: default_cpus(),
@@ -258,8 +266,13 @@ impl VmConfig {
 
     /// Checks what can be checked without touching the host.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.kernel.as_os_str().is_empty() {
-            return Err(ConfigError::NoKernel);
+        match (&self.firmware, self.kernel.as_os_str().is_empty()) {
+            (None, true) => return Err(ConfigError::NoKernel),
+            (Some(_), false) => return Err(ConfigError::FirmwareWithKernel),
+            (Some(_), true) if self.initrd.is_some() => {
+                return Err(ConfigError::FirmwareWithKernel)
+            }
+            _ => {}
         }
         if self.cpus == 0 || self.cpus > MAX_VCPUS {
             return Err(ConfigError::Cpus(self.cpus));
@@ -318,6 +331,25 @@ mod tests {
             assert_eq!(c.validate(), Err(ConfigError::Memory(mem)));
         }
         assert!(ConfigError::Memory(0).to_string().contains("between 8 MiB"));
+    }
+
+    #[test]
+    fn firmware_replaces_the_kernel() {
+        let mut c = VmConfig::new("");
+        assert_eq!(c.validate(), Err(ConfigError::NoKernel));
+        c.firmware = Some("/bios.bin".into());
+        c.validate().unwrap();
+        c.initrd = Some("/i".into());
+        assert_eq!(c.validate(), Err(ConfigError::FirmwareWithKernel));
+        c.initrd = None;
+        c.kernel = "/k".into();
+        assert_eq!(c.validate(), Err(ConfigError::FirmwareWithKernel));
+        let j: VmConfig = serde_json::from_str(r#"{"firmware":"/bios.bin"}"#).unwrap();
+        assert_eq!(
+            j.firmware.as_deref(),
+            Some(std::path::Path::new("/bios.bin"))
+        );
+        j.validate().unwrap();
     }
 
     #[test]

@@ -19,7 +19,7 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::layout::{
     ACPI_END, ACPI_START, IOAPIC_ADDR, LAPIC_ADDR, PCI_ECAM_SIZE, PCI_ECAM_START, PCI_MMIO32_END,
-    PCI_MMIO32_START,
+    PCI_MMIO32_HIGH_END, PCI_MMIO32_HIGH_START, PCI_MMIO32_START,
 };
 
 /// Sleep control register (FADT): the guest writes `SLP_TYP << 2 | SLP_EN`.
@@ -45,14 +45,17 @@ const OEM_ID: [u8; 6] = *b"VTSYS ";
 const OEM_TABLE_ID: [u8; 8] = *b"VTVMM   ";
 const OEM_REVISION: u32 = 1;
 
-/// IAPC boot flags: no VGA, no CMOS RTC (we emulate neither).
+/// IAPC boot flags: no VGA (the CMOS RTC is there).
 const IAPC_VGA_NOT_PRESENT: u16 = 1 << 2;
-const IAPC_CMOS_RTC_NOT_PRESENT: u16 = 1 << 5;
+
+/// The CMOS RTC's ports (index, data).
+pub const RTC_PORT: u16 = 0x70;
+pub const RTC_PORTS: u16 = 2;
 
 /// Errors writing the tables.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("ACPI tables do not fit below 1 MiB")]
+    #[error("ACPI tables do not fit in their area")]
     TooLarge,
     #[error("cannot write ACPI tables to guest memory")]
     Write(#[source] vm_memory::GuestMemoryError),
@@ -85,7 +88,15 @@ fn pci_root_aml(sink: &mut dyn acpi_tables::AmlSink) {
         (PCI_MMIO32_END - 1) as u32,
         None,
     );
-    let crs = aml::ResourceTemplate::new(vec![&bus, &cfg_io, &io_low, &io_high, &mem32]);
+    let mem32_high = aml::AddressSpace::new_memory(
+        aml::AddressSpaceCacheable::NotCacheable,
+        true,
+        PCI_MMIO32_HIGH_START as u32,
+        (PCI_MMIO32_HIGH_END - 1) as u32,
+        None,
+    );
+    let crs =
+        aml::ResourceTemplate::new(vec![&bus, &cfg_io, &io_low, &io_high, &mem32, &mem32_high]);
     let (hid, cid) = (
         aml::Name::new("_HID".into(), &hid),
         aml::Name::new("_CID".into(), &cid),
@@ -141,7 +152,20 @@ fn power_button_aml(sink: &mut dyn acpi_tables::AmlSink) {
     aml::Device::new("_SB_.GED0".into(), vec![&ged_hid, &uid, &crs, &evt]).to_aml_bytes(sink);
 }
 
-/// The DSDT: COM1, the PCI root bridge, the power button and the `_S5`
+/// The CMOS RTC (`PNP0B00`), ports only: without an interrupt, Linux's
+/// `rtc_cmos` reads it by polling (we raise no RTC interrupts).
+fn rtc_aml(sink: &mut dyn acpi_tables::AmlSink) {
+    let io = aml::IO::new(RTC_PORT, RTC_PORT, 1, RTC_PORTS as u8);
+    let crs = aml::ResourceTemplate::new(vec![&io]);
+    let hid = aml::EISAName::new("PNP0B00");
+    let uid: u8 = 0;
+    let hid = aml::Name::new("_HID".into(), &hid);
+    let uid = aml::Name::new("_UID".into(), &uid);
+    let crs = aml::Name::new("_CRS".into(), &crs);
+    aml::Device::new("_SB_.RTC_".into(), vec![&hid, &uid, &crs]).to_aml_bytes(sink);
+}
+
+/// The DSDT: COM1, the RTC, the PCI root bridge, the power button and the `_S5`
 /// sleep state.
 pub fn dsdt() -> Vec<u8> {
     let mut sdt = Sdt::new(*b"DSDT", 36, 6, OEM_ID, OEM_TABLE_ID, OEM_REVISION);
@@ -156,6 +180,7 @@ pub fn dsdt() -> Vec<u8> {
     let crs = aml::Name::new("_CRS".into(), &crs);
     let com1 = aml::Device::new("_SB_.COM1".into(), vec![&hid, &uid, &crs]);
     com1.to_aml_bytes(&mut sdt);
+    rtc_aml(&mut sdt);
     power_button_aml(&mut sdt);
     let s5_type = S5_SLEEP_TYPE;
     let s5 = aml::Name::new("_S5_".into(), &aml::Package::new(vec![&s5_type]));
@@ -172,7 +197,7 @@ pub fn fadt(dsdt_addr: u64) -> Vec<u8> {
         .flag(Flags::PwrButton)
         .flag(Flags::SlpButton)
         .dsdt_64(dsdt_addr);
-    f.iapc_boot_arch = (IAPC_VGA_NOT_PRESENT | IAPC_CMOS_RTC_NOT_PRESENT).into();
+    f.iapc_boot_arch = IAPC_VGA_NOT_PRESENT.into();
     let port = |p: u16| {
         GAS::new(
             AddressSpace::SystemIo,
@@ -208,11 +233,27 @@ pub fn madt(cpus: u8) -> Vec<u8> {
 /// Writes all tables from [`ACPI_START`]; returns the RSDP address.
 pub fn write_tables(mem: &GuestMemoryMmap, cpus: u8) -> Result<GuestAddress, Error> {
     let rsdp_addr = ACPI_START;
-    let mut next = align8(rsdp_addr + Rsdp::len() as u64);
+    let rsdp = place_tables(mem, cpus, align8(rsdp_addr + Rsdp::len() as u64), ACPI_END)?;
+    mem.write_slice(&rsdp, GuestAddress(rsdp_addr))
+        .map_err(Error::Write)?;
+    Ok(GuestAddress(rsdp_addr))
+}
+
+/// Writes the tables other than the RSDP in `[start, end)` of guest memory;
+/// returns the RSDP (36 bytes, checksums set) pointing at them, for the
+/// caller to place (below 1 MiB, or through the firmware's table-loader).
+pub fn place_tables(
+    mem: &GuestMemoryMmap,
+    cpus: u8,
+    start: u64,
+    end: u64,
+) -> Result<Vec<u8>, Error> {
+    let limit = end;
+    let mut next = align8(start);
     let mut place = |table: &[u8]| -> Result<u64, Error> {
         let addr = next;
         let end = addr + table.len() as u64;
-        if end > ACPI_END {
+        if end > limit {
             return Err(Error::TooLarge);
         }
         mem.write_slice(table, GuestAddress(addr))
@@ -229,10 +270,7 @@ pub fn write_tables(mem: &GuestMemoryMmap, cpus: u8) -> Result<GuestAddress, Err
     xsdt.add_entry(madt_addr);
     xsdt.add_entry(mcfg_addr);
     let xsdt_addr = place(&bytes_of(&xsdt))?;
-    let rsdp = bytes_of(&Rsdp::new(OEM_ID, xsdt_addr));
-    mem.write_slice(&rsdp, GuestAddress(rsdp_addr))
-        .map_err(Error::Write)?;
-    Ok(GuestAddress(rsdp_addr))
+    Ok(bytes_of(&Rsdp::new(OEM_ID, xsdt_addr)))
 }
 
 fn align8(x: u64) -> u64 {
@@ -267,6 +305,7 @@ mod tests {
         assert!(has(b"COM1"));
         assert!(has(b"PCI0"));
         assert!(has(b"MBRD"));
+        assert!(has(b"RTC_"));
         for name in [&b"PWRB"[..], b"GED0", b"ACPI0013\0", b"_EVT"] {
             assert!(has(name), "{}", String::from_utf8_lossy(name));
         }

@@ -36,11 +36,30 @@ pub const MMIO_HOLE_END: u64 = 0x1_0000_0000;
 /// 32-bit PCI BAR window (start, exclusive end).
 pub const PCI_MMIO32_START: u64 = MMIO_HOLE_START;
 pub const PCI_MMIO32_END: u64 = 0xe000_0000;
+/// The second 32-bit PCI window, from the end of ECAM to the IOAPIC:
+/// where SeaBIOS puts the BARs it assigns (top-down from 0xFEC0_0000, as on
+/// a machine that is neither i440FX nor Q35). Direct boot does not use it.
+pub const PCI_MMIO32_HIGH_START: u64 = PCI_ECAM_START + PCI_ECAM_SIZE;
+pub const PCI_MMIO32_HIGH_END: u64 = IOAPIC_ADDR;
 /// PCI Express ECAM for bus 0 (1 MiB), declared in the MCFG.
 pub const PCI_ECAM_START: u64 = 0xe000_0000;
 pub const PCI_ECAM_SIZE: u64 = 1 << 20;
 pub const IOAPIC_ADDR: u64 = 0xfec0_0000;
 pub const LAPIC_ADDR: u64 = 0xfee0_0000;
+
+/// The largest firmware image: it is mapped to end at 4 GiB, above the
+/// LAPIC and KVM's TSS pages (see `hv::KVM_TSS_ADDRESS`).
+pub const FIRMWARE_MAX_SIZE: u64 = 16 << 20;
+/// Firmware images are whole multiples of this (flash sectors).
+pub const FIRMWARE_ALIGN: u64 = 64 << 10;
+/// The firmware's last 256 KiB are also copied to end at 1 MiB
+/// (0xC0000..0x100000: what SeaBIOS's shadowing through an i440FX's PAM
+/// registers copies there). Plain RAM, so SeaBIOS can write its data.
+pub const LEGACY_BIOS_START: u64 = 0xc0000;
+pub const LEGACY_BIOS_SIZE: u64 = 256 << 10;
+/// With firmware, our ACPI tables sit in the last 64 KiB of RAM below
+/// 4 GiB, marked reserved in the e820 map fw_cfg gives the firmware.
+pub const FIRMWARE_ACPI_SIZE: u64 = 64 << 10;
 
 /// Smallest guest we accept (room for the boot structures and a kernel).
 pub const MIN_MEMORY: u64 = 8 << 20;

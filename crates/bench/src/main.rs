@@ -5,6 +5,8 @@
 //! - `rss`: resident memory of a running VM split into guest RAM touched and
 //!   VMM overhead (/proc/PID/smaps);
 //! - `linux`: stock Linux to init in the lab (runs `linux-inner` there);
+//! - `firmware`: a Debian disk image through SeaBIOS and GRUB to systemd,
+//!   vt-vmm vs QEMU `-M pc`, in the lab (runs `firmware-inner` there);
 //! - `io`: block and network throughput in the lab (also vs the lab host);
 //! - `all`: tiny, rss and linux, written to BENCHMARKS.md;
 //! - `confinement`: the tiny guest with the VMM's seccomp + Landlock on
@@ -25,6 +27,7 @@ mod api;
 mod audit;
 mod confine;
 mod faults;
+mod firmware;
 mod hang;
 mod host;
 mod io;
@@ -59,6 +62,11 @@ enum Cmd {
     /// The lab half of `linux` (run inside the lab)
     #[command(hide = true)]
     LinuxInner(linux::InnerArgs),
+    /// A Debian disk image through SeaBIOS and GRUB to systemd, in the lab
+    Firmware(firmware::FirmwareArgs),
+    /// The lab half of `firmware` (run inside the lab)
+    #[command(hide = true)]
+    FirmwareInner(firmware::FirmwareInnerArgs),
     /// Block and network I/O in the lab: vt-vmm, QEMU and the lab host
     Io(io::IoArgs),
     /// Run tiny, rss and linux and write the Markdown report
@@ -114,6 +122,12 @@ fn main() -> ExitCode {
             let md = section::wrap("io-counters", &io::counters_report(&t));
             section::emit(a.out.as_deref(), "io-counters", &md)
         }),
+        Cmd::Firmware(a) => firmware::run(&a).map(|r| {
+            for t in &r.tables {
+                println!("{}", stats::markdown(t));
+            }
+        }),
+        Cmd::FirmwareInner(a) => firmware::inner(&a),
         Cmd::Io(a) => io::run(&a).and_then(|t| {
             let md = section::wrap("io", &io::report(&t));
             section::emit(a.out.as_deref(), "io", &md)

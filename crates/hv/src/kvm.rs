@@ -32,10 +32,11 @@ pub struct Hypervisor {
     kvm: Kvm,
 }
 
-/// Address KVM uses for the TSS on Intel; must not overlap guest RAM or MMIO.
-pub const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
+/// Address KVM uses for the TSS on Intel (QEMU's); must not overlap guest
+/// RAM, MMIO or a firmware image (mapped to end at 4 GiB, up to 16 MiB).
+pub const KVM_TSS_ADDRESS: usize = 0xfeff_d000;
 /// Address of the identity-map page KVM needs on Intel (just below the TSS).
-pub const KVM_IDENTITY_MAP_ADDRESS: u64 = 0xfffb_c000;
+pub const KVM_IDENTITY_MAP_ADDRESS: u64 = 0xfeff_c000;
 
 /// `/dev/kvm` opened before the process gave up the right to open it
 /// (a jailed VMM); [`Hypervisor::open`] duplicates it.

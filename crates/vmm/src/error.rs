@@ -18,6 +18,10 @@ pub enum Error {
         #[source]
         source: arch::boot::Error,
     },
+    #[error("firmware {path}: {reason}")]
+    Firmware { path: String, reason: String },
+    #[error("fw_cfg")]
+    FwCfg(#[from] devices::firmware::fw_cfg::Error),
     #[error("memory of {asked} MiB exceeds the host's {host} MiB")]
     MemoryExceedsHost { asked: u64, host: u64 },
     #[error("cannot map {0} MiB of guest memory")]
@@ -63,6 +67,7 @@ impl Error {
             Error::Config(_)
                 | Error::Open { .. }
                 | Error::Kernel { .. }
+                | Error::Firmware { .. }
                 | Error::MemoryExceedsHost { .. }
                 | Error::MapMemory(..)
                 | Error::Advise(..)

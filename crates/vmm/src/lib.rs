@@ -24,6 +24,7 @@ pub mod console;
 pub mod control;
 pub mod counters;
 mod error;
+pub mod firmware;
 pub mod memory;
 mod pci_devices;
 pub mod sandbox;

@@ -34,6 +34,10 @@ fn open_kernel(path: &Path) -> Result<File, Error> {
 /// Opens the kernel and initramfs once, so that a bad path gets its own
 /// error before Landlock (which would answer EACCES for a directory).
 pub fn check_boot_files(config: &VmConfig) -> Result<(), Error> {
+    if let Some(fw) = &config.firmware {
+        crate::firmware::load(fw)?;
+        return Ok(());
+    }
     open_kernel(&config.kernel)?;
     if let Some(initrd) = &config.initrd {
         open("initramfs", initrd)?;
@@ -77,12 +81,14 @@ pub fn load_guest(mem: &GuestMemoryMmap, config: &VmConfig, cpus: u8) -> Result<
 }
 
 /// Creates and configures all vCPUs; only vCPU 0 gets entry registers
-/// (the others wait for INIT/SIPI from the guest, as on hardware).
+/// (the others wait for INIT/SIPI from the guest, as on hardware). With
+/// no `boot_cpu` (firmware boot), vCPU 0 keeps KVM's reset state: real
+/// mode at the reset vector.
 pub fn create_vcpus(
     hv: &Hypervisor,
     vm: &hv::Vm,
     count: u8,
-    boot_cpu: &BootCpu,
+    boot_cpu: Option<&BootCpu>,
 ) -> Result<Vec<Vcpu>, Error> {
     let base_cpuid = hv.supported_cpuid()?;
     let msrs = hv::boot_msrs()?;
@@ -95,7 +101,7 @@ pub fn create_vcpus(
         vcpu.set_msrs(&msrs)?;
         vcpu.reset_fpu()?;
         vcpu.setup_lapic()?;
-        if index == 0 {
+        if let (0, Some(boot_cpu)) = (index, boot_cpu) {
             vcpu.set_regs(&boot::boot_regs(boot_cpu))?;
             let mut sregs = vcpu.sregs()?;
             boot::boot_sregs(boot_cpu, &mut sregs);

@@ -187,6 +187,17 @@ impl VcpuThread {
         }
     }
 
+    /// Where the vCPU was, for a crash report: `, at CS:RIP` and its mode.
+    fn where_at(&self) -> String {
+        match (self.vcpu.regs(), self.vcpu.sregs()) {
+            (Ok(r), Ok(s)) => format!(
+                ", at {:#x}:{:#x} (CS base {:#x}, CR0 {:#x}, RSP {:#x})",
+                s.cs.selector, r.rip, s.cs.base, s.cr0, r.rsp
+            ),
+            _ => String::new(),
+        }
+    }
+
     fn run_loop(&mut self) -> VcpuExitReason {
         let id = self.vcpu.id();
         let mut state = VcpuState::Running;
@@ -198,6 +209,9 @@ impl VcpuThread {
             match self.vcpu.run() {
                 Ok(exit) => match handle_exit(id, exit, &self.bus, &self.stats) {
                     Handled::Continue => {}
+                    Handled::End(VcpuExitReason::Crashed(m)) => {
+                        return VcpuExitReason::Crashed(format!("{m}{}", self.where_at()))
+                    }
                     Handled::End(reason) => return reason,
                     Handled::InternalError => {
                         let (sub, data) = self.vcpu.internal_error();

@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex};
 
 use api::VmConfig;
 use arch::acpi;
-use devices::legacy::{AcpiPower, Serial, I8042};
+use devices::firmware::{fw_cfg, DebugCon};
+use devices::legacy::{AcpiPower, Cmos, CmosConfig, Serial, I8042};
 use devices::pci::{PciConfigIo, PciConfigMmio, PciMmioWindow, PciRoot, ECAM_BUS_SIZE};
 use devices::virtio::balloon::BalloonControl;
 use devices::{PowerRequest, PowerSignal};
@@ -50,6 +51,8 @@ pub struct Vm {
     // Dropped in this order: the VM fd before the memory it maps.
     _vm: Arc<hv::Vm>,
     _mem: GuestMemoryMmap,
+    /// The firmware image's own memory slot (firmware boot only).
+    _rom: Option<GuestMemoryMmap>,
 }
 
 impl Drop for Vm {
@@ -75,11 +78,22 @@ impl Vm {
         let mem = memory::create(config.memory_mib, &config.memory)?;
         let mut vm = hv.create_vm()?;
         memory::register(&mut vm, &mem)?;
+        let rom = match &config.firmware {
+            Some(path) => Some(crate::firmware::install(
+                &mut vm,
+                &mem,
+                &crate::firmware::load(path)?,
+            )?),
+            None => None,
+        };
         vm.create_irqchip()?;
         let vm = Arc::new(vm);
         let count = u8::try_from(config.cpus)
             .map_err(|_| Error::TooManyVcpus(config.cpus, api::MAX_VCPUS))?;
-        let boot_cpu = setup::load_guest(&mem, config, count)?;
+        let boot_cpu = match rom {
+            Some(_) => None,
+            None => Some(setup::load_guest(&mem, config, count)?),
+        };
 
         let power = Arc::new(PowerSignal::new().map_err(|e| Error::Io("eventfd", e))?);
         let mut bus = Buses::default();
@@ -105,13 +119,40 @@ impl Vm {
             ))),
         )?;
 
+        let bytes = config.memory_bytes();
+        let cmos = Cmos::new(CmosConfig {
+            low_memory: arch::layout::low_ram_end(bytes),
+            high_memory: bytes.saturating_sub(arch::layout::MMIO_HOLE_START),
+            cpus: count,
+        });
+        bus.pio.insert(
+            acpi::RTC_PORT.into(),
+            acpi::RTC_PORTS.into(),
+            Arc::new(Mutex::new(cmos)),
+        )?;
+        if rom.is_some() {
+            let f = crate::firmware::fw_cfg(config, &mem, count)?;
+            bus.pio.insert(
+                fw_cfg::FW_CFG_PORT.into(),
+                fw_cfg::FW_CFG_PORTS.into(),
+                Arc::new(Mutex::new(f)),
+            )?;
+            bus.pio.insert(
+                devices::firmware::debugcon::DEBUGCON_PORT.into(),
+                1,
+                Arc::new(Mutex::new(DebugCon::new(Box::new(std::io::stderr())))),
+            )?;
+        }
+
         let mut pci = PciRoot::new();
         crate::pci_devices::add_pci_devices(config, &mem, &vm, &mut pci, balloon, stats)?;
         let pci = Arc::new(pci);
         bus.pio.insert(
             acpi::PCI_CONFIG_PORT.into(),
             acpi::PCI_CONFIG_PORTS.into(),
-            Arc::new(Mutex::new(PciConfigIo::new(pci.clone()))),
+            Arc::new(Mutex::new(
+                PciConfigIo::new(pci.clone()).with_reset(power.clone()),
+            )),
         )?;
         bus.mmio.insert(
             arch::layout::PCI_ECAM_START,
@@ -122,10 +163,16 @@ impl Vm {
         bus.mmio.insert(
             window,
             arch::layout::PCI_MMIO32_END - window,
-            Arc::new(Mutex::new(PciMmioWindow::new(pci, window))),
+            Arc::new(Mutex::new(PciMmioWindow::new(pci.clone(), window))),
+        )?;
+        let high = arch::layout::PCI_MMIO32_HIGH_START;
+        bus.mmio.insert(
+            high,
+            arch::layout::PCI_MMIO32_HIGH_END - high,
+            Arc::new(Mutex::new(PciMmioWindow::new(pci, high))),
         )?;
 
-        let vcpus = setup::create_vcpus(&hv, &vm, count, &boot_cpu)?;
+        let vcpus = setup::create_vcpus(&hv, &vm, count, boot_cpu.as_ref())?;
         Ok(Vm {
             vcpus,
             bus: Arc::new(bus),
@@ -134,6 +181,7 @@ impl Vm {
             stats: stats.clone(),
             _vm: vm,
             _mem: mem,
+            _rom: rom,
         })
     }
 

@@ -14,8 +14,13 @@ use clap::{Parser, ValueEnum};
 #[command(name = "vt-vmm", version, about)]
 pub struct Args {
     /// Kernel to boot: a bzImage or an ELF vmlinux (PVH entry used when present).
-    #[arg(long, value_name = "PATH")]
-    pub kernel: PathBuf,
+    #[arg(long, value_name = "PATH", required_unless_present = "firmware")]
+    pub kernel: Option<PathBuf>,
+    /// Boot through this firmware from the disks (`--disk` order is the
+    /// boot order) instead of a kernel: SeaBIOS's bios-256k.bin. Not with
+    /// --kernel/--initrd.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["kernel", "initrd"])]
+    pub firmware: Option<PathBuf>,
     /// Initramfs to load.
     #[arg(long, value_name = "PATH")]
     pub initrd: Option<PathBuf>,
@@ -159,7 +164,8 @@ impl Args {
     /// The VM configuration these flags describe.
     pub fn to_config(&self) -> Result<VmConfig, String> {
         let config = VmConfig {
-            kernel: self.kernel.clone(),
+            kernel: self.kernel.clone().unwrap_or_default(),
+            firmware: self.firmware.clone(),
             initrd: self.initrd.clone(),
             cmdline: self.cmdline.clone(),
             cpus: self.cpus,
@@ -256,6 +262,24 @@ mod tests {
         assert_eq!(c.cmdline, "console=ttyS0");
         let a = Args::parse_from(["vt-vmm", "--kernel", "/k", "--cpus", "0"]);
         assert!(a.to_config().unwrap_err().contains("between 1 and 254"));
+    }
+
+    #[test]
+    fn firmware_or_kernel() {
+        let a = Args::parse_from(["vt-vmm", "--firmware", "/bios.bin"]);
+        let c = a.to_config().unwrap();
+        assert_eq!(
+            c.firmware.as_deref(),
+            Some(std::path::Path::new("/bios.bin"))
+        );
+        assert!(c.kernel.as_os_str().is_empty());
+        for bad in [
+            &["vt-vmm"][..],
+            &["vt-vmm", "--firmware", "/b", "--kernel", "/k"],
+            &["vt-vmm", "--firmware", "/b", "--initrd", "/i"],
+        ] {
+            assert!(Args::try_parse_from(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -50,7 +50,12 @@ fn open_fd(path: &Path, write: bool, flags: i32, what: &str) -> Result<PathBuf, 
 /// Opens every resource of `config` (and binds `api`) here, outside the
 /// cell, and names them `/dev/fd/N` instead.
 fn preopen(config: &mut VmConfig, api: &mut Option<PathBuf>) -> Result<Option<PathBuf>, String> {
-    config.kernel = open_fd(&config.kernel, false, 0, "kernel")?;
+    if !config.kernel.as_os_str().is_empty() {
+        config.kernel = open_fd(&config.kernel, false, 0, "kernel")?;
+    }
+    if let Some(f) = &config.firmware {
+        config.firmware = Some(open_fd(f, false, 0, "firmware")?);
+    }
     if let Some(i) = &config.initrd {
         config.initrd = Some(open_fd(i, false, 0, "initrd")?);
     }

@@ -18,6 +18,7 @@ use std::sync::Mutex;
 use api::manager::VmDefinition;
 
 use crate::access::Kind;
+use crate::boot::Boot;
 use crate::daemon::Defaults;
 use crate::error::ApiError;
 use crate::store::VmDir;
@@ -238,7 +239,7 @@ fn file_size_limit(disks: &[File]) -> u64 {
 pub fn start(
     jail: &Jail,
     vmm: &Path,
-    kernel: &Path,
+    boot: &Boot,
     def: &VmDefinition,
     defaults: &Defaults,
     dir: &VmDir,
@@ -246,14 +247,27 @@ pub fn start(
 ) -> Result<Started, ApiError> {
     let Links { bridges, guard } = links;
     let mut p = Passed::default();
-    let k = open(def, defaults, guard, kernel, false, 0, "kernel")?;
-    let n = p.push(k);
-    p.arg("--kernel");
-    p.arg(format!("/dev/fd/{n}"));
-    if let Some(i) = &def.initrd {
-        let n = p.push(open(def, defaults, guard, i, false, 0, "initrd")?);
-        p.arg("--initrd");
-        p.arg(format!("/dev/fd/{n}"));
+    match boot {
+        Boot::Kernel(kernel) => {
+            let k = open(def, defaults, guard, kernel, false, 0, "kernel")?;
+            let n = p.push(k);
+            p.arg("--kernel");
+            p.arg(format!("/dev/fd/{n}"));
+            if let Some(i) = &def.initrd {
+                let n = p.push(open(def, defaults, guard, i, false, 0, "initrd")?);
+                p.arg("--initrd");
+                p.arg(format!("/dev/fd/{n}"));
+            }
+            p.arg("--cmdline");
+            p.arg(def.cmdline.clone());
+        }
+        Boot::Firmware(f) => {
+            // The admin's file (vtd's --bios), opened as vtd, read-only.
+            let fw = crate::access::open_as(None, "firmware", f, false, 0, Kind::Regular)?;
+            let n = p.push(fw);
+            p.arg("--firmware");
+            p.arg(format!("/dev/fd/{n}"));
+        }
     }
     let mut disks = Vec::new();
     for d in &def.disks {
@@ -324,8 +338,6 @@ pub fn start(
     p.arg("--api-socket");
     p.arg(format!("/dev/fd/{n}"));
     let mut args: Vec<OsString> = vec![
-        "--cmdline".into(),
-        def.cmdline.clone().into(),
         "--cpus".into(),
         def.vcpus.to_string().into(),
         "--memory".into(),

@@ -17,11 +17,14 @@ use crate::scan;
 use crate::store::{self, VmDir, MAX_SOCKET_PATH};
 use crate::vm::{lock, Vm};
 
-/// Kernel and initrd for definitions that name none.
+/// Kernel and initrd for definitions that name none, and the firmware
+/// for those that boot their disks.
 #[derive(Debug, Clone, Default)]
 pub struct Defaults {
     pub kernel: Option<PathBuf>,
     pub initrd: Option<PathBuf>,
+    /// `--bios` (`None`: [`crate::boot::DEFAULT_BIOS`]).
+    pub bios: Option<PathBuf>,
 }
 
 impl Defaults {
@@ -31,6 +34,13 @@ impl Defaults {
         [&self.kernel, &self.initrd]
             .iter()
             .any(|d| d.as_deref() == Some(p))
+    }
+
+    /// The BIOS firmware file.
+    pub fn bios(&self) -> &Path {
+        self.bios
+            .as_deref()
+            .unwrap_or(Path::new(crate::boot::DEFAULT_BIOS))
     }
 }
 
@@ -347,12 +357,17 @@ impl Daemon {
     pub(crate) fn check(&self, def: &VmDefinition) -> Result<(), ApiError> {
         def.validate()
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        let kernel = def.kernel.as_ref().ok_or_else(|| {
-            ApiError::bad_request(
-                "no kernel: give one (vt create --boot kernel=PATH; booting from a disk needs firmware, not supported yet) or start vtd with --default-kernel",
-            )
-        })?;
-        let files = std::iter::once(("kernel", kernel, false))
+        if def.boot.is_firmware() {
+            crate::boot::firmware(def.boot, self.defaults.bios())?;
+        } else if def.kernel.is_none() {
+            return Err(ApiError::bad_request(
+                "no kernel: give one (vt create --boot kernel=PATH), boot the disk's bootloader through firmware (vt create --import) or start vtd with --default-kernel",
+            ));
+        }
+        let files = def
+            .kernel
+            .iter()
+            .map(|k| ("kernel", k, false))
             .chain(def.initrd.iter().map(|i| ("initrd", i, false)))
             .chain(def.disks.iter().map(|d| ("disk", &d.path, !d.readonly)));
         for (what, p, write) in files {
@@ -387,7 +402,13 @@ impl Daemon {
 
     /// Defines a VM. Of two creates of one name, exactly one wins.
     pub fn create(&self, mut def: VmDefinition) -> Result<Arc<Vm>, ApiError> {
-        if def.kernel.is_none() {
+        if def.boot.is_firmware() {
+            // The serde default ("console=ttyS0") stands for "not given":
+            // a firmware boot has no command line of ours.
+            if def.cmdline == "console=ttyS0" {
+                def.cmdline.clear();
+            }
+        } else if def.kernel.is_none() {
             def.kernel = self.defaults.kernel.clone();
             if def.initrd.is_none() {
                 def.initrd = self.defaults.initrd.clone();

@@ -8,6 +8,7 @@
 mod access;
 mod admission;
 mod audit;
+mod boot;
 mod cell;
 mod console_log;
 mod daemon;
@@ -68,6 +69,10 @@ struct Args {
     /// Initrd that goes with `--default-kernel`.
     #[arg(long, value_name = "PATH")]
     default_initrd: Option<PathBuf>,
+    /// The BIOS firmware for VMs that boot their disk (`boot` `bios`,
+    /// `vt create --import`): SeaBIOS's bios-256k.bin.
+    #[arg(long, value_name = "PATH", default_value = boot::DEFAULT_BIOS)]
+    bios: PathBuf,
     /// Group (a name or a numeric id) to own the admin socket; members
     /// may use the whole API.
     #[arg(long, value_name = "GROUP")]
@@ -230,6 +235,7 @@ fn main() -> ExitCode {
     let defaults = daemon::Defaults {
         kernel: abs(args.default_kernel),
         initrd: abs(args.default_initrd),
+        bios: abs(Some(args.bios)),
     };
     let jail = match args.jail {
         OnOff::Off => None,

@@ -14,7 +14,12 @@ use crate::store::VmDir;
 /// Starts `vt-vmm` for `def` in its own session (so it outlives `vtd`),
 /// console to `console.log` (through its logger, [`crate::console_log`],
 /// on descriptor 3), its own output to `vmm.log`.
-pub fn spawn(vmm: &Path, kernel: &Path, def: &VmDefinition, dir: &VmDir) -> std::io::Result<Child> {
+pub fn spawn(
+    vmm: &Path,
+    boot: &crate::boot::Boot,
+    def: &VmDefinition,
+    dir: &VmDir,
+) -> std::io::Result<Child> {
     // One run per log: its last line tells how this run ended.
     let log = OpenOptions::new()
         .create(true)
@@ -24,12 +29,7 @@ pub fn spawn(vmm: &Path, kernel: &Path, def: &VmDefinition, dir: &VmDir) -> std:
     let console = crate::console_log::start(&dir.console())?;
     let console_fd = console.as_raw_fd();
     let mut cmd = Command::new(vmm);
-    cmd.arg("--kernel").arg(kernel);
-    if let Some(i) = &def.initrd {
-        cmd.arg("--initrd").arg(i);
-    }
-    cmd.arg("--cmdline")
-        .arg(&def.cmdline)
+    cmd.args(crate::boot::flags(boot, def))
         .arg("--cpus")
         .arg(def.vcpus.to_string())
         .arg("--memory")

@@ -330,15 +330,16 @@ impl Vm {
                 self.name()
             )));
         }
-        let kernel = def
-            .kernel
-            .clone()
-            .ok_or_else(|| ApiError::bad_request("the definition has no kernel"))?;
+        let boot = crate::boot::resolve(&def, defaults.bios())?;
         // Root's own definitions get a friendly early word; a caller's
         // files are checked only by opening them as the caller (below), so
         // nothing here tells whether a path it cannot see exists.
         let root_owned = def.owner.is_none_or(|o| o.uid == 0);
-        for (what, p) in std::iter::once(("kernel", &kernel))
+        for (what, p) in def
+            .kernel
+            .iter()
+            .filter(|_| def.boot.is_kernel())
+            .map(|k| ("kernel", k))
             .chain(def.initrd.iter().map(|i| ("initrd", i)))
             .filter(|_| root_owned)
         {
@@ -374,7 +375,7 @@ impl Vm {
                 let started = crate::cell::start(
                     jail,
                     vmm,
-                    &kernel,
+                    &boot,
                     &def,
                     defaults,
                     &self.dir,
@@ -428,7 +429,7 @@ impl Vm {
                         ),
                     ));
                 }
-                let mut child = process::spawn(vmm, &kernel, &def, &self.dir)
+                let mut child = process::spawn(vmm, &boot, &def, &self.dir)
                     .map_err(|e| ApiError::internal(&format!("cannot run {}", vmm.display()), e))?;
                 let pid = child.id();
                 let rt = Runtime {

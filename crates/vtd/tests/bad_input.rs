@@ -280,9 +280,14 @@ fn the_cli_reports_bad_input_with_exit_codes() {
             "unknown key 'vlan'",
         ),
         (
+            &["create", "--name", "x", "--boot", "network"],
+            2,
+            "'network' is not supported",
+        ),
+        (
             &["create", "--name", "x", "--boot", "hd"],
             2,
-            "direct kernel boot",
+            "give --disk path=IMAGE",
         ),
         (
             &["create", "--name", "x", "--boot", "kernel=nope"],

@@ -160,11 +160,27 @@ impl Default for PciRoot {
 pub struct PciConfigIo {
     root: Arc<PciRoot>,
     address: u32,
+    /// Where a reset through the reset control register (0xCF9) goes.
+    reset: Option<Arc<crate::PowerSignal>>,
 }
+
+/// Reset control register (0xCF9) bit: reset the CPU.
+const RCR_RESET_CPU: u8 = 1 << 2;
 
 impl PciConfigIo {
     pub fn new(root: Arc<PciRoot>) -> Self {
-        PciConfigIo { root, address: 0 }
+        PciConfigIo {
+            root,
+            address: 0,
+            reset: None,
+        }
+    }
+
+    /// Also serves the reset control register at 0xCF9 (a byte write with
+    /// bit 2 set resets the VM, as SeaBIOS and Linux's `reboot=pci` do).
+    pub fn with_reset(mut self, power: Arc<crate::PowerSignal>) -> Self {
+        self.reset = Some(power);
+        self
     }
 
     /// (bus, device, function, register) of the current address, if enabled.
@@ -201,12 +217,17 @@ impl BusDevice for PciConfigIo {
 
     fn write(&mut self, offset: u64, data: &[u8]) {
         match offset {
-            // Only whole-dword writes set the address (a byte write to 0xCF9
-            // is the reset control register on real chipsets, not ours).
+            // Only whole-dword writes set the address; a byte write to
+            // 0xCF9 is the reset control register.
             0 if data.len() == 4 => {
                 let mut b = [0u8; 4];
                 b.copy_from_slice(data);
                 self.address = u32::from_le_bytes(b);
+            }
+            1 if data.len() == 1 => {
+                if let (Some(p), true) = (&self.reset, data[0] & RCR_RESET_CPU != 0) {
+                    p.request(crate::PowerRequest::Reset);
+                }
             }
             4..=7 => {
                 if let Some((b, d, f, r)) = self.target() {
@@ -293,6 +314,18 @@ mod tests {
 
     fn cf8(bus: u32, dev: u32, func: u32, reg: u32) -> [u8; 4] {
         (0x8000_0000 | (bus << 16) | (dev << 11) | (func << 8) | (reg << 2)).to_le_bytes()
+    }
+
+    #[test]
+    fn reset_control_register_resets() {
+        let p = Arc::new(crate::PowerSignal::new().unwrap());
+        let mut io = PciConfigIo::new(Arc::new(PciRoot::new())).with_reset(p.clone());
+        io.write(1, &[0x02]);
+        assert_eq!(p.take(), None, "bit 2 clear");
+        io.write(1, &[0x02, 0x04]);
+        assert_eq!(p.take(), None, "not a byte write");
+        io.write(1, &[0x06]);
+        assert_eq!(p.take(), Some(crate::PowerRequest::Reset));
     }
 
     #[test]

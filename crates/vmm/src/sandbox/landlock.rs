@@ -50,7 +50,10 @@ impl Paths {
     /// The files of the VM `config` describes.
     pub fn of(config: &VmConfig) -> Self {
         let mut p = Paths::default();
-        p.read.push(config.kernel.clone());
+        if !config.kernel.as_os_str().is_empty() {
+            p.read.push(config.kernel.clone());
+        }
+        p.read.extend(config.firmware.iter().cloned());
         p.read.extend(config.initrd.iter().cloned());
         for d in &config.disks {
             if d.readonly {

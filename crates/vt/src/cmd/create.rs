@@ -3,6 +3,8 @@
 //! `vt create --name myvm --ram 1024 --disk path=myvm.img,size=10 --vcpus 2
 //! --os-type linux --network bridge=vtbr0 --graphics none --console pty
 //! [--boot kernel=PATH,initrd=PATH,kernel_args="console=ttyS0 ..."]`
+//! or, for a disk image with a bootloader, `--import --disk path=IMAGE`
+//! (see [`super::boot`]).
 //!
 //! Disks given with `size=` (GiB) or `backing=` are created here unless
 //! they exist: sparse raw, or qcow2 with `format=qcow2` (a `backing=BASE`
@@ -54,9 +56,15 @@ pub struct CreateArgs {
     /// or `none`; repeatable.
     #[arg(long, value_name = "SPEC")]
     pub network: Vec<String>,
-    /// `kernel=PATH[,initrd=PATH][,kernel_args="..."]` (direct kernel boot).
+    /// `kernel=PATH[,initrd=PATH][,kernel_args="..."]` (direct kernel
+    /// boot), `hd` (BIOS firmware boots the first disk, as `--import`) or
+    /// `uefi` (UEFI firmware).
     #[arg(long, value_name = "SPEC")]
     pub boot: Option<String>,
+    /// Boot the existing image of the first `--disk` through firmware
+    /// (its own bootloader, e.g. GRUB), BIOS unless `--boot uefi`.
+    #[arg(long)]
+    pub import: bool,
     /// Only `linux`.
     #[arg(long, value_name = "TYPE")]
     pub os_type: Option<String>,
@@ -195,24 +203,6 @@ pub(super) fn parse_network(spec: &str) -> CliResult<Option<NetworkSpec>> {
         )));
     }
     Ok(Some(net))
-}
-
-/// Sets kernel, initrd and command line from `--boot`.
-fn apply_boot(def: &mut VmDefinition, spec: &str) -> CliResult {
-    let keys = ["kernel", "initrd", "kernel_args", "cmdline", "extra_args"];
-    for (k, v) in pairs(spec, &keys).map_err(|e| CliError::usage(format!("--boot: {e}")))? {
-        match k.as_str() {
-            "kernel" => def.kernel = Some(absolute(&v)?),
-            "initrd" => def.initrd = Some(absolute(&v)?),
-            "kernel_args" | "cmdline" | "extra_args" => def.cmdline = v,
-            _ => {
-                return Err(CliError::usage(format!(
-                    "--boot {v}: only direct kernel boot (kernel=PATH,...) is supported"
-                )))
-            }
-        }
-    }
-    Ok(())
 }
 
 fn check_choice(flag: &str, value: &Option<String>, allowed: &str) -> CliResult {
@@ -355,6 +345,7 @@ pub fn run(c: &Client, a: CreateArgs, format: Format) -> CliResult {
             .as_deref()
             .map(|b| api::parse_balloon(b).map_err(|e| CliError::usage(format!("--balloon: {e}"))))
             .transpose()?,
+        boot: api::BootMode::Kernel,
         kernel: None,
         initrd: None,
         cmdline: "console=ttyS0".into(),
@@ -365,9 +356,7 @@ pub fn run(c: &Client, a: CreateArgs, format: Format) -> CliResult {
         cpu: Default::default(),
         unconfined: a.unconfined,
     };
-    if let Some(b) = &a.boot {
-        apply_boot(&mut def, b)?;
-    }
+    super::boot::apply(&mut def, a.boot.as_deref(), a.import)?;
     let mut new = Vec::new();
     for d in &a.disk {
         let (disk, n) = parse_disk(d)?;
@@ -377,6 +366,7 @@ pub fn run(c: &Client, a: CreateArgs, format: Format) -> CliResult {
     for n in &a.network {
         def.networks.extend(parse_network(n)?);
     }
+    super::boot::check_disks(&def)?;
     def.validate().map_err(|e| CliError::usage(e.to_string()))?;
 
     let made = make_disks(&mut def.disks, &new)?;

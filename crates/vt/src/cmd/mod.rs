@@ -1,6 +1,7 @@
 //! The verbs that talk to `vtd`, one file each (list and info share one).
 
 pub mod audit;
+mod boot;
 pub mod client;
 pub mod console;
 pub mod create;

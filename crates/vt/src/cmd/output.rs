@@ -59,6 +59,7 @@ pub fn vm_details(s: &VmStatus) {
             "Memory",
             format!("{} MiB{}", d.memory_mib, memory_options(&d.memory)),
         ),
+        ("Boot", boot_mode(d.boot).into()),
         ("Kernel", path(&d.kernel)),
         ("Initrd", path(&d.initrd)),
         ("Cmdline", d.cmdline.clone()),
@@ -210,4 +211,13 @@ fn api_name<T: serde::Serialize>(v: &T) -> String {
         .ok()
         .and_then(|j| j.as_str().map(String::from))
         .unwrap_or_default()
+}
+
+/// The boot mode as `vt info` shows it.
+fn boot_mode(b: api::BootMode) -> &'static str {
+    match b {
+        api::BootMode::Kernel => "kernel (direct kernel boot)",
+        api::BootMode::Bios => "bios (SeaBIOS boots the first disk)",
+        api::BootMode::Uefi => "uefi (OVMF boots the first disk)",
+    }
 }

@@ -435,3 +435,11 @@ pub fn pid_alive(pid: u32) -> bool {
             .unwrap_or_default()
             .contains(") Z ")
 }
+
+/// The value of the lab script's `VT-HOST key=value` line in `out`.
+pub fn host_value<'a>(out: &'a str, key: &str) -> &'a str {
+    let prefix = format!("VT-HOST {key}=");
+    out.lines()
+        .find_map(|l| l.trim_end().strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("no {key} in:\n{out}"))
+}

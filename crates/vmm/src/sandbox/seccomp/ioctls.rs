@@ -121,6 +121,9 @@ pub const KVM_BUILD: &[u64] = &[
 /// set tap offloads on activation.
 pub const VCPU: &[u64] = &[
     KVM_RUN,
+    // Registers for a crash report.
+    KVM_GET_REGS,
+    KVM_GET_SREGS,
     KVM_SET_GSI_ROUTING,
     KVM_IRQFD,
     KVM_IOEVENTFD,
