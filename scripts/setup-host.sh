@@ -2,6 +2,7 @@
 # Installs what VT System's build, tests and lab need on a fresh Debian host
 # (run as root). Idempotent: packages already present are left alone.
 #   qemu-system-x86   the lab (QEMU TCG) and the peer VMM in benchmarks
+#   seabios           bios-256k.bin for vt-vmm --firmware and its tests
 #   qemu-utils        qemu-img and qemu-io: the referee of the disk crate's qcow2 interop tests
 #   busybox-static, cpio, lz4, zstd, xz-utils, file, binutils
 #                     guest artifacts (scripts/guest-artifacts.sh)
@@ -15,7 +16,7 @@
 #   squashfuse, squashfs-tools
 #                     vtd tests: a FUSE file system for the vm_use_fusefs switch
 set -euo pipefail
-PKGS="qemu-system-x86 qemu-utils busybox-static cpio lz4 zstd xz-utils file binutils procps iproute2 util-linux bsdutils iperf3 curl nftables dnsmasq-base squashfuse squashfs-tools"
+PKGS="qemu-system-x86 seabios qemu-utils busybox-static cpio lz4 zstd xz-utils file binutils procps iproute2 util-linux bsdutils iperf3 curl nftables dnsmasq-base squashfuse squashfs-tools"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
