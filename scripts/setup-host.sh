@@ -2,6 +2,7 @@
 # Installs what VT System's build, tests and lab need on a fresh Debian host
 # (run as root). Idempotent: packages already present are left alone.
 #   qemu-system-x86   the lab (QEMU TCG) and the peer VMM in benchmarks
+#   seabios           bios-256k.bin for vt-vmm --firmware and its tests
 #   qemu-utils        qemu-img and qemu-io: the referee of the disk crate's qcow2 interop tests
 #   busybox-static, cpio, lz4, zstd, xz-utils, file, binutils
 #                     guest artifacts (scripts/guest-artifacts.sh)

@@ -82,11 +82,83 @@ fn qemu_cmd(qemu: &str, disk: &Path) -> Command {
     c
 }
 
-/// One boot: ms to GRUB's line, to the marker, to the exit; peak RSS MiB.
-fn boot(name: &str, mut cmd: Command) -> anyhow::Result<[f64; 4]> {
+/// The image's kernel command line (its grub.cfg's first entry).
+const CMDLINE: &str = "root=UUID=5e1f7a3c-0b7e-4d2a-9c51-7ee1da9e0001 rw console=ttyS0,115200n8";
+
+fn ours_direct(vmm: &Path, disk: &Path, kernel: &Path, initrd: &Path) -> Command {
+    let mut c = Command::new(vmm);
+    c.arg("--kernel")
+        .arg(kernel)
+        .arg("--initrd")
+        .arg(initrd)
+        .args(["--cmdline", CMDLINE])
+        .arg("--disk")
+        .arg(format!("path={}", disk.display()))
+        .args(["--cpus", &CPUS.to_string()])
+        .args(["--memory", &MEMORY_MIB.to_string()]);
+    c
+}
+
+fn qemu_direct(qemu: &str, disk: &Path, kernel: &Path, initrd: &Path) -> Command {
+    let mut c = qemu_cmd(qemu, disk);
+    c.arg("-kernel")
+        .arg(kernel)
+        .arg("-initrd")
+        .arg(initrd)
+        .args(["-append", CMDLINE]);
+    c
+}
+
+/// Copies the image's kernel and initramfs out of its root (partition 1,
+/// mounted read-only for the copy): (vmlinuz, initrd) in `to`.
+fn extract_kernel(disk: &Path, to: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let mnt = to.join("root");
+    std::fs::create_dir_all(&mnt)?;
+    let part = format!("{}1", disk.display());
+    let ok = Command::new("mount")
+        .args(["-o", "ro", &part])
+        .arg(&mnt)
+        .status()?
+        .success();
+    if !ok {
+        bail!("cannot mount {part}");
+    }
+    let copy = || -> anyhow::Result<(PathBuf, PathBuf)> {
+        let mut found = (None, None);
+        for e in std::fs::read_dir(mnt.join("boot"))? {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            let slot = if name.starts_with("vmlinuz-") {
+                &mut found.0
+            } else if name.starts_with("initrd.img-") {
+                &mut found.1
+            } else {
+                continue;
+            };
+            let dst = to.join(&name);
+            std::fs::copy(e.path(), &dst)?;
+            *slot = Some(dst);
+        }
+        match found {
+            (Some(k), Some(i)) => Ok((k, i)),
+            _ => bail!("no vmlinuz-*/initrd.img-* in the image's /boot"),
+        }
+    };
+    let r = copy();
+    let _ = Command::new("umount").arg(&mnt).status();
+    r
+}
+
+/// One boot: ms to GRUB's line (when `grub`), to the marker, to the exit;
+/// peak RSS MiB.
+fn boot(name: &str, mut cmd: Command, grub: bool) -> anyhow::Result<[f64; 4]> {
     let what = format!("{name}: {}", crate::run::describe(&cmd));
     let mut r = Running::spawn(&mut cmd, BOOT_TIMEOUT).context(what.clone())?;
-    let grub = r.read_until(GRUB_LINE)?;
+    let grub = if grub {
+        r.read_until(GRUB_LINE)?
+    } else {
+        Some(Duration::ZERO)
+    };
     let marker = r.read_until(MARKER)?;
     let f = r.finish()?;
     if f.timed_out || f.exit != Exit::Code(0) {
@@ -104,9 +176,88 @@ fn boot(name: &str, mut cmd: Command) -> anyhow::Result<[f64; 4]> {
     ])
 }
 
-/// In the lab: the image under each VMM, alternately.
+/// In the lab: the image under each VMM, alternately, through SeaBIOS and
+/// GRUB; then its kernel and initramfs booted directly.
 pub fn inner(args: &FirmwareInnerArgs) -> anyhow::Result<()> {
     let facts = Facts::gather(&args.qemu);
+    let mut tables = vec![through_firmware(args)];
+    let dir = std::env::temp_dir().join("vt-bench-firmware");
+    match extract_kernel(&args.disk, &dir) {
+        Ok((k, i)) => tables.push(direct(args, &k, &i)),
+        Err(e) => eprintln!("vt-bench: no direct-boot comparison: {e:#}"),
+    }
+    let result = InnerResult { facts, tables };
+    println!("VTBENCH-RESULT {}", serde_json::to_string(&result)?);
+    Ok(())
+}
+
+/// The same kernel, initramfs and root, booted without firmware.
+fn direct(args: &FirmwareInnerArgs, kernel: &Path, initrd: &Path) -> Table {
+    let mut series = [
+        Series::new("start → systemd marker (`VT-IMAGE-BOOTED`)", "ms"),
+        Series::new("start → process exit (guest `systemctl poweroff`)", "ms"),
+    ];
+    let mut notes = vec![format!(
+        "the image's own kernel and initramfs (copied out of its /boot), cmdline `{CMDLINE}`, \
+         the same disk, {MEMORY_MIB} MiB, {CPUS} vCPUs; vt-vmm loads the kernel itself, QEMU \
+         `-M pc -kernel` goes through SeaBIOS and its linuxboot_dma option ROM; compare with \
+         the table above for what firmware and GRUB cost"
+    )];
+    for i in 0..args.warmup + args.runs {
+        let n = format!("direct run {}/{}", i + 1, args.warmup + args.runs);
+        eprintln!("vt-bench: {n}");
+        let o = boot(
+            "vt-vmm",
+            ours_direct(&args.vmm, &args.disk, kernel, initrd),
+            false,
+        );
+        let q = boot(
+            "QEMU",
+            qemu_direct(&args.qemu, &args.disk, kernel, initrd),
+            false,
+        );
+        let (o, q) = match (o, q) {
+            (Ok(o), Ok(q)) => (o, q),
+            (o, q) => {
+                let e = o.err().or(q.err()).map(|e| format!("{e:#}"));
+                notes.push(format!(
+                    "**FAILED, series incomplete:** {}",
+                    e.unwrap_or_default().replace('\n', " ")
+                ));
+                break;
+            }
+        };
+        if i < args.warmup {
+            continue;
+        }
+        for (s, (o, q)) in series.iter_mut().zip([(o[1], q[1]), (o[2], q[2])]) {
+            s.ours.push(o);
+            s.qemu.push(q);
+        }
+    }
+    let shown = |p: &Path| Path::new("/tmp").join(p.file_name().unwrap_or_default());
+    Table {
+        title: "The same image's kernel booted directly, no firmware (lab)".into(),
+        command: String::new(),
+        ours_cmd: crate::run::describe(&ours_direct(
+            Path::new("vt-vmm"),
+            Path::new("/dev/vda"),
+            &shown(kernel),
+            &shown(initrd),
+        )),
+        qemu_cmd: crate::run::describe(&qemu_direct(
+            &args.qemu,
+            Path::new("/dev/vda"),
+            &shown(kernel),
+            &shown(initrd),
+        )),
+        notes,
+        series: series.to_vec(),
+    }
+}
+
+/// Through SeaBIOS and GRUB.
+fn through_firmware(args: &FirmwareInnerArgs) -> Table {
     let mut series = [
         Series::new("start → GRUB's first line (`VT-IMAGE grub`)", "ms"),
         Series::new("start → systemd marker (`VT-IMAGE-BOOTED`)", "ms"),
@@ -123,9 +274,9 @@ pub fn inner(args: &FirmwareInnerArgs) -> anyhow::Result<()> {
     for i in 0..args.warmup + args.runs {
         let n = format!("run {}/{}", i + 1, args.warmup + args.runs);
         eprintln!("vt-bench: {n}: vt-vmm");
-        let o = boot("vt-vmm", ours_cmd(&args.vmm, &args.disk));
+        let o = boot("vt-vmm", ours_cmd(&args.vmm, &args.disk), true);
         eprintln!("vt-bench: {n}: QEMU");
-        let q = boot("QEMU", qemu_cmd(&args.qemu, &args.disk));
+        let q = boot("QEMU", qemu_cmd(&args.qemu, &args.disk), true);
         let (o, q) = match (o, q) {
             (Ok(o), Ok(q)) => (o, q),
             (o, q) => {
@@ -147,20 +298,14 @@ pub fn inner(args: &FirmwareInnerArgs) -> anyhow::Result<()> {
         }
     }
     let disk = Path::new("/dev/vda");
-    let table = Table {
+    Table {
         title: "Debian disk image through SeaBIOS and GRUB to systemd (lab)".into(),
         command: String::new(),
         ours_cmd: crate::run::describe(&ours_cmd(Path::new("vt-vmm"), disk)),
         qemu_cmd: crate::run::describe(&qemu_cmd(&args.qemu, disk)),
         notes,
         series: series.to_vec(),
-    };
-    let result = InnerResult {
-        facts,
-        tables: vec![table],
-    };
-    println!("VTBENCH-RESULT {}", serde_json::to_string(&result)?);
-    Ok(())
+    }
 }
 
 /// On the host: boots the lab with the image as its /dev/vda (writes go to

@@ -185,8 +185,11 @@ pub fn fw_cfg(config: &VmConfig, mem: &GuestMemoryMmap, cpus: u8) -> Result<FwCf
     )?;
     f.add_file("etc/sercon-port", SERCON_PORT.to_le_bytes().to_vec())?;
     f.add_file("etc/acpi/rsdp", rsdp)?;
-    let loader = table_loader::allocate("etc/acpi/rsdp", 16, Zone::FSeg)
-        .ok_or_else(|| Error::Pci("table-loader file name".into()))?;
+    let loader = table_loader::allocate("etc/acpi/rsdp", 16, Zone::FSeg).ok_or_else(|| {
+        Error::FwCfg(devices::firmware::fw_cfg::Error::BadName(
+            "etc/acpi/rsdp".into(),
+        ))
+    })?;
     f.add_file("etc/table-loader", loader.to_vec())?;
     Ok(f)
 }

@@ -24,6 +24,7 @@ d=/sys/bus/pci/devices/0000:00:00.0
 echo "VT-GUEST pci_host_bridge=$(cat $d/vendor):$(cat $d/device):$(cat $d/class)"
 echo "VT-GUEST pci_ecam=$(dmesg | grep -c 'MMCONFIG at \[mem 0xe0000000-0xe00fffff\] reserved')"
 echo "VT-GUEST pci_fatal=$(dmesg | grep -c 'PCI: Fatal')"
+echo "VT-GUEST rtc_date=$(cat /sys/class/rtc/rtc0/date 2>/dev/null || echo none)"
 echo "VT-GUEST serial_line=$(grep ttyS0 /proc/interrupts | grep -o 'IO-APIC *[0-9]*-edge')"
 echo "VT-GUEST serial_interrupts=$(awk '/ttyS0/ {s=0; for (i=2; i<=NF; i++) if ($i ~ /^[0-9]+$/) s+=$i; print s}' /proc/interrupts)"
 "#;
@@ -171,6 +172,13 @@ fn stock_linux_boots_as_bzimage_and_elf_with_1_and_2_vcpus() {
         assert_eq!(bridge, Some("0x8086:0x0d57:0x060000"), "{}", ctx());
         assert_eq!(guest_value(&body, "pci_ecam"), Some("1"), "{}", ctx());
         assert_eq!(guest_value(&body, "pci_fatal"), Some("0"), "{}", ctx());
+        // The CMOS RTC (PNP0B00 in the DSDT, rtc_cmos): today's UTC date.
+        let rtc = guest_value(&body, "rtc_date").unwrap_or_default();
+        assert!(
+            rtc.len() == 10 && rtc.starts_with("20") && rtc.as_bytes()[4] == b'-',
+            "rtc_date={rtc}, {}",
+            ctx()
+        );
         let irqs: u64 = guest_value(&body, "serial_interrupts")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
