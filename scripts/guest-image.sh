@@ -157,12 +157,14 @@ set default=0
 search --no-floppy --fs-uuid --set=root $ROOT_UUID
 echo "VT-IMAGE grub: loading /boot/$KERNEL"
 menuentry "Debian $SUITE (VT test: marker, then power off)" {
-    linux /boot/$KERNEL root=UUID=$ROOT_UUID rw console=tty0 console=ttyS0,115200n8
+    linux /boot/$KERNEL root=UUID=$ROOT_UUID rw console=tty0 console=ttyS0,115200n8 earlyprintk=serial,ttyS0,115200
     initrd /boot/$INITRD
+    echo "VT-IMAGE grub: loaded, starting the kernel"
 }
 menuentry "Debian $SUITE (VT test: marker, then stay up)" {
-    linux /boot/$KERNEL root=UUID=$ROOT_UUID rw console=tty0 console=ttyS0,115200n8 vt.stay=1
+    linux /boot/$KERNEL root=UUID=$ROOT_UUID rw console=tty0 console=ttyS0,115200n8 earlyprintk=serial,ttyS0,115200 vt.stay=1
     initrd /boot/$INITRD
+    echo "VT-IMAGE grub: loaded, starting the kernel"
 }
 EOF
 }

@@ -193,6 +193,35 @@ impl Vm {
         Ok(Vcpu::new(fd, id))
     }
 
+    /// Masks every line of both in-kernel 8259 PICs (OCW1 = 0xff on the
+    /// master and the slave), as an OS that takes over from a BIOS does
+    /// with its own `init_8259A`. A hardware-reduced ACPI guest (Linux
+    /// with our FADT) never touches the PIC, so the BIOS's PIT tick would
+    /// otherwise keep arriving through LINT0 (ExtINT) at the BIOS's vector
+    /// 8, which the OS takes for a double fault.
+    ///
+    /// Errors: KVM_GET_IRQCHIP / KVM_SET_IRQCHIP failing (no irqchip).
+    pub fn mask_pic(&self) -> Result<()> {
+        for chip_id in [
+            kvm_bindings::KVM_IRQCHIP_PIC_MASTER,
+            kvm_bindings::KVM_IRQCHIP_PIC_SLAVE,
+        ] {
+            let mut chip = kvm_bindings::kvm_irqchip {
+                chip_id,
+                ..Default::default()
+            };
+            self.fd
+                .get_irqchip(&mut chip)
+                .map_err(|e| Error::Ioctl("KVM_GET_IRQCHIP", e))?;
+            // For the PIC chip ids KVM fills the union's `pic` member.
+            chip.chip.pic.imr = 0xff;
+            self.fd
+                .set_irqchip(&chip)
+                .map_err(|e| Error::Ioctl("KVM_SET_IRQCHIP", e))?;
+        }
+        Ok(())
+    }
+
     /// The raw VM file descriptor, for device set-up not wrapped here.
     pub fn fd(&self) -> &VmFd {
         &self.fd

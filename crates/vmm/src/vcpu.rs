@@ -35,6 +35,49 @@ pub struct Buses {
     pub mmio: MmioBus,
     /// Port I/O and MMIO exits handled (the control socket's counters).
     pub io_exits: Arc<std::sync::atomic::AtomicU64>,
+    /// Firmware boot only: what to do once the OS has taken over.
+    pub os_handoff: Option<OsHandoff>,
+}
+
+/// A firmware boot's hand-off to the OS, seen by vCPU 0: the first exit
+/// with paging on (CR0.PG; SeaBIOS and GRUB run without paging, every
+/// 64-bit OS and 32-bit Linux turn it on before their first port I/O).
+/// Then the 8259 PICs are masked ([`hv::Vm::mask_pic`]): the ACPI tables
+/// are hardware-reduced, so Linux never sets up the PIC that SeaBIOS left
+/// running with its timer at vector 8 (seen: a double fault as soon as
+/// Linux enabled interrupts). An OS that wants the PIC programs it anew.
+pub struct OsHandoff {
+    vm: Arc<hv::Vm>,
+    done: std::sync::atomic::AtomicBool,
+}
+
+impl OsHandoff {
+    /// Watches for the hand-off of the guest of `vm`.
+    pub fn new(vm: Arc<hv::Vm>) -> Self {
+        OsHandoff {
+            vm,
+            done: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Checks vCPU 0's CR0 after an exit; masks the PICs once paging is on.
+    fn check(&self, vcpu: &Vcpu) {
+        use std::sync::atomic::Ordering;
+        if self.done.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(sregs) = vcpu.sregs() else { return };
+        if sregs.cr0 & (1 << 31) == 0 {
+            return;
+        }
+        self.done.store(true, Ordering::Relaxed);
+        match self.vm.mask_pic() {
+            Ok(()) => {
+                tracing::debug!("firmware boot: the OS runs with paging on; 8259 PICs masked")
+            }
+            Err(e) => tracing::warn!("firmware boot: cannot mask the 8259 PICs: {e}"),
+        }
+    }
 }
 
 /// Messages from the VMM to one vCPU.
@@ -208,7 +251,11 @@ impl VcpuThread {
             }
             match self.vcpu.run() {
                 Ok(exit) => match handle_exit(id, exit, &self.bus, &self.stats) {
-                    Handled::Continue => {}
+                    Handled::Continue => {
+                        if let (0, Some(h)) = (id, &self.bus.os_handoff) {
+                            h.check(&self.vcpu);
+                        }
+                    }
                     Handled::End(VcpuExitReason::Crashed(m)) => {
                         return VcpuExitReason::Crashed(format!("{m}{}", self.where_at()))
                     }

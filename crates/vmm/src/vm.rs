@@ -131,6 +131,7 @@ impl Vm {
             Arc::new(Mutex::new(cmos)),
         )?;
         if rom.is_some() {
+            bus.os_handoff = Some(crate::vcpu::OsHandoff::new(vm.clone()));
             let f = crate::firmware::fw_cfg(config, &mem, count)?;
             bus.pio.insert(
                 fw_cfg::FW_CFG_PORT.into(),

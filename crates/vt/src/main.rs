@@ -227,6 +227,12 @@ fn managed(c: &Client, command: Command, f: Format) -> CliResult {
 }
 
 fn main() -> ExitCode {
+    // A reader that went away (`vt console NAME | grep -q X`, `| head`)
+    // ends `vt` quietly, as it does cat or virsh, instead of a panic in
+    // println!: Rust starts with SIGPIPE ignored.
+    // SAFETY: setting a signal's disposition to its default before any
+    // thread exists; no handler runs.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let args: Vec<String> = std::env::args().collect();
     cmd::errors::set_json(cmd::errors::wants_json(&args));
     let cli = match Cli::try_parse_from(&args) {

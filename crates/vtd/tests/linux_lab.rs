@@ -76,6 +76,7 @@ fn stock_linux_under_vtd_shuts_down_on_the_power_button() {
         .add_binary(env!("CARGO_BIN_EXE_vtd"), "/vt/vtd")
         .add_binary(bin("vt"), "/vt/vt")
         .add_binary(bin("vt-vmm"), "/vt/vt-vmm")
+        .add_binary(bin("vt-logger"), "/vt/vt-logger")
         .run_auto(SCRIPT)
         .expect("lab run");
     let o = out.stdout.as_str();

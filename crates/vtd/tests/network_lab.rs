@@ -203,6 +203,7 @@ fn two_guests_on_an_isolated_network() {
         .add_binary(env!("CARGO_BIN_EXE_vtd"), "/vt/vtd")
         .add_binary(bin("vt"), "/vt/vt")
         .add_binary(bin("vt-vmm"), "/vt/vt-vmm")
+        .add_binary(bin("vt-logger"), "/vt/vt-logger")
         // nftables' and iproute2's tools (busybox's ip makes no bridges).
         .add_binary(&nft, "/usr/sbin/nft")
         .add_binary(&ip, "/bin/ip")

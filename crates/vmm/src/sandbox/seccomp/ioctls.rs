@@ -5,8 +5,8 @@
 use std::mem::size_of;
 
 use kvm_bindings::{
-    kvm_cpuid2, kvm_fpu, kvm_ioeventfd, kvm_irq_routing, kvm_irqfd, kvm_lapic_state, kvm_msrs,
-    kvm_pit_config, kvm_regs, kvm_sregs, kvm_userspace_memory_region,
+    kvm_cpuid2, kvm_fpu, kvm_ioeventfd, kvm_irq_routing, kvm_irqchip, kvm_irqfd, kvm_lapic_state,
+    kvm_msrs, kvm_pit_config, kvm_regs, kvm_sregs, kvm_userspace_memory_region,
 };
 
 const NONE: u64 = 0;
@@ -41,6 +41,10 @@ pub const KVM_SET_IDENTITY_MAP_ADDR: u64 = ioc(WRITE, KVMIO, 0x48, size_of::<u64
 /// VM: in-kernel PIC/IOAPIC/LAPIC.
 pub const KVM_CREATE_IRQCHIP: u64 = ioc(NONE, KVMIO, 0x60, 0);
 /// VM: the GSI routing table (MSI routes; also from vCPUs on MSI-X writes).
+/// Reads an in-kernel irqchip's state (the PICs' masks at OS hand-off).
+pub const KVM_GET_IRQCHIP: u64 = ioc(READ | WRITE, KVMIO, 0x62, size_of::<kvm_irqchip>());
+/// Writes an in-kernel irqchip's state (KVM defines it as `_IOR`).
+pub const KVM_SET_IRQCHIP: u64 = ioc(READ, KVMIO, 0x63, size_of::<kvm_irqchip>());
 pub const KVM_SET_GSI_ROUTING: u64 = ioc(WRITE, KVMIO, 0x6a, size_of::<kvm_irq_routing>());
 /// VM: an eventfd that raises a GSI.
 pub const KVM_IRQFD: u64 = ioc(WRITE, KVMIO, 0x76, size_of::<kvm_irqfd>());
@@ -121,9 +125,13 @@ pub const KVM_BUILD: &[u64] = &[
 /// set tap offloads on activation.
 pub const VCPU: &[u64] = &[
     KVM_RUN,
-    // Registers for a crash report.
+    // Registers for a crash report (and CR0.PG at a firmware boot's OS
+    // hand-off).
     KVM_GET_REGS,
     KVM_GET_SREGS,
+    // The PICs masked at a firmware boot's OS hand-off (vCPU 0, once).
+    KVM_GET_IRQCHIP,
+    KVM_SET_IRQCHIP,
     KVM_SET_GSI_ROUTING,
     KVM_IRQFD,
     KVM_IOEVENTFD,
@@ -159,6 +167,8 @@ mod tests {
         assert_eq!(KVM_SET_CPUID2, 0x4008_ae90);
         assert_eq!(KVM_GET_LAPIC, 0x8400_ae8e);
         assert_eq!(KVM_SET_SREGS, 0x4138_ae84);
+        assert_eq!(KVM_GET_IRQCHIP, 0xc208_ae62);
+        assert_eq!(KVM_SET_IRQCHIP, 0x8208_ae63);
         assert_eq!(TUNSETIFF, 0x4004_54ca);
         assert_eq!(TUNSETOFFLOAD, 0x4004_54d0);
         assert_eq!(TUNSETVNETHDRSZ, 0x4004_54d8);
