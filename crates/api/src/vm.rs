@@ -269,7 +269,7 @@ impl VmConfig {
         match (&self.firmware, self.kernel.as_os_str().is_empty()) {
             (None, true) => return Err(ConfigError::NoKernel),
             (Some(_), false) => return Err(ConfigError::FirmwareWithKernel),
-            (Some(_), true) if self.initrd.is_some() => {
+            (Some(_), true) if self.initrd.is_some() || !self.cmdline.is_empty() => {
                 return Err(ConfigError::FirmwareWithKernel)
             }
             _ => {}
@@ -342,6 +342,9 @@ mod tests {
         c.initrd = Some("/i".into());
         assert_eq!(c.validate(), Err(ConfigError::FirmwareWithKernel));
         c.initrd = None;
+        c.cmdline = "console=ttyS0".into();
+        assert_eq!(c.validate(), Err(ConfigError::FirmwareWithKernel));
+        c.cmdline.clear();
         c.kernel = "/k".into();
         assert_eq!(c.validate(), Err(ConfigError::FirmwareWithKernel));
         let j: VmConfig = serde_json::from_str(r#"{"firmware":"/bios.bin"}"#).unwrap();

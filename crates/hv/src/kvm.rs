@@ -195,31 +195,39 @@ impl Vm {
 
     /// Masks every line of both in-kernel 8259 PICs (OCW1 = 0xff on the
     /// master and the slave), as an OS that takes over from a BIOS does
-    /// with its own `init_8259A`. A hardware-reduced ACPI guest (Linux
-    /// with our FADT) never touches the PIC, so the BIOS's PIT tick would
-    /// otherwise keep arriving through LINT0 (ExtINT) at the BIOS's vector
-    /// 8, which the OS takes for a double fault.
+    /// with its own `init_8259A` — but only while the master still has the
+    /// BIOS's vector base 0x08 (which collides with the double-fault
+    /// vector): a PIC the OS already reprogrammed is its own and is left
+    /// alone. A hardware-reduced ACPI guest (Linux with our FADT) never
+    /// touches the PIC, so the BIOS's PIT tick would otherwise keep
+    /// arriving through LINT0 (ExtINT) at vector 8. Returns whether it
+    /// masked.
     ///
     /// Errors: KVM_GET_IRQCHIP / KVM_SET_IRQCHIP failing (no irqchip).
-    pub fn mask_pic(&self) -> Result<()> {
-        for chip_id in [
-            kvm_bindings::KVM_IRQCHIP_PIC_MASTER,
-            kvm_bindings::KVM_IRQCHIP_PIC_SLAVE,
-        ] {
+    pub fn mask_bios_pic(&self) -> Result<bool> {
+        let get = |chip_id| {
             let mut chip = kvm_bindings::kvm_irqchip {
                 chip_id,
                 ..Default::default()
             };
             self.fd
                 .get_irqchip(&mut chip)
-                .map_err(|e| Error::Ioctl("KVM_GET_IRQCHIP", e))?;
-            // For the PIC chip ids KVM fills the union's `pic` member.
+                .map(|()| chip)
+                .map_err(|e| Error::Ioctl("KVM_GET_IRQCHIP", e))
+        };
+        let master = get(kvm_bindings::KVM_IRQCHIP_PIC_MASTER)?;
+        // SAFETY: for the PIC chip ids KVM fills the union's `pic` member;
+        // it is plain bytes, any value is valid.
+        if unsafe { master.chip.pic.irq_base } != 0x08 {
+            return Ok(false);
+        }
+        for mut chip in [master, get(kvm_bindings::KVM_IRQCHIP_PIC_SLAVE)?] {
             chip.chip.pic.imr = 0xff;
             self.fd
                 .set_irqchip(&chip)
                 .map_err(|e| Error::Ioctl("KVM_SET_IRQCHIP", e))?;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// The raw VM file descriptor, for device set-up not wrapped here.

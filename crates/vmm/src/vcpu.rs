@@ -39,13 +39,14 @@ pub struct Buses {
     pub os_handoff: Option<OsHandoff>,
 }
 
-/// A firmware boot's hand-off to the OS, seen by vCPU 0: the first exit
-/// with paging on (CR0.PG; SeaBIOS and GRUB run without paging, every
-/// 64-bit OS and 32-bit Linux turn it on before their first port I/O).
-/// Then the 8259 PICs are masked ([`hv::Vm::mask_pic`]): the ACPI tables
-/// are hardware-reduced, so Linux never sets up the PIC that SeaBIOS left
+/// A firmware boot's hand-off to the OS, seen by vCPU 0: the first port
+/// I/O exit with paging on (CR0.PG; SeaBIOS and GRUB run without paging,
+/// every 64-bit OS and 32-bit Linux turn it on before their first port
+/// I/O, interrupts still off). Then the 8259 PICs are masked if they still
+/// have the BIOS's vectors ([`hv::Vm::mask_bios_pic`]): the ACPI tables are
+/// hardware-reduced, so Linux never sets up the PIC that SeaBIOS left
 /// running with its timer at vector 8 (seen: a double fault as soon as
-/// Linux enabled interrupts). An OS that wants the PIC programs it anew.
+/// Linux enabled interrupts). An OS that reprogrammed the PIC keeps it.
 pub struct OsHandoff {
     vm: Arc<hv::Vm>,
     done: std::sync::atomic::AtomicBool,
@@ -60,7 +61,8 @@ impl OsHandoff {
         }
     }
 
-    /// Checks vCPU 0's CR0 after an exit; masks the PICs once paging is on.
+    /// Checks vCPU 0's CR0 after a port I/O exit; once paging is on,
+    /// masks the PICs if they still have the BIOS's vectors.
     fn check(&self, vcpu: &Vcpu) {
         use std::sync::atomic::Ordering;
         if self.done.load(Ordering::Relaxed) {
@@ -71,10 +73,11 @@ impl OsHandoff {
             return;
         }
         self.done.store(true, Ordering::Relaxed);
-        match self.vm.mask_pic() {
-            Ok(()) => {
+        match self.vm.mask_bios_pic() {
+            Ok(true) => {
                 tracing::debug!("firmware boot: the OS runs with paging on; 8259 PICs masked")
             }
+            Ok(false) => tracing::debug!("firmware boot: the OS reprogrammed the 8259 PICs"),
             Err(e) => tracing::warn!("firmware boot: cannot mask the 8259 PICs: {e}"),
         }
     }
@@ -249,24 +252,29 @@ impl VcpuThread {
             if state == VcpuState::Exited {
                 return VcpuExitReason::Stopped;
             }
-            match self.vcpu.run() {
-                Ok(exit) => match handle_exit(id, exit, &self.bus, &self.stats) {
-                    Handled::Continue => {
-                        if let (0, Some(h)) = (id, &self.bus.os_handoff) {
-                            h.check(&self.vcpu);
-                        }
+            let handled = match self.vcpu.run() {
+                Ok(exit) => {
+                    let pio = matches!(exit, VcpuExit::IoIn(..) | VcpuExit::IoOut(..));
+                    Ok((pio, handle_exit(id, exit, &self.bus, &self.stats)))
+                }
+                Err(e) => Err(e),
+            };
+            match handled {
+                Ok((pio, Handled::Continue)) => {
+                    if let (0, true, Some(h)) = (id, pio, &self.bus.os_handoff) {
+                        h.check(&self.vcpu);
                     }
-                    Handled::End(VcpuExitReason::Crashed(m)) => {
-                        return VcpuExitReason::Crashed(format!("{m}{}", self.where_at()))
-                    }
-                    Handled::End(reason) => return reason,
-                    Handled::InternalError => {
-                        let (sub, data) = self.vcpu.internal_error();
-                        return VcpuExitReason::Crashed(format!(
-                            "KVM internal error on vCPU {id}: suberror {sub}, data {data:x?}"
-                        ));
-                    }
-                },
+                }
+                Ok((_, Handled::End(VcpuExitReason::Crashed(m)))) => {
+                    return VcpuExitReason::Crashed(format!("{m}{}", self.where_at()))
+                }
+                Ok((_, Handled::End(reason))) => return reason,
+                Ok((_, Handled::InternalError)) => {
+                    let (sub, data) = self.vcpu.internal_error();
+                    return VcpuExitReason::Crashed(format!(
+                        "KVM internal error on vCPU {id}: suberror {sub}, data {data:x?}"
+                    ));
+                }
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                     self.stats.exit(Exit::Intr);
                     self.vcpu.set_immediate_exit(false);

@@ -24,9 +24,10 @@ pub struct Args {
     /// Initramfs to load.
     #[arg(long, value_name = "PATH")]
     pub initrd: Option<PathBuf>,
-    /// Kernel command line.
-    #[arg(long, value_name = "STR", default_value = "console=ttyS0")]
-    pub cmdline: String,
+    /// Kernel command line [default: console=ttyS0]; refused with
+    /// `--firmware` (the disk's boot loader has its own).
+    #[arg(long, value_name = "STR")]
+    pub cmdline: Option<String>,
     /// Number of vCPUs (1-254).
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub cpus: u32,
@@ -167,7 +168,11 @@ impl Args {
             kernel: self.kernel.clone().unwrap_or_default(),
             firmware: self.firmware.clone(),
             initrd: self.initrd.clone(),
-            cmdline: self.cmdline.clone(),
+            cmdline: match (&self.cmdline, &self.firmware) {
+                (Some(c), _) => c.clone(),
+                (None, Some(_)) => String::new(),
+                (None, None) => "console=ttyS0".into(),
+            },
             cpus: self.cpus,
             memory_mib: self.memory,
             memory: MemoryOptions {

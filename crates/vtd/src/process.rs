@@ -54,8 +54,14 @@ pub fn spawn(
                 return Err(std::io::Error::last_os_error());
             }
             // The console pipe becomes descriptor 3 (dup2 clears its
-            // close-on-exec flag).
-            if libc::dup2(console_fd, 3) < 0 {
+            // close-on-exec flag; when it already is 3, dup2 does nothing
+            // and the flag is cleared by hand).
+            let r = if console_fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(console_fd, 3)
+            };
+            if r < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             // Nothing else vtd inherited crosses exec (std's own

@@ -31,9 +31,8 @@ const CENTURY: u8 = 0x32;
 const B_24H: u8 = 1 << 1;
 /// Register B: binary (not BCD) values.
 const B_BINARY: u8 = 1 << 2;
-/// Register B: SET, updates stopped while the guest writes the time
-/// (accepted; each time write takes effect at once).
-#[cfg(test)]
+/// Register B: SET, updates stopped while the guest writes the time (the
+/// writes are collected and take effect together when SET is cleared).
 const B_SET: u8 = 1 << 7;
 /// Register D: valid RAM and time (battery good).
 const D_VRT: u8 = 1 << 7;
@@ -58,6 +57,11 @@ pub struct Cmos {
     ram: [u8; 128],
     /// Seconds added to the host clock (the guest's setting).
     offset: i64,
+    /// While register B's SET bit is on: the time being written, field by
+    /// field, applied at once when SET is cleared (Linux writes year, month
+    /// and day one after another: applying each alone would carry Jan 31 +
+    /// "month 2" over into March).
+    shadow: Option<Tm>,
 }
 
 /// Seconds since the epoch, now.
@@ -173,6 +177,7 @@ impl Cmos {
             nmi_masked: false,
             ram,
             offset: 0,
+            shadow: None,
         }
     }
 
@@ -206,7 +211,7 @@ impl Cmos {
     }
 
     fn read_reg(&mut self, reg: u8) -> u8 {
-        let tm = self.now();
+        let tm = self.shadow.unwrap_or_else(|| self.now());
         let b = self.ram[STATUS_B as usize];
         match reg {
             SECONDS => self.encode(tm.second),
@@ -230,7 +235,7 @@ impl Cmos {
     }
 
     fn write_reg(&mut self, reg: u8, v: u8) {
-        let mut tm = self.now();
+        let mut tm = self.shadow.unwrap_or_else(|| self.now());
         let b = self.ram[STATUS_B as usize];
         let field = |s: &Self| s.decode(v & 0x7f);
         match reg {
@@ -253,6 +258,14 @@ impl Cmos {
             }
             STATUS_B => {
                 self.ram[STATUS_B as usize] = v;
+                match (v & B_SET != 0, self.shadow) {
+                    (true, None) => self.shadow = Some(tm),
+                    (false, Some(set)) => {
+                        self.shadow = None;
+                        self.offset = from_tm(&set).saturating_sub(host_now());
+                    }
+                    _ => {}
+                }
                 return;
             }
             STATUS_C | STATUS_D => return,
@@ -263,7 +276,11 @@ impl Cmos {
                 return;
             }
         }
-        self.offset = from_tm(&tm).saturating_sub(host_now());
+        if self.shadow.is_some() {
+            self.shadow = Some(tm);
+        } else {
+            self.offset = from_tm(&tm).saturating_sub(host_now());
+        }
     }
 }
 
@@ -388,6 +405,21 @@ mod tests {
         // 23h in 12-hour BCD: 11 with the PM bit.
         let h = reg(&mut c, HOURS);
         assert!(h == 0x91 || h == 0x12, "{h:#x}");
+    }
+
+    #[test]
+    fn a_date_set_field_by_field_under_set_is_taken_whole() {
+        let mut c = cmos();
+        // Jan 31, then Feb 10 written year, month, day (as Linux does).
+        for (month, day) in [(0x01, 0x31), (0x02, 0x10)] {
+            set(&mut c, STATUS_B, B_SET | B_24H);
+            set(&mut c, YEAR, 0x30);
+            set(&mut c, CENTURY, 0x20);
+            set(&mut c, MONTH, month);
+            set(&mut c, DAY, day);
+            set(&mut c, STATUS_B, B_24H);
+            assert_eq!((reg(&mut c, MONTH), reg(&mut c, DAY)), (month, day));
+        }
     }
 
     #[test]
