@@ -77,23 +77,26 @@ pub struct MemoryCounters {
 pub struct DiskCounters {
     /// The disk's index among the VM's disks (`vda` is 0).
     pub index: u32,
-    /// Successful VIRTIO_BLK_T_IN requests and the bytes they read.
+    /// Successful VIRTIO_BLK_T_IN requests.
     pub read_ops: u64,
+    /// Bytes the successful VIRTIO_BLK_T_IN requests read.
     pub read_bytes: u64,
-    /// Successful VIRTIO_BLK_T_OUT requests and the bytes they wrote.
+    /// Successful VIRTIO_BLK_T_OUT requests.
     pub write_ops: u64,
+    /// Bytes the successful VIRTIO_BLK_T_OUT requests wrote.
     pub write_bytes: u64,
     /// Successful VIRTIO_BLK_T_FLUSH requests.
     pub flush_ops: u64,
-    /// Successful VIRTIO_BLK_T_DISCARD and T_WRITE_ZEROES requests and the
-    /// bytes they covered.
+    /// Successful VIRTIO_BLK_T_DISCARD and T_WRITE_ZEROES requests.
     pub discard_ops: u64,
+    /// Bytes the successful VIRTIO_BLK_T_DISCARD and T_WRITE_ZEROES
+    /// requests covered.
     pub discard_bytes: u64,
     /// Requests answered with an error status (IOERR or UNSUPP).
     pub errors: u64,
-    /// Times the rate limit made a request wait, and how long requests
-    /// waited for it in all, ns.
+    /// Times the rate limit made a request wait.
     pub throttled: u64,
+    /// How long requests waited for the rate limit in all, ns.
     pub throttled_ns: u64,
     /// Request latency (from taking it off the ring to its status byte,
     /// a wait for the rate limit not included: see `throttled_ns`)
@@ -115,12 +118,15 @@ pub struct NetCounters {
     pub index: u32,
     /// Its tap device.
     pub tap: String,
-    /// Frames handed to the guest and their bytes (without the
-    /// virtio-net header).
+    /// Frames handed to the guest.
     pub rx_packets: u64,
+    /// Bytes of the frames handed to the guest (without the virtio-net
+    /// header).
     pub rx_bytes: u64,
-    /// Frames the guest sent to the tap and their bytes.
+    /// Frames the guest sent to the tap.
     pub tx_packets: u64,
+    /// Bytes of the frames the guest sent to the tap (without the
+    /// virtio-net header).
     pub tx_bytes: u64,
     /// Frames from the tap dropped (no guest buffer could hold them).
     pub rx_dropped: u64,
@@ -128,8 +134,9 @@ pub struct NetCounters {
     pub tx_dropped: u64,
     /// Reads and writes the tap failed (other than "would block").
     pub tap_errors: u64,
-    /// Interrupts sent to the guest for the receive and transmit queues.
+    /// Interrupts sent to the guest for the receive queue.
     pub rx_interrupts: u64,
+    /// Interrupts sent to the guest for the transmit queue.
     pub tx_interrupts: u64,
 }
 
@@ -140,9 +147,15 @@ pub struct CounterDetail {
     /// False when the VMM runs with `VT_VMM_COUNTERS=off` (device counters
     /// stay zero; vCPU and memory numbers are still read).
     pub devices_counted: bool,
+    /// One entry per configured vCPU, by index.
     pub vcpus: Vec<VcpuCounters>,
+    /// The guest's RAM: its size and how much of it is resident.
     pub memory: MemoryCounters,
+    /// One entry per `--disk`, in order (all zero when devices are not
+    /// counted).
     pub disks: Vec<DiskCounters>,
+    /// One entry per `--net`, in order (all zero but index and tap when
+    /// devices are not counted).
     pub nets: Vec<NetCounters>,
 }
 

@@ -26,12 +26,15 @@ pub enum CpuSource {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VmStats {
+    /// The VM's name.
     pub name: String,
+    /// Its lifecycle state when these were read.
     pub state: VmState,
     /// When these were read: milliseconds since the Unix epoch.
     pub timestamp_ms: u64,
-    /// The definition's vCPUs and guest RAM (MiB).
+    /// The number of vCPUs in the VM's definition.
     pub vcpus: u32,
+    /// The guest RAM in the VM's definition, MiB.
     pub memory_mib: u64,
     /// The disks' names as the guest sees them (`vda`, `vdb`, ...), in the
     /// order of the counters' `disks`.
@@ -39,6 +42,7 @@ pub struct VmStats {
     /// Host CPU time the VM used since its VMM started, ns (while active).
     #[serde(default)]
     pub cpu_time_ns: Option<u64>,
+    /// Where `cpu_time_ns` was read (present exactly when it is).
     #[serde(default)]
     pub cpu_source: Option<CpuSource>,
     /// The VMM process's memory as the host counts it (while active).

@@ -48,8 +48,11 @@ const OEM_REVISION: u32 = 1;
 /// IAPC boot flags: no VGA (the CMOS RTC is there).
 const IAPC_VGA_NOT_PRESENT: u16 = 1 << 2;
 
-/// The CMOS RTC's ports (index, data).
+/// The CMOS RTC's first I/O port: 0x70, the index (register select);
+/// 0x71 is the data port (the MC146818 layout of the PC/AT).
 pub const RTC_PORT: u16 = 0x70;
+/// How many I/O ports the CMOS RTC takes from [`RTC_PORT`]: 2 (index
+/// and data), as its `_CRS` in the DSDT declares.
 pub const RTC_PORTS: u16 = 2;
 
 /// Errors writing the tables.

@@ -32,14 +32,18 @@ pub const HIMEM_START: u64 = 0x100000;
 pub const RESET_VECTOR: u64 = 0xffff0;
 /// Start of the 32-bit MMIO hole; RAM beyond this moves above 4 GiB.
 pub const MMIO_HOLE_START: u64 = 0xc000_0000;
+/// End (exclusive) of the 32-bit MMIO hole: 4 GiB, where RAM resumes.
 pub const MMIO_HOLE_END: u64 = 0x1_0000_0000;
-/// 32-bit PCI BAR window (start, exclusive end).
+/// Start of the 32-bit PCI BAR window (the start of the MMIO hole).
 pub const PCI_MMIO32_START: u64 = MMIO_HOLE_START;
+/// End (exclusive) of the 32-bit PCI BAR window: where ECAM starts.
 pub const PCI_MMIO32_END: u64 = 0xe000_0000;
 /// The second 32-bit PCI window, from the end of ECAM to the IOAPIC:
 /// where SeaBIOS puts the BARs it assigns (top-down from 0xFEC0_0000, as on
 /// a machine that is neither i440FX nor Q35). Direct boot does not use it.
 pub const PCI_MMIO32_HIGH_START: u64 = PCI_ECAM_START + PCI_ECAM_SIZE;
+/// End (exclusive) of the second 32-bit PCI window: the IOAPIC's address,
+/// 0xFEC0_0000.
 pub const PCI_MMIO32_HIGH_END: u64 = IOAPIC_ADDR;
 /// PCI Express ECAM for bus 0 (1 MiB), declared in the MCFG.
 pub const PCI_ECAM_START: u64 = 0xe000_0000;
@@ -56,6 +60,8 @@ pub const FIRMWARE_ALIGN: u64 = 64 << 10;
 /// (0xC0000..0x100000: what SeaBIOS's shadowing through an i440FX's PAM
 /// registers copies there). Plain RAM, so SeaBIOS can write its data.
 pub const LEGACY_BIOS_START: u64 = 0xc0000;
+/// Bytes of the firmware copied below 1 MiB: its last 256 KiB, filling
+/// [`LEGACY_BIOS_START`]..0x100000 (less for a smaller image).
 pub const LEGACY_BIOS_SIZE: u64 = 256 << 10;
 /// With firmware, our ACPI tables sit in the last 64 KiB of RAM below
 /// 4 GiB, marked reserved in the e820 map fw_cfg gives the firmware.

@@ -28,8 +28,11 @@ fn add(a: &AtomicU64, n: u64) {
 /// What a request of a virtio-blk queue was, for [`DiskStats::request`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DiskOp {
+    /// VIRTIO_BLK_T_IN.
     Read,
+    /// VIRTIO_BLK_T_OUT.
     Write,
+    /// VIRTIO_BLK_T_FLUSH.
     Flush,
     /// Discard or write-zeroes.
     Discard,
@@ -135,12 +138,20 @@ impl DiskStats {
 /// One NIC's counters ([`NetCounters`] as atomics).
 #[derive(Debug, Default)]
 pub struct NetStats {
+    /// Frames handed to the guest (bumped by [`NetStats::received`]).
     pub rx_packets: AtomicU64,
+    /// Bytes of the frames handed to the guest, virtio-net header excluded.
     pub rx_bytes: AtomicU64,
+    /// Frames the guest sent out on the tap (bumped by [`NetStats::sent`]).
     pub tx_packets: AtomicU64,
+    /// Bytes of the frames sent out on the tap, virtio-net header excluded.
     pub tx_bytes: AtomicU64,
+    /// Frames read from the tap that no guest receive buffer could hold.
     pub rx_dropped: AtomicU64,
+    /// Frames from the guest not sent: too many descriptors for one
+    /// `writev`, or the tap refused the write.
     pub tx_dropped: AtomicU64,
+    /// Tap reads and writes that failed other than with "would block".
     pub tap_errors: AtomicU64,
     interrupts: [AtomicU64; 2],
 }
@@ -189,6 +200,7 @@ impl NetStats {
 /// Counts interrupts of a device's queues: a device hands its transport
 /// one of these (queue `i` is entry `i`).
 pub trait QueueInterrupts: Send + Sync {
+    /// One counter per queue, by queue index.
     fn queue_interrupts(&self) -> &[AtomicU64];
 }
 

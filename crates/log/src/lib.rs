@@ -11,6 +11,7 @@
 //! - [`rotate::RotatingFile`]: a log file capped at a size, rotated like
 //!   virtlogd does (`NAME.1` ... `NAME.K`), whole lines only.
 
+/// Size-capped log files rotated between lines (`vt-logger`'s).
 pub mod rotate;
 
 use std::fmt;

@@ -18,12 +18,19 @@ const NO_CLOCK: i64 = i64::MIN;
 /// Exit reasons counted per vCPU (the order of [`ExitCounts`]).
 #[derive(Debug, Clone, Copy)]
 pub enum Exit {
+    /// KVM_EXIT_IO: a guest read of an I/O port.
     IoIn = 0,
+    /// KVM_EXIT_IO: a guest write to an I/O port.
     IoOut,
+    /// KVM_EXIT_MMIO: a guest read.
     MmioRead,
+    /// KVM_EXIT_MMIO: a guest write.
     MmioWrite,
+    /// KVM_RUN returned EINTR or EAGAIN (a signal: the VMM kicked the vCPU).
     Intr,
+    /// KVM_EXIT_SYSTEM_EVENT (power-off, reset).
     SystemEvent,
+    /// Any other exit.
     Other,
 }
 
@@ -120,6 +127,7 @@ impl VcpuStats {
 
 /// Every counter of one VMM.
 pub struct VmStats {
+    /// Per vCPU, by index (`config.cpus` of them).
     pub vcpus: Vec<Arc<VcpuStats>>,
     /// Per `--disk`; None when device counting is off.
     pub disks: Vec<Option<Arc<DiskStats>>>,

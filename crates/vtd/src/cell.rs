@@ -222,8 +222,11 @@ fn open_chain(
     }
 }
 
-/// The largest file the VMM may grow: its biggest disk plus an eighth
-/// (image metadata) plus 64 MiB, and at least 1 GiB (the console log).
+/// The largest file the VMM may grow (its RLIMIT_FSIZE, `--jail-file-size`),
+/// bytes: its biggest disk plus an eighth (image metadata) plus 64 MiB, and
+/// at least 1 GiB. The limit covers every regular file it writes: its disks
+/// and `vmm.log` (its stdout and stderr). The console is not among them: it
+/// goes into a pipe, and `vt-logger` writes `console.log` outside the cell.
 fn file_size_limit(disks: &[File]) -> u64 {
     let biggest = disks
         .iter()

@@ -25,7 +25,10 @@ use vt_log::rotate::Limits;
 /// `--console-log-files`).
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The `vt-logger` program run for each VM (default: [`default_logger`]).
     pub logger: PathBuf,
+    /// When `console.log` rotates and how many old ones are kept
+    /// (`--max-bytes` and `--files` of `vt-logger`; default 2 MiB and 4).
     pub limits: Limits,
 }
 

@@ -9,7 +9,9 @@
 //! STATE/vms/NAME/definition.json  the VM definition (atomic rewrite)
 //! STATE/vms/NAME/runtime.json     the running VMM: pid, start time (while it runs)
 //! STATE/vms/NAME/last-exit.json   how the last run ended
-//! STATE/vms/NAME/console.log      the serial console (appended by vt-vmm)
+//! STATE/vms/NAME/console.log      the serial console: vt-vmm writes it into a
+//!                                 pipe, vt-logger (crate vt-log) writes this
+//!                                 file from it, rotated (console.log.1 ... .K)
 //! STATE/vms/NAME/vmm.log          vt-vmm's own stdout/stderr
 //! STATE/vms/NAME/api.sock         the VMM's control socket
 //! ```

@@ -25,21 +25,42 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::bus::BusDevice;
 
-/// The I/O port base and the number of ports (0x510..=0x51b).
+/// The first I/O port of the device: the selector (0x510).
 pub const FW_CFG_PORT: u16 = 0x510;
+/// How many I/O ports the device takes from [`FW_CFG_PORT`]: 12, i.e.
+/// 0x510..=0x51b (selector 0x510, data 0x511, 0x512..0x513 unused, DMA
+/// address 0x514..=0x51b), as `fw_cfg.rst` places them on x86.
 pub const FW_CFG_PORTS: u16 = 12;
 
-/// Well-known item keys (fw_cfg.rst; QEMU's `fw_cfg_keys.h`).
+/// Well-known item keys (selector values), from QEMU's `docs/specs/fw_cfg.rst`
+/// and the `FW_CFG_*` keys of `fw_cfg_keys.h`. Multi-byte values in numbered
+/// items are little-endian; the file directory is big-endian.
 pub mod keys {
+    /// The signature: the 4 bytes `"QEMU"`.
     pub const SIGNATURE: u16 = 0x00;
+    /// The revision / feature bitmap: a 32-bit little-endian value, bit 0
+    /// the traditional (port) interface, bit 1 the DMA interface.
     pub const ID: u16 = 0x01;
+    /// The VM's UUID: 16 bytes.
     pub const UUID: u16 = 0x02;
+    /// The guest's RAM size in bytes: 64-bit little-endian.
     pub const RAM_SIZE: u16 = 0x03;
+    /// Whether the VM has no graphical display: 16-bit little-endian,
+    /// 1 for none.
     pub const NOGRAPHIC: u16 = 0x04;
+    /// The number of vCPUs present at boot: 16-bit little-endian.
     pub const NB_CPUS: u16 = 0x05;
+    /// The NUMA description: a 64-bit little-endian node count, then per-
+    /// CPU and per-node entries; a zero count means no NUMA.
     pub const NUMA: u16 = 0x0d;
+    /// Whether the firmware offers a boot menu: 16-bit little-endian,
+    /// 0 for no.
     pub const BOOT_MENU: u16 = 0x0e;
+    /// The most vCPUs the VM can have: 16-bit little-endian.
     pub const MAX_CPUS: u16 = 0x0f;
+    /// The file directory: a 32-bit big-endian count, then one 64-byte
+    /// entry per file (32-bit size, 16-bit key, 16 reserved bits, 56-byte
+    /// NUL-padded name), all big-endian.
     pub const FILE_DIR: u16 = 0x19;
     /// The first key given to a named item.
     pub const FILE_FIRST: u16 = 0x20;
@@ -69,12 +90,17 @@ const DMA_SIGNATURE: &[u8; 8] = b"QEMU CFG";
 /// Errors building the item list.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
+    /// A file name that is empty, longer than [`MAX_NAME`] bytes or holds
+    /// a NUL.
     #[error("fw_cfg file name '{0}' is empty or longer than 55 bytes")]
     BadName(String),
+    /// A file name already in the directory.
     #[error("fw_cfg file '{0}' is given twice")]
     Duplicate(String),
+    /// No key left for another file (keys stop below the write bit, 0x4000).
     #[error("fw_cfg has no free key for file '{0}'")]
     Full(String),
+    /// An item larger than a 32-bit size can describe (its length in bytes).
     #[error("fw_cfg item of {0} bytes is larger than 4 GiB")]
     TooLarge(usize),
 }

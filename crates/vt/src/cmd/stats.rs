@@ -7,6 +7,9 @@ use api::stats::VmStats;
 use super::client::{CliResult, Client};
 use super::output::{print_json, Format};
 
+/// Prints VM `name`'s statistics: under `Domain: 'NAME'`, one indented
+/// `key=value` line each ([`lines`]: times in ns, sizes in bytes), or the
+/// [`VmStats`] as JSON with `--output json`.
 pub fn run(c: &Client, name: &str, format: Format) -> CliResult {
     let s: VmStats = c.json("GET", &format!("/vms/{name}/stats"), None)?;
     match format {

@@ -226,6 +226,12 @@ fn quit_pressed(d: Duration) -> std::io::Result<bool> {
     }
 }
 
+/// Samples every VM's statistics each `--delay` seconds and shows a frame
+/// per sample, with rates since the previous one: full-screen (until `q`,
+/// Esc or Ctrl-C) when stdin and stdout are terminals, else printed frames
+/// each followed by a blank line; stops after `--iterations` frames if given.
+/// Errors: a delay that is not a positive number of seconds, a terminal
+/// that cannot be set up or drawn on, or a failed request.
 pub fn run(c: &Client, args: TopArgs) -> CliResult {
     let delay = Duration::try_from_secs_f64(args.delay)
         .ok()

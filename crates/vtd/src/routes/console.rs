@@ -18,6 +18,9 @@ use crate::vm::Vm;
 
 const POLL: Duration = Duration::from_millis(20);
 
+/// `GET /vms/{name}/console[?follow=1|true]`: `console.log` streamed as
+/// `application/octet-stream`, following new output (and rotations) while
+/// the VM is active when asked to.
 pub fn stream(d: &Daemon, name: &str, req: &vt_http::Request) -> Answer {
     let vm = d.get(name)?;
     let follow = matches!(req.query_param("follow"), Some("1" | "true"));
@@ -64,8 +67,6 @@ fn copy(mut file: Option<File>, vm: &Arc<Vm>, follow: bool, w: &mut UnixStream) 
     }
 }
 
-/// Whether the client closed its end (a streamed reply has nothing else to
-/// read from it).
 /// Whether `console.log` now is another file than `file` (the console
 /// logger rotated it).
 fn rotated(file: Option<&File>, vm: &Vm) -> bool {
@@ -77,6 +78,8 @@ fn rotated(file: Option<&File>, vm: &Vm) -> bool {
         .is_ok_and(|m| m.ino() != now.ino() || m.dev() != now.dev())
 }
 
+/// Whether the client closed its end (a streamed reply has nothing else to
+/// read from it).
 pub fn peer_gone(w: &UnixStream) -> bool {
     let mut b = [0u8; 1];
     // SAFETY: a one-byte peek into a valid buffer, non-blocking.
@@ -91,6 +94,9 @@ pub fn peer_gone(w: &UnixStream) -> bool {
     n == 0 || (n < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock)
 }
 
+/// `POST /vms/{name}/console`: `body` typed into the guest's serial
+/// console (passed to its VMM); 204 No Content. Errors: an empty body
+/// (400), a VM that is not running, or the VMM's own error status.
 pub fn input(d: &Daemon, name: &str, body: &[u8]) -> Answer {
     if body.is_empty() {
         return Err(ApiError::bad_request("nothing to type"));

@@ -40,11 +40,11 @@ pub const KVM_SET_TSS_ADDR: u64 = ioc(NONE, KVMIO, 0x47, 0);
 pub const KVM_SET_IDENTITY_MAP_ADDR: u64 = ioc(WRITE, KVMIO, 0x48, size_of::<u64>());
 /// VM: in-kernel PIC/IOAPIC/LAPIC.
 pub const KVM_CREATE_IRQCHIP: u64 = ioc(NONE, KVMIO, 0x60, 0);
-/// VM: the GSI routing table (MSI routes; also from vCPUs on MSI-X writes).
 /// Reads an in-kernel irqchip's state (the PICs' masks at OS hand-off).
 pub const KVM_GET_IRQCHIP: u64 = ioc(READ | WRITE, KVMIO, 0x62, size_of::<kvm_irqchip>());
 /// Writes an in-kernel irqchip's state (KVM defines it as `_IOR`).
 pub const KVM_SET_IRQCHIP: u64 = ioc(READ, KVMIO, 0x63, size_of::<kvm_irqchip>());
+/// VM: the GSI routing table (MSI routes; also from vCPUs on MSI-X writes).
 pub const KVM_SET_GSI_ROUTING: u64 = ioc(WRITE, KVMIO, 0x6a, size_of::<kvm_irq_routing>());
 /// VM: an eventfd that raises a GSI.
 pub const KVM_IRQFD: u64 = ioc(WRITE, KVMIO, 0x76, size_of::<kvm_irqfd>());
