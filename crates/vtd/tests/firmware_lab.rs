@@ -16,7 +16,9 @@
 //!    path=IMAGE` defines a BIOS-booted VM (`vt info` says so), `vt start`
 //!    runs `vt-vmm --firmware` jailed, with the firmware as `/dev/fd/N`;
 //!    `vt console` shows SeaBIOS, GRUB and the marker, and the guest's
-//!    `systemctl poweroff` stops the VM.
+//!    `systemctl poweroff` stops the VM. A VM that crashed (a nested
+//!    guest the lab's emulated SVM triple-faulted: seen once in a clean
+//!    clone's run, 1.6 s into the kernel) is reported and started once more.
 
 mod common;
 
@@ -117,14 +119,25 @@ for i in $(seq 100); do [ -S $VT_SOCKET ] && break; sleep 0.1; done
 $VT create --name deb --import --disk path=/tmp/debian.img --memory 512 --vcpus 2
 echo "VT-HOST create_rc=$?"
 $VT info deb | sed 's/^/INFO /'
-t=$(up)
-$VT start deb
-echo "VT-HOST start_rc=$?"
-while [ $(($(up) - t)) -lt 240 ]; do
-    $VT info deb --output json | grep -q '"state": *"running"' || break
-    sleep 1
-done
-echo "VT-HOST run_secs=$(($(up) - t))"
+boot() {
+    t=$(up)
+    $VT start deb
+    echo "VT-HOST start_rc=$?"
+    while [ $(($(up) - t)) -lt 240 ]; do
+        $VT info deb --output json | grep -q '"state": *"running"' || break
+        sleep 1
+    done
+    echo "VT-HOST run_secs=$(($(up) - t))"
+}
+boot
+# A nested guest of the lab's emulated SVM now and then triple-faults
+# (seen in other lab tests under both VMMs): say so, show it, boot again
+# once. A second crash fails the test.
+if $VT info deb --output json | grep -q '"state": *"crashed"'; then
+    echo "VT-HOST retried=$($VT info deb --output json | tr -d '\n')"
+    $VT console deb --no-follow | tr -d '\033' | tail -n 30 | sed 's/^/FIRST /'
+    boot
+fi
 echo "VT-HOST info=$($VT info deb --output json | tr -d '\n')"
 $VT console deb --no-follow | tr -d '\033' | sed 's/^/CONSOLE /'
 $VT stop deb >/dev/null 2>&1
